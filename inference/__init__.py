@@ -1,0 +1,1 @@
+"""The gRPC inference service: engines, tokenizers, chat templates and the Generate servicer."""

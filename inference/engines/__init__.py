@@ -1,0 +1,1 @@
+"""Token generators behind one interface (see `base`): torch, trtllm and synthetic."""
