@@ -1,0 +1,348 @@
+"""A benchmark-only engine that emits token ids on a clock and does no compute.
+
+It measures the stack around an engine (servicer, gRPC, facade, SSE): every choice
+emits `tokens_per_second` tokens on the wall clock, so whatever the stack does not
+carry shows up as lag at the client. It is never a default: a model uses it only
+when its config says `engine: synthetic`.
+
+Cost model: one timer task ticks every `tick_ms` and emits for every choice that is
+due, using a heap ordered by each choice's next due time. There is no task, sleep or
+future per token: 256 streams at 120 tokens/s cost one wake-up per tick plus a heap
+pop and push per emitting choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from inference.engines.base import (
+    Engine,
+    EngineFinish,
+    EngineRequestError,
+    EngineStats,
+    EngineUnavailableError,
+    GenerationRequest,
+    SequenceOutput,
+    TokenLogprob,
+)
+
+# Fake log probabilities: the chosen token gets p = 1/2, the r-th alternative 1/2**(r+1),
+# so a choice's top list is ordered, distinct and sums to less than 1 like real ones.
+_LOG_HALF = math.log(0.5)
+
+
+def _by_index(output: SequenceOutput) -> int:
+    return output.index
+
+
+@dataclass(slots=True, eq=False)
+class _Choice:
+    """One choice's position in the token schedule."""
+
+    request: _Request
+    index: int
+    # Offset into the vocabulary cycle, so choices of one request differ.
+    offset: int
+    emitted: int = 0
+    done: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    """A running request: its choices, its unread outputs and the reader's wake-up."""
+
+    request: GenerationRequest
+    start: float
+    # Tokens per choice, and how a choice that reaches it ends: LENGTH at max_tokens, or EOS
+    # where the fake model "ends its answer" (output_tokens) first.
+    limit: int
+    limit_finish: EngineFinish
+    # Token ids that end a choice when sampled: EOS ids (unless ignore_eos) and stop ids.
+    stoppers: frozenset[int]
+    choices: list[_Choice] = field(default_factory=list)
+    # Unread output per choice index; the tick merges into it while the reader lags,
+    # so a slow reader gets fewer, larger outputs instead of a growing queue.
+    pending: dict[int, SequenceOutput] = field(default_factory=dict)
+    # Choices whose finish was requested by `finish_choice`, applied at the next tick.
+    to_finish: set[int] = field(default_factory=set)
+    waiter: asyncio.Future[None] | None = None
+    unfinished: int = 0
+    closed: bool = False
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class SyntheticEngine(Engine):
+    """Emits token ids cycling over `vocab_ids` at `tokens_per_second` per choice.
+
+    - A choice ends with LENGTH at `max_tokens`. With `output_tokens` set and smaller, the
+      fake model "answers" in `output_tokens` tokens and the choice ends with EOS there,
+      unless the request sets `ignore_eos` (benchmarks do, to fix the output length).
+    - Token ids in the request's EOS set (unless `ignore_eos`) or stop-token set end the
+      choice (EOS / STOP_TOKEN) once `min_tokens` were generated; the token is included.
+    - Deadlines end unfinished choices with TIME_LIMIT; `finish_choice` and closing the
+      iterator take effect at the next tick.
+    - The first token is due at once (on the next tick), token k at `start + k / rate`;
+      a late tick emits every token that came due meanwhile, in one output.
+    """
+
+    name = "synthetic"
+
+    def __init__(
+        self,
+        *,
+        vocab_ids: Sequence[int],
+        tokens_per_second: float = 120.0,
+        output_tokens: int | None = None,
+        tick_ms: float = 5.0,
+    ) -> None:
+        ids = tuple(int(i) for i in vocab_ids)
+        if not ids:
+            raise ValueError("vocab_ids must name at least one token id")
+        if any(i < 0 for i in ids):
+            raise ValueError("vocab_ids must be non-negative token ids")
+        if not tokens_per_second > 0:
+            raise ValueError(f"tokens_per_second must be > 0, got {tokens_per_second}")
+        if output_tokens is not None and output_tokens < 1:
+            raise ValueError(f"output_tokens must be >= 1 when set, got {output_tokens}")
+        if not tick_ms > 0:
+            raise ValueError(f"tick_ms must be > 0, got {tick_ms}")
+        self._vocab = ids
+        self._rate = float(tokens_per_second)
+        self._output_tokens = output_tokens
+        self._tick = tick_ms / 1000.0
+        self._requests: dict[str, _Request] = {}
+        # (due time, tie-breaker, choice): the next token of each live choice.
+        self._heap: list[tuple[float, int, _Choice]] = []
+        # (deadline, tie-breaker, request) for requests with a deadline.
+        self._deadlines: list[tuple[float, int, _Request]] = []
+        self._seq = itertools.count()
+        self._finish_requested: set[_Request] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._closed = False
+        # Tokens emitted since construction; benchmarks compare it with what clients got.
+        self.emitted_tokens = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self._rate
+
+    async def start(self) -> None:
+        self._closed = False
+
+    async def shutdown(self) -> None:
+        self._closed = True
+        now = time.monotonic()
+        for req in list(self._requests.values()):
+            for choice in req.choices:
+                if not choice.done:
+                    self._finish(choice, EngineFinish.CANCELLED, now)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    def stats(self) -> EngineStats:
+        return EngineStats(active_requests=len(self._requests))
+
+    def finish_choice(self, request_id: str, index: int) -> None:
+        req = self._requests.get(request_id)
+        # An unknown id or index is a race with the request finishing on its own: ignore it.
+        if req is not None and 0 <= index < len(req.choices):
+            req.to_finish.add(index)
+            self._finish_requested.add(req)
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[list[SequenceOutput]]:
+        # Register synchronously so that `finish_choice` and `stats` see the request as soon
+        # as `generate` returns, before the caller first awaits the iterator.
+        if self._closed:
+            raise EngineUnavailableError("the synthetic engine is shut down")
+        if request.request_id in self._requests:
+            raise EngineRequestError(f"request id {request.request_id!r} is already running")
+        req = self._register(request)
+        return self._stream(req)
+
+    def _register(self, request: GenerationRequest) -> _Request:
+        params = request.params
+        now = time.monotonic()
+        limit, limit_finish = params.max_tokens, EngineFinish.LENGTH
+        if self._output_tokens is not None and not params.ignore_eos:
+            # Like EOS, the fake model's own end is suppressed until min_tokens.
+            natural = max(self._output_tokens, params.min_tokens)
+            if natural < limit:
+                limit, limit_finish = natural, EngineFinish.EOS
+        stoppers = params.stop_token_ids
+        if not params.ignore_eos:
+            stoppers = stoppers | request.eos_token_ids
+        req = _Request(
+            request=request, start=now, limit=limit, limit_finish=limit_finish, stoppers=stoppers
+        )
+        n = max(1, params.n)
+        req.unfinished = n
+        stride = max(1, len(self._vocab) // n)
+        for index in range(n):
+            choice = _Choice(req, index, offset=(index * stride) % len(self._vocab))
+            req.choices.append(choice)
+            heapq.heappush(self._heap, (now, next(self._seq), choice))
+        self._requests[request.request_id] = req
+        if request.deadline is not None:
+            heapq.heappush(self._deadlines, (request.deadline, next(self._seq), req))
+        self._ensure_ticker()
+        return req
+
+    async def _stream(self, req: _Request) -> AsyncIterator[list[SequenceOutput]]:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if req.pending:
+                    outputs = list(req.pending.values())
+                    if len(outputs) > 1:
+                        outputs.sort(key=_by_index)
+                    req.pending = {}
+                    yield outputs
+                    if req.unfinished == 0 and not req.pending:
+                        return
+                    continue
+                req.waiter = loop.create_future()
+                await req.waiter
+                req.waiter = None
+        finally:
+            self._unregister(req)
+
+    def _unregister(self, req: _Request) -> None:
+        # Choices left in the heaps are skipped lazily when popped (req.closed).
+        req.closed = True
+        if self._requests.get(req.request.request_id) is req:
+            del self._requests[req.request.request_id]
+
+    def _ensure_ticker(self) -> None:
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(
+                self._run_ticker(), name="synthetic-engine-ticker"
+            )
+
+    async def _run_ticker(self) -> None:
+        # Ticks on an absolute schedule so sleep overshoot does not accumulate; it stops when
+        # no request is left and `_register` restarts it.
+        next_tick = time.monotonic()
+        while self._requests:
+            now = time.monotonic()
+            self._step(now)
+            next_tick = max(next_tick + self._tick, now)
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+
+    def _step(self, now: float) -> None:
+        """Emit every due token, apply requested finishes and deadlines, wake readers."""
+        touched: set[_Request] = set()
+        requested, self._finish_requested = self._finish_requested, set()
+        for req in requested:
+            for index in sorted(req.to_finish):
+                choice = req.choices[index]
+                if not choice.done and not req.closed:
+                    self._finish(choice, EngineFinish.CANCELLED, now)
+                    touched.add(req)
+            req.to_finish.clear()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, req = heapq.heappop(self._deadlines)
+            if req.closed:
+                continue
+            for choice in req.choices:
+                if not choice.done:
+                    self._finish(choice, EngineFinish.TIME_LIMIT, now)
+                    touched.add(req)
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, choice = heapq.heappop(heap)
+            req = choice.request
+            if choice.done or req.closed:
+                continue
+            self._emit(choice, now)
+            touched.add(req)
+            if not choice.done:
+                due = req.start + choice.emitted / self._rate
+                heapq.heappush(heap, (due, next(self._seq), choice))
+        for req in touched:
+            req.wake()
+
+    def _emit(self, choice: _Choice, now: float) -> None:
+        """Append the tokens of `choice` due by `now` to its pending output; finish if due."""
+        req = choice.request
+        limit = req.limit
+        emitted = choice.emitted
+        if emitted >= limit:  # only when max_tokens is 0
+            self._finish(choice, req.limit_finish, now)
+            return
+        due = min(limit, int((now - req.start) * self._rate) + 1)
+        if due <= emitted:
+            return
+        vocab = self._vocab
+        size = len(vocab)
+        first = choice.offset + emitted
+        if due - emitted == 1:  # the common case at 120 tokens/s and 5 ms ticks
+            ids = [vocab[first % size]]
+        else:
+            ids = [vocab[(first + k) % size] for k in range(due - emitted)]
+        params = req.request.params
+        stop_at: int | None = None
+        if req.stoppers:
+            for k, token in enumerate(ids):
+                if token in req.stoppers and emitted + k + 1 > params.min_tokens:
+                    stop_at = k
+                    break
+            if stop_at is not None:
+                ids = ids[: stop_at + 1]
+        out = req.pending.get(choice.index)
+        if out is None:
+            req.pending[choice.index] = out = SequenceOutput(index=choice.index, token_ids=ids)
+        else:
+            out.token_ids.extend(ids)
+        if params.logprobs:
+            if out.logprobs is None:
+                out.logprobs = []
+            out.logprobs.extend(
+                self._logprob(token, first + k, params.top_logprobs) for k, token in enumerate(ids)
+            )
+        choice.emitted = emitted + len(ids)
+        self.emitted_tokens += len(ids)
+        if stop_at is not None:
+            token = ids[-1]
+            if token in params.stop_token_ids:
+                self._finish(choice, EngineFinish.STOP_TOKEN, now, stop_token_id=token)
+            else:
+                self._finish(choice, EngineFinish.EOS, now)
+        elif choice.emitted >= limit:
+            self._finish(choice, req.limit_finish, now)
+
+    def _logprob(self, token: int, position: int, top: int) -> TokenLogprob:
+        alternatives = tuple(
+            (self._vocab[(position + r) % len(self._vocab)], _LOG_HALF * (r + 1))
+            for r in range(top)
+        )
+        return TokenLogprob(token_id=token, logprob=_LOG_HALF, top=alternatives)
+
+    def _finish(
+        self,
+        choice: _Choice,
+        reason: EngineFinish,
+        now: float,
+        stop_token_id: int | None = None,
+    ) -> None:
+        req = choice.request
+        choice.done = True
+        req.unfinished -= 1
+        out = req.pending.get(choice.index)
+        if out is None:
+            out = req.pending[choice.index] = SequenceOutput(index=choice.index, token_ids=[])
+        out.finish = reason
+        out.stop_token_id = stop_token_id
+        if req.unfinished == 0:
+            # Nothing more will be emitted: stop counting it now, not when the reader drains.
+            self._requests.pop(req.request.request_id, None)
+        req.wake()
