@@ -1,0 +1,146 @@
+"""Turns one choice's token stream into protocol messages: incremental text, stop strings, finish."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from inference.engines.base import EngineFinish, SequenceOutput, TokenLogprob
+from inference.text.stop import StopMatcher
+from inference.text.tokenizer import ModelTokenizer
+from tensorchat.v1 import inference_pb2 as pb
+
+_FINISH_REASONS = {
+    EngineFinish.EOS: pb.FINISH_REASON_STOP,
+    EngineFinish.LENGTH: pb.FINISH_REASON_LENGTH,
+    EngineFinish.STOP_TOKEN: pb.FINISH_REASON_STOP_TOKEN,
+    EngineFinish.CANCELLED: pb.FINISH_REASON_CANCELLED,
+    EngineFinish.TIME_LIMIT: pb.FINISH_REASON_TIME_LIMIT,
+}
+
+
+class ChoiceAssembler:
+    """Accumulates a choice's outputs and emits at most one Delta and one Finished per `feed`.
+
+    Feeding several engine outputs at once (the reader lagged) yields one merged Delta, which is
+    how the stream coalesces tokens only when it has to.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        tokenizer: ModelTokenizer,
+        *,
+        prompt_tokens: int,
+        stops: Sequence[str],
+        output: pb.OutputMode.ValueType,
+        logprobs: bool,
+    ) -> None:
+        self.index = index
+        self.finished = False
+        self.completion_tokens = 0
+        self._tokenizer = tokenizer
+        self._prompt_tokens = prompt_tokens
+        self._want_tokens = output != pb.OUTPUT_MODE_TEXT
+        self._want_text = output != pb.OUTPUT_MODE_TOKENS or bool(stops)
+        self._send_text = output != pb.OUTPUT_MODE_TOKENS
+        self._want_logprobs = logprobs
+        self._detokenizer = tokenizer.new_detokenizer() if self._want_text else None
+        self._stops = StopMatcher(stops) if stops else None
+
+    def feed(self, outputs: Sequence[SequenceOutput]) -> tuple[pb.Delta | None, pb.Finished | None]:
+        """Returns the new Delta (None if nothing to send) and the Finished message, if done.
+
+        Returns (None, None) once finished: outputs after a stop string matched are dropped.
+        """
+        if self.finished:
+            return None, None
+        token_ids: list[int] = []
+        logprobs: list[TokenLogprob] = []
+        finish: SequenceOutput | None = None
+        cached_tokens = 0
+        for output in outputs:
+            token_ids.extend(output.token_ids)
+            if output.logprobs:
+                logprobs.extend(output.logprobs)
+            if output.finish is not None:
+                finish = output
+                cached_tokens = output.cached_tokens
+                break
+        self.completion_tokens += len(token_ids)
+
+        text = ""
+        matched_stop: str | None = None
+        if self._detokenizer is not None:
+            text = self._detokenizer.push(token_ids)
+            if finish is not None:
+                text += self._detokenizer.flush()
+            if self._stops is not None:
+                text, matched_stop = self._stops.push(text)
+                if finish is not None and matched_stop is None:
+                    text += self._stops.flush()
+
+        delta = self._delta(text, token_ids, logprobs)
+        if matched_stop is not None:
+            self.finished = True
+            return delta, self._finished(pb.FINISH_REASON_STOP_SEQUENCE, cached_tokens, stop=matched_stop)
+        if finish is not None:
+            self.finished = True
+            assert finish.finish is not None
+            return delta, self._finished(
+                _FINISH_REASONS[finish.finish], cached_tokens, stop_token_id=finish.stop_token_id
+            )
+        return delta, None
+
+    def _delta(
+        self, text: str, token_ids: list[int], logprobs: list[TokenLogprob]
+    ) -> pb.Delta | None:
+        if not (text or token_ids):
+            return None
+        delta = pb.Delta()
+        if self._send_text:
+            delta.text = text
+        if self._want_tokens:
+            delta.token_ids.extend(token_ids)
+        if self._want_logprobs:
+            delta.logprobs.extend(self._logprob(item) for item in logprobs)
+        return delta
+
+    def _logprob(self, item: TokenLogprob) -> pb.TokenLogprob:
+        tokenizer = self._tokenizer
+        return pb.TokenLogprob(
+            token_id=item.token_id,
+            token=tokenizer.token_text(item.token_id),
+            logprob=item.logprob,
+            bytes=tokenizer.token_bytes(item.token_id),
+            top_logprobs=[
+                pb.TopLogprob(
+                    token_id=token_id,
+                    token=tokenizer.token_text(token_id),
+                    logprob=logprob,
+                    bytes=tokenizer.token_bytes(token_id),
+                )
+                for token_id, logprob in item.top
+            ],
+        )
+
+    def _finished(
+        self,
+        reason: pb.FinishReason.ValueType,
+        cached_tokens: int,
+        *,
+        stop: str | None = None,
+        stop_token_id: int | None = None,
+    ) -> pb.Finished:
+        finished = pb.Finished(
+            reason=reason,
+            usage=pb.Usage(
+                prompt_tokens=self._prompt_tokens,
+                completion_tokens=self.completion_tokens,
+                cached_tokens=cached_tokens,
+            ),
+        )
+        if stop is not None:
+            finished.matched_stop = stop
+        elif stop_token_id is not None and reason == pb.FINISH_REASON_STOP_TOKEN:
+            finished.matched_stop_token_id = stop_token_id
+        return finished

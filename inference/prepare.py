@@ -1,0 +1,217 @@
+"""Turns a GenerateRequest into an engine request: resolve the model, validate, tokenize, apply limits.
+
+Every refusal is a `RequestError` naming the OpenAI-style parameter at fault, so internal callers
+and the facade get the same clear message.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass
+
+from inference.engines.base import GenerationRequest
+from inference.errors import RequestError, invalid, model_not_found
+from inference.registry import ModelRegistry, ServedModel
+from inference.sampling import SamplingParams
+from inference.text.messages import ChatMessage
+from inference.text.tokenizer import ChatTemplateError
+from tensorchat.v1 import inference_pb2 as pb
+
+MAX_CHOICES = 16
+MAX_TOP_LOGPROBS = 20
+MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 512
+MAX_LOGIT_BIAS = 100.0
+CHAT_ROLES = frozenset({"system", "user", "assistant"})
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationPlan:
+    model: ServedModel
+    engine_request: GenerationRequest
+    stops: tuple[str, ...]
+    output: pb.OutputMode.ValueType
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.engine_request.prompt_token_ids)
+
+
+def resolve_model(registry: ModelRegistry, name: str) -> ServedModel:
+    if not name.strip():
+        raise invalid("model", "is required")
+    model = registry.resolve(name)
+    if model is None:
+        raise model_not_found(name)
+    return model
+
+
+def prompt_token_ids(
+    model: ServedModel,
+    request: pb.GenerateRequest | pb.TokenizeRequest,
+) -> list[int]:
+    """The prompt exactly as the engine will see it (shared by Generate and Tokenize)."""
+    kind = request.WhichOneof("input")
+    if kind == "messages":
+        return _encode_messages(model, request.messages.messages)
+    if kind == "prompt":
+        if not request.prompt:
+            raise invalid("prompt", "must not be empty")
+        return model.tokenizer.encode_prompt(request.prompt)
+    if kind == "token_ids":
+        assert isinstance(request, pb.GenerateRequest)
+        ids = list(request.token_ids.ids)
+        if not ids:
+            raise invalid("token_ids", "must not be empty")
+        vocab = model.tokenizer.vocab_size
+        bad = next((i for i in ids if i >= vocab), None)
+        if bad is not None:
+            raise invalid("token_ids", f"token id {bad} is outside the vocabulary (size {vocab})")
+        return ids
+    raise invalid("messages", "one of messages, prompt or token_ids is required")
+
+
+def _encode_messages(model: ServedModel, messages: list[pb.ChatMessage]) -> list[int]:
+    if not messages:
+        raise invalid("messages", "must contain at least one message")
+    for i, message in enumerate(messages):
+        if message.role not in CHAT_ROLES:
+            raise invalid(
+                f"messages[{i}].role",
+                f"must be one of {', '.join(sorted(CHAT_ROLES))}, got {message.role!r}",
+            )
+    try:
+        return model.tokenizer.encode_chat([ChatMessage(m.role, m.content) for m in messages])
+    except ChatTemplateError as error:
+        raise invalid("messages", str(error)) from error
+
+
+def build_plan(registry: ModelRegistry, request: pb.GenerateRequest) -> GenerationPlan:
+    model = resolve_model(registry, request.model)
+    sampling, stopping = request.sampling, request.stopping
+    n = request.n or 1
+    if n > MAX_CHOICES:
+        raise invalid("n", f"must be at most {MAX_CHOICES}, got {n}")
+    stops = _validate_stops(list(stopping.stop))
+    params_without_length = _sampling_params(model, request, n)
+    prompt = prompt_token_ids(model, request)
+    max_tokens = _max_tokens(model, request, len(prompt))
+    if stopping.min_tokens > max_tokens:
+        raise invalid(
+            "min_tokens", f"({stopping.min_tokens}) must not exceed max_tokens ({max_tokens})"
+        )
+    deadline = (
+        time.monotonic() + stopping.time_limit_ms / 1000 if stopping.time_limit_ms else None
+    )
+    params = SamplingParams(max_tokens=max_tokens, **params_without_length)
+    return GenerationPlan(
+        model=model,
+        engine_request=GenerationRequest(
+            request_id=request.request_id or f"req-{uuid.uuid4().hex}",
+            prompt_token_ids=prompt,
+            params=params,
+            eos_token_ids=model.tokenizer.eos_token_ids,
+            deadline=deadline,
+        ),
+        stops=stops,
+        output=request.output,
+    )
+
+
+def _sampling_params(model: ServedModel, request: pb.GenerateRequest, n: int) -> dict[str, object]:
+    sampling, stopping, defaults = request.sampling, request.stopping, model.config.defaults
+    temperature = sampling.temperature if sampling.HasField("temperature") else defaults.temperature
+    _check_range("temperature", temperature, 0.0, 2.0)
+    top_p = sampling.top_p if sampling.HasField("top_p") else defaults.top_p
+    if not (0.0 < top_p <= 1.0) or math.isnan(top_p):
+        raise invalid("top_p", f"must be in (0, 1], got {top_p:g}")
+    min_p = sampling.min_p or defaults.min_p
+    _check_range("min_p", min_p, 0.0, 1.0)
+    repetition_penalty = (
+        sampling.repetition_penalty
+        if sampling.HasField("repetition_penalty")
+        else defaults.repetition_penalty
+    )
+    if not repetition_penalty > 0.0:
+        raise invalid("repetition_penalty", f"must be > 0, got {repetition_penalty:g}")
+    _check_range("presence_penalty", sampling.presence_penalty, -2.0, 2.0)
+    _check_range("frequency_penalty", sampling.frequency_penalty, -2.0, 2.0)
+    vocab = model.tokenizer.vocab_size
+    for token_id, bias in sampling.logit_bias.items():
+        if token_id >= vocab:
+            raise invalid("logit_bias", f"token id {token_id} is outside the vocabulary ({vocab})")
+        _check_range("logit_bias", bias, -MAX_LOGIT_BIAS, MAX_LOGIT_BIAS)
+    for token_id in stopping.stop_token_ids:
+        if token_id >= vocab:
+            raise invalid("stop_token_ids", f"token id {token_id} is outside the vocabulary")
+    if request.top_logprobs > MAX_TOP_LOGPROBS:
+        raise invalid(
+            "top_logprobs", f"must be at most {MAX_TOP_LOGPROBS}, got {request.top_logprobs}"
+        )
+    if request.top_logprobs and not request.logprobs:
+        raise invalid("top_logprobs", "requires logprobs to be true")
+    return {
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": sampling.top_k or defaults.top_k,
+        "min_p": min_p,
+        "seed": sampling.seed if sampling.HasField("seed") else None,
+        "repetition_penalty": repetition_penalty,
+        "presence_penalty": sampling.presence_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
+        "logit_bias": dict(sampling.logit_bias),
+        "min_tokens": stopping.min_tokens,
+        "stop_token_ids": frozenset(stopping.stop_token_ids),
+        "ignore_eos": stopping.ignore_eos,
+        "n": n,
+        "logprobs": request.logprobs,
+        "top_logprobs": request.top_logprobs,
+    }
+
+
+def _max_tokens(model: ServedModel, request: pb.GenerateRequest, prompt_tokens: int) -> int:
+    """Requested max_tokens, or "up to the context" when unset; refuses a context overflow."""
+    context = model.context_length
+    stopping = request.stopping
+    if stopping.HasField("max_tokens"):
+        max_tokens = stopping.max_tokens
+        if max_tokens < 1:
+            raise invalid("max_tokens", "must be at least 1")
+        if max_tokens > model.max_output_tokens:
+            raise invalid(
+                "max_tokens",
+                f"must be at most {model.max_output_tokens} for this model, got {max_tokens}",
+            )
+    else:
+        max_tokens = min(model.max_output_tokens, context - prompt_tokens)
+    if prompt_tokens + max(max_tokens, 1) > context:
+        requested = prompt_tokens + max(max_tokens, 1)
+        raise invalid(
+            "messages",
+            f"This model's maximum context length is {context} tokens. However, you requested "
+            f"{requested} tokens ({prompt_tokens} in the messages, {max(max_tokens, 1)} in the "
+            "completion). Please reduce the length of the messages or completion.",
+            code="context_length_exceeded",
+        )
+    return max_tokens
+
+
+def _validate_stops(stops: list[str]) -> tuple[str, ...]:
+    if len(stops) > MAX_STOP_STRINGS:
+        raise invalid("stop", f"at most {MAX_STOP_STRINGS} stop strings, got {len(stops)}")
+    for stop in stops:
+        if not stop:
+            raise invalid("stop", "stop strings must not be empty")
+        if len(stop) > MAX_STOP_LENGTH:
+            raise invalid("stop", f"stop strings must be at most {MAX_STOP_LENGTH} characters")
+    return tuple(dict.fromkeys(stops))
+
+
+def _check_range(param: str, value: float, low: float, high: float) -> None:
+    if math.isnan(value) or not low <= value <= high:
+        raise invalid(param, f"must be between {low:g} and {high:g}, got {value:g}")
+
+
+__all__ = ["GenerationPlan", "RequestError", "build_plan", "prompt_token_ids", "resolve_model"]

@@ -1,0 +1,94 @@
+"""The gRPC server process: the Inference service, grpc.health.v1, reflection and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from inference.config import ModelsConfig
+from inference.registry import ModelRegistry
+from inference.servicer import InferenceServicer
+from tensorchat.v1 import inference_pb2 as pb
+from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inference"].full_name
+# Streams carry small messages, but Tokenize/Generate requests may hold long conversations.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_concurrent_requests: int = 1024
+    # Seconds running requests get to finish on SIGTERM before they are cancelled.
+    shutdown_grace: float = 30.0
+
+
+class InferenceServer:
+    """Owns the grpc.aio server around a loaded registry; `start` returns the bound port."""
+
+    def __init__(self, registry: ModelRegistry, options: ServerOptions) -> None:
+        self.registry = registry
+        self.options = options
+        self.servicer = InferenceServicer(
+            registry, max_concurrent_requests=options.max_concurrent_requests
+        )
+        self.health = health_aio.HealthServicer()
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        pb_grpc.add_InferenceServicer_to_server(self.servicer, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            self._server,
+        )
+        self.port = 0
+
+    async def start(self) -> int:
+        self.port = self._server.add_insecure_port(f"{self.options.host}:{self.options.port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind {self.options.host}:{self.options.port}")
+        await self._server.start()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("inference service listening on %s:%d", self.options.host, self.port)
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: report NOT_SERVING, let running requests finish within `grace`, then cancel."""
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(self.options.shutdown_grace if grace is None else grace)
+        await self.registry.shutdown()
+
+    async def wait(self) -> None:
+        await self._server.wait_for_termination()
+
+
+async def run_inference_server(config: ModelsConfig, options: ServerOptions) -> None:
+    """Loads the models, serves until SIGINT/SIGTERM, then drains and exits."""
+    registry = await ModelRegistry.load(config)
+    server = InferenceServer(registry, options)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining for up to %.0fs", options.shutdown_grace)
+    await server.stop()

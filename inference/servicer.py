@@ -1,0 +1,129 @@
+"""The Inference gRPC servicer: validates requests, runs them, and maps failures to status codes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from inference.engines.base import EngineRequestError
+from inference.errors import RequestError, invalid
+from inference.generation import stream_generation
+from inference.prepare import build_plan, prompt_token_ids, resolve_model
+from inference.registry import ModelRegistry, ServedModel
+from tensorchat.v1 import inference_pb2 as pb
+from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+
+class InferenceServicer(pb_grpc.InferenceServicer):
+    def __init__(self, registry: ModelRegistry, *, max_concurrent_requests: int = 1024) -> None:
+        self._registry = registry
+        self._max_concurrent = max_concurrent_requests
+        self._running = 0
+
+    @property
+    def running_requests(self) -> int:
+        return self._running
+
+    async def Generate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        try:
+            plan = build_plan(self._registry, request)
+            if self._running >= self._max_concurrent:
+                raise RequestError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"The server is at capacity ({self._max_concurrent} concurrent requests); "
+                    "retry after a short backoff.",
+                    code="server_overloaded",
+                )
+        except RequestError as error:
+            await _abort(context, error)
+            return
+        request_id = plan.engine_request.request_id
+        self._running += 1
+        try:
+            async for response in stream_generation(plan):
+                yield response
+        except EngineRequestError as error:
+            await _abort(context, invalid("messages", str(error)))
+        except RequestError as error:
+            await _abort(context, error)
+        except Exception:
+            log.exception("request %s failed", request_id)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error while generating (request id {request_id})"
+            )
+        finally:
+            self._running -= 1
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=[_model_info(model) for model in self._registry])
+
+    async def GetModel(
+        self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInfo:
+        try:
+            return _model_info(resolve_model(self._registry, request.model))
+        except RequestError as error:
+            await _abort(context, error)
+            raise  # unreachable: abort raises
+
+    async def Tokenize(
+        self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TokenizeResponse:
+        try:
+            model = resolve_model(self._registry, request.model)
+            ids = prompt_token_ids(model, request)
+        except RequestError as error:
+            await _abort(context, error)
+            raise
+        return pb.TokenizeResponse(
+            token_ids=ids, count=len(ids), context_length=model.context_length
+        )
+
+    async def CountTokens(
+        self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CountTokensResponse:
+        response = await self.Tokenize(request, context)
+        return pb.CountTokensResponse(
+            count=response.count, context_length=response.context_length
+        )
+
+    async def GetStats(
+        self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetStatsResponse:
+        stats = []
+        for model in self._registry:
+            engine_stats = model.engine.stats()
+            stats.append(
+                pb.ModelStats(
+                    model=model.id,
+                    active_requests=engine_stats.active_requests,
+                    queued_requests=engine_stats.queued_requests,
+                    kv_cache_usage=engine_stats.kv_cache_usage,
+                    kv_cache_hit_rate=engine_stats.kv_cache_hit_rate,
+                )
+            )
+        return pb.GetStatsResponse(models=stats)
+
+
+def _model_info(model: ServedModel) -> pb.ModelInfo:
+    return pb.ModelInfo(
+        id=model.id,
+        aliases=model.config.aliases,
+        engine=model.config.engine,
+        context_length=model.context_length,
+        max_output_tokens=model.max_output_tokens,
+        created=model.created,
+    )
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: RequestError) -> None:
+    context.set_trailing_metadata(error.trailing_metadata())
+    await context.abort(error.status, error.message)
