@@ -1,0 +1,68 @@
+"""`tensorchat inference`: run the gRPC inference service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from inference.config import MODELS_ENV_VAR
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "inference",
+        help="run the gRPC inference service",
+        description=(
+            "Serve the models of a models config (default: the embedded SmolLM2-135M-Instruct) "
+            "over gRPC: tensorchat.v1.Inference, grpc.health.v1 and server reflection. "
+            "SIGINT/SIGTERM drain running requests, then exit."
+        ),
+    )
+    add_inference_arguments(parser)
+    parser.set_defaults(handler=_run)
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser, *, port_flag: str = "--port") -> None:
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 in pods)"
+    )
+    parser.add_argument(
+        port_flag, dest="grpc_port", type=int, default=50051, help="gRPC port (default 50051)"
+    )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help=f"models config file (YAML); default ${MODELS_ENV_VAR}, else the embedded model",
+    )
+    parser.add_argument(
+        "--max-concurrent-requests",
+        type=int,
+        default=1024,
+        help="requests beyond this get RESOURCE_EXHAUSTED (default 1024)",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=30.0,
+        help="seconds running requests get to finish on SIGTERM (default 30)",
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from inference.config import resolve_models_config
+    from inference.server import ServerOptions, run_inference_server
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    options = ServerOptions(
+        host=args.host,
+        port=args.grpc_port,
+        max_concurrent_requests=args.max_concurrent_requests,
+        shutdown_grace=args.shutdown_grace,
+    )
+    asyncio.run(run_inference_server(resolve_models_config(args.models), options))
+    return 0

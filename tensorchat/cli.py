@@ -1,0 +1,44 @@
+"""The `tensorchat` command: one subcommand per part of the stack."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Modules exposing `register(subparsers)`; each imports its heavy dependencies only when run,
+# so `tensorchat --help` stays fast.
+COMMAND_MODULES = (
+    "tensorchat.serve",
+    "inference.cli",
+    "facade.cli",
+    "enginebuild.cli",
+    "tensorchat.bench.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tensorchat",
+        description="Self-hosted OpenAI-compatible chat completions over a gRPC inference service.",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default info)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

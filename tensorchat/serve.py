@@ -1,0 +1,113 @@
+"""`tensorchat serve`: the whole stack for development, one process per part, supervised.
+
+The inference service and the facade run as separate processes (as in production) so the
+facade's HTTP work never competes with the engine loop for one interpreter's GIL. If either
+exits, the other is stopped; SIGINT/SIGTERM stop both cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+API_KEYS_ENV_VAR = "TENSORCHAT_API_KEYS"
+KEYS_FILE_ENV_VAR = "TENSORCHAT_KEYS_FILE"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the inference service and the OpenAI facade together (development)",
+        description=(
+            "Start the gRPC inference service and the OpenAI-compatible REST facade as two "
+            "supervised processes. With no API key configured, a development key is created "
+            "and printed."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address both parts bind")
+    parser.add_argument("--grpc-port", type=int, default=50051, help="gRPC port (default 50051)")
+    parser.add_argument("--http-port", type=int, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument(
+        "--models", type=Path, default=None, help="models config file (default: embedded model)"
+    )
+    parser.add_argument(
+        "--keys-file", type=Path, default=None, help="API keys file (see `tensorchat keys`)"
+    )
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    dev_key = None
+    if not (env.get(API_KEYS_ENV_VAR) or args.keys_file or env.get(KEYS_FILE_ENV_VAR)):
+        dev_key = f"tc-dev-{secrets.token_urlsafe(24)}"
+        env[API_KEYS_ENV_VAR] = dev_key
+    python = [sys.executable, "-m", "tensorchat", "--log-level", args.log_level]
+    inference_cmd = [*python, "inference", "--host", args.host, "--port", str(args.grpc_port)]
+    if args.models:
+        inference_cmd += ["--models", str(args.models)]
+    facade_cmd = [
+        *python,
+        "facade",
+        "--host",
+        args.host,
+        "--port",
+        str(args.http_port),
+        "--backends",
+        f"{args.host}:{args.grpc_port}",
+    ]
+    if args.keys_file:
+        facade_cmd += ["--keys-file", str(args.keys_file)]
+
+    children = [
+        subprocess.Popen(inference_cmd, env=env),
+        subprocess.Popen(facade_cmd, env=env),
+    ]
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+    base_url = f"http://{'localhost' if args.host in ('127.0.0.1', '0.0.0.0') else args.host}:{args.http_port}"
+    announced = False
+    while all(child.poll() is None for child in children):
+        if not announced and _healthy(f"{base_url}/health"):
+            announced = True
+            print(f"\ntensorchat is ready: OpenAI endpoint {base_url}/v1", flush=True)
+            if dev_key:
+                print(f"development API key (printed once): {dev_key}", flush=True)
+            print(
+                f'try: curl {base_url}/v1/chat/completions -H "Authorization: Bearer '
+                f'{dev_key or "$KEY"}" -H "Content-Type: application/json" '
+                '-d \'{"model": "default", "messages": [{"role": "user", "content": '
+                '"What is the capital of France?"}]}\'\n',
+                flush=True,
+            )
+        time.sleep(0.5)
+    if not stopping:
+        stop(signal.SIGTERM, None)
+    codes = [child.wait() for child in children]
+    return 0 if stopping else max(codes, key=abs) or 1
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
