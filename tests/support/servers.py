@@ -1,0 +1,69 @@
+"""Real servers on loopback for tests: the gRPC inference service in its own thread and event loop.
+
+Its own loop matters: synchronous clients (the openai SDK, grpc's sync stubs) block the test's
+thread, so a server sharing that thread's loop would deadlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from inference.config import ModelsConfig
+from inference.engines.base import Engine
+from inference.registry import ModelRegistry
+from inference.server import InferenceServer, ServerOptions
+
+T = TypeVar("T")
+
+
+class InferenceServerThread:
+    """Loads a models config and serves it on 127.0.0.1:<free port> until `stop()`."""
+
+    def __init__(self, config: ModelsConfig, *, max_concurrent_requests: int = 1024) -> None:
+        self._config = config
+        self._options = ServerOptions(
+            host="127.0.0.1", port=0, max_concurrent_requests=max_concurrent_requests,
+            shutdown_grace=1.0,
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.server: InferenceServer | None = None
+
+    def start(self, timeout: float = 300.0) -> InferenceServerThread:
+        self._thread.start()
+        self.server = self.call(self._start(), timeout=timeout)
+        return self
+
+    async def _start(self) -> InferenceServer:
+        registry = await ModelRegistry.load(self._config)
+        server = InferenceServer(registry, self._options)
+        await server.start()
+        return server
+
+    @property
+    def address(self) -> str:
+        assert self.server is not None
+        return f"127.0.0.1:{self.server.port}"
+
+    @property
+    def engines(self) -> dict[str, Engine]:
+        assert self.server is not None
+        return {model.id: model.engine for model in self.server.registry}
+
+    def active_requests(self) -> int:
+        return sum(engine.stats().active_requests for engine in self.engines.values())
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        """Runs a coroutine on the server's loop and waits for its result."""
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.call(self.server.stop(grace=0.5))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
