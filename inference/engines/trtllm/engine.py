@@ -1,0 +1,496 @@
+"""TrtllmEngine: compiled TensorRT-LLM engines run by the C++ Executor, behind `Engine`.
+
+Pinned to TensorRT-LLM 1.2.1, the last release whose `tensorrt_llm.bindings.executor.Executor`
+loads compiled engines. Threads: the executor runs its own batching loop in C++; one awaiter
+thread here blocks in `await_responses` (it releases the GIL) and hands each batch of
+responses to the asyncio loop with one `call_soon_threadsafe`; everything else (enqueue,
+cancel, stats, the per-request state) happens on the event loop, so no locks are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from inference.engines.base import (
+    Engine,
+    EngineRequestError,
+    EngineStats,
+    EngineUnavailableError,
+    GenerationRequest,
+    SequenceOutput,
+)
+from inference.engines.manifest import RuntimeInfo, check_engine, detect_runtime, select_engine
+from inference.engines.trtllm.config import (
+    EngineBuildConfig,
+    GenerationDefaults,
+    RuntimeLimits,
+    clip_runtime_limits,
+)
+from inference.engines.trtllm.requests import build_request, plan_stops
+from inference.engines.trtllm.results import ResultConverter
+
+log = logging.getLogger(__name__)
+
+PINNED_VERSION = "1.2.1"
+INSTALL_HINT = (
+    f"The trtllm engine needs an NVIDIA GPU and tensorrt-llm=={PINNED_VERSION}: run the GPU "
+    f"image built from inference/Dockerfile (FROM nvcr.io/nvidia/tensorrt-llm/release:"
+    f"{PINNED_VERSION}), or `pip install tensorrt-llm=={PINNED_VERSION}` with NVIDIA's package "
+    "index reachable (PyPI only hosts a stub that downloads the wheel from it); see docs/gpu.md. "
+    "Without a GPU use `engine: torch`."
+)
+SCHEDULER_POLICIES = {
+    "guaranteed_no_evict": "GUARANTEED_NO_EVICT",
+    "max_utilization": "MAX_UTILIZATION",
+}
+# Error responses caused by the request itself (LlmRequest::validate and friends); anything
+# else the executor reports is an engine fault.
+_REQUEST_ERROR_MARKERS = (
+    "exceeds maximum input length",
+    "is not within acceptable range",
+    "embedding bias shape",
+    "Incorrect sampling config",
+)
+# How long shutdown waits for the executor to confirm the cancellation of running requests.
+_SHUTDOWN_DRAIN_S = 2.0
+
+
+class TrtllmEngineError(RuntimeError):
+    """The executor failed for a reason that is not the request's fault."""
+
+
+@dataclass(eq=False)
+class _Stream:
+    request: GenerationRequest
+    converter: ResultConverter
+    executor_id: int
+    queue: asyncio.Queue[list[SequenceOutput] | BaseException] = field(
+        default_factory=asyncio.Queue
+    )
+    executor_done: bool = False  # the executor sent its final response
+    retired: bool = False
+
+
+class TrtllmEngine(Engine):
+    name = "trtllm"
+
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        tokenizer_dir: Path,
+        engine_dir: Path | None = None,
+        engines_root: Path | None = None,
+        kv_cache_free_gpu_memory_fraction: float = 0.9,
+        enable_block_reuse: bool = True,
+        enable_chunked_context: bool = True,
+        max_batch_size: int | None = None,
+        max_num_tokens: int | None = None,
+        scheduler_policy: str = "guaranteed_no_evict",
+        runtime: RuntimeInfo | None = None,
+        await_timeout_ms: int = 50,
+    ) -> None:
+        """Configure only; `start()` picks the engine, imports TensorRT-LLM and loads it.
+
+        `runtime` replaces GPU/version detection (tests); `await_timeout_ms` bounds how long
+        shutdown waits for the awaiter thread.
+        """
+        if (engine_dir is None) == (engines_root is None):
+            raise ValueError("give exactly one of engine_dir or engines_root")
+        if not 0.0 < kv_cache_free_gpu_memory_fraction <= 1.0:
+            raise ValueError("kv_cache_free_gpu_memory_fraction must be in (0, 1]")
+        if scheduler_policy not in SCHEDULER_POLICIES:
+            raise ValueError(
+                f"scheduler_policy must be one of {sorted(SCHEDULER_POLICIES)}, "
+                f"got {scheduler_policy!r}"
+            )
+        self.model_id = model_id
+        self.tokenizer_dir = Path(tokenizer_dir)
+        self.engine_dir = Path(engine_dir) if engine_dir is not None else None
+        self.engines_root = Path(engines_root) if engines_root is not None else None
+        self._kv_fraction = kv_cache_free_gpu_memory_fraction
+        self._block_reuse = enable_block_reuse
+        self._chunked_context = enable_chunked_context
+        self._max_batch_size = max_batch_size
+        self._max_num_tokens = max_num_tokens
+        self._scheduler_policy = scheduler_policy
+        self._runtime = runtime
+        self._await_timeout = timedelta(milliseconds=await_timeout_ms)
+        self._trtllm: ModuleType | None = None
+        self._executor: Any = None
+        self._build: EngineBuildConfig | None = None
+        self._defaults = GenerationDefaults()
+        self.runtime_limits: RuntimeLimits | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._awaiter: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._accepting = False
+        self._streams: dict[int, _Stream] = {}  # by executor request id
+        self._by_request_id: dict[str, _Stream] = {}
+        self._drained = asyncio.Event()  # set whenever no stream is left
+        self._last_iteration: Any = None
+
+    # -- limits the servicer validates against ------------------------------------------------
+
+    @property
+    def context_length(self) -> int:
+        """Prompt plus completion tokens one sequence may hold (build_config.max_seq_len)."""
+        return self._build_config().max_seq_len
+
+    @property
+    def max_input_len(self) -> int:
+        """Longest prompt the engine accepts (build_config.max_input_len)."""
+        return self._build_config().max_input_len
+
+    def _build_config(self) -> EngineBuildConfig:
+        if self._build is None:
+            if self.engine_dir is None:
+                raise EngineUnavailableError(
+                    f"{self.model_id}: the engine is chosen under {self.engines_root} at start()"
+                )
+            self._build = EngineBuildConfig.read(self.engine_dir)
+        return self._build
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._executor is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        # Importing tensorrt_llm and deserialising an engine take seconds to minutes.
+        await asyncio.to_thread(self._load)
+        self._stop.clear()
+        self._accepting = True
+        self._awaiter = threading.Thread(
+            target=self._await_loop, name=f"trtllm-awaiter-{self.model_id}", daemon=True
+        )
+        self._awaiter.start()
+
+    def _load(self) -> None:
+        trtllm = _import_bindings()
+        runtime = self._runtime or detect_runtime()
+        if runtime.gpu is None:
+            raise EngineUnavailableError(
+                f"{self.model_id}: no NVIDIA GPU is visible (nvidia-smi found none). "
+                + INSTALL_HINT
+            )
+        version = runtime.tensorrt_llm_version
+        if version is not None and not version.startswith("1.2."):
+            log.warning(
+                "TensorRT-LLM %s is installed; this adapter is written for %s (later releases "
+                "removed compiled engines)",
+                version,
+                PINNED_VERSION,
+            )
+        engine_dir = self._pick_engine(runtime)
+        build = EngineBuildConfig.read(engine_dir)
+        limits = clip_runtime_limits(
+            build, max_batch_size=self._max_batch_size, max_num_tokens=self._max_num_tokens
+        )
+        config = self._executor_config(trtllm, build, limits)
+        try:
+            executor = trtllm.Executor(engine_dir, trtllm.ModelType.DECODER_ONLY, config)
+        except Exception as exc:
+            raise EngineUnavailableError(
+                f"TensorRT-LLM could not load engine {engine_dir}: {exc}"
+            ) from exc
+        log.info(
+            "loaded %s from %s: max_batch_size=%d max_num_tokens=%d max_input_len=%d "
+            "max_seq_len=%d kv_fraction=%.2f block_reuse=%s chunked_context=%s",
+            self.model_id,
+            engine_dir,
+            limits.max_batch_size,
+            limits.max_num_tokens,
+            build.max_input_len,
+            build.max_seq_len,
+            self._kv_fraction,
+            config.kv_cache_config.enable_block_reuse,
+            config.enable_chunked_context,
+        )
+        self.engine_dir = engine_dir
+        self._trtllm = trtllm
+        self._build = build
+        self.runtime_limits = limits
+        self._defaults = GenerationDefaults.read(self.tokenizer_dir)
+        self._executor = executor
+
+    def _pick_engine(self, runtime: RuntimeInfo) -> Path:
+        if self.engine_dir is not None:
+            check_engine(
+                self.engine_dir,
+                model_id=self.model_id,
+                runtime=runtime,
+                checkpoint_dir=self.tokenizer_dir,
+            )
+            return self.engine_dir
+        assert self.engines_root is not None
+        return select_engine(
+            self.engines_root,
+            model_id=self.model_id,
+            runtime=runtime,
+            checkpoint_dir=self.tokenizer_dir,
+        )
+
+    def _executor_config(
+        self, trtllm: ModuleType, build: EngineBuildConfig, limits: RuntimeLimits
+    ) -> Any:
+        reuse, chunked = self._block_reuse, self._chunked_context
+        if not build.paged_context_fmha and (reuse or chunked):
+            log.warning(
+                "engine was built without --use_paged_context_fmha: KV block reuse and chunked "
+                "context are off"
+            )
+            reuse = chunked = False
+        policy = getattr(trtllm.CapacitySchedulerPolicy, SCHEDULER_POLICIES[self._scheduler_policy])
+        return trtllm.ExecutorConfig(
+            max_beam_width=1,
+            scheduler_config=trtllm.SchedulerConfig(capacity_scheduler_policy=policy),
+            kv_cache_config=trtllm.KvCacheConfig(
+                enable_block_reuse=reuse, free_gpu_memory_fraction=self._kv_fraction
+            ),
+            enable_chunked_context=chunked,
+            max_batch_size=limits.max_batch_size,
+            max_num_tokens=limits.max_num_tokens,
+            # Only engines built with it can return logits; they are what top_logprobs needs.
+            gather_generation_logits=build.gather_generation_logits,
+        )
+
+    async def shutdown(self) -> None:
+        executor = self._executor
+        if executor is None:
+            return
+        self._accepting = False
+        for stream in list(self._streams.values()):
+            self._cancel_executor_request(stream)
+        # Let the executor confirm the cancellations so readers get its CANCELLED finals.
+        if self._streams:
+            self._drained.clear()
+            try:
+                await asyncio.wait_for(self._drained.wait(), _SHUTDOWN_DRAIN_S)
+            except TimeoutError:
+                log.warning(
+                    "%d requests did not end within %.1fs", len(self._streams), _SHUTDOWN_DRAIN_S
+                )
+        self._stop.set()
+        if self._awaiter is not None:
+            await asyncio.to_thread(self._awaiter.join)
+            self._awaiter = None
+        await asyncio.to_thread(executor.shutdown)
+        self._executor = None
+        for stream in list(self._streams.values()):
+            ends = [
+                end
+                for index in range(len(stream.converter.choices))
+                if (end := stream.converter.end_choice(index)) is not None
+            ]
+            if ends:
+                stream.queue.put_nowait(ends)
+            self._retire(stream)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[list[SequenceOutput]]:
+        stream = self._submit(request)
+        try:
+            while True:
+                item = await stream.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if stream.retired and stream.queue.empty():
+                    return
+        finally:
+            # Reader gone early (closed iterator, cancelled task): free the executor slot.
+            self._retire(stream)
+
+    def _submit(self, request: GenerationRequest) -> _Stream:
+        if not self._accepting or self._executor is None or self._trtllm is None:
+            raise RuntimeError(f"{self.model_id}: the trtllm engine is not running")
+        assert self._build is not None
+        stops = plan_stops(request, self._defaults)
+        try:
+            trt_request = build_request(self._trtllm, request, build=self._build, stops=stops)
+        except EngineRequestError:
+            raise
+        except (RuntimeError, TypeError, ValueError) as exc:
+            # The bindings' constructors check the values (TLLM_CHECK -> RuntimeError).
+            raise EngineRequestError(f"TensorRT-LLM rejected the request: {exc}") from exc
+        executor_id = self._executor.enqueue_request(trt_request)
+        converter = ResultConverter(
+            request,
+            stops,
+            tokens_per_block=self._build.tokens_per_block,
+            vocab_size=self._build.vocab_size,
+        )
+        stream = _Stream(request=request, converter=converter, executor_id=executor_id)
+        self._streams[executor_id] = stream
+        self._by_request_id[request.request_id] = stream
+        return stream
+
+    def finish_choice(self, request_id: str, index: int) -> None:
+        stream = self._by_request_id.get(request_id)
+        if stream is None or not 0 <= index < len(stream.converter.choices):
+            return
+        end = stream.converter.end_choice(index)
+        if end is None:
+            return
+        stream.queue.put_nowait([end])
+        if stream.converter.all_finished:
+            self._retire(stream)
+        else:
+            # The executor has no per-sequence cancel: the choice keeps its batch slot until
+            # the whole request ends, and its outputs are dropped meanwhile.
+            log.debug(
+                "request %s: choice %d ended; TensorRT-LLM cannot cancel one of n=%d sequences, "
+                "so its outputs are dropped until the request finishes",
+                request_id,
+                index,
+                len(stream.converter.choices),
+            )
+
+    def _retire(self, stream: _Stream) -> None:
+        """Forget a stream; cancel its executor request if the executor still runs it."""
+        if stream.retired:
+            return
+        stream.retired = True
+        self._streams.pop(stream.executor_id, None)
+        if self._by_request_id.get(stream.request.request_id) is stream:
+            del self._by_request_id[stream.request.request_id]
+        if not self._streams:
+            self._drained.set()
+        self._cancel_executor_request(stream)
+
+    def _cancel_executor_request(self, stream: _Stream) -> None:
+        if stream.executor_done or self._executor is None:
+            return
+        try:
+            self._executor.cancel_request(stream.executor_id)
+        except RuntimeError as exc:  # shutting down underneath us
+            log.debug("cancel_request(%d) failed: %s", stream.executor_id, exc)
+
+    # -- the awaiter thread and the dispatch on the event loop ----------------------------------
+
+    def _await_loop(self) -> None:
+        executor, loop = self._executor, self._loop
+        assert executor is not None and loop is not None
+        while not self._stop.is_set():
+            try:
+                responses = executor.await_responses(timeout=self._await_timeout)
+            except Exception as exc:
+                if self._stop.is_set():
+                    break
+                log.exception("TensorRT-LLM await_responses failed")
+                error = TrtllmEngineError(f"TensorRT-LLM executor failed: {exc}")
+                if not _call_soon(loop, self._fail_all, error):
+                    break
+                self._stop.wait(0.5)
+                continue
+            if responses and not _call_soon(loop, self._dispatch, responses):
+                break
+
+    def _dispatch(self, responses: list[Any]) -> None:
+        batches: dict[int, list[SequenceOutput]] = {}
+        for response in responses:
+            stream = self._streams.get(response.request_id)
+            if stream is None:
+                continue  # cancelled or closed meanwhile
+            if response.has_error():
+                stream.executor_done = True
+                stream.queue.put_nowait(_response_error(response.error_msg))
+                self._retire(stream)
+                continue
+            result = response.result
+            if result.is_final:
+                stream.executor_done = True
+            output = stream.converter.convert(result)
+            if output is not None:
+                _append(batches.setdefault(stream.executor_id, []), output)
+        for executor_id, outputs in batches.items():
+            stream = self._streams[executor_id]
+            stream.queue.put_nowait(outputs)
+            if stream.converter.all_finished:
+                self._retire(stream)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for stream in list(self._streams.values()):
+            stream.queue.put_nowait(error)
+            self._retire(stream)
+
+    # -- metrics ----------------------------------------------------------------------------------
+
+    def stats(self) -> EngineStats:
+        executor = self._executor
+        if executor is None:
+            return EngineStats()
+        try:
+            latest = executor.get_latest_iteration_stats()  # drains the executor's queue
+        except RuntimeError:
+            latest = []
+        if latest:
+            self._last_iteration = latest[-1]
+        # Requests in flight are counted here, exactly; the executor's own counters lag by an
+        # iteration and stay at their last value while it idles.
+        in_flight = len(self._streams)
+        last = self._last_iteration
+        queued = min(in_flight, int(last.num_queued_requests)) if last is not None else 0
+        kv = last.kv_cache_stats if last is not None else None
+        usage = hit_rate = 0.0
+        if kv is not None:
+            if in_flight and kv.max_num_blocks:
+                usage = kv.used_num_blocks / kv.max_num_blocks
+            looked_up = kv.reused_blocks + kv.missed_blocks
+            hit_rate = kv.reused_blocks / looked_up if looked_up else 0.0
+        return EngineStats(
+            active_requests=in_flight - queued,
+            queued_requests=queued,
+            kv_cache_usage=usage,
+            kv_cache_hit_rate=hit_rate,
+        )
+
+
+def _import_bindings() -> ModuleType:
+    try:
+        return importlib.import_module("tensorrt_llm.bindings.executor")
+    except (ImportError, OSError) as exc:
+        # OSError: the wheel is there but libcuda / libnvinfer are not (no GPU runtime).
+        raise EngineUnavailableError(
+            f"TensorRT-LLM cannot be imported ({exc}). {INSTALL_HINT}"
+        ) from exc
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> bool:
+    """Schedule on the loop from the awaiter thread; False once the loop is closed."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _response_error(message: str) -> Exception:
+    if any(marker in message for marker in _REQUEST_ERROR_MARKERS):
+        return EngineRequestError(message)
+    return TrtllmEngineError(f"TensorRT-LLM failed the request: {message}")
+
+
+def _append(outputs: list[SequenceOutput], output: SequenceOutput) -> None:
+    """Add `output`, merged into the same choice's unfinished output from this batch, if any."""
+    for previous in outputs:
+        if previous.index == output.index and previous.finish is None:
+            previous.token_ids.extend(output.token_ids)
+            if previous.logprobs is not None and output.logprobs is not None:
+                previous.logprobs.extend(output.logprobs)
+            previous.finish = output.finish
+            previous.stop_token_id = output.stop_token_id
+            previous.cached_tokens = output.cached_tokens
+            return
+    outputs.append(output)
