@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import AsyncGenerator
 from datetime import timedelta
 from types import ModuleType
+from typing import Any, cast
 
 import pytest
 
-from inference.engines.base import EngineFinish, EngineRequestError
+from inference.engines.base import EngineFinish, EngineRequestError, SequenceOutput
 from tests.unit.engines.trtllm.helpers import (
     MAX_INPUT_LEN,
     MAX_SEQ_LEN,
@@ -21,7 +23,9 @@ from tests.unit.engines.trtllm.helpers import (
 )
 
 
-def predicted(fake: ModuleType, prompt: list[int], seed: int, n: int, vocab: int = VOCAB) -> list:
+def predicted(
+    fake: ModuleType, prompt: list[int], seed: int, n: int, vocab: int = VOCAB
+) -> list[int]:
     return [fake.fake_token(prompt, seed, step, vocab) for step in range(n)]
 
 
@@ -34,7 +38,7 @@ def prompt_where(fake: ModuleType, ok: object, *, seed: int = 0, n: int = 12) ->
     raise AssertionError("no prompt found")
 
 
-def last_request(fake: ModuleType) -> object:
+def last_request(fake: ModuleType) -> Any:
     return fake.fake_instances[-1].fake_requests[-1]
 
 
@@ -59,7 +63,7 @@ async def test_sampling_params_map_onto_the_sampling_config(
     fake_trtllm: ModuleType, start_engine: EngineFactory
 ) -> None:
     engine = await start_engine()
-    params = dict(
+    params: dict[str, Any] = dict(
         temperature=0.7,
         top_p=0.9,
         top_k=40,
@@ -322,7 +326,10 @@ async def test_closing_the_iterator_cancels_the_executor_request(
     fake_trtllm: ModuleType, start_engine: EngineFactory
 ) -> None:
     engine = await start_engine()
-    stream = engine.generate(request([9, 9], temperature=0.0, max_tokens=100, ignore_eos=True))
+    stream = cast(
+        AsyncGenerator[list[SequenceOutput]],
+        engine.generate(request([9, 9], temperature=0.0, max_tokens=100, ignore_eos=True)),
+    )
     await anext(stream)
     assert engine.stats().active_requests == 1
     await stream.aclose()
