@@ -1,0 +1,57 @@
+"""Where and how to send: the endpoint, model and request options, picklable for workers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tensorchat.bench.stats import RequestResult
+from tensorchat.bench.workload import RequestSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """An OpenAI-compatible base URL (`kind="http"`) or a Generate server (`kind="grpc"`)."""
+
+    kind: str  # "http" or "grpc"
+    address: str  # base URL (…/v1) or a full …/chat/completions URL; or HOST:PORT for gRPC
+    model: str
+    api_key: str | None = None
+    stream: bool = True
+    ignore_eos: bool = False
+    temperature: float | None = None
+    timeout_s: float = 600.0
+    # Extra JSON fields for every HTTP request body (e.g. vendor extensions).
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("http", "grpc"):
+            raise ValueError(f"unknown target kind {self.kind!r}")
+
+    @property
+    def chat_url(self) -> str:
+        url = self.address.rstrip("/")
+        return url if url.endswith("/chat/completions") else url + "/chat/completions"
+
+
+class Sender(Protocol):
+    async def send(self, spec: RequestSpec) -> RequestResult:
+        """Send one request and measure it; never raises for a failed request."""
+        ...
+
+
+@contextlib.asynccontextmanager
+async def open_sender(target: Target, concurrency: int | None) -> AsyncIterator[Sender]:
+    """A connected sender for `target`, sized for `concurrency` requests in flight (None: any)."""
+    if target.kind == "http":
+        from tensorchat.bench.http_client import HttpSender
+
+        async with HttpSender(target, concurrency) as http_sender:
+            yield http_sender
+    else:
+        from tensorchat.bench.grpc_client import GrpcSender
+
+        async with GrpcSender(target) as grpc_sender:
+            yield grpc_sender
