@@ -1,0 +1,1 @@
+"""The OpenAI-compatible REST facade: thin, stateless, HTTP requests in and Generate RPCs out."""

@@ -1,0 +1,103 @@
+"""The facade's FastAPI application: `create_app(settings)` wires routes, state and lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from facade.auth import KeyRing
+from facade.backends import BackendPool
+from facade.bodylimit import BodySizeLimit
+from facade.deps import FacadeState
+from facade.errors import install_handlers
+from facade.limits import ConcurrencyGate, InMemoryLimiter, KeyLimits, Limiter
+from facade.metrics import FacadeMetrics, StatusMiddleware
+from facade.routes import chat, health, models
+from facade.settings import FacadeSettings
+
+log = logging.getLogger(__name__)
+
+
+def build_state(settings: FacadeSettings, limiter: Limiter | None = None) -> FacadeState:
+    """The shared state of one app; the limiter is pluggable (a shared store for replicas)."""
+    default_limits = KeyLimits(
+        requests_per_minute=settings.default_requests_per_minute,
+        tokens_per_minute=settings.default_tokens_per_minute,
+        max_concurrent=settings.default_max_concurrent,
+    )
+    keyring = KeyRing(
+        settings.keys_file,
+        [key.get_secret_value() for key in settings.api_keys],
+        default_limits,
+        disabled=settings.auth_disabled,
+    )
+    pool = BackendPool(
+        settings.backends,
+        refresh_interval_s=settings.refresh_interval_s,
+        probe_timeout_s=settings.probe_timeout_s,
+    )
+    return FacadeState(
+        settings=settings,
+        pool=pool,
+        keyring=keyring,
+        limiter=limiter or InMemoryLimiter(),
+        gate=ConcurrencyGate(settings.max_concurrent_requests),
+        metrics=FacadeMetrics(),
+    )
+
+
+async def _reload_keys(keyring: KeyRing, interval_s: float) -> None:
+    # Revoking or adding a key in the file takes effect within `interval_s`, no restart.
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            keyring.reload_if_changed()
+        except OSError as error:
+            log.error("cannot read the keys file: %s", error)
+
+
+def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> FastAPI:
+    """The facade app; its lifespan opens the backend channels and closes them on shutdown."""
+    state = build_state(settings, limiter)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if state.keyring.disabled:
+            log.warning("authentication is disabled: every caller is accepted")
+        elif not len(state.keyring):
+            log.warning(
+                "no API keys configured (keys file %s, TENSORCHAT_API_KEYS): every request "
+                "will get 401; create one with `tensorchat keys create NAME`",
+                settings.keys_file,
+            )
+        await state.pool.start()
+        reload_task = asyncio.create_task(
+            _reload_keys(state.keyring, settings.keys_reload_interval_s), name="keys-reload"
+        )
+        try:
+            yield
+        finally:
+            reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reload_task
+            await state.pool.close()
+
+    app = FastAPI(
+        title="tensorchat",
+        summary="OpenAI-compatible chat completions over the tensorchat inference service",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.facade = state
+    install_handlers(app)
+    app.include_router(chat.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    # Added last = outermost: count every response, then refuse oversized bodies early.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(StatusMiddleware, metrics=state.metrics)
+    return app

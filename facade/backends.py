@@ -1,0 +1,210 @@
+"""Inference backends: gRPC channels, model routing by id or alias, load spreading, health.
+
+Each configured target gets one `grpc.aio` channel. A background task asks every target
+for its models (ListModels) every `refresh_interval_s`; a target that fails the probe, or
+whose Generate fails with UNAVAILABLE, leaves the routing table at once and comes back on
+its next good probe, without a restart.
+
+Routing: a model name is matched case-insensitively against every id and alias the
+backends report. Several targets serving the same id are replicas; each request goes to
+the replica with the fewest outstanding requests from this facade (ties: the one picked
+least often). A target may also be a DNS name with many addresses
+(`dns:///inference.ns.svc:50051`, a Kubernetes headless service): its channel uses gRPC's
+round_robin policy, so gRPC itself spreads calls over the addresses behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from facade.errors import APIError, model_not_found
+from tensorchat.v1 import inference_pb2 as pb
+from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+_CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
+    # One channel per target may stand for many addresses; spread calls over all of them.
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+    # Re-resolve DNS promptly when a replica appears or goes away.
+    ("grpc.dns_min_time_between_resolutions_ms", 5000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """A model as the facade knows it: its info and fingerprint, from any replica."""
+
+    info: pb.ModelInfo
+    fingerprint: str
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        return tuple(self.info.aliases)
+
+
+@dataclass(eq=False)
+class Backend:
+    """One inference target and what it last reported."""
+
+    target: str
+    channel: grpc.aio.Channel
+    stub: pb_grpc.InferenceStub
+    models: dict[str, pb.ModelInfo] = field(default_factory=dict)
+    healthy: bool = False
+    outstanding: int = 0
+    picks: int = 0
+    last_error: str | None = None
+
+
+def fingerprint(info: pb.ModelInfo) -> str:
+    # Changes whenever the serving configuration does (engine, reload), as OpenAI's does.
+    digest = hashlib.sha256(f"{info.id}|{info.engine}|{info.created}".encode()).hexdigest()
+    return f"fp_{digest[:10]}"
+
+
+class BackendPool:
+    """Channels to the inference targets, the model routing table and its refresh loop."""
+
+    def __init__(
+        self,
+        targets: list[str],
+        *,
+        refresh_interval_s: float = 5.0,
+        probe_timeout_s: float = 2.0,
+        on_change: Callable[[BackendPool], None] | None = None,
+    ) -> None:
+        self.refresh_interval_s = refresh_interval_s
+        self.probe_timeout_s = probe_timeout_s
+        self._on_change = on_change
+        self.targets = list(targets)
+        # Channels are made in start(): a grpc.aio channel belongs to the loop it is made on.
+        self.backends: list[Backend] = []
+        # lower-cased id or alias -> canonical id; canonical id -> entry / healthy replicas.
+        self._names: dict[str, str] = {}
+        self._entries: dict[str, ModelEntry] = {}
+        self._replicas: dict[str, list[Backend]] = {}
+        # Every name ever served: a known model with no replica up is a 503, not a 404.
+        self._seen: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Open the channels, probe once (a target being down is fine), start the refresh loop."""
+        for target in self.targets:
+            channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            self.backends.append(Backend(target, channel, pb_grpc.InferenceStub(channel)))
+        await self.refresh()
+        self._task = asyncio.create_task(self._refresh_loop(), name="backend-refresh")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.gather(*(b.channel.close(None) for b in self.backends))
+        self.backends = []
+        self._rebuild()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_interval_s)
+            try:
+                await self.refresh()
+            except Exception:  # the loop must survive anything a probe throws
+                log.exception("backend refresh failed")
+
+    async def refresh(self) -> None:
+        """Ask every target for its models and rebuild the routing table."""
+        await asyncio.gather(*(self._probe(b) for b in self.backends))
+        self._rebuild()
+
+    async def _probe(self, backend: Backend) -> None:
+        try:
+            response = await backend.stub.ListModels(
+                pb.ListModelsRequest(), timeout=self.probe_timeout_s
+            )
+        except grpc.aio.AioRpcError as error:
+            if backend.healthy:
+                log.warning("backend %s is down: %s", backend.target, error.code().name)
+            backend.healthy, backend.models = False, {}
+            backend.last_error = f"{error.code().name}: {error.details()}"
+            return
+        if not backend.healthy:
+            log.info("backend %s is up with %d model(s)", backend.target, len(response.models))
+        backend.healthy = True
+        backend.last_error = None
+        backend.models = {m.id: m for m in response.models}
+
+    def mark_down(self, backend: Backend, reason: str) -> None:
+        """Take a target out of routing now (its RPC failed UNAVAILABLE); a probe restores it."""
+        if backend.healthy:
+            log.warning("backend %s is unavailable: %s", backend.target, reason)
+        backend.healthy, backend.models, backend.last_error = False, {}, reason
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        names: dict[str, str] = {}
+        entries: dict[str, ModelEntry] = {}
+        replicas: dict[str, list[Backend]] = {}
+        for backend in self.backends:
+            if not backend.healthy:
+                continue
+            for model_id, info in backend.models.items():
+                replicas.setdefault(model_id, []).append(backend)
+                entries.setdefault(model_id, ModelEntry(info, fingerprint(info)))
+                for name in (model_id, *info.aliases):
+                    names.setdefault(name.lower(), model_id)
+        self._names, self._entries, self._replicas = names, entries, replicas
+        self._seen.update(names)
+        if self._on_change is not None:
+            self._on_change(self)
+
+    @property
+    def ready(self) -> bool:
+        """At least one backend serves at least one model."""
+        return bool(self._entries)
+
+    def models(self) -> list[ModelEntry]:
+        return sorted(self._entries.values(), key=lambda e: e.id)
+
+    def resolve(self, name: str) -> ModelEntry:
+        """The model called `name` (id or alias, any case); 404 if unknown, 503 if down."""
+        model_id = self._names.get(name.lower())
+        if model_id is not None:
+            return self._entries[model_id]
+        if name.lower() in self._seen or not self.ready:
+            raise APIError(
+                503,
+                f"No backend is serving `{name}` right now; please retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        raise model_not_found(name)
+
+    def candidates(self, model_id: str) -> list[Backend]:
+        """Healthy replicas of `model_id`, the least loaded first."""
+        replicas = self._replicas.get(model_id, [])
+        return sorted(replicas, key=lambda b: (b.outstanding, b.picks))
+
+    @contextlib.contextmanager
+    def use(self, backend: Backend) -> Iterator[Backend]:
+        """Count a request against `backend` while it runs (least-outstanding routing)."""
+        backend.outstanding += 1
+        backend.picks += 1
+        try:
+            yield backend
+        finally:
+            backend.outstanding -= 1

@@ -1,0 +1,87 @@
+"""`tensorchat facade` (run the REST facade) and `tensorchat keys` (manage its API keys)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+from facade.keys import add_keys_parser
+from facade.settings import DEFAULT_KEYS_FILE, FacadeSettings
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "facade",
+        help="run the OpenAI-compatible REST facade in front of inference services",
+        description=(
+            "Serve /v1/chat/completions and /v1/models over HTTP, authenticating API keys and "
+            "forwarding to gRPC inference services. Every flag also reads TENSORCHAT_<NAME> "
+            "(e.g. TENSORCHAT_BACKENDS); flags win."
+        ),
+    )
+    parser.add_argument(
+        "--backends",
+        help="inference targets HOST:PORT[,...] or dns:///name:port (default 127.0.0.1:50051)",
+    )
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    parser.add_argument("--keys-file", help=f"API keys file (default {DEFAULT_KEYS_FILE})")
+    parser.add_argument(
+        "--no-auth", action="store_true", help="accept requests without a key (local use only)"
+    )
+    parser.set_defaults(handler=_run_facade_command)
+    add_keys_parser(subparsers, DEFAULT_KEYS_FILE)
+
+
+def settings_from_args(args: argparse.Namespace) -> FacadeSettings:
+    """Env-derived settings with the given flags on top."""
+    overrides: dict[str, Any] = {}
+    for name in ("backends", "host", "port", "keys_file"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if getattr(args, "no_auth", False):
+        overrides["auth_disabled"] = True
+    log_level = getattr(args, "log_level", None)
+    if log_level:
+        overrides["log_level"] = log_level
+    return FacadeSettings(**overrides)
+
+
+def _run_facade_command(args: argparse.Namespace) -> int:
+    run_facade(settings_from_args(args))
+    return 0
+
+
+def _uvicorn_config(settings: FacadeSettings) -> Any:
+    import uvicorn
+
+    from facade.app import create_app
+
+    return uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=settings.access_log,
+        # Streams get this long to finish on SIGTERM before they are cut.
+        timeout_graceful_shutdown=30,
+    )
+
+
+async def serve_facade(settings: FacadeSettings) -> None:
+    """Run the facade on the current event loop until it is told to stop."""
+    import uvicorn
+
+    await uvicorn.Server(_uvicorn_config(settings)).serve()
+
+
+def run_facade(settings: FacadeSettings) -> None:
+    """Run the facade in this process (blocking), with logging set up."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve_facade(settings))

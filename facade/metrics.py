@@ -1,0 +1,111 @@
+"""Prometheus metrics of the facade: requests by status, time to first token, latency, tokens.
+
+Each app owns its registry (several apps in one process, as in tests, never clash), and
+everything is recorded once per request, never per token.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Seconds; TTFT includes the queue and prefill on the inference side.
+_TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class FacadeMetrics:
+    """The facade's metric families, registered in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "tensorchat_facade_requests",
+            "HTTP requests by route and status (499: the client went away first).",
+            ["route", "status"],
+            registry=r,
+        )
+        self.stream_errors = Counter(
+            "tensorchat_facade_stream_errors",
+            "Streams that failed after the 200 was sent, by the error's status.",
+            ["model", "status"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "tensorchat_facade_time_to_first_token_seconds",
+            "From the request's arrival to its first generated text.",
+            ["model"],
+            buckets=_TTFT_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "tensorchat_facade_request_duration_seconds",
+            "Chat completion requests, arrival to last byte.",
+            ["model", "stream"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "tensorchat_facade_prompt_tokens",
+            "Prompt tokens of completed requests.",
+            ["model"],
+            registry=r,
+        )
+        self.completion_tokens = Counter(
+            "tensorchat_facade_completion_tokens",
+            "Generated tokens of completed requests.",
+            ["model"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "tensorchat_facade_in_flight_requests", "Chat requests being served.", registry=r
+        )
+        self.backend_up = Gauge(
+            "tensorchat_facade_backend_up",
+            "1 when the inference target answered its last probe.",
+            ["target"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "tensorchat_facade_rate_limited",
+            "Requests refused with 429 by the facade's own limits.",
+            ["key"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class StatusMiddleware:
+    """Counts every response by route template and status (pure ASGI: streams stay untouched)."""
+
+    def __init__(self, app: ASGIApp, metrics: FacadeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = [0]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            status[0] = status[0] or 500  # the outermost error middleware answers it
+            raise
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            # Nothing sent and nothing raised: the client left before the response began.
+            self.metrics.requests.labels(path, str(status[0] or 499)).inc()

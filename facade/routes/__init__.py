@@ -1,0 +1,1 @@
+"""HTTP routes of the facade: chat completions, models, health and metrics."""

@@ -1,0 +1,74 @@
+"""Facade configuration: one pydantic-settings model read from `TENSORCHAT_*` env vars and flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_KEYS_FILE = Path("~/.config/tensorchat/keys.json").expanduser()
+
+
+def _split_csv(value: object) -> object:
+    # Env vars carry lists as "a,b,c"; JSON would be unfriendly for a host list or keys.
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class FacadeSettings(BaseSettings):
+    """Everything the facade needs; env prefix `TENSORCHAT_` (e.g. `TENSORCHAT_BACKENDS`)."""
+
+    model_config = SettingsConfigDict(env_prefix="TENSORCHAT_", extra="ignore")
+
+    # Inference targets: "host:port", or any gRPC target such as "dns:///svc.ns:50051"
+    # (a headless service; gRPC's round_robin spreads calls over every address).
+    backends: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:50051"])
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    # Keys file written by `tensorchat keys create`; read if it exists, re-read when it changes.
+    keys_file: Path | None = DEFAULT_KEYS_FILE
+    # Development keys (plain text, comma-separated in TENSORCHAT_API_KEYS); they get the
+    # default limits below and access to every model.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Serve without keys (a laptop). Never the default: with no keys and this off, every
+    # request gets 401.
+    auth_disabled: bool = False
+
+    # Per-key limits for dev keys and keys that do not set their own; 0 means unlimited.
+    default_requests_per_minute: int = Field(0, ge=0)
+    default_tokens_per_minute: int = Field(0, ge=0)
+    default_max_concurrent: int = Field(0, ge=0)
+    # Whole-facade cap on in-flight chat requests (0: none); past it, 429 and Retry-After.
+    max_concurrent_requests: int = Field(0, ge=0)
+
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # Generation wall-clock budget per request sent as StoppingCriteria.time_limit_ms
+    # (0: none); the choice then ends with finish_reason "length".
+    request_time_limit_s: float = Field(0.0, ge=0.0)
+    # How often backends are asked for their models (a lost backend comes back within this).
+    refresh_interval_s: float = Field(5.0, gt=0.0)
+    # Deadline of the ListModels probe.
+    probe_timeout_s: float = Field(2.0, gt=0.0)
+    # How often the keys file is checked for changes.
+    keys_reload_interval_s: float = Field(2.0, gt=0.0)
+    # The largest `n` accepted; n choices cost n times the compute.
+    max_n: int = Field(16, ge=1, le=128)
+
+    access_log: bool = True
+    log_level: str = "info"
+
+    @field_validator("backends", "api_keys", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("backends")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one backend is needed")
+        return value

@@ -1,0 +1,258 @@
+"""OpenAI request -> GenerateRequest, and Generate responses -> OpenAI completions and chunks.
+
+Streaming is the hot path (hundreds of streams, tens of thousands of tokens a second on a
+couple of cores), so a chunk is never built as a pydantic model or a dict: the constant
+head of every chunk (id, object, created, model, fingerprint) is serialised once per
+request and each delta only adds its index and JSON-escaped text (the C string encoder of
+the standard `json` module).
+
+Finish reasons. OpenAI clients accept `stop`, `length`, `tool_calls`, `content_filter` and
+`function_call`. EOS, a stop string and a stop token are `stop`. `length` covers max_tokens
+and the context limit, and also the two ways a completion is cut short before the model
+ended it: the request's time limit and a cancellation by the server (draining). Both leave a
+truncated answer, which is exactly what clients take `length` to mean (vLLM's "abort" is
+not a value OpenAI SDKs or LangChain expect).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from facade.schemas import ChatCompletionRequest
+from tensorchat.v1 import inference_pb2 as pb
+
+_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+FINISH_REASONS: dict[int, str] = {
+    pb.FINISH_REASON_UNSPECIFIED: "stop",
+    pb.FINISH_REASON_STOP: "stop",
+    pb.FINISH_REASON_STOP_SEQUENCE: "stop",
+    pb.FINISH_REASON_STOP_TOKEN: "stop",
+    pb.FINISH_REASON_LENGTH: "length",
+    pb.FINISH_REASON_TIME_LIMIT: "length",
+    pb.FINISH_REASON_CANCELLED: "length",
+}
+
+# OpenAI reports impossible tokens as -9999.0; JSON has no -Infinity.
+_MIN_LOGPROB = -9999.0
+_UINT64 = 1 << 64
+_ROLES = {"developer": "system"}
+
+
+def to_generate_request(
+    req: ChatCompletionRequest,
+    model_id: str,
+    request_id: str,
+    *,
+    time_limit_ms: int = 0,
+) -> pb.GenerateRequest:
+    """The Generate RPC for an OpenAI chat request (already validated by the schema)."""
+    sampling = pb.SamplingParams(
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        min_p=req.min_p or 0.0,
+        # vLLM's -1 and 0 both mean "no top-k".
+        top_k=max(req.top_k or 0, 0),
+    )
+    if req.temperature is not None:
+        sampling.temperature = req.temperature
+    if req.top_p is not None:
+        if req.top_p == 0.0:
+            # The smallest set whose mass reaches 0 is the single most likely token: top-k 1.
+            # (The service wants top_p in (0, 1]; OpenAI accepts 0.)
+            sampling.top_k = 1
+        else:
+            sampling.top_p = req.top_p
+    if req.seed is not None:
+        # Two's complement keeps negative seeds deterministic in the proto's uint64.
+        sampling.seed = req.seed % _UINT64
+    if req.repetition_penalty is not None:
+        sampling.repetition_penalty = req.repetition_penalty
+    if req.logit_bias:
+        sampling.logit_bias.update({int(k): v for k, v in req.logit_bias.items()})
+
+    stopping = pb.StoppingCriteria(
+        min_tokens=req.min_tokens,
+        stop=req.stop_list,
+        stop_token_ids=req.stop_token_ids or [],
+        ignore_eos=req.ignore_eos,
+        time_limit_ms=time_limit_ms,
+    )
+    if req.completion_limit is not None:
+        stopping.max_tokens = req.completion_limit
+
+    messages = pb.ChatMessages(
+        messages=[
+            pb.ChatMessage(role=_ROLES.get(m.role, m.role), content=m.content) for m in req.messages
+        ]
+    )
+    return pb.GenerateRequest(
+        request_id=request_id,
+        model=model_id,
+        messages=messages,
+        sampling=sampling,
+        stopping=stopping,
+        n=req.n,
+        logprobs=bool(req.logprobs),
+        top_logprobs=(req.top_logprobs or 0) if req.logprobs else 0,
+        # The facade returns text only; token ids would just cost bytes on the wire.
+        output=pb.OUTPUT_MODE_TEXT,
+    )
+
+
+def _logprob(value: float) -> float:
+    return value if value > _MIN_LOGPROB and not math.isnan(value) else _MIN_LOGPROB
+
+
+def _token_bytes(token: str, raw: bytes) -> list[int]:
+    return list(raw) if raw else list(token.encode("utf-8"))
+
+
+def logprobs_content(items: Any) -> list[dict[str, Any]]:
+    """Proto TokenLogprobs -> OpenAI `logprobs.content` entries."""
+    return [
+        {
+            "token": lp.token,
+            "logprob": _logprob(lp.logprob),
+            "bytes": _token_bytes(lp.token, lp.bytes),
+            "top_logprobs": [
+                {
+                    "token": top.token,
+                    "logprob": _logprob(top.logprob),
+                    "bytes": _token_bytes(top.token, top.bytes),
+                }
+                for top in lp.top_logprobs
+            ],
+        }
+        for lp in items
+    ]
+
+
+class UsageCounter:
+    """Usage summed over choices: the prompt once, completions of every choice."""
+
+    __slots__ = ("cached_tokens", "completion_tokens", "prompt_tokens")
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cached_tokens = 0
+
+    def add(self, usage: pb.Usage) -> None:
+        self.prompt_tokens = max(self.prompt_tokens, usage.prompt_tokens)
+        self.cached_tokens = max(self.cached_tokens, usage.cached_tokens)
+        self.completion_tokens += usage.completion_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
+
+
+class ChunkEncoder:
+    """Byte-level `data: {...}\\n\\n` chunks for one streaming request."""
+
+    __slots__ = ("_close", "_head", "_usage_head")
+
+    def __init__(
+        self, completion_id: str, created: int, model: str, fingerprint: str, include_usage: bool
+    ) -> None:
+        common = (
+            f'{{"id":{_encode_str(completion_id)},"object":"chat.completion.chunk",'
+            f'"created":{created},"model":{_encode_str(model)},'
+            f'"system_fingerprint":{_encode_str(fingerprint)},'
+        )
+        self._head = f'data: {common}"choices":[{{"index":'.encode()
+        self._usage_head = f'data: {common}"choices":[],"usage":'.encode()
+        # With include_usage every chunk carries "usage": null until the last one (as OpenAI).
+        self._close = b"]" + (b',"usage":null' if include_usage else b"") + b"}\n\n"
+
+    def role(self, index: int) -> bytes:
+        return (
+            b'%s%d,"delta":{"role":"assistant","content":""},"logprobs":null,'
+            b'"finish_reason":null}%s' % (self._head, index, self._close)
+        )
+
+    def content(self, index: int, text: str, logprobs: list[dict[str, Any]] | None) -> bytes:
+        lp = b"null" if logprobs is None else _logprobs_json(logprobs)
+        return b'%s%d,"delta":{"content":%s},"logprobs":%s,"finish_reason":null}%s' % (
+            self._head,
+            index,
+            _encode_str(text).encode(),
+            lp,
+            self._close,
+        )
+
+    def finish(self, index: int, reason: str) -> bytes:
+        return b'%s%d,"delta":{},"logprobs":null,"finish_reason":"%s"}%s' % (
+            self._head,
+            index,
+            reason.encode(),
+            self._close,
+        )
+
+    def usage(self, usage: UsageCounter) -> bytes:
+        return self._usage_head + json.dumps(usage.to_json()).encode() + b"}\n\n"
+
+
+def _logprobs_json(content: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"content": content, "refusal": None}, ensure_ascii=False).encode()
+
+
+class CompletionBuilder:
+    """Collects a non-streaming request's responses into one `chat.completion` object."""
+
+    def __init__(self, n: int, want_logprobs: bool) -> None:
+        self._texts: list[list[str]] = [[] for _ in range(n)]
+        self._logprobs: list[list[dict[str, Any]]] | None = (
+            [[] for _ in range(n)] if want_logprobs else None
+        )
+        self._finish: list[str | None] = [None] * n
+        self.usage = UsageCounter()
+
+    def add(self, response: pb.GenerateResponse) -> None:
+        index = response.index
+        if response.HasField("delta"):
+            delta = response.delta
+            if delta.text:
+                self._texts[index].append(delta.text)
+            if self._logprobs is not None and delta.logprobs:
+                self._logprobs[index].extend(logprobs_content(delta.logprobs))
+        elif response.HasField("finished"):
+            self._finish[index] = FINISH_REASONS.get(response.finished.reason, "stop")
+            self.usage.add(response.finished.usage)
+
+    def to_json(
+        self, completion_id: str, created: int, model: str, fingerprint: str
+    ) -> dict[str, Any]:
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": "".join(texts), "refusal": None},
+                "logprobs": (
+                    {"content": self._logprobs[i], "refusal": None}
+                    if self._logprobs is not None
+                    else None
+                ),
+                "finish_reason": self._finish[i] or "stop",
+            }
+            for i, texts in enumerate(self._texts)
+        ]
+        return {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "system_fingerprint": fingerprint,
+            "choices": choices,
+            "usage": self.usage.to_json(),
+        }
