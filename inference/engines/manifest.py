@@ -513,7 +513,12 @@ def select_engine(
     """
     model_dir = engines_root / model_slug(model_id)
     local_key = gpu_key_for(runtime.gpu.name) if runtime.gpu else None
-    candidates = sorted(p for p in model_dir.iterdir() if p.is_dir()) if model_dir.is_dir() else []
+    # Dot-prefixed dirs are builds in progress or being replaced; never candidates.
+    candidates = (
+        sorted(p for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if model_dir.is_dir()
+        else []
+    )
     candidates.sort(key=lambda p: p.name != local_key)  # stable: the local key first
     refused = []
     for candidate in candidates:

@@ -1,0 +1,230 @@
+"""The build matrix: load build/targets.yaml into typed targets and check each one's recipe."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from inference.engines.manifest import Limits, Precision, model_slug
+
+# build/targets.yaml next to this package; TENSORCHAT_TARGETS or --targets point elsewhere.
+DEFAULT_TARGETS_FILE = Path(__file__).resolve().parent.parent / "targets.yaml"
+
+WEIGHT_PRECISIONS = ("fp8", "bf16", "int8_wo", "int4_awq")
+KV_PRECISIONS = ("fp8", "int8", "bf16")
+# FP8 tensor cores exist from Ada (sm89) on; this matrix has no Blackwell parts.
+FP8_COMPUTE_CAPABILITIES = frozenset({"8.9", "9.0"})
+HOPPER_ONLY_FLAGS = ("--gemm_swiglu_plugin", "--low_latency_gemm_plugin")
+
+
+class TargetError(ValueError):
+    """The matrix file is malformed or names an unknown model / GPU."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    converter: str  # "llama" or "qwen": which convert_checkpoint.py handles it
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    vocab_size: int
+    max_position_embeddings: int
+    params: int
+    unquantized_params: int  # kept in BF16 by ModelOpt (embedding, lm_head)
+
+    @property
+    def slug(self) -> str:
+        return model_slug(self.id)
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    key: str
+    name: str
+    product: str
+    compute_capability: str
+    memory_mib: int
+    runner_label: str
+
+    @property
+    def has_fp8(self) -> bool:
+        return self.compute_capability in FP8_COMPUTE_CAPABILITIES
+
+
+@dataclass(frozen=True)
+class SizingPolicy:
+    runtime_overhead_gib: float
+    kv_cache_free_fraction: float
+    min_full_length_sequences: int
+    typical_request_tokens: int
+
+
+@dataclass(frozen=True)
+class Target:
+    model: ModelSpec
+    gpu: GpuSpec
+    precision: Precision
+    limits: Limits
+    # trtllm-build flags other than paths and limits, in the order they are passed.
+    flags: Mapping[str, str]
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.id} on {self.gpu.key}"
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether the recipe quantizes anything, so needs calibration text (ModelOpt)."""
+        return self.precision.weights != "bf16" or self.precision.kv_cache != "bf16"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    tensorrt_llm_version: str
+    tensorrt_version: str
+    sizing: SizingPolicy
+    models: Mapping[str, ModelSpec]
+    gpus: Mapping[str, GpuSpec]
+    targets: tuple[Target, ...]
+
+    def model(self, model_id: str) -> ModelSpec:
+        """Look a model up case-insensitively (clients send either spelling)."""
+        for spec in self.models.values():
+            if spec.id.casefold() == model_id.casefold():
+                return spec
+        raise TargetError(f"unknown model {model_id!r}; known: {', '.join(self.models)}")
+
+    def gpu(self, key: str) -> GpuSpec:
+        spec = self.gpus.get(key.lower())
+        if spec is None:
+            raise TargetError(f"unknown GPU {key!r}; known: {', '.join(self.gpus)}")
+        return spec
+
+    def target(self, model_id: str, gpu_key: str) -> Target:
+        model, gpu = self.model(model_id), self.gpu(gpu_key)
+        for target in self.targets:
+            if target.model == model and target.gpu == gpu:
+                return target
+        raise TargetError(f"no target for {model.id} on {gpu.key} in the matrix")
+
+
+def targets_file(explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("TENSORCHAT_TARGETS")
+    return Path(env) if env else DEFAULT_TARGETS_FILE
+
+
+def load_matrix(path: Path | None = None) -> Matrix:
+    """Parse the matrix file; raises TargetError naming the file and the bad entry."""
+    path = targets_file(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+        return _parse(raw)
+    except OSError as exc:
+        raise TargetError(f"cannot read build matrix {path}: {exc}") from exc
+    except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+        raise TargetError(f"build matrix {path} is malformed: {exc!r}") from exc
+
+
+def _parse(raw: Mapping[str, Any]) -> Matrix:
+    models = {model_id: ModelSpec(id=model_id, **spec) for model_id, spec in raw["models"].items()}
+    gpus = {
+        key: GpuSpec(
+            key=key,
+            name=str(g["name"]),
+            product=str(g["product"]),
+            # Quoted in the YAML: an unquoted 8.0 would load as a float.
+            compute_capability=str(g["compute_capability"]),
+            memory_mib=int(g["memory_mib"]),
+            runner_label=str(g["runner_label"]),
+        )
+        for key, g in raw["gpus"].items()
+    }
+    flag_sets: Mapping[str, Mapping[str, Any]] = raw["flag_sets"]
+    targets: list[Target] = []
+    for entry in raw["targets"]:
+        gpu = gpus[entry["gpu"]]
+        flags: dict[str, str] = {}
+        for set_name in entry["flags"]:
+            flags.update({k: str(v) for k, v in flag_sets[set_name].items()})
+        limits = Limits(**{k: int(v) for k, v in entry["limits"].items()})
+        precision = Precision(weights=entry["weights"], kv_cache=entry["kv_cache"])
+        for model_id in entry["models"]:
+            targets.append(Target(models[model_id], gpu, precision, limits, flags))
+    seen: set[tuple[str, str]] = set()
+    for t in targets:
+        if (t.model.id, t.gpu.key) in seen:
+            raise ValueError(f"{t.name} is listed twice")
+        seen.add((t.model.id, t.gpu.key))
+    return Matrix(
+        tensorrt_llm_version=str(raw["tensorrt_llm_version"]),
+        tensorrt_version=str(raw["tensorrt_version"]),
+        sizing=SizingPolicy(**raw["sizing"]),
+        models=models,
+        gpus=gpus,
+        targets=tuple(targets),
+    )
+
+
+def is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def recipe_problems(target: Target) -> list[str]:
+    """Precision, limit and flag rules a target must obey; empty when it is sound."""
+    problems: list[str] = []
+    gpu, p, lim = target.gpu, target.precision, target.limits
+    if p.weights not in WEIGHT_PRECISIONS:
+        problems.append(f"weights {p.weights!r} not one of {WEIGHT_PRECISIONS}")
+    if p.kv_cache not in KV_PRECISIONS:
+        problems.append(f"kv_cache {p.kv_cache!r} not one of {KV_PRECISIONS}")
+    uses_fp8 = "fp8" in (p.weights, p.kv_cache)
+    if uses_fp8 and not gpu.has_fp8:
+        problems.append(f"FP8 on {gpu.key} (sm{gpu.compute_capability}); FP8 needs sm89/sm90")
+    if gpu.has_fp8 and p.weights != "fp8":
+        problems.append(f"{gpu.key} supports FP8 but the recipe uses {p.weights} weights")
+    if p.weights == "bf16" and p.kv_cache not in ("bf16", "int8"):
+        problems.append("BF16 weights pair with a BF16 or INT8 KV cache")
+    if lim.max_input_len >= lim.max_seq_len:
+        problems.append(f"max_input_len {lim.max_input_len} >= max_seq_len {lim.max_seq_len}")
+    if lim.max_seq_len > target.model.max_position_embeddings:
+        problems.append(
+            f"max_seq_len {lim.max_seq_len} exceeds the model's "
+            f"{target.model.max_position_embeddings} positions"
+        )
+    if not is_power_of_two(lim.max_num_tokens):
+        problems.append(f"max_num_tokens {lim.max_num_tokens} is not a power of two")
+    if not is_power_of_two(lim.max_batch_size):
+        problems.append(f"max_batch_size {lim.max_batch_size} is not a power of two")
+    problems.extend(_flag_rules(target, uses_fp8))
+    return problems
+
+
+def _flag_rules(target: Target, uses_fp8: bool) -> list[str]:
+    problems: list[str] = []
+    flags, gpu, p = target.flags, target.gpu, target.precision
+    for name in HOPPER_ONLY_FLAGS:
+        if flags.get(name, "disable") != "disable" and gpu.compute_capability != "9.0":
+            problems.append(f"{name} is Hopper-only but the target is {gpu.key}")
+    if flags.get("--gemm_plugin") == "fp8" and p.weights != "fp8":
+        problems.append("--gemm_plugin fp8 without FP8 weights")
+    if p.weights == "fp8" and flags.get("--gemm_plugin") not in ("disable", "fp8"):
+        problems.append("FP8 weights want --gemm_plugin disable (tuning guide)")
+    if flags.get("--use_fp8_context_fmha") == "enable" and not (uses_fp8 and gpu.has_fp8):
+        problems.append("--use_fp8_context_fmha enable without an FP8 recipe")
+    if flags.get("--kv_cache_type") != "paged":
+        problems.append("--kv_cache_type must be paged (in-flight batching, KV reuse)")
+    if flags.get("--use_paged_context_fmha") != "enable":
+        problems.append("--use_paged_context_fmha must be enabled (chunked context, KV reuse)")
+    for name, value in flags.items():
+        if value in ("", None):
+            problems.append(f"{name} has no explicit value")
+    return problems
