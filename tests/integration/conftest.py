@@ -15,7 +15,7 @@ from tests.support.servers import InferenceServerThread
 
 MISTRAL_ID = "mistralai/Mistral-7B-Instruct-v0.3"
 QWEN_ID = "Qwen/Qwen2.5-Coder-7B-Instruct"
-TINY_CONTEXT = 1024
+TINY_CONTEXT = 256
 
 
 def tiny_models_config(mistral_dir: Path, qwen2_dir: Path) -> ModelsConfig:

@@ -211,7 +211,7 @@ def test_cancelled_call_leaves_the_batch(
     stub: pb_grpc.InferenceStub, inference_server: InferenceServerThread
 ) -> None:
     call = stub.Generate(
-        pb.GenerateRequest(model=MISTRAL_ID, messages=HELLO, **greedy(max_tokens=900)),
+        pb.GenerateRequest(model=MISTRAL_ID, messages=HELLO, **greedy(max_tokens=200)),
         timeout=60,
     )
     next(call)
@@ -224,7 +224,7 @@ def test_cancelled_call_leaves_the_batch(
 def test_expired_deadline(stub: pb_grpc.InferenceStub, inference_server: InferenceServerThread) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         for _ in stub.Generate(
-            pb.GenerateRequest(model=MISTRAL_ID, messages=HELLO, **greedy(max_tokens=900)),
+            pb.GenerateRequest(model=MISTRAL_ID, messages=HELLO, **greedy(max_tokens=200)),
             timeout=0.3,
         ):
             pass
@@ -233,10 +233,10 @@ def test_expired_deadline(stub: pb_grpc.InferenceStub, inference_server: Inferen
 
 
 def test_time_limit_finishes_with_partial_output(stub: pb_grpc.InferenceStub) -> None:
-    choice = generate(stub, **greedy(max_tokens=900, time_limit_ms=200))[0]
+    choice = generate(stub, **greedy(max_tokens=200, time_limit_ms=200))[0]
     assert choice.finished is not None
     assert choice.finished.reason == pb.FINISH_REASON_TIME_LIMIT
-    assert 0 < len(choice.token_ids) < 900
+    assert 0 < len(choice.token_ids) < 200
 
 
 def test_unknown_model_is_not_found(stub: pb_grpc.InferenceStub) -> None:
@@ -288,7 +288,7 @@ def test_invalid_parameter_names_the_field(
 
 
 def test_context_overflow_gives_both_numbers(stub: pb_grpc.InferenceStub) -> None:
-    long_prompt = pb.ChatMessages(messages=[pb.ChatMessage(role="user", content="word " * 2000)])
+    long_prompt = pb.ChatMessages(messages=[pb.ChatMessage(role="user", content="word " * 400)])
     prompt_tokens = stub.CountTokens(pb.TokenizeRequest(model=MISTRAL_ID, messages=long_prompt)).count
     with pytest.raises(grpc.RpcError) as caught:
         generate(stub, messages=long_prompt)
