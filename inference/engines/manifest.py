@@ -43,6 +43,7 @@ CHECKPOINT_PLACEHOLDER = "<HF_CHECKPOINT_DIR>"
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer.model",
+    "tokenizer.model.v3",
     "tekken.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -51,8 +52,6 @@ TOKENIZER_FILES = (
     "merges.txt",
     "generation_config.json",
 )
-# Files that define the weights the engine was compiled from.
-CHECKPOINT_GLOBS = ("config.json", "*.safetensors", "*.safetensors.index.json", "*.bin")
 
 
 class ManifestError(EngineUnavailableError):
@@ -299,12 +298,37 @@ def files_sha256(root: Path, paths: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
+def checkpoint_weight_files(checkpoint_dir: Path) -> list[Path]:
+    """The files an HF checkpoint's weights load from, as transformers would pick them.
+
+    A sharded checkpoint is its index plus the shards it names. Mistral repos also carry
+    `consolidated.safetensors` (the same weights in Mistral's format): not what we build from.
+    """
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = checkpoint_dir / index_name
+        if index.is_file():
+            try:
+                shards = set(json.loads(index.read_text())["weight_map"].values())
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise ManifestError(f"checkpoint index {index} is damaged: {exc}") from exc
+            return [index, *(checkpoint_dir / str(name) for name in sorted(shards))]
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        if (checkpoint_dir / single).is_file():
+            return [checkpoint_dir / single]
+    return []
+
+
 def checkpoint_sha256(checkpoint_dir: Path) -> str:
-    """Hash of an HF checkpoint's config and weights (raises ManifestError if there are none)."""
-    files = {p for pattern in CHECKPOINT_GLOBS for p in checkpoint_dir.glob(pattern) if p.is_file()}
-    if not any(p.name != "config.json" for p in files):
-        raise ManifestError(f"no weights (*.safetensors / *.bin) in checkpoint {checkpoint_dir}")
-    return files_sha256(checkpoint_dir, files)
+    """Hash of an HF checkpoint's config.json and weights (ManifestError if there are none)."""
+    weights = checkpoint_weight_files(checkpoint_dir)
+    if not weights:
+        raise ManifestError(f"no weights (model.safetensors or an index) in {checkpoint_dir}")
+    missing = [p for p in weights if not p.is_file()]
+    if missing:
+        raise ManifestError(
+            f"checkpoint {checkpoint_dir} lacks {', '.join(p.name for p in missing)}"
+        )
+    return files_sha256(checkpoint_dir, [checkpoint_dir / "config.json", *weights])
 
 
 def tokenizer_sha256(tokenizer_dir: Path) -> str:
