@@ -177,12 +177,14 @@ def _retry_after(meta: dict[str, str]) -> float:
 # Union-branch tags pydantic adds to an error's location ("str", "list[str]",
 # "function-after[...]", model class names); they are not part of the parameter's path.
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "literal"}
+_LOC_ROOTS = {"body", "query", "path", "header", "cookie"}
 
 
 def param_from_loc(loc: Sequence[int | str]) -> str | None:
     """("body", "messages", 0, "content") -> "messages[0].content"."""
     parts: list[str] = []
-    for item in loc[1:] if loc and loc[0] == "body" else loc:
+    # FastAPI prefixes where the value came from; the client knows it by its name alone.
+    for item in loc[1:] if loc and loc[0] in _LOC_ROOTS else loc:
         if isinstance(item, int):
             if parts:
                 parts[-1] += f"[{item}]"
@@ -212,6 +214,11 @@ def from_validation(exc: RequestValidationError | ValidationError) -> APIError:
             return APIError(400, "The request body is empty; expected a JSON object.")
         return APIError(400, f"Missing required parameter: '{param}'.", param=param)
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    given = first.get("input")
+    if isinstance(given, int | float | str) and not isinstance(given, bool):
+        shown = repr(given)
+        if len(shown) <= 40 and shown not in message:
+            message = f"{message}, got {shown}"
     if param is None:
         return APIError(400, f"Invalid request body: {message}.")
     return APIError(400, f"Invalid value for '{param}': {message}.", param=param)

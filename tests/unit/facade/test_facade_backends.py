@@ -1,0 +1,109 @@
+"""Routing table logic: names and aliases, 404 vs 503, least-outstanding choice of replica.
+
+The backends here are records with no channel behind them (nothing is called); the same
+pool against real inference servers is covered in tests/integration/facade.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+from facade.backends import Backend, BackendPool, fingerprint
+from facade.errors import APIError
+from tensorchat.v1 import inference_pb2 as pb
+
+MISTRAL = pb.ModelInfo(
+    id="mistralai/Mistral-7B-Instruct-v0.3", aliases=["mistral"], engine="torch", created=1
+)
+QWEN = pb.ModelInfo(
+    id="Qwen/Qwen2.5-Coder-7B-Instruct", aliases=["qwen"], engine="torch", created=2
+)
+
+
+def backend(target: str, *models: pb.ModelInfo) -> Backend:
+    return Backend(
+        target=target,
+        channel=cast(Any, None),
+        stub=cast(Any, None),
+        models={m.id: m for m in models},
+        healthy=True,
+    )
+
+
+def pool_of(*backends: Backend) -> BackendPool:
+    pool = BackendPool([b.target for b in backends])
+    pool.backends = list(backends)
+    pool._rebuild()
+    return pool
+
+
+def test_ids_and_aliases_resolve_in_any_case() -> None:
+    pool = pool_of(backend("a", MISTRAL, QWEN))
+    for name in ("qwen/Qwen2.5-Coder-7B-Instruct", "Qwen/Qwen2.5-Coder-7B-Instruct", "QWEN"):
+        assert pool.resolve(name).id == QWEN.id
+    assert pool.resolve("Mistral").id == MISTRAL.id
+    assert pool.ready
+    assert [e.id for e in pool.models()] == sorted([MISTRAL.id, QWEN.id])
+
+
+def test_unknown_model_is_404_and_no_backend_is_503() -> None:
+    pool = pool_of(backend("a", MISTRAL))
+    with pytest.raises(APIError) as info:
+        pool.resolve("gpt-4")
+    assert (info.value.status, info.value.code) == (404, "model_not_found")
+    empty = pool_of()
+    with pytest.raises(APIError) as info:
+        empty.resolve("gpt-4")
+    assert info.value.status == 503 and info.value.headers["Retry-After"] == "1"
+    assert not empty.ready
+
+
+def test_a_known_model_whose_replicas_are_down_is_503_not_404() -> None:
+    a, b = backend("a", MISTRAL), backend("b", QWEN)
+    pool = pool_of(a, b)
+    pool.mark_down(b, "connection refused")
+    assert not b.healthy and b.last_error == "connection refused"
+    with pytest.raises(APIError) as info:
+        pool.resolve("qwen")
+    assert info.value.status == 503
+    assert pool.resolve("mistral").id == MISTRAL.id
+
+
+def test_least_outstanding_replica_is_chosen_and_ties_rotate() -> None:
+    a, b, c = backend("a", MISTRAL), backend("b", MISTRAL), backend("c", QWEN)
+    pool = pool_of(a, b, c)
+    assert {x.target for x in pool.candidates(MISTRAL.id)} == {"a", "b"}
+    picked = []
+    with pool.use(pool.candidates(MISTRAL.id)[0]) as first:
+        picked.append(first.target)
+        # `first` is busy: the other replica comes first now.
+        with pool.use(pool.candidates(MISTRAL.id)[0]) as second:
+            picked.append(second.target)
+            assert first.outstanding == 1 and second.outstanding == 1
+    assert sorted(picked) == ["a", "b"]
+    assert a.outstanding == b.outstanding == 0
+    # With equal load, the one picked less often goes first: requests alternate.
+    order = []
+    for _ in range(4):
+        with pool.use(pool.candidates(MISTRAL.id)[0]) as chosen:
+            order.append(chosen.target)
+    assert order.count("a") == order.count("b") == 2
+
+
+def test_outstanding_is_released_when_the_request_fails() -> None:
+    a = backend("a", MISTRAL)
+    pool = pool_of(a)
+    with pytest.raises(RuntimeError), pool.use(a):
+        raise RuntimeError("rpc failed")
+    assert a.outstanding == 0
+
+
+def test_fingerprint_changes_with_the_serving_configuration() -> None:
+    assert fingerprint(MISTRAL).startswith("fp_")
+    reloaded = pb.ModelInfo(id=MISTRAL.id, engine="torch", created=99)
+    assert fingerprint(reloaded) != fingerprint(MISTRAL)
+    assert fingerprint(MISTRAL) == fingerprint(
+        pb.ModelInfo(id=MISTRAL.id, engine="torch", created=1)
+    )
