@@ -1,0 +1,15 @@
+"""The text layer: chat templates with injection-safe encoding, detokenization, stop strings."""
+
+from inference.text.chat_encoding import ChatTemplateError
+from inference.text.detokenizer import IncrementalDetokenizer
+from inference.text.messages import ChatMessage
+from inference.text.stop import StopMatcher
+from inference.text.tokenizer import ModelTokenizer
+
+__all__ = [
+    "ChatMessage",
+    "ChatTemplateError",
+    "IncrementalDetokenizer",
+    "ModelTokenizer",
+    "StopMatcher",
+]

@@ -1,0 +1,257 @@
+"""Chat prompts to token ids with the model's own template, so that message text can never
+become a control token.
+
+Hugging Face tokenizers find special-token strings anywhere in their input before BPE runs,
+so rendering a template and encoding the result lets a user who types `<|im_start|>` or
+`[INST]` forge conversation turns. Here the template is rendered twice: once as is (the
+exact prompt text the model expects) and once with every message's content wrapped in
+marker characters. The markers tell which characters of the prompt came from the template
+and which from messages; special tokens are then recognised only in template text, and the
+text between them is encoded with special-token matching switched off. For conversations
+without injected control strings this gives exactly the ids the template and tokenizer give
+together (the tests prove it against mistral-common and tiktoken).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from tokenizers import Tokenizer
+from transformers import PreTrainedTokenizerFast
+
+from inference.text.messages import ChatMessage
+
+ROLES = frozenset({"system", "user", "assistant"})
+
+# Unicode noncharacters are reserved for a program's internal use, which is what markers are.
+# A pair that occurs nowhere in the conversation is picked per request, so content that
+# happens to contain one cannot confuse the parser.
+_MARKERS = tuple(chr(c) for c in range(0xFDD0, 0xFDF0))
+
+
+class ChatTemplateError(ValueError):
+    """The conversation is not one this model's chat template accepts (message is user-facing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Special:
+    token_id: int
+    lstrip: bool
+    rstrip: bool
+    single_word: bool
+
+
+def _component_spec(component: Any) -> Any:
+    """A tokenizer component's JSON description (what tokenizer.json holds for it)."""
+    return None if component is None else json.loads(component.__getstate__())
+
+
+def _without_first_prepend(pre_tokenizer: Any) -> Any | None:
+    """The pre-tokenizer for text that does not start the prompt, or None if no different.
+
+    Metaspace with prepend_scheme "first" adds the word-boundary symbol only to text at
+    offset 0 of the whole input; everything else in a tokenizer works piece by piece. Text
+    after a special token is therefore encoded with that prepend switched off.
+    """
+    changed = False
+
+    def patch(node: Any) -> Any:
+        nonlocal changed
+        if isinstance(node, dict):
+            out = {k: patch(v) for k, v in node.items()}
+            if out.get("type") == "Metaspace" and out.get("prepend_scheme") == "first":
+                out["prepend_scheme"] = "never"
+                changed = True
+            return out
+        if isinstance(node, list):
+            return [patch(v) for v in node]
+        return node
+
+    patched = patch(pre_tokenizer)
+    return patched if changed else None
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+class SafeChatEncoder:
+    """Renders a conversation with a tokenizer's chat template and encodes it safely."""
+
+    def __init__(self, hf: PreTrainedTokenizerFast) -> None:
+        self._hf = hf
+        backend: Tokenizer = hf.backend_tokenizer
+        spec_json = backend.to_str()
+        # Private copies: `encode_special_tokens` is a mutable flag on the Rust tokenizer,
+        # and flipping it on the shared one would race with other threads.
+        self._head = Tokenizer.from_str(spec_json)
+        self._head.encode_special_tokens = True
+        self._rest = self._head
+        rest_pre_tokenizer = _without_first_prepend(_component_spec(backend.pre_tokenizer))
+        if rest_pre_tokenizer is not None:
+            # Parsing the whole description is slow for big vocabularies; only tokenizers
+            # converted from SentencePiece (32k-ish vocabularies) get here.
+            spec = json.loads(spec_json)
+            spec["pre_tokenizer"] = rest_pre_tokenizer
+            self._rest = Tokenizer.from_str(json.dumps(spec))
+            self._rest.encode_special_tokens = True
+        self._specials: dict[str, _Special] = {
+            tok.content: _Special(token_id, tok.lstrip, tok.rstrip, tok.single_word)
+            for token_id, tok in backend.get_added_tokens_decoder().items()
+            if tok.special and tok.content
+        }
+        # Longest first: Python's alternation is leftmost-first, the tokenizer's matcher
+        # is leftmost-longest.
+        alternatives = sorted(self._specials, key=len, reverse=True)
+        self._special_re = (
+            re.compile("|".join(re.escape(s) for s in alternatives)) if alternatives else None
+        )
+
+    @property
+    def head_tokenizer(self) -> Tokenizer:
+        """A tokenizer that encodes special-token strings as plain text (own copy)."""
+        return self._head
+
+    def encode(self, messages: Sequence[ChatMessage]) -> list[int]:
+        plain = self._validated(messages)
+        prompt = self._render(plain)
+        segments = self._marked_segments(plain, prompt)
+        return self._encode_segments(prompt, segments)
+
+    # -- rendering ---------------------------------------------------------------------
+
+    @staticmethod
+    def _validated(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+        if not messages:
+            raise ChatTemplateError("messages must contain at least one message")
+        out = []
+        for i, m in enumerate(messages):
+            if m.role not in ROLES:
+                raise ChatTemplateError(
+                    f"messages[{i}].role must be one of system, user, assistant; got {m.role!r}"
+                )
+            if not isinstance(m.content, str):
+                raise ChatTemplateError(f"messages[{i}].content must be a string")
+            out.append({"role": m.role, "content": m.content})
+        return out
+
+    def _render(self, messages: list[dict[str, str]]) -> str:
+        if not self._hf.chat_template:
+            raise ChatTemplateError("this model has no chat template; send a prompt instead")
+        try:
+            rendered = self._hf.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        except jinja2.TemplateError as e:
+            # Templates reject conversations with raise_exception(...), whose text is meant
+            # for the caller ("conversation roles must alternate ...").
+            raise ChatTemplateError(str(e)) from e
+        if not isinstance(rendered, str):
+            raise TypeError(f"chat template rendered {type(rendered).__name__}, not str")
+        return rendered
+
+    def _marked_segments(
+        self, messages: list[dict[str, str]], prompt: str
+    ) -> list[tuple[str, bool]]:
+        """The prompt as (text, came_from_a_message) pieces, checked to add up to `prompt`."""
+        free = [c for c in _MARKERS if c not in prompt]
+        if len(free) < 2:
+            raise ChatTemplateError("message content contains reserved Unicode noncharacters")
+        open_, close = free[0], free[1]
+
+        # First wrap whole contents. A template that trims content (Mistral's does for
+        # assistant turns) moves whitespace across the markers, so then retry with the
+        # markers inside the content's outer whitespace; that whitespace counts as template
+        # text, which is harmless because whitespace cannot spell a special token.
+        for trim_aware in (False, True):
+            marked = []
+            for m in messages:
+                content = m["content"]
+                if trim_aware:
+                    core = content.strip()
+                    start = len(content) - len(content.lstrip())
+                    wrapped = content[:start] + open_ + core + close + content[start + len(core) :]
+                else:
+                    wrapped = open_ + content + close
+                marked.append({"role": m["role"], "content": wrapped})
+            segments = self._split_marked(self._render(marked), open_, close)
+            if segments is not None and "".join(t for t, _ in segments) == prompt:
+                return segments
+        raise RuntimeError(
+            "the chat template changes message content in a way that cannot be tracked, so "
+            "it cannot be encoded without the risk of control-token injection"
+        )
+
+    @staticmethod
+    def _split_marked(marked: str, open_: str, close: str) -> list[tuple[str, bool]] | None:
+        segments: list[tuple[str, bool]] = []
+        pos = 0
+        while True:
+            start = marked.find(open_, pos)
+            if start < 0:
+                tail = marked[pos:]
+                if close in tail:
+                    return None
+                segments.append((tail, False))
+                return segments
+            end = marked.find(close, start + 1)
+            head = marked[pos:start]
+            if end < 0 or close in head or open_ in marked[start + 1 : end]:
+                return None  # the template cut or reordered content
+            segments.append((head, False))
+            segments.append((marked[start + 1 : end], True))
+            pos = end + 1
+
+    # -- encoding ----------------------------------------------------------------------
+
+    def _template_specials(
+        self, prompt: str, segments: list[tuple[str, bool]]
+    ) -> list[tuple[int, int, _Special]]:
+        """(start, end, token) of each special token that lies wholly in template text."""
+        found: list[tuple[int, int, _Special]] = []
+        if self._special_re is None:
+            return found
+        offset = 0
+        for text, from_message in segments:
+            if not from_message:
+                for m in self._special_re.finditer(text):
+                    special = self._specials[m.group()]
+                    start, end = offset + m.start(), offset + m.end()
+                    if special.single_word and (
+                        (start > 0 and _is_word_char(prompt[start - 1]))
+                        or (end < len(prompt) and _is_word_char(prompt[end]))
+                    ):
+                        continue
+                    found.append((start, end, special))
+            offset += len(text)
+        return found
+
+    def _encode_segments(self, prompt: str, segments: list[tuple[str, bool]]) -> list[int]:
+        ids: list[int] = []
+        pos = 0
+        for start, end, special in self._template_specials(prompt, segments):
+            if start < pos:
+                continue  # inside whitespace an rstrip token already swallowed
+            if special.lstrip:  # the tokenizer swallows whitespace around such tokens
+                while start > pos and prompt[start - 1].isspace():
+                    start -= 1
+            if start > pos:
+                ids.extend(self._encode_text(prompt[pos:start], at_start=pos == 0))
+            ids.append(special.token_id)
+            pos = end
+            if special.rstrip:
+                while pos < len(prompt) and prompt[pos].isspace():
+                    pos += 1
+        if pos < len(prompt):
+            ids.extend(self._encode_text(prompt[pos:], at_start=pos == 0))
+        return ids
+
+    def _encode_text(self, text: str, *, at_start: bool) -> list[int]:
+        tokenizer = self._head if at_start else self._rest
+        ids: list[int] = tokenizer.encode(text, add_special_tokens=False).ids
+        return ids
