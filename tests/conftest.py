@@ -1,0 +1,28 @@
+"""Fixtures shared by every test suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.tiny_models import tiny_mistral_checkpoint, tiny_qwen2_checkpoint
+from tests.support.tokenizer_assets import MissingAsset
+
+
+@pytest.fixture(scope="session")
+def tiny_mistral_dir() -> Path:
+    """A tiny random MistralForCausalLM with the real Mistral v0.3 tokenizer and template."""
+    try:
+        return tiny_mistral_checkpoint()
+    except MissingAsset as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_dir() -> Path:
+    """A tiny random Qwen2ForCausalLM with the real Qwen2.5 tokenizer and template."""
+    try:
+        return tiny_qwen2_checkpoint()
+    except MissingAsset as e:
+        pytest.skip(str(e))
