@@ -160,6 +160,10 @@ def make_manifest(
             f"warning: trtllm-build changed the limits: planned {planned}, built {built}", file=warn
         )
     mapping = config.get("pretrained_config", {}).get("mapping", {})
+    # config.json's version is what really built the engine; the installed one is the fallback.
+    version = config.get("version") or runtime.tensorrt_llm_version
+    if not version:
+        raise BuildError(f"cannot tell which TensorRT-LLM built {paths.staging_dir}")
     gpu = runtime.gpu
     on_target_arch = not resolved.cross and gpu is not None
     return EngineManifest(
@@ -171,8 +175,7 @@ def make_manifest(
         compute_capability=(
             gpu.compute_capability if on_target_arch and gpu else target.gpu.compute_capability
         ),
-        # config.json's version is what really built the engine.
-        tensorrt_llm_version=str(config.get("version") or runtime.tensorrt_llm_version),
+        tensorrt_llm_version=str(version),
         tensorrt_version=runtime.tensorrt_version,
         precision=target.precision,
         limits=built,

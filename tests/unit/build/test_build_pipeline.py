@@ -104,6 +104,10 @@ def test_absent_gpu_is_refused_unless_cross_plan(
     h100 = RuntimeInfo(GpuInfo("NVIDIA H100 80GB HBM3", "9.0"), "1.2.1", "10.14.1.48")
     with pytest.raises(EngineMismatchError, match="cross-plan build"):
         check_engine(engine, model_id=MISTRAL, runtime=h100)
+    # verify (here: L4 and TensorRT-LLM present) does not try to load it.
+    capsys.readouterr()
+    assert main(["verify", str(engine)]) == 0
+    assert "this is a cross-plan engine" in capsys.readouterr().out
 
 
 def test_gpu_auto_on_ampere_converts_bf16_without_calibration(
