@@ -61,7 +61,7 @@ def rpc_error(
     code: grpc.StatusCode, details: str, trailing: tuple[tuple[str, str], ...] = ()
 ) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(
-        code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing), details=details
+        code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing), details, None
     )
 
 
