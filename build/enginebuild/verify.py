@@ -149,10 +149,10 @@ def verify(engine_dir: Path, *, checkpoint: Path | None, runtime: RuntimeInfo, o
         print("static checks passed; pass --checkpoint DIR (tokenizer and torch reference) "
               "for the smoke prompt and parity check", file=out)  # fmt: skip
         return 0
-    gpu_checks = asyncio.run(_gpu_checks(engine_dir, manifest, checkpoint))
-    for check in gpu_checks:
+    results = asyncio.run(gpu_checks(engine_dir, manifest, checkpoint, runtime=runtime))
+    for check in results:
         print(_line(check), file=out)
-    ok = all(c.ok for c in gpu_checks)
+    ok = all(c.ok for c in results)
     print("verify passed" if ok else "verify FAILED", file=out)
     return 0 if ok else 1
 
@@ -182,8 +182,16 @@ async def _greedy(
     return tokens
 
 
-async def _gpu_checks(engine_dir: Path, manifest: EngineManifest, checkpoint: Path) -> list[Check]:
-    # Heavy, GPU-only imports: only reached on a machine with TensorRT-LLM and a GPU.
+async def gpu_checks(
+    engine_dir: Path,
+    manifest: EngineManifest,
+    checkpoint: Path,
+    *,
+    runtime: RuntimeInfo,
+    torch_device: str = "cuda",
+) -> list[Check]:
+    """Load the engine, run the smoke prompt, then compare greedy tokens with torch (BF16)."""
+    # Heavy imports, only reached on a machine with TensorRT-LLM and a GPU.
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
@@ -191,9 +199,9 @@ async def _gpu_checks(engine_dir: Path, manifest: EngineManifest, checkpoint: Pa
     prompts = [list(tokenizer(p)["input_ids"]) for p in PARITY_PROMPTS]
     checks: list[Check] = []
 
-    trtllm = importlib.import_module("inference.engines.trtllm")
+    trtllm = importlib.import_module("inference.engines.trtllm.engine")
     engine: Engine = trtllm.TrtllmEngine(
-        model_id=manifest.model_id, tokenizer_dir=checkpoint, engine_dir=engine_dir
+        model_id=manifest.model_id, tokenizer_dir=checkpoint, engine_dir=engine_dir, runtime=runtime
     )
     await engine.start()
     try:
@@ -205,8 +213,8 @@ async def _gpu_checks(engine_dir: Path, manifest: EngineManifest, checkpoint: Pa
         await engine.shutdown()
 
     # The torch reference loads only after the engine freed the GPU (24 GB cards hold one).
-    torch_engines = importlib.import_module("inference.engines.torch")
-    reference: Engine = torch_engines.TorchEngine(checkpoint, dtype="bfloat16", device="cuda")
+    torch_engines = importlib.import_module("inference.engines.torch.engine")
+    reference: Engine = torch_engines.TorchEngine(checkpoint, dtype="bfloat16", device=torch_device)
     await reference.start()
     try:
         torch_out = [await _greedy(reference, ids, PARITY_TOKENS, eos) for ids in prompts]

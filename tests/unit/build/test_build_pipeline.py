@@ -207,3 +207,29 @@ def test_list_shows_each_engine_and_whether_it_runs_here(
     monkeypatch.setenv("STANDIN_GPU", "NVIDIA L4, 8.9")
     assert main(["list", str(out)]) == 0
     assert "runs here: no — it was built for compute capability 9.0" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # ~20 s: the torch engine generates 3 x 32 tokens on CPU
+def test_gpu_checks_drive_both_engines(tiny_mistral_dir: Path, tmp_path: Path) -> None:
+    """The GPU half of verify, over the fake Executor (TensorRT-LLM cannot run here) and the
+    real torch engine on CPU: the flow, not the numbers, is what this can check."""
+    import asyncio
+
+    from enginebuild.verify import PARITY_TOKENS, gpu_checks
+
+    from tests.fakes.trtllm_fixtures import FAKE_RUNTIME, fake_trtllm_installed, write_fake_engine
+
+    engine = write_fake_engine(
+        tmp_path / "engine", model_id=MISTRAL, vocab_size=32768, checkpoint_dir=tiny_mistral_dir
+    )
+    with fake_trtllm_installed():
+        checks = asyncio.run(
+            gpu_checks(engine, read_manifest(engine), tiny_mistral_dir,
+                       runtime=FAKE_RUNTIME, torch_device="cpu")
+        )  # fmt: skip
+    assert [c.name for c in checks] == ["smoke prompt", "greedy parity with torch"]
+    assert checks[0].ok, checks[0].detail
+    assert checks[0].detail.startswith("'The capital of France is' -> ")
+    assert f"of {PARITY_TOKENS} tokens over 3 prompts (need 75% for bf16 weights)" in (
+        checks[1].detail
+    )
