@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
@@ -104,6 +105,7 @@ def cached_checkpoint(name: str, build: Callable[[Path], Path], extra_key: str =
     if final.is_dir():
         return final
     root.mkdir(parents=True, exist_ok=True)
+    _prune(root, name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     tmp.chmod(0o755)
     try:
@@ -115,6 +117,14 @@ def cached_checkpoint(name: str, build: Callable[[Path], Path], extra_key: str =
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _prune(root: Path, name: str) -> None:
+    """Removes builds of other versions of this checkpoint that nobody touched for a day."""
+    day_ago = time.time() - 24 * 3600
+    for old in root.glob(f"{name}-*"):
+        if old.is_dir() and old.stat().st_mtime < day_ago:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def tiny_mistral_checkpoint() -> Path:

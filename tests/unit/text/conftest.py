@@ -17,3 +17,10 @@ def mistral_tokenizer(tiny_mistral_dir: Path) -> ModelTokenizer:
 @pytest.fixture(scope="session")
 def qwen2_tokenizer(tiny_qwen2_dir: Path) -> ModelTokenizer:
     return ModelTokenizer.from_pretrained(tiny_qwen2_dir)
+
+
+@pytest.fixture(params=["mistral", "qwen2"])
+def tok(request: pytest.FixtureRequest) -> ModelTokenizer:
+    """Each of the two real tokenizers in turn."""
+    tokenizer: ModelTokenizer = request.getfixturevalue(f"{request.param}_tokenizer")
+    return tokenizer

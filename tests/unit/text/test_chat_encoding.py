@@ -118,7 +118,7 @@ def mistral_common_encode() -> Callable[[list[ChatMessage]], list[int]]:
     }
 
     def encode(messages: list[ChatMessage]) -> list[int]:
-        request = ChatCompletionRequest(
+        request: Any = ChatCompletionRequest(
             messages=[kinds[m.role](content=m.content) for m in messages]
         )
         return list(reference.encode_chat_completion(request).tokens)

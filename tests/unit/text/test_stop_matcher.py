@@ -1,35 +1,9 @@
-"""StopMatcher: held-back prefixes, earliest completion, independence from chunking."""
+"""StopMatcher: held-back prefixes, earliest completion, multiple and overlapping stops."""
 
 from __future__ import annotations
 
-import itertools
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from inference.text import StopMatcher
-
-
-def run(stops: list[str], chunks: list[str]) -> tuple[str, str | None]:
-    """Feeds the chunks and returns (all emitted text, matched stop)."""
-    matcher = StopMatcher(stops)
-    out = []
-    for chunk in chunks:
-        text, stop = matcher.push(chunk)
-        out.append(text)
-        if stop is not None:
-            return "".join(out), stop
-    out.append(matcher.flush())
-    return "".join(out), None
-
-
-def reference(stops: list[str], text: str) -> tuple[str, str | None]:
-    """Character by character: the first position where some stop ends, earliest start."""
-    for end in range(1, len(text) + 1):
-        for start in range(end):
-            if text[start:end] in stops:
-                return text[:start], text[start:end]
-    return text, None
+from tests.support.text_checks import run
 
 
 def test_stop_split_across_many_pushes() -> None:
@@ -93,17 +67,3 @@ def test_no_stops_and_empty_stops_pass_text_through() -> None:
 def test_multibyte_and_emoji_stops() -> None:
     assert run(["🛑"], ["go ", "🛑", " no"]) == ("go ", "🛑")
     assert run(["終わり"], ["これで終", "わり です"]) == ("これで", "終わり")
-
-
-@settings(max_examples=300, deadline=None, derandomize=True)
-@given(
-    stops=st.lists(st.text(alphabet="abc", min_size=1, max_size=4), max_size=4),
-    text=st.text(alphabet="abcd", max_size=30),
-    cuts=st.lists(st.integers(min_value=0, max_value=30), max_size=10),
-)
-def test_any_chunking_gives_the_character_by_character_answer(
-    stops: list[str], text: str, cuts: list[int]
-) -> None:
-    bounds = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
-    chunks = [text[a:b] for a, b in itertools.pairwise(bounds)]
-    assert run(stops, chunks) == reference(stops, text)
