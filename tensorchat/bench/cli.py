@@ -126,6 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     send.add_argument("--temperature", type=float, help="sampling temperature (default: server's)")
     send.add_argument("--timeout", type=float, default=600.0, help="per-request timeout (s)")
+    send.add_argument(
+        "--http-client",
+        choices=["httpx", "raw"],
+        default="httpx",
+        help="httpx (default), or raw: a minimal asyncio HTTP/1.1 client about ten times"
+        " cheaper per streamed event, for tens of thousands of events/s on few cores",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--json", type=Path, metavar="FILE", help="write all results as JSON")
     out.add_argument("--plot", type=Path, metavar="FILE.png", help="latency vs load plot")
@@ -141,7 +148,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(handler=run)
 
 
 def shapes(args: argparse.Namespace) -> list[LoadShape]:
@@ -168,6 +175,7 @@ def target_of(args: argparse.Namespace) -> Target:
         ignore_eos=args.ignore_eos,
         temperature=args.temperature,
         timeout_s=args.timeout,
+        http_client=args.http_client,
     )
 
 
@@ -184,6 +192,7 @@ def _config(args: argparse.Namespace, target: Target) -> dict[str, Any]:
         "output_tokens": str(args.output_tokens),
         "dataset": str(args.dataset) if args.dataset else None,
         "workers": args.workers,
+        "http_client": target.http_client,
         "seed": args.seed,
     }
 

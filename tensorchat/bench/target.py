@@ -23,12 +23,16 @@ class Target:
     ignore_eos: bool = False
     temperature: float | None = None
     timeout_s: float = 600.0
+    # HTTP client: "httpx", or "raw" (the asyncio-protocol client, ~10x cheaper per event).
+    http_client: str = "httpx"
     # Extra JSON fields for every HTTP request body (e.g. vendor extensions).
     extra_body: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in ("http", "grpc"):
             raise ValueError(f"unknown target kind {self.kind!r}")
+        if self.http_client not in ("httpx", "raw"):
+            raise ValueError(f"unknown HTTP client {self.http_client!r}")
 
     @property
     def chat_url(self) -> str:
@@ -45,7 +49,12 @@ class Sender(Protocol):
 @contextlib.asynccontextmanager
 async def open_sender(target: Target, concurrency: int | None) -> AsyncIterator[Sender]:
     """A connected sender for `target`, sized for `concurrency` requests in flight (None: any)."""
-    if target.kind == "http":
+    if target.kind == "http" and target.http_client == "raw":
+        from tensorchat.bench.raw_http import RawHttpSender
+
+        async with RawHttpSender(target) as raw_sender:
+            yield raw_sender
+    elif target.kind == "http":
         from tensorchat.bench.http_client import HttpSender
 
         async with HttpSender(target, concurrency) as http_sender:

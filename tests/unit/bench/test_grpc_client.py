@@ -41,7 +41,7 @@ class StandIn(pb_grpc.InferenceServicer):
 @pytest.fixture
 async def address() -> AsyncIterator[tuple[str, StandIn]]:
     server = grpc.aio.server()
-    servicer = StandIn()
+    servicer = StandIn()  # type: ignore[abstract]
     pb_grpc.add_InferenceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
