@@ -1,4 +1,4 @@
-"""Turns one choice's token stream into protocol messages: incremental text, stop strings, finish."""
+"""Turns one choice's tokens into protocol messages: incremental text, stop strings, finish."""
 
 from __future__ import annotations
 
@@ -82,7 +82,9 @@ class ChoiceAssembler:
         delta = self._delta(text, token_ids, logprobs)
         if matched_stop is not None:
             self.finished = True
-            return delta, self._finished(pb.FINISH_REASON_STOP_SEQUENCE, cached_tokens, stop=matched_stop)
+            return delta, self._finished(
+                pb.FINISH_REASON_STOP_SEQUENCE, cached_tokens, stop=matched_stop
+            )
         if finish is not None:
             self.finished = True
             assert finish.finish is not None

@@ -1,4 +1,4 @@
-"""Turns a GenerateRequest into an engine request: resolve the model, validate, tokenize, apply limits.
+"""Turns a GenerateRequest into an engine request: resolve, validate, tokenize, apply limits.
 
 Every refusal is a `RequestError` naming the OpenAI-style parameter at fault, so internal callers
 and the facade get the same clear message.
@@ -7,6 +7,7 @@ and the facade get the same clear message.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 import time
 import uuid
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ def prompt_token_ids(
     raise invalid("messages", "one of messages, prompt or token_ids is required")
 
 
-def _encode_messages(model: ServedModel, messages: list[pb.ChatMessage]) -> list[int]:
+def _encode_messages(model: ServedModel, messages: Sequence[pb.ChatMessage]) -> list[int]:
     if not messages:
         raise invalid("messages", "must contain at least one message")
     for i, message in enumerate(messages):
@@ -90,22 +91,19 @@ def _encode_messages(model: ServedModel, messages: list[pb.ChatMessage]) -> list
 
 def build_plan(registry: ModelRegistry, request: pb.GenerateRequest) -> GenerationPlan:
     model = resolve_model(registry, request.model)
-    sampling, stopping = request.sampling, request.stopping
+    stopping = request.stopping
     n = request.n or 1
     if n > MAX_CHOICES:
         raise invalid("n", f"must be at most {MAX_CHOICES}, got {n}")
     stops = _validate_stops(list(stopping.stop))
-    params_without_length = _sampling_params(model, request, n)
     prompt = prompt_token_ids(model, request)
     max_tokens = _max_tokens(model, request, len(prompt))
+    params = _sampling_params(model, request, n, max_tokens)
     if stopping.min_tokens > max_tokens:
         raise invalid(
             "min_tokens", f"({stopping.min_tokens}) must not exceed max_tokens ({max_tokens})"
         )
-    deadline = (
-        time.monotonic() + stopping.time_limit_ms / 1000 if stopping.time_limit_ms else None
-    )
-    params = SamplingParams(max_tokens=max_tokens, **params_without_length)
+    deadline = time.monotonic() + stopping.time_limit_ms / 1000 if stopping.time_limit_ms else None
     return GenerationPlan(
         model=model,
         engine_request=GenerationRequest(
@@ -120,7 +118,9 @@ def build_plan(registry: ModelRegistry, request: pb.GenerateRequest) -> Generati
     )
 
 
-def _sampling_params(model: ServedModel, request: pb.GenerateRequest, n: int) -> dict[str, object]:
+def _sampling_params(
+    model: ServedModel, request: pb.GenerateRequest, n: int, max_tokens: int
+) -> SamplingParams:
     sampling, stopping, defaults = request.sampling, request.stopping, model.config.defaults
     temperature = sampling.temperature if sampling.HasField("temperature") else defaults.temperature
     _check_range("temperature", temperature, 0.0, 2.0)
@@ -152,29 +152,38 @@ def _sampling_params(model: ServedModel, request: pb.GenerateRequest, n: int) ->
         )
     if request.top_logprobs and not request.logprobs:
         raise invalid("top_logprobs", "requires logprobs to be true")
-    return {
-        "temperature": temperature,
-        "top_p": top_p,
-        "top_k": sampling.top_k or defaults.top_k,
-        "min_p": min_p,
-        "seed": sampling.seed if sampling.HasField("seed") else None,
-        "repetition_penalty": repetition_penalty,
-        "presence_penalty": sampling.presence_penalty,
-        "frequency_penalty": sampling.frequency_penalty,
-        "logit_bias": dict(sampling.logit_bias),
-        "min_tokens": stopping.min_tokens,
-        "stop_token_ids": frozenset(stopping.stop_token_ids),
-        "ignore_eos": stopping.ignore_eos,
-        "n": n,
-        "logprobs": request.logprobs,
-        "top_logprobs": request.top_logprobs,
-    }
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=sampling.top_k or defaults.top_k,
+        min_p=min_p,
+        seed=sampling.seed if sampling.HasField("seed") else None,
+        repetition_penalty=repetition_penalty,
+        presence_penalty=sampling.presence_penalty,
+        frequency_penalty=sampling.frequency_penalty,
+        logit_bias=dict(sampling.logit_bias),
+        min_tokens=stopping.min_tokens,
+        stop_token_ids=frozenset(stopping.stop_token_ids),
+        ignore_eos=stopping.ignore_eos,
+        n=n,
+        logprobs=request.logprobs,
+        top_logprobs=request.top_logprobs,
+    )
 
 
 def _max_tokens(model: ServedModel, request: pb.GenerateRequest, prompt_tokens: int) -> int:
     """Requested max_tokens, or "up to the context" when unset; refuses a context overflow."""
     context = model.context_length
     stopping = request.stopping
+    if prompt_tokens > model.max_input_tokens:
+        raise invalid(
+            "messages",
+            f"This model accepts prompts of at most {model.max_input_tokens} tokens. However, "
+            f"your messages resulted in {prompt_tokens} tokens. Please reduce the length of the "
+            "messages.",
+            code="context_length_exceeded",
+        )
     if stopping.HasField("max_tokens"):
         max_tokens = stopping.max_tokens
         if max_tokens < 1:

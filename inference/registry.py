@@ -1,4 +1,4 @@
-"""The model registry: the served models by id and alias, each with its tokenizer, engine and limits."""
+"""The model registry: served models by id and alias, with their tokenizer, engine and limits."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ class ServedModel:
     tokenizer: ModelTokenizer
     engine: Engine
     context_length: int
+    # Longest prompt the engine accepts (a TensorRT-LLM engine's max_input_len; else the context).
+    max_input_tokens: int
     max_output_tokens: int
     created: int
 
@@ -34,7 +36,7 @@ class ServedModel:
 
 
 class ModelRegistry:
-    """Looks models up by id or alias, case-insensitively (clients send `qwen/...` and `Qwen/...`)."""
+    """Finds models by id or alias, case-insensitively (clients send `qwen/...` and `Qwen/...`)."""
 
     def __init__(self, models: list[ServedModel]) -> None:
         self._models = models
@@ -74,11 +76,23 @@ async def load_model(config: ModelConfig) -> ServedModel:
     tokenizer = await asyncio.to_thread(ModelTokenizer.from_pretrained, checkpoint_dir)
     engine = create_engine(config, checkpoint_dir, tokenizer)
     await engine.start()
+    # A compiled engine's limits are hard (max_seq_len, max_input_len): the config may lower
+    # them, never raise them.
+    engine_context: int | None = getattr(engine, "context_length", None)
     context_length = (
-        config.context_length
-        or getattr(engine, "context_length", None)
-        or _checkpoint_context_length(checkpoint_dir)
+        config.context_length or engine_context or _checkpoint_context_length(checkpoint_dir)
     )
+    if engine_context is not None and context_length > engine_context:
+        log.warning(
+            "%s: context_length %d exceeds the engine's %d; using %d",
+            config.id,
+            context_length,
+            engine_context,
+            engine_context,
+        )
+        context_length = engine_context
+    engine_max_input: int | None = getattr(engine, "max_input_len", None)
+    max_input_tokens = min(engine_max_input or context_length, context_length)
     max_output_tokens = min(config.max_output_tokens or context_length, context_length)
     log.info(
         "loaded %s (engine %s, context %d) in %.1fs",
@@ -93,6 +107,7 @@ async def load_model(config: ModelConfig) -> ServedModel:
         tokenizer=tokenizer,
         engine=engine,
         context_length=context_length,
+        max_input_tokens=max_input_tokens,
         max_output_tokens=max_output_tokens,
         created=int(time.time()),
     )

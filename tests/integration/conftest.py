@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 from inference.config import ModelConfig, ModelsConfig
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+from tests.fakes.trtllm_fixtures import FAKE_RUNTIME, fake_trtllm_installed, write_fake_engine
 from tests.support.servers import InferenceServerThread
 
 MISTRAL_ID = "mistralai/Mistral-7B-Instruct-v0.3"
@@ -18,35 +21,71 @@ QWEN_ID = "Qwen/Qwen2.5-Coder-7B-Instruct"
 TINY_CONTEXT = 256
 
 
-def tiny_models_config(mistral_dir: Path, qwen2_dir: Path) -> ModelsConfig:
-    """The two production model ids, served by tiny random checkpoints with the real tokenizers."""
-    return ModelsConfig(
-        models=[
+def tiny_models_config(
+    mistral_dir: Path, qwen2_dir: Path, *, engine: str = "torch", engines_root: Path | None = None
+) -> ModelsConfig:
+    """The two production model ids, served by tiny random checkpoints with the real tokenizers.
+
+    With engine "trtllm" the TensorRT-LLM adapter drives the fake bindings (the caller installs
+    them) over fake engine dirs under `engines_root`.
+    """
+    models = []
+    for model_id, alias, checkpoint in (
+        (MISTRAL_ID, "mistral", mistral_dir),
+        (QWEN_ID, "qwen", qwen2_dir),
+    ):
+        options: dict[str, object] = {"max_batch_size": 16}
+        if engine == "trtllm":
+            assert engines_root is not None
+            vocab_size = json.loads((checkpoint / "config.json").read_text())["vocab_size"]
+            options["engine_dir"] = write_fake_engine(
+                engines_root / alias,
+                model_id=model_id,
+                vocab_size=vocab_size,
+                checkpoint_dir=checkpoint,
+                max_input_len=TINY_CONTEXT,
+                max_seq_len=TINY_CONTEXT,
+                gather_generation_logits=True,
+            )
+            options["runtime"] = FAKE_RUNTIME
+        models.append(
             ModelConfig(
-                id=MISTRAL_ID,
-                aliases=["mistral"],
-                engine="torch",
-                checkpoint=mistral_dir,
+                id=model_id,
+                aliases=[alias],
+                engine=engine,  # type: ignore[arg-type]
+                checkpoint=checkpoint,
                 context_length=TINY_CONTEXT,
-                options={"max_batch_size": 16},
-            ),
-            ModelConfig(
-                id=QWEN_ID,
-                aliases=["qwen"],
-                engine="torch",
-                checkpoint=qwen2_dir,
-                context_length=TINY_CONTEXT,
-                options={"max_batch_size": 16},
-            ),
-        ]
-    )
+                options=options,
+            )
+        )
+    return ModelsConfig(models=models)
 
 
-@pytest.fixture(scope="session")
-def inference_server(tiny_mistral_dir: Path, tiny_qwen2_dir: Path) -> Iterator[InferenceServerThread]:
-    server = InferenceServerThread(tiny_models_config(tiny_mistral_dir, tiny_qwen2_dir)).start()
-    yield server
-    server.stop()
+@pytest.fixture(scope="session", params=["torch", "trtllm"], ids=["torch", "trtllm-fake"])
+def inference_server(
+    request: pytest.FixtureRequest,
+    tiny_mistral_dir: Path,
+    tiny_qwen2_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[InferenceServerThread]:
+    """The service on the torch engine, then on the TensorRT-LLM adapter over the fake bindings.
+
+    Real TensorRT-LLM needs a GPU (tests/gpu runs it there); the fake keeps the adapter's
+    request mapping, streaming and cancellation under the same servicer tests here.
+    """
+    engine = request.param
+    with contextlib.ExitStack() as stack:
+        if engine == "trtllm":
+            stack.enter_context(fake_trtllm_installed())
+        config = tiny_models_config(
+            tiny_mistral_dir,
+            tiny_qwen2_dir,
+            engine=engine,
+            engines_root=tmp_path_factory.mktemp("engines"),
+        )
+        server = InferenceServerThread(config).start()
+        yield server
+        server.stop()
 
 
 @pytest.fixture()

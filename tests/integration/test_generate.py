@@ -1,4 +1,4 @@
-"""Generate over real gRPC on loopback, on the torch engine with tiny Mistral and Qwen2 checkpoints."""
+"""Generate over real gRPC on loopback: the torch engine with tiny Mistral and Qwen2 checkpoints."""
 
 from __future__ import annotations
 
@@ -101,7 +101,9 @@ def test_stop_string_across_token_boundary(
         len(tokenizer.hf.decode(reference.token_ids[: i + 1], skip_special_tokens=True))
         for i in range(len(reference.token_ids))
     ]
-    i = next(i for i in range(1, len(ends) - 1) if ends[i] - ends[i - 1] >= 2 and ends[i + 1] > ends[i])
+    i = next(
+        i for i in range(1, len(ends) - 1) if ends[i] - ends[i - 1] >= 2 and ends[i + 1] > ends[i]
+    )
     stop = reference.text[ends[i] - 1 : ends[i] + 1]
     stopped = generate(stub, **greedy(max_tokens=30, stop=[stop]))[0]
     assert stopped.finished is not None
@@ -221,7 +223,9 @@ def test_cancelled_call_leaves_the_batch(
     assert wait_until_idle(inference_server, timeout=1.0) < 1.0
 
 
-def test_expired_deadline(stub: pb_grpc.InferenceStub, inference_server: InferenceServerThread) -> None:
+def test_expired_deadline(
+    stub: pb_grpc.InferenceStub, inference_server: InferenceServerThread
+) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         for _ in stub.Generate(
             pb.GenerateRequest(model=MISTRAL_ID, messages=HELLO, **greedy(max_tokens=200)),
@@ -275,7 +279,9 @@ INVALID_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("param", "fields"), INVALID_REQUESTS, ids=[p for p, _ in INVALID_REQUESTS])
+@pytest.mark.parametrize(
+    ("param", "fields"), INVALID_REQUESTS, ids=[p for p, _ in INVALID_REQUESTS]
+)
 def test_invalid_parameter_names_the_field(
     stub: pb_grpc.InferenceStub, param: str, fields: dict[str, object]
 ) -> None:
@@ -289,7 +295,9 @@ def test_invalid_parameter_names_the_field(
 
 def test_context_overflow_gives_both_numbers(stub: pb_grpc.InferenceStub) -> None:
     long_prompt = pb.ChatMessages(messages=[pb.ChatMessage(role="user", content="word " * 400)])
-    prompt_tokens = stub.CountTokens(pb.TokenizeRequest(model=MISTRAL_ID, messages=long_prompt)).count
+    prompt_tokens = stub.CountTokens(
+        pb.TokenizeRequest(model=MISTRAL_ID, messages=long_prompt)
+    ).count
     with pytest.raises(grpc.RpcError) as caught:
         generate(stub, messages=long_prompt)
     error = caught.value
@@ -307,7 +315,9 @@ def test_context_overflow_gives_both_numbers(stub: pb_grpc.InferenceStub) -> Non
 def test_unset_max_tokens_means_up_to_the_context(stub: pb_grpc.InferenceStub) -> None:
     prompt = stub.CountTokens(pb.TokenizeRequest(model=QWEN_ID, messages=HELLO)).count
     choice = generate(
-        stub, model=QWEN_ID, sampling=pb.SamplingParams(temperature=0.0),
+        stub,
+        model=QWEN_ID,
+        sampling=pb.SamplingParams(temperature=0.0),
         stopping=pb.StoppingCriteria(ignore_eos=True),
     )[0]
     assert choice.finished is not None
@@ -315,12 +325,15 @@ def test_unset_max_tokens_means_up_to_the_context(stub: pb_grpc.InferenceStub) -
     assert len(choice.token_ids) == TINY_CONTEXT - prompt
 
 
-def test_list_and_get_models(stub: pb_grpc.InferenceStub) -> None:
+def test_list_and_get_models(
+    stub: pb_grpc.InferenceStub, inference_server: InferenceServerThread
+) -> None:
     models = stub.ListModels(pb.ListModelsRequest()).models
     assert {m.id for m in models} == {MISTRAL_ID, QWEN_ID}
     info = stub.GetModel(pb.GetModelRequest(model="qwen/qwen2.5-coder-7b-instruct"))
     assert info.id == QWEN_ID
-    assert info.context_length == TINY_CONTEXT and info.engine == "torch"
+    assert info.context_length == TINY_CONTEXT
+    assert info.engine == next(iter(inference_server.server.registry)).config.engine
 
 
 def test_health_and_reflection(inference_server: InferenceServerThread) -> None:

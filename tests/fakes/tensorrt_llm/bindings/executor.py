@@ -57,16 +57,20 @@ def fake_token(prompt: list[int], seed: int, step: int, vocab_size: int) -> int:
     return int.from_bytes(digest, "little") % vocab_size
 
 
-def fake_logprob(prompt: list[int], seed: int, step: int) -> float:
-    """The log probability the fake reports for the token chosen at `step`."""
-    digest = hashlib.blake2b(f"lp|{prompt}|{seed}|{step}".encode(), digest_size=4).digest()
-    return -0.01 - (int.from_bytes(digest, "little") % 500) / 100.0
+def fake_logprob(token: int, vocab_size: int) -> float:
+    """The log probability the fake reports for a chosen token: its log-softmax under
+    `fake_generation_logits`, so logprobs and top logprobs agree as they do on a real engine."""
+    logits = fake_generation_logits(token, vocab_size)
+    return logits[token] - math.log(sum(math.exp(value) for value in logits))
 
 
 def fake_generation_logits(token: int, vocab_size: int) -> list[float]:
-    """Raw logits the fake reports for one step: the chosen token ranks first, then +1, +2."""
+    """Raw logits the fake reports for one step: the chosen token ranks first, then +1, +2.
+
+    The chosen token's logit depends on the token, so consecutive log probs differ.
+    """
     logits = [0.0] * vocab_size
-    logits[token] = 5.0
+    logits[token] = 5.0 + (token % 7) * 0.5
     logits[(token + 1) % vocab_size] = 3.0
     logits[(token + 2) % vocab_size] = 1.0
     return logits
@@ -876,7 +880,7 @@ class Executor:
                 seq.finish = FinishReason.END_ID  # the end token is not part of the output
             else:
                 seq.tokens.append(token)
-                seq.logprobs.append(fake_logprob(request.input_token_ids, seq.seed, step))
+                seq.logprobs.append(fake_logprob(token, self._vocab))
                 if any(
                     word and seq.tokens[-len(word) :] == word for word in request.stop_words or []
                 ):

@@ -236,7 +236,7 @@ async def test_logprobs_follow_tokens_across_streamed_results(
     assert [lp.token_id for lp in logprobs] == out.tokens()
     # The executor resends every log prob so far; each token must get its own, once.
     assert [lp.logprob for lp in logprobs] == pytest.approx(
-        [fake_trtllm.fake_logprob(prompt, 0, step) for step in range(7)]
+        [fake_trtllm.fake_logprob(token, VOCAB) for token in out.tokens()]
     )
     assert last_request(fake_trtllm).output_config.return_log_probs is True
 
@@ -258,12 +258,16 @@ async def test_top_logprobs_come_from_generation_logits(
     )
     assert fake_trtllm.fake_instances[-1].fake_config.gather_generation_logits is True
     assert last_request(fake_trtllm).output_config.return_generation_logits is True
-    # log_softmax of the fake's logits: 5, 3, 1 on three ids, 0 on the other VOCAB - 3.
-    norm = math.log(math.exp(5) + math.exp(3) + math.exp(1) + (VOCAB - 3))
     for lp in (lp for o in out.outputs() for lp in o.logprobs or []):
+        # log_softmax of the fake's logits for this step (the chosen token ranks first).
+        logits = fake_trtllm.fake_generation_logits(lp.token_id, VOCAB)
+        norm = math.log(sum(math.exp(value) for value in logits))
         ids = [token for token, _ in lp.top]
         assert ids == [lp.token_id, (lp.token_id + 1) % VOCAB, (lp.token_id + 2) % VOCAB]
-        assert [value for _, value in lp.top] == pytest.approx([5 - norm, 3 - norm, 1 - norm])
+        assert [value for _, value in lp.top] == pytest.approx(
+            [logits[i] - norm for i in ids], abs=1e-5
+        )
+        assert lp.top[0][1] == pytest.approx(lp.logprob, abs=1e-5)
 
 
 async def test_logit_bias_becomes_an_fp32_embedding_bias(

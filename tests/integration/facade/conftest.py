@@ -1,0 +1,152 @@
+"""The facade under uvicorn in its own thread and loop, in front of the real inference service.
+
+Its own loop matters for the same reason as the inference server's: the openai SDK's sync
+client blocks the test's thread, so a facade sharing that loop would deadlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import openai
+import pytest
+import uvicorn
+
+from facade.app import create_app
+from facade.keys import create_key
+from facade.limits import KeyLimits
+from facade.settings import FacadeSettings
+from inference.servicer import InferenceServicer
+from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+from tests.support.servers import InferenceServerThread
+
+# The facade does not care which engine is behind the service: most facade tests run on the
+# torch engine only, and the cancellation tests on every engine the inference tests use.
+TORCH_ONLY = pytest.mark.parametrize("inference_server", ["torch"], indirect=True)
+
+
+class FacadeServerThread:
+    """`create_app(settings)` served by uvicorn on 127.0.0.1:<free port> until `stop()`."""
+
+    def __init__(self, settings: FacadeSettings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self._server.serve(sockets=[self._sock]))
+
+    def start(self, timeout: float = 30.0) -> FacadeServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the facade did not start")
+            time.sleep(0.02)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """API keys in the session's keys file, one per behaviour under test."""
+
+    path: Path
+    full: str  # every model, no limits
+    limited: str  # 1 request per minute
+    qwen_only: str  # only the Qwen model
+    single: str  # one concurrent request
+
+
+@pytest.fixture(scope="session")
+def facade_keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    path = tmp_path_factory.mktemp("facade") / "keys.json"
+    full, _ = create_key(path, "full")
+    limited, _ = create_key(path, "limited", limits=KeyLimits(requests_per_minute=1))
+    qwen_only, _ = create_key(path, "qwen-only", models=["qwen"])
+    single, _ = create_key(path, "single", limits=KeyLimits(max_concurrent=1))
+    return Keys(path, full, limited, qwen_only, single)
+
+
+@pytest.fixture(scope="session")
+def facade(
+    inference_server: InferenceServerThread, facade_keys: Keys
+) -> Iterator[FacadeServerThread]:
+    settings = FacadeSettings(
+        backends=[inference_server.address],
+        keys_file=facade_keys.path,
+        api_keys=[],
+        refresh_interval_s=1.0,
+    )
+    server = FacadeServerThread(settings).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def client(facade: FacadeServerThread, facade_keys: Keys) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{facade.url}/v1", api_key=facade_keys.full, max_retries=0)
+
+
+@pytest.fixture()
+def aclient(facade: FacadeServerThread, facade_keys: Keys) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{facade.url}/v1", api_key=facade_keys.full, max_retries=0)
+
+
+class Replica:
+    """Another inference server on the session's loaded models: the real servicer, its own port.
+
+    Replicas share the session server's registry (and engines), so starting one costs no model
+    load; stopping one leaves the engines running, as when one replica's process goes away.
+    """
+
+    def __init__(self, inference: InferenceServerThread, port: int = 0) -> None:
+        self._inference = inference
+        self.port = port
+        self.servicer: InferenceServicer | None = None
+        self._server: grpc.aio.Server | None = None
+
+    async def _start(self) -> None:
+        assert self._inference.server is not None
+        self.servicer = InferenceServicer(self._inference.server.registry)
+        server = grpc.aio.server()
+        pb_grpc.add_InferenceServicer_to_server(self.servicer, server)
+        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        await server.start()
+        self._server = server
+
+    def start(self) -> Replica:
+        self._inference.call(self._start())
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._inference.call(self._server.stop(0))
+            self._server = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> int:
+        return self.servicer.running_requests if self.servicer else 0

@@ -1,0 +1,330 @@
+"""Raw HTTP against the facade: SSE bytes, disconnects, the bad-input table, limits, metrics."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from facade.schemas import ChatCompletionChunk
+from facade.settings import FacadeSettings
+from tests.integration.conftest import MISTRAL_ID, QWEN_ID, TINY_CONTEXT, wait_until_idle
+from tests.integration.facade.conftest import TORCH_ONLY, FacadeServerThread, Keys, Replica
+from tests.support.servers import InferenceServerThread
+
+HELLO = [{"role": "user", "content": "Hello! Tell me a story."}]
+ENVELOPE = {"message", "type", "param", "code"}
+
+
+def headers(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def chat(**fields: Any) -> dict[str, Any]:
+    return {"model": MISTRAL_ID, "messages": HELLO, **fields}
+
+
+@pytest.fixture()
+def http(facade: FacadeServerThread, facade_keys: Keys) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=facade.url, headers=headers(facade_keys.full), timeout=60) as c:
+        yield c
+
+
+def events(raw: bytes) -> list[bytes]:
+    """Splits an SSE body into event payloads, checking the framing exactly."""
+    assert raw.endswith(b"\n\n"), raw[-50:]
+    parts = raw[:-2].split(b"\n\n")
+    for part in parts:
+        # Data-only events: one `data: ` line each, no event/id/retry fields, no CR.
+        assert part.startswith(b"data: ") and b"\n" not in part and b"\r" not in part, part
+    return [part[len(b"data: ") :] for part in parts]
+
+
+@TORCH_ONLY
+def test_sse_framing_byte_by_byte(http: httpx.Client) -> None:
+    body = chat(
+        max_tokens=5, n=2, stream=True, stream_options={"include_usage": True}, ignore_eos=True
+    )
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        raw = b"".join(response.iter_raw())
+    payloads = events(raw)
+    assert payloads[-1] == b"[DONE]"
+    assert raw.endswith(b"data: [DONE]\n\n") and raw.count(b"[DONE]") == 1
+    chunks = [json.loads(p) for p in payloads[:-1]]
+    for data in chunks:
+        ChatCompletionChunk.model_validate(data)
+        assert data["id"] == response.headers["x-request-id"]
+        assert "usage" in data  # null until the last chunk when include_usage is on
+    *streamed, last = chunks
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] == 10
+    assert all(c["usage"] is None for c in streamed)
+    for index in (0, 1):
+        mine = [c["choices"][0] for c in streamed if c["choices"][0]["index"] == index]
+        assert mine[0]["delta"] == {"role": "assistant", "content": ""}
+        assert mine[-1]["delta"] == {} and mine[-1]["finish_reason"] == "length"
+        assert all(c["finish_reason"] is None for c in mine[:-1])
+        assert all(set(c["delta"]) == {"content"} for c in mine[1:-1])
+
+
+@TORCH_ONLY
+def test_non_streaming_body_is_plain_json(http: httpx.Client) -> None:
+    response = http.post("/chat/completions", json=chat(max_tokens=2))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    data = response.json()
+    assert data["id"] == response.headers["x-request-id"]
+    assert set(data) == {
+        "id",
+        "object",
+        "created",
+        "model",
+        "system_fingerprint",
+        "choices",
+        "usage",
+    }
+
+
+def test_disconnect_mid_stream_frees_the_engine_and_the_key_slot(
+    facade: FacadeServerThread, facade_keys: Keys, inference_server: InferenceServerThread
+) -> None:
+    body = chat(model=QWEN_ID, max_tokens=200, stream=True, ignore_eos=True)
+    with httpx.Client(base_url=facade.url, headers=headers(facade_keys.single), timeout=30) as c:
+        with c.stream("POST", "/v1/chat/completions", json=body) as response:
+            lines = (line for line in response.iter_lines() if line)
+            for _ in range(3):
+                assert next(lines).startswith("data: ")
+            assert inference_server.active_requests() == 1
+        # Leaving the block closed the connection mid-stream.
+        freed_in = wait_until_idle(inference_server, timeout=1.0)
+        assert freed_in < 1.0
+        # The key allows one request at a time: the slot is already back.
+        again = c.post("/v1/chat/completions", json=chat(max_tokens=1))
+        assert again.status_code == 200, again.text
+
+
+def test_disconnect_while_waiting_for_a_completion_cancels_it(
+    facade: FacadeServerThread, facade_keys: Keys, inference_server: InferenceServerThread
+) -> None:
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{facade.url}/v1/chat/completions",
+            headers=headers(facade_keys.full),
+            json=chat(max_tokens=200, ignore_eos=True),
+            timeout=httpx.Timeout(10, read=0.5),
+        )
+    wait_until_idle(inference_server, timeout=1.0)
+    metrics = httpx.get(f"{facade.url}/metrics").text
+    assert 'tensorchat_facade_requests_total{route="/v1/chat/completions",status="499"}' in metrics
+
+
+def long_body(size: int) -> bytes:
+    return json.dumps(chat(messages=[{"role": "user", "content": "x" * size}])).encode()
+
+
+# (case, raw body or JSON fields, status, param, code)
+TABLE: list[tuple[str, bytes | dict[str, Any], int, str | None, str | None]] = [
+    ("malformed json", b'{"model": ', 400, None, None),
+    ("empty body", b"", 400, None, None),
+    ("array body", b"[]", 400, None, None),
+    ("missing messages", {"model": MISTRAL_ID}, 400, "messages", None),
+    ("empty messages", chat(messages=[]), 400, "messages", None),
+    ("bad role", chat(messages=[{"role": "robot", "content": "x"}]), 400, "messages[0].role", None),
+    ("temperature type", chat(temperature="hot"), 400, "temperature", None),
+    ("temperature range", chat(temperature=3), 400, "temperature", None),
+    ("top_p range", chat(top_p=1.2), 400, "top_p", None),
+    ("n range", chat(n=0), 400, "n", None),
+    ("n over max", chat(n=17), 400, "n", None),
+    ("stop count", chat(stop=["1", "2", "3", "4", "5"]), 400, "stop", None),
+    ("penalty range", chat(frequency_penalty=-3), 400, "frequency_penalty", None),
+    ("top_logprobs without logprobs", chat(top_logprobs=2), 400, "top_logprobs", None),
+    ("logit_bias key", chat(logit_bias={"x": 1}), 400, "logit_bias", None),
+    (
+        "logit_bias outside vocab",
+        chat(logit_bias={"4000000": 1}, max_tokens=1),
+        400,
+        "logit_bias",
+        None,
+    ),
+    ("tools", chat(tools=[{"type": "function"}]), 400, "tools", None),
+    ("json mode", chat(response_format={"type": "json_object"}), 400, "response_format", None),
+    (
+        "stream_options without stream",
+        chat(stream_options={"include_usage": True}),
+        400,
+        "stream_options",
+        None,
+    ),
+    ("max_tokens over the model's", chat(max_tokens=TINY_CONTEXT * 4), 400, "max_tokens", None),
+    ("unknown model", chat(model="llama-70b"), 404, "model", "model_not_found"),
+    (
+        "context overflow",
+        chat(messages=[{"role": "user", "content": "hi " * TINY_CONTEXT}]),
+        400,
+        "messages",
+        "context_length_exceeded",
+    ),
+    ("body too large", long_body(5 * 1024 * 1024), 413, None, "request_too_large"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "payload", "status", "param", "code"), TABLE, ids=[row[0] for row in TABLE]
+)
+@TORCH_ONLY
+def test_bad_input_table(
+    http: httpx.Client,
+    case: str,
+    payload: bytes | dict[str, Any],
+    status: int,
+    param: str | None,
+    code: str | None,
+) -> None:
+    content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    response = http.post(
+        "/v1/chat/completions", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == ENVELOPE
+    assert error["param"] == param and error["code"] == code and error["message"]
+    assert error["type"] == "invalid_request_error"
+
+
+@TORCH_ONLY
+def test_chunked_body_too_large_is_413(http: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "x", "messages": [{"role": "user", "content": "'
+        for _ in range(5 * 1024):
+            yield b"y" * 1024
+        yield b'"}]}'
+
+    response = http.post("/v1/chat/completions", content=chunks())
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+
+
+@TORCH_ONLY
+def test_unknown_fields_are_ignored_and_top_p_one_is_fine(http: httpx.Client) -> None:
+    response = http.post(
+        "/v1/chat/completions",
+        json=chat(
+            max_tokens=1,
+            top_p=1.0,
+            top_k=-1,
+            store=False,
+            metadata={"x": "y"},
+            parallel_tool_calls=False,
+            user="end-user-7",
+            seed=-3,
+        ),
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        (None, "You didn't provide an API key"),
+        ("Bearer nope", "Incorrect API key"),
+        ("Token abc", "You didn't provide an API key"),
+    ],
+)
+@TORCH_ONLY
+def test_missing_or_wrong_key_is_401(
+    facade: FacadeServerThread, auth: str | None, message: str
+) -> None:
+    response = httpx.post(
+        f"{facade.url}/v1/chat/completions",
+        json=chat(),
+        headers={"Authorization": auth} if auth else {},
+    )
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert error["type"] == "authentication_error" and error["code"] == "invalid_api_key"
+    assert error["message"].startswith(message)
+
+
+@TORCH_ONLY
+def test_unknown_routes_and_methods_get_the_envelope(http: httpx.Client) -> None:
+    for response, status in (
+        (http.get("/v1/chat/completions"), 405),
+        (http.post("/v2/everything", json={}), 404),
+    ):
+        assert response.status_code == status
+        assert set(response.json()["error"]) == ENVELOPE
+
+
+@TORCH_ONLY
+def test_health_and_metrics_need_no_key(facade: FacadeServerThread, http: httpx.Client) -> None:
+    http.post("/v1/chat/completions", json=chat(max_tokens=2, stream=True))
+    health = httpx.get(f"{facade.url}/health")
+    assert health.status_code == 200
+    assert set(health.json()["models"]) == {MISTRAL_ID, QWEN_ID}
+    assert httpx.get(f"{facade.url}/health/live").status_code == 200
+    metrics = httpx.get(f"{facade.url}/metrics")
+    assert metrics.status_code == 200
+    text = metrics.text
+    assert f'tensorchat_facade_time_to_first_token_seconds_count{{model="{MISTRAL_ID}"}}' in text
+    assert 'tensorchat_facade_requests_total{route="/v1/chat/completions",status="200"}' in text
+    assert f'tensorchat_facade_completion_tokens_total{{model="{MISTRAL_ID}"}}' in text
+    assert "tensorchat_facade_backend_up" in text
+
+
+def test_error_after_streaming_began_is_an_event_then_done(
+    inference_server: InferenceServerThread, facade_keys: Keys
+) -> None:
+    replica = Replica(inference_server).start()
+    settings = FacadeSettings(
+        backends=[replica.address], keys_file=facade_keys.path, refresh_interval_s=60
+    )
+    server = FacadeServerThread(settings).start()
+    try:
+        body = chat(max_tokens=200, stream=True, ignore_eos=True)
+        with httpx.stream(
+            "POST",
+            f"{server.url}/v1/chat/completions",
+            json=body,
+            headers=headers(facade_keys.full),
+            timeout=30,
+        ) as response:
+            assert response.status_code == 200
+            stream = response.iter_bytes()
+            received = next(stream)
+            # The backend goes away mid-stream.
+            threading.Thread(target=replica.stop).start()
+            received += b"".join(stream)
+        payloads = events(received)
+        assert payloads[-1] == b"[DONE]"
+        error = json.loads(payloads[-2])["error"]
+        assert set(error) == ENVELOPE and error["type"] == "server_error"
+        assert all("error" not in json.loads(p) for p in payloads[:-2])
+        wait_until_idle(inference_server, timeout=1.0)
+    finally:
+        server.stop()
+        replica.stop()
+
+
+def test_no_backend_is_503(facade_keys: Keys) -> None:
+    settings = FacadeSettings(
+        backends=["127.0.0.1:1"], keys_file=facade_keys.path, probe_timeout_s=0.5
+    )
+    server = FacadeServerThread(settings).start()
+    try:
+        assert httpx.get(f"{server.url}/health").status_code == 503
+        response = httpx.post(
+            f"{server.url}/v1/chat/completions", json=chat(), headers=headers(facade_keys.full)
+        )
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        assert response.json()["error"]["type"] == "server_error"
+        started = time.monotonic()
+        assert httpx.get(f"{server.url}/health/live").status_code == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        server.stop()

@@ -1,0 +1,122 @@
+"""Several inference replicas behind one facade: spreading, a replica leaving and coming back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import httpx
+import pytest
+
+from facade.settings import FacadeSettings
+from tests.integration.conftest import MISTRAL_ID, wait_until_idle
+from tests.integration.facade.conftest import TORCH_ONLY, FacadeServerThread, Keys, Replica
+from tests.support.servers import InferenceServerThread
+
+pytestmark = TORCH_ONLY
+
+LONG_STREAM = {
+    "model": MISTRAL_ID,
+    "messages": [{"role": "user", "content": "Tell me a long story."}],
+    "max_tokens": 200,
+    "ignore_eos": True,
+    "stream": True,
+}
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        time.sleep(0.02)
+
+
+def open_streams(stack: ExitStack, url: str, key: str, count: int) -> None:
+    """Starts `count` long streams and reads each one's first event (so it is running)."""
+    for _ in range(count):
+        response = stack.enter_context(
+            httpx.stream(
+                "POST",
+                f"{url}/v1/chat/completions",
+                json=LONG_STREAM,
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+            )
+        )
+        assert response.status_code == 200
+        assert next(response.iter_lines()).startswith("data: ")
+
+
+def quick(url: str, key: str) -> httpx.Response:
+    body: dict[str, Any] = {**LONG_STREAM, "stream": False, "max_tokens": 1}
+    return httpx.post(
+        f"{url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+
+
+@pytest.fixture()
+def replicas(inference_server: InferenceServerThread) -> Iterator[list[Replica]]:
+    started = [Replica(inference_server).start(), Replica(inference_server).start()]
+    yield started
+    for replica in started:
+        replica.stop()
+    wait_until_idle(inference_server, timeout=2.0)
+
+
+def test_least_outstanding_spreads_streams_and_survives_a_replica_leaving(
+    replicas: list[Replica], facade_keys: Keys
+) -> None:
+    a, b = replicas
+    settings = FacadeSettings(
+        backends=[a.address, b.address],
+        keys_file=facade_keys.path,
+        refresh_interval_s=0.2,
+        probe_timeout_s=0.5,
+    )
+    server = FacadeServerThread(settings).start()
+    try:
+        with ExitStack() as stack:
+            open_streams(stack, server.url, facade_keys.full, 4)
+            assert (a.running, b.running) == (2, 2)
+
+        # A leaves. Requests keep working: one routed to it fails UNAVAILABLE before any
+        # output and is retried on B, and A leaves the routing table.
+        a.stop()
+        for _ in range(4):
+            assert quick(server.url, facade_keys.full).status_code == 200
+        eventually(lambda: httpx.get(f"{server.url}/health").json()["backends_healthy"] == 1)
+
+        # A comes back on the same address, without restarting the facade.
+        returned = Replica(b._inference, port=a.port).start()
+        replicas.append(returned)
+        eventually(lambda: httpx.get(f"{server.url}/health").json()["backends_healthy"] == 2)
+        with ExitStack() as stack:
+            open_streams(stack, server.url, facade_keys.full, 2)
+            assert (returned.running, b.running) == (1, 1)
+    finally:
+        server.stop()
+
+
+def test_grpc_round_robin_spreads_over_a_multi_address_target(
+    replicas: list[Replica], facade_keys: Keys
+) -> None:
+    # One target naming several addresses, as a DNS name of a headless service resolves:
+    # gRPC's round_robin (not the facade) picks the address for each call.
+    a, b = replicas
+    target = f"ipv4:{a.address},{b.address}"
+    settings = FacadeSettings(backends=[target], keys_file=facade_keys.path)
+    server = FacadeServerThread(settings).start()
+    try:
+        for _ in range(4):  # both subchannels connected
+            assert quick(server.url, facade_keys.full).status_code == 200
+        with ExitStack() as stack:
+            open_streams(stack, server.url, facade_keys.full, 2)
+            assert (a.running, b.running) == (1, 1)
+    finally:
+        server.stop()
