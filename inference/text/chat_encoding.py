@@ -167,12 +167,15 @@ class SafeChatEncoder:
         # First wrap whole contents. A template that trims content (Mistral's does for
         # assistant turns) moves whitespace across the markers, so then retry with the
         # markers inside the content's outer whitespace; that whitespace counts as template
-        # text, which is harmless because whitespace cannot spell a special token.
+        # text, which is harmless because whitespace cannot spell a special token. For the
+        # same reason blank content is left unmarked: templates may test it for truth.
         for trim_aware in (False, True):
             marked = []
             for m in messages:
                 content = m["content"]
-                if trim_aware:
+                if not content.strip():
+                    wrapped = content
+                elif trim_aware:
                     core = content.strip()
                     start = len(content) - len(content.lstrip())
                     wrapped = content[:start] + open_ + core + close + content[start + len(core) :]

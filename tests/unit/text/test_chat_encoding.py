@@ -301,6 +301,19 @@ def test_plain_transformers_would_be_injectable(mistral_tokenizer: ModelTokenize
     assert unguarded == [3, 4, 2, 3, 4]
 
 
+@pytest.mark.parametrize("model", ["mistral", "qwen2"])
+def test_blank_content_matches_the_template(request: pytest.FixtureRequest, model: str) -> None:
+    tok: ModelTokenizer = request.getfixturevalue(f"{model}_tokenizer")
+    for blank in ("", " ", "\n\n", "\t "):
+        messages = [
+            ChatMessage("system", blank),
+            ChatMessage("user", "hi"),
+            ChatMessage("assistant", blank),
+            ChatMessage("user", blank),
+        ]
+        assert tok.encode_chat(messages) == hf_template_ids(tok, messages), repr(blank)
+
+
 def test_reserved_marker_characters_in_content_are_harmless(
     qwen2_tokenizer: ModelTokenizer,
     qwen_chatml_encode: Callable[[list[ChatMessage]], list[int]],
