@@ -6,7 +6,7 @@ Example (YAML; every key is documented in README.md, "Models config"):
       - id: mistralai/Mistral-7B-Instruct-v0.3
         aliases: [mistral]
         engine: trtllm
-        checkpoint: /models/Mistral-7B-Instruct-v0.3      # tokenizer + chat template (+ weights for torch)
+        checkpoint: /models/Mistral-7B-Instruct-v0.3  # tokenizer, template (+ torch weights)
         context_length: 32768
         defaults: {temperature: 0.7}
         options: {engines_root: /engines, kv_cache_free_gpu_memory_fraction: 0.9}
@@ -81,7 +81,9 @@ class ModelsConfig(BaseModel):
             for name in (model.id, *model.aliases):
                 key = name.lower()
                 if key in seen:
-                    raise ValueError(f"name {name!r} is used by both {seen[key]!r} and {model.id!r}")
+                    raise ValueError(
+                        f"name {name!r} is used by both {seen[key]!r} and {model.id!r}"
+                    )
                 seen[key] = model.id
         return models
 

@@ -7,9 +7,9 @@ and the facade get the same clear message.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from inference.engines.base import GenerationRequest

@@ -55,7 +55,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         except Exception:
             log.exception("request %s failed", request_id)
             await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error while generating (request id {request_id})"
+                grpc.StatusCode.INTERNAL,
+                f"internal error while generating (request id {request_id})",
             )
         finally:
             self._running -= 1
@@ -91,9 +92,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext
     ) -> pb.CountTokensResponse:
         response = await self.Tokenize(request, context)
-        return pb.CountTokensResponse(
-            count=response.count, context_length=response.context_length
-        )
+        return pb.CountTokensResponse(count=response.count, context_length=response.context_length)
 
     async def GetStats(
         self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext

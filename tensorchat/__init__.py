@@ -1,3 +1,3 @@
-"""tensorchat: the command line, the generated gRPC contract (`tensorchat.v1`) and the load generator."""
+"""tensorchat: the command line, the generated gRPC code (`tensorchat.v1`), the load generator."""
 
 __version__ = "0.1.0"

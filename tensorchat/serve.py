@@ -83,7 +83,8 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
 
-    base_url = f"http://{'localhost' if args.host in ('127.0.0.1', '0.0.0.0') else args.host}:{args.http_port}"
+    shown_host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0") else args.host
+    base_url = f"http://{shown_host}:{args.http_port}"
     announced = False
     while all(child.poll() is None for child in children):
         if not announced and _healthy(f"{base_url}/health"):

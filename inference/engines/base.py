@@ -79,10 +79,10 @@ class Engine(ABC):
 
     name: str = "engine"
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027  (optional hook: engines may need no setup)
         """Load weights / start worker threads. Called once before `generate`."""
 
-    async def shutdown(self) -> None:
+    async def shutdown(self) -> None:  # noqa: B027  (optional hook)
         """Stop accepting work, cancel what is running and release resources."""
 
     @abstractmethod

@@ -26,7 +26,9 @@ class InferenceServerThread:
     def __init__(self, config: ModelsConfig, *, max_concurrent_requests: int = 1024) -> None:
         self._config = config
         self._options = ServerOptions(
-            host="127.0.0.1", port=0, max_concurrent_requests=max_concurrent_requests,
+            host="127.0.0.1",
+            port=0,
+            max_concurrent_requests=max_concurrent_requests,
             shutdown_grace=1.0,
         )
         self._loop = asyncio.new_event_loop()

@@ -875,7 +875,6 @@ class Executor:
                 out.append(self._result(active, seq, final=True))
                 continue
             token = self._pick(active, seq)
-            step = len(seq.tokens)
             if request.end_id is not None and request.end_id >= 0 and token == request.end_id:
                 seq.finish = FinishReason.END_ID  # the end token is not part of the output
             else:
