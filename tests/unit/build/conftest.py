@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from enginebuild.targets import Matrix, load_matrix
 
 _STANDIN = '''#!{python}

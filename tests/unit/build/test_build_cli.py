@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from enginebuild.__main__ import main
 from enginebuild.calib import CalibrationDataError, read_samples
 from enginebuild.calib import main as calib_main

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from enginebuild.__main__ import main
 from enginebuild.targets import DEFAULT_TARGETS_FILE
-
 from inference.engines.manifest import (
     PINNED_TENSORRT_LLM_VERSION,
     check_engine,

@@ -6,11 +6,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+
 from enginebuild import flags as tools
 from enginebuild.plan import BuildPaths, make_plan
 from enginebuild.sizing import kv_bytes_per_token, size, sizing_problems, weight_bytes
 from enginebuild.targets import Matrix, Target, TargetError, is_power_of_two, recipe_problems
-
 from inference.engines.manifest import Limits, Precision
 
 MODELS = ("mistralai/Mistral-7B-Instruct-v0.3", "Qwen/Qwen2.5-Coder-7B-Instruct")

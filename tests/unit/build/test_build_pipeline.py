@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from enginebuild.__main__ import main
 from enginebuild.plan import BuildPaths, make_plan
 from enginebuild.targets import Matrix
-
 from inference.engines.manifest import (
     EngineMismatchError,
     GpuInfo,
@@ -216,7 +216,6 @@ def test_gpu_checks_drive_both_engines(tiny_mistral_dir: Path, tmp_path: Path) -
     import asyncio
 
     from enginebuild.verify import PARITY_TOKENS, gpu_checks
-
     from tests.fakes.trtllm_fixtures import FAKE_RUNTIME, fake_trtllm_installed, write_fake_engine
 
     engine = write_fake_engine(
