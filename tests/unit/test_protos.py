@@ -1,4 +1,4 @@
-"""The committed generated code matches `protos/` (regenerate with `python -m tensorchat.protogen`)."""
+"""The committed generated code matches `protos/` (regenerate: `python -m tensorchat.protogen`)."""
 
 from pathlib import Path
 
