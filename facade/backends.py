@@ -63,7 +63,7 @@ class Backend:
 
     target: str
     channel: grpc.aio.Channel
-    stub: pb_grpc.InferenceStub
+    stub: pb_grpc.InferenceAsyncStub  # what InferenceStub(aio channel) returns
     models: dict[str, pb.ModelInfo] = field(default_factory=dict)
     healthy: bool = False
     outstanding: int = 0

@@ -34,8 +34,12 @@ def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.02)
 
 
-def open_streams(stack: ExitStack, url: str, key: str, count: int) -> None:
-    """Starts `count` long streams and reads each one's first event (so it is running)."""
+def open_streams(stack: ExitStack, url: str, key: str, count: int) -> list[Iterator[str]]:
+    """Starts `count` long streams and reads each one's first event (so it is running).
+
+    The line iterators are returned to be kept: dropping one closes its connection.
+    """
+    readers = []
     for _ in range(count):
         response = stack.enter_context(
             httpx.stream(
@@ -47,7 +51,10 @@ def open_streams(stack: ExitStack, url: str, key: str, count: int) -> None:
             )
         )
         assert response.status_code == 200
-        assert next(response.iter_lines()).startswith("data: ")
+        reader = response.iter_lines()
+        assert next(reader).startswith("data: ")
+        readers.append(reader)
+    return readers
 
 
 def quick(url: str, key: str) -> httpx.Response:
@@ -82,8 +89,8 @@ def test_least_outstanding_spreads_streams_and_survives_a_replica_leaving(
     server = FacadeServerThread(settings).start()
     try:
         with ExitStack() as stack:
-            open_streams(stack, server.url, facade_keys.full, 4)
-            assert (a.running, b.running) == (2, 2)
+            readers = open_streams(stack, server.url, facade_keys.full, 4)
+            assert (a.running, b.running) == (2, 2), len(readers)
 
         # A leaves. Requests keep working: one routed to it fails UNAVAILABLE before any
         # output and is retried on B, and A leaves the routing table.
@@ -97,8 +104,8 @@ def test_least_outstanding_spreads_streams_and_survives_a_replica_leaving(
         replicas.append(returned)
         eventually(lambda: httpx.get(f"{server.url}/health").json()["backends_healthy"] == 2)
         with ExitStack() as stack:
-            open_streams(stack, server.url, facade_keys.full, 2)
-            assert (returned.running, b.running) == (1, 1)
+            readers = open_streams(stack, server.url, facade_keys.full, 2)
+            assert (returned.running, b.running) == (1, 1), len(readers)
     finally:
         server.stop()
 
@@ -116,7 +123,7 @@ def test_grpc_round_robin_spreads_over_a_multi_address_target(
         for _ in range(4):  # both subchannels connected
             assert quick(server.url, facade_keys.full).status_code == 200
         with ExitStack() as stack:
-            open_streams(stack, server.url, facade_keys.full, 2)
-            assert (a.running, b.running) == (1, 1)
+            readers = open_streams(stack, server.url, facade_keys.full, 2)
+            assert (a.running, b.running) == (1, 1), len(readers)
     finally:
         server.stop()

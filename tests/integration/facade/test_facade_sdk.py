@@ -49,8 +49,9 @@ def test_completion_has_the_openai_shape(client: openai.OpenAI) -> None:
 
 @pytest.mark.parametrize("limit", ["max_tokens", "max_completion_tokens"])
 def test_token_limit_ends_with_length(client: openai.OpenAI, limit: str) -> None:
+    cap: dict[str, Any] = {limit: 5}
     completion = client.chat.completions.create(
-        model=MISTRAL_ID, messages=HELLO, extra_body=NO_EOS, **{limit: 5}
+        model=MISTRAL_ID, messages=HELLO, extra_body=NO_EOS, **cap
     )
     assert completion.choices[0].finish_reason == "length"
     assert completion.usage is not None and completion.usage.completion_tokens == 5
