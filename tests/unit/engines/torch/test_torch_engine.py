@@ -432,3 +432,24 @@ async def test_shutdown_cancels_running_requests_and_refuses_new_ones(tiny_llama
 async def test_generate_before_start_is_unavailable(tiny_llama_dir: Path) -> None:
     with pytest.raises(EngineUnavailableError):
         await collect(TorchEngine(tiny_llama_dir), make_request("early"))
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny_mistral_dir", "tiny_qwen2_dir"])
+async def test_other_architectures_batch_exactly_too(
+    checkpoint: str, request: pytest.FixtureRequest
+) -> None:
+    """Mistral and Qwen2 (attention biases, 152k vocabulary) through the same batching path."""
+    eng = TorchEngine(request.getfixturevalue(checkpoint), max_batch_size=4)
+    await eng.start()
+    try:
+        prompts = [[1, 20, 30, 40, 50, 60, 70], [1, 99], [1, 500, 600, 700]]
+        together = await asyncio.gather(
+            *(
+                collect(eng, make_request(f"{checkpoint}{i}", p, temperature=0.0, max_tokens=6))
+                for i, p in enumerate(prompts)
+            )
+        )
+        for prompt, got in zip(prompts, together, strict=True):
+            assert got.tokens[0] == greedy_without_cache(eng.model, prompt, 6)
+    finally:
+        await eng.shutdown()
