@@ -50,13 +50,16 @@ async def test_greedy_answer_names_paris(smollm2_dir: Path) -> None:
         tokenize=True,
         return_dict=False,
     )
+    assert isinstance(prompt, list)
+    prompt_ids = [t for t in prompt if isinstance(t, int)]
+    assert len(prompt_ids) == len(prompt)
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") == 2
     engine = TorchEngine(smollm2_dir)
     await engine.start()
     try:
         req = make_request(
             "paris",
-            list(prompt),
+            prompt_ids,
             eos=loader.eos_token_ids(smollm2_dir),
             temperature=0.0,
             max_tokens=30,
