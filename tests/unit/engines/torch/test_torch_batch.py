@@ -105,3 +105,22 @@ def test_emptying_the_batch_releases_the_cache(model: PreTrainedModel) -> None:
         batch, _ = KVBatch.prefill(model, [[1, 2]])
         batch.select([])
     assert batch.size == 0 and batch.cache is None
+
+
+def test_long_decodes_outgrow_the_spare_room_exactly(model: PreTrainedModel) -> None:
+    # 150 steps pass the first buffer's room (64 columns past the prompt) more than once,
+    # and the wide row leaving half-way rebuilds the batch from a trimmed view.
+    short, wide = [3, 4], list(range(10, 90))
+    expected = greedy_without_cache(model, short, 150)
+    with torch.inference_mode():
+        batch, logits = KVBatch.prefill(model, [short, wide])
+        tokens = logits.argmax(-1)
+        got = [int(tokens[0])]
+        for step in range(149):
+            if step == 70:
+                batch.select([0])
+                tokens = tokens[:1]
+            tokens = batch.decode(model, tokens).argmax(-1)
+            got.append(int(tokens[0]))
+    assert got == expected
+    assert batch.width == len(short) + 149
