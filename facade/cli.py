@@ -84,4 +84,11 @@ def run_facade(settings: FacadeSettings) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(serve_facade(settings))
+    try:
+        # uvloop's event loop costs a fraction of asyncio's per event, and every streamed
+        # token is a few events; grpc.aio runs on it. (uvicorn[standard] installs it.)
+        import uvloop
+    except ImportError:
+        asyncio.run(serve_facade(settings))
+    else:
+        uvloop.run(serve_facade(settings))
