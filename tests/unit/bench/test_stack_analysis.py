@@ -1,0 +1,84 @@
+"""The stack benchmark's window arithmetic and profile summary (benchmarks/stack.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tensorchat.bench.stats import RequestResult
+
+STACK = Path(__file__).resolve().parents[3] / "benchmarks" / "stack.py"
+
+
+@pytest.fixture(scope="module")
+def stack() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("stack_benchmark", STACK)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def paced(start: float, rate: float, tokens: int, lag: float = 0.0) -> RequestResult:
+    """A request whose token k arrives at start + k / rate + lag, one token per message."""
+    times = [start + k / rate + lag for k in range(tokens)]
+    return RequestResult(
+        start=start,
+        end=times[-1],
+        ok=True,
+        ttft=times[0] - start,
+        chunk_times=times,
+        chunk_sizes=[1] * tokens,
+        sizes_are_tokens=True,
+        output_tokens=tokens,
+    )
+
+
+def plan(stack: ModuleType, streams: int) -> object:
+    return stack.Plan(
+        streams=streams, rate=100.0, output_tokens=200, prompt_tokens=8,
+        duration=10.0, warmup=2.0, workers=1, tick_ms=5.0,
+    )  # fmt: skip
+
+
+def test_a_stack_that_keeps_up_delivers_what_is_emitted(stack: ModuleType) -> None:
+    # Two streams, each running back-to-back 2 s requests from t=0 to t=12.
+    results = [paced(float(s), 100.0, 200) for s in range(0, 12, 2) for _ in range(2)]
+    figures = stack.analyse(results, plan(stack, 2), 0.0)
+    assert figures["emitted_tokens"] == 2 * 100 * 8
+    assert figures["delivered_over_emitted"] == pytest.approx(1.0, abs=0.002)
+    assert figures["itl_ms"]["p50"] == pytest.approx(10.0)
+    assert figures["tokens_per_message"] == pytest.approx(1.0)
+
+
+def test_a_stack_that_falls_behind_scores_below_one(stack: ModuleType) -> None:
+    # Tokens arrive at 80% of the engine's pace, so each closed-loop request takes 2.5 s.
+    results = [paced(i * 2.5, 80.0, 200) for i in range(6) for _ in range(2)]
+    figures = stack.analyse(results, plan(stack, 2), 0.0)
+    assert figures["delivered_over_emitted"] == pytest.approx(0.8, abs=0.03)
+
+
+def test_failed_requests_count_against_delivery(stack: ModuleType) -> None:
+    ok = [paced(float(s), 100.0, 200) for s in range(0, 12, 2)]
+    failed = RequestResult(start=0.0, end=1.0, error="grpc_UNAVAILABLE")
+    figures = stack.analyse([*ok, failed], plan(stack, 2), 0.0)
+    assert figures["delivered_over_emitted"] == pytest.approx(0.5, abs=0.002)
+    assert figures["errors"] == {"grpc_UNAVAILABLE": 1}
+
+
+def test_profile_summary_self_and_inclusive(stack: ModuleType, tmp_path: Path) -> None:
+    raw = tmp_path / "p.raw"
+    raw.write_text(
+        "main (a.py:1);loop (b.py:2);write (c.py:3) 6\n"
+        "main (a.py:1);loop (b.py:2);encode (d.py:4) 3\n"
+        "main (a.py:1);loop (b.py:9);encode (d.py:5) 1\n"
+    )
+    summary = stack.profile_summary(raw)
+    assert summary["self"][:2] == [("write (c.py)", 0.6), ("encode (d.py)", 0.4)]
+    # main and loop are on every stack: left out of the inclusive ranking.
+    assert [name for name, _ in summary["inclusive"]] == ["write (c.py)", "encode (d.py)"]
