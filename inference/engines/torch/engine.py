@@ -95,7 +95,13 @@ class _Outbox:
 
 
 class TorchEngine(Engine):
-    """Continuous-batching engine over a transformers causal LM (CPU by default)."""
+    """Continuous-batching engine over a transformers causal LM (CPU by default).
+
+    `max_batch_size` caps the sequences decoding together (a request counts n); more wait
+    in a FIFO queue. `num_threads` sets torch's intra-op threads (process-wide).
+    `processed_logprobs` reports logprobs of the processed distribution instead of the
+    model's raw one (see sampler.py).
+    """
 
     name = "torch"
 
