@@ -121,7 +121,12 @@ class BackendPool:
 
     async def _refresh_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.refresh_interval_s)
+            # A target that is down is probed every second, so a starting or restarted
+            # inference service is routed to as soon as it listens.
+            down = any(not b.healthy for b in self.backends)
+            await asyncio.sleep(
+                min(self.refresh_interval_s, 1.0) if down else self.refresh_interval_s
+            )
             try:
                 await self.refresh()
             except Exception:  # the loop must survive anything a probe throws
