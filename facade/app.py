@@ -91,6 +91,9 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
         summary="OpenAI-compatible chat completions over the tensorchat inference service",
         version="0.1.0",
         lifespan=lifespan,
+        openapi_url="/openapi.json" if settings.openapi_docs else None,
+        docs_url="/docs" if settings.openapi_docs else None,
+        redoc_url=None,
     )
     app.state.facade = state
     install_handlers(app)

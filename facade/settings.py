@@ -58,6 +58,10 @@ class FacadeSettings(BaseSettings):
     # The largest `n` accepted; n choices cost n times the compute.
     max_n: int = Field(16, ge=1, le=128)
 
+    # Serve /docs and /openapi.json (without a key). Off by default: every route but health
+    # and metrics needs a key.
+    openapi_docs: bool = False
+
     access_log: bool = True
     log_level: str = "info"
 

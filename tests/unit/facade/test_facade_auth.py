@@ -151,3 +151,18 @@ async def test_routes_need_a_key_and_the_key_is_never_logged(
     assert open_metrics.status_code == 200
     assert secret not in caplog.text
     assert "good-key" not in caplog.text
+
+
+@pytest.mark.parametrize("docs", [False, True])
+async def test_openapi_docs_only_when_enabled(docs: bool) -> None:
+    settings = FacadeSettings(backends=["127.0.0.1:9"], keys_file=None, openapi_docs=docs)
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        spec = await client.get("/openapi.json")
+        page = await client.get("/docs")
+    if not docs:
+        assert spec.status_code == 404 and page.status_code == 404
+        return
+    assert spec.status_code == 200 and page.status_code == 200
+    paths = spec.json()["paths"]
+    assert {"/v1/chat/completions", "/v1/models", "/v1/models/{model}", "/health"} <= set(paths)
