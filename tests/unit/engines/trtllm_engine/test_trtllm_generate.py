@@ -13,7 +13,7 @@ from typing import Any, cast
 import pytest
 
 from inference.engines.base import EngineFinish, EngineRequestError, SequenceOutput
-from tests.unit.engines.trtllm.helpers import (
+from tests.unit.engines.trtllm_engine.helpers import (
     MAX_INPUT_LEN,
     MAX_SEQ_LEN,
     VOCAB,

@@ -19,7 +19,7 @@ from inference.engines.base import (
     EngineUnavailableError,
 )
 from inference.engines.torch.engine import TorchEngine, TorchEngineError
-from tests.unit.engines.torch.helpers import (
+from tests.unit.engines.torch_engine.helpers import (
     TINY_EOS,
     Collected,
     collect,

@@ -17,7 +17,7 @@ from tests.fakes.trtllm_fixtures import (  # noqa: F401  (fake_trtllm, make_fake
     make_fake_trtllm_engine,
     write_fake_engine,
 )
-from tests.unit.engines.trtllm.helpers import (
+from tests.unit.engines.trtllm_engine.helpers import (
     MAX_INPUT_LEN,
     MAX_SEQ_LEN,
     MODEL_ID,

@@ -14,7 +14,7 @@ from inference.engines.trtllm.config import (
 )
 from inference.engines.trtllm.requests import plan_stops
 from tests.fakes.trtllm_fixtures import write_fake_engine
-from tests.unit.engines.trtllm.helpers import request
+from tests.unit.engines.trtllm_engine.helpers import request
 
 QWEN = GenerationDefaults(eos_token_ids=(151645, 151643), pad_token_id=151643)
 

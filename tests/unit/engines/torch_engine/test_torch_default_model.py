@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 from inference.engines.base import EngineFinish
 from inference.engines.torch import loader
 from inference.engines.torch.engine import TorchEngine
-from tests.unit.engines.torch.helpers import collect, make_request
+from tests.unit.engines.torch_engine.helpers import collect, make_request
 
 pytestmark = pytest.mark.slow
 

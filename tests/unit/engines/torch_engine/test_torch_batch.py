@@ -12,7 +12,7 @@ from transformers.cache_utils import DynamicLayer
 
 from inference.engines.torch.batch import KVBatch
 from inference.engines.torch.loader import load_model
-from tests.unit.engines.torch.helpers import greedy_without_cache
+from tests.unit.engines.torch_engine.helpers import greedy_without_cache
 
 
 @pytest.fixture(scope="module")

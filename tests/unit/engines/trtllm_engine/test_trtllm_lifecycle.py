@@ -24,7 +24,7 @@ from inference.engines.manifest import EngineMismatchError, GpuInfo, RuntimeInfo
 from inference.engines.trtllm import TrtllmEngine, TrtllmEngineError
 from inference.engines.trtllm.engine import _response_error
 from tests.fakes.trtllm_fixtures import FAKE_RUNTIME, write_fake_engine
-from tests.unit.engines.trtllm.helpers import (
+from tests.unit.engines.trtllm_engine.helpers import (
     MODEL_ID,
     EngineFactory,
     collect,
