@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     dev_key = None
-    if not (env.get(API_KEYS_ENV_VAR) or args.keys_file or env.get(KEYS_FILE_ENV_VAR)):
+    if not _keys_configured(env, args.keys_file):
         dev_key = f"tc-dev-{secrets.token_urlsafe(24)}"
         env[API_KEYS_ENV_VAR] = dev_key
     python = [sys.executable, "-m", "tensorchat", "--log-level", args.log_level]
@@ -104,6 +104,17 @@ def _run(args: argparse.Namespace) -> int:
         stop(signal.SIGTERM, None)
     codes = [child.wait() for child in children]
     return 0 if stopping else max(codes, key=abs) or 1
+
+
+def _keys_configured(env: dict[str, str], keys_file: Path | None) -> bool:
+    """Whether any API key exists: dev keys in the environment, or a non-empty keys file."""
+    from facade.keys import load_keys
+    from facade.settings import DEFAULT_KEYS_FILE
+
+    if env.get(API_KEYS_ENV_VAR):
+        return True
+    path = keys_file or Path(env.get(KEYS_FILE_ENV_VAR) or DEFAULT_KEYS_FILE).expanduser()
+    return path.is_file() and bool(load_keys(path))
 
 
 def _healthy(url: str) -> bool:

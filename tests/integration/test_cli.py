@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -84,6 +85,64 @@ def test_inference_process_drains_and_exits_on_sigterm(
     try:
         wait_serving(f"127.0.0.1:{port}", process)
         process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.slow
+def test_serve_runs_the_stack_prints_a_key_and_stops_on_ctrl_c(
+    tiny_qwen2_dir: Path, tmp_path: Path
+) -> None:
+    from openai import OpenAI
+
+    config = tmp_path / "models.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"models": [{"id": "tiny", "checkpoint": str(tiny_qwen2_dir), "context_length": 256}]}
+        )
+    )
+    env = {
+        **os.environ,
+        "TENSORCHAT_KEYS_FILE": str(tmp_path / "no-keys.json"),
+        "TENSORCHAT_API_KEYS": "",
+    }
+    grpc_port, http_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorchat",
+            "serve",
+            "--models",
+            str(config),
+            "--grpc-port",
+            str(grpc_port),
+            "--http-port",
+            str(http_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        key = None
+        assert process.stdout is not None
+        deadline = time.monotonic() + 120
+        for line in process.stdout:
+            if "development API key" in line:
+                key = line.rsplit(" ", 1)[-1].strip()
+                break
+            assert time.monotonic() < deadline, "serve never printed its key"
+        assert key and key.startswith("tc-dev-")
+        client = OpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key=key)
+        reply = client.chat.completions.create(
+            model="TINY", messages=[{"role": "user", "content": "Hi"}], max_tokens=3
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens <= 3
+        process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
     finally:
         if process.poll() is None:
