@@ -178,6 +178,7 @@ class ChatRun(Response):
         self.first_token_at: float | None = None
         self._call: grpc.aio.UnaryStreamCall[pb.GenerateRequest, pb.GenerateResponse] | None = None
         self._done = False
+        self._began = False  # a 200 went out
         self._extra_headers = [(b"x-request-id", rpc.request_id.encode())]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -202,9 +203,16 @@ class ChatRun(Response):
                 self.status = 499
             self.state.gate.exit()
             self.state.metrics.in_flight.dec()
-            tokens = self.usage.total_tokens if self.usage.prompt_tokens else None
-            await self.lease.release(tokens)
+            await self.lease.release(self._tokens_used())
             self._record()
+
+    def _tokens_used(self) -> int | None:
+        """What the key is charged: real usage, nothing for a refusal, else the estimate."""
+        if self.usage.prompt_tokens:
+            return self.usage.total_tokens
+        if self.status >= 400 and self.status != 499 and not self._began:
+            return 0  # refused before any generation (context overflow, overload, ...)
+        return None  # cut short without a usage report: keep the admission estimate
 
     def _cancel_rpc(self) -> None:
         if not self._done and self._call is not None:
@@ -296,6 +304,7 @@ class ChatRun(Response):
             .encode()
         )
         self.status = 200
+        self._began = True
         headers = [(b"content-type", b"application/json"), *self._extra_headers]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -316,6 +325,7 @@ class ChatRun(Response):
         )
         want_logprobs = bool(req.logprobs)
         self.status = 200
+        self._began = True
         await send(
             {
                 "type": "http.response.start",

@@ -75,6 +75,7 @@ class Keys:
     limited: str  # 1 request per minute
     qwen_only: str  # only the Qwen model
     single: str  # one concurrent request
+    tokens: str  # 400 tokens per minute
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +85,8 @@ def facade_keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     limited, _ = create_key(path, "limited", limits=KeyLimits(requests_per_minute=1))
     qwen_only, _ = create_key(path, "qwen-only", models=["qwen"])
     single, _ = create_key(path, "single", limits=KeyLimits(max_concurrent=1))
-    return Keys(path, full, limited, qwen_only, single)
+    tokens, _ = create_key(path, "tokens", limits=KeyLimits(tokens_per_minute=400))
+    return Keys(path, full, limited, qwen_only, single, tokens)
 
 
 @pytest.fixture(scope="session")

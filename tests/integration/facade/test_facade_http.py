@@ -252,6 +252,28 @@ def test_missing_or_wrong_key_is_401(
 
 
 @TORCH_ONLY
+def test_token_budget_is_charged_real_usage_and_refunded_on_refusal(
+    facade: FacadeServerThread, facade_keys: Keys
+) -> None:
+    with httpx.Client(base_url=facade.url, headers=headers(facade_keys.tokens), timeout=30) as c:
+        # ~640 estimated tokens: the whole 400-token budget is taken at admission, and given
+        # back when the service refuses the prompt.
+        overflow = chat(messages=[{"role": "user", "content": "word " * (TINY_CONTEXT * 2)}])
+        assert c.post("/v1/chat/completions", json=overflow).status_code == 400
+        # Each is estimated at 104 tokens and really uses a few dozen: the difference comes
+        # back, or the fourth could not start (refilling 120 tokens takes 18 s).
+        for _ in range(5):
+            ok = c.post("/v1/chat/completions", json=chat(max_tokens=100, stop=["e"]))
+            assert ok.status_code == 200, ok.text
+        # A request estimated above what is left (4 x 100, the whole budget) waits, and is
+        # told how long.
+        big = c.post("/v1/chat/completions", json=chat(max_tokens=100, n=4))
+        assert big.status_code == 429
+        assert 1 <= int(big.headers["retry-after"]) <= 60
+        assert big.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+@TORCH_ONLY
 def test_unknown_routes_and_methods_get_the_envelope(http: httpx.Client) -> None:
     for response, status in (
         (http.get("/v1/chat/completions"), 405),
