@@ -20,7 +20,6 @@ pytestmark = TORCH_ONLY
 LONG_STREAM = {
     "model": MISTRAL_ID,
     "messages": [{"role": "user", "content": "Tell me a long story."}],
-    "max_tokens": 200,
     "ignore_eos": True,
     "stream": True,
 }
