@@ -1,16 +1,15 @@
 """Runs one planned request on its engine and yields GenerateResponse messages.
 
-Engine outputs are collected by a pump task while the gRPC writer is busy; the writer then
-takes everything pending at once and sends one merged Delta per choice. So a reader that keeps
-up gets one message per engine step, and a lagging reader gets fewer, larger messages instead
-of an ever-growing backlog.
+Engines yield everything produced since the stream last read (see `Engine.generate`), and
+each read becomes at most one merged Delta per choice: a reader that keeps up gets one
+message per engine step, a lagging reader fewer, larger messages instead of a backlog.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import cast
 
 from inference.choices import ChoiceAssembler
 from inference.engines.base import SequenceOutput
@@ -22,7 +21,7 @@ class EngineStreamError(RuntimeError):
     """The engine's stream ended without finishing every choice."""
 
 
-async def stream_generation(plan: GenerationPlan) -> AsyncIterator[pb.GenerateResponse]:
+async def stream_generation(plan: GenerationPlan) -> AsyncGenerator[pb.GenerateResponse, None]:
     engine = plan.model.engine
     request = plan.engine_request
     assemblers = [
@@ -36,37 +35,14 @@ async def stream_generation(plan: GenerationPlan) -> AsyncIterator[pb.GenerateRe
         )
         for index in range(request.params.n)
     ]
-    pending: list[SequenceOutput] = []
-    wakeup = asyncio.Event()
-    failure: list[BaseException] = []
-    engine_done = False
-
-    async def pump() -> None:
-        nonlocal engine_done
-        try:
-            async for outputs in engine.generate(request):
-                pending.extend(outputs)
-                wakeup.set()
-        except Exception as error:  # handed to the writer, which raises it for the RPC
-            failure.append(error)
-        finally:
-            engine_done = True
-            wakeup.set()
-
-    pump_task = asyncio.create_task(pump(), name=f"pump-{request.request_id}")
     unfinished = len(assemblers)
-    try:
-        while unfinished:
-            await wakeup.wait()
-            wakeup.clear()
-            batch = pending[:]
-            pending.clear()
-            by_choice: defaultdict[int, list[SequenceOutput]] = defaultdict(list)
-            for output in batch:
-                by_choice[output.index].append(output)
-            for index in sorted(by_choice):
-                assembler = assemblers[index]
-                delta, finished = assembler.feed(by_choice[index])
+    outputs_stream = cast(AsyncGenerator[list[SequenceOutput], None], engine.generate(request))
+    # Closing the engine's stream (all choices done, even if stop strings finished them before
+    # the engine knew; the client went away; a failure) makes the engine drop the request.
+    async with contextlib.aclosing(outputs_stream):
+        async for outputs in outputs_stream:
+            for index, choice_outputs in _by_choice(outputs):
+                delta, finished = assemblers[index].feed(choice_outputs)
                 if delta is not None:
                     yield pb.GenerateResponse(index=index, delta=delta)
                 if finished is not None:
@@ -74,14 +50,20 @@ async def stream_generation(plan: GenerationPlan) -> AsyncIterator[pb.GenerateRe
                     if finished.reason == pb.FINISH_REASON_STOP_SEQUENCE and unfinished:
                         engine.finish_choice(request.request_id, index)
                     yield pb.GenerateResponse(index=index, finished=finished)
-            if engine_done and not pending and unfinished:
-                if failure:
-                    raise failure[0]
-                raise EngineStreamError(
-                    f"engine {engine.name} ended request {request.request_id} with "
-                    f"{unfinished} unfinished choice(s)"
-                )
-    finally:
-        # Every choice is done (stop strings may finish them before the engine knows), the
-        # client went away, or something failed: in every case the engine must drop the request.
-        pump_task.cancel()
+            if not unfinished:
+                return
+    raise EngineStreamError(
+        f"engine {engine.name} ended request {request.request_id} with "
+        f"{unfinished} unfinished choice(s)"
+    )
+
+
+def _by_choice(outputs: list[SequenceOutput]) -> list[tuple[int, list[SequenceOutput]]]:
+    """Outputs grouped by choice index, in index order (the common n == 1 case without work)."""
+    first = outputs[0].index if outputs else 0
+    if all(output.index == first for output in outputs):
+        return [(first, outputs)] if outputs else []
+    groups: dict[int, list[SequenceOutput]] = {}
+    for output in outputs:
+        groups.setdefault(output.index, []).append(output)
+    return sorted(groups.items())

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 import grpc
 
@@ -28,9 +28,10 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     def running_requests(self) -> int:
         return self._running
 
-    async def Generate(
+    # Streams with context.write rather than yield, so it returns None.
+    async def Generate(  # type: ignore[override]
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.GenerateResponse]:
+    ) -> None:
         try:
             plan = build_plan(self._registry, request)
             if self._running >= self._max_concurrent:
@@ -46,8 +47,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         request_id = plan.engine_request.request_id
         self._running += 1
         try:
-            async for response in stream_generation(plan):
-                yield response
+            # context.write (not yield) so that a cancelled RPC raises here, inside `aclosing`,
+            # and the engine drops the request at once instead of when the generator is GC'd.
+            async with contextlib.aclosing(stream_generation(plan)) as responses:
+                async for response in responses:
+                    await context.write(response)
         except EngineRequestError as error:
             await _abort(context, invalid("messages", str(error)))
         except RequestError as error:

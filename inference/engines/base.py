@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
@@ -67,7 +68,10 @@ class Engine(ABC):
 
     Contract every implementation keeps (the shared engine tests check it):
     - `generate` yields lists of `SequenceOutput` until every choice (0 .. n-1) has
-      yielded exactly one output with `finish` set, then returns.
+      yielded exactly one output with `finish` set, then returns. Each time the caller
+      resumes it, it yields everything produced since (`take_unread` does this for engines
+      that queue per step), so a caller that lags gets fewer, larger lists: this is how the
+      stream coalesces tokens only when the reader lags.
     - Closing the iterator early (the caller stops reading, or its task is cancelled)
       cancels the request: it leaves the batch at the next step and `stats()` no longer
       counts it.
@@ -96,6 +100,26 @@ class Engine(ABC):
     @abstractmethod
     def stats(self) -> EngineStats:
         """Current load; cheap enough to call on every metrics scrape."""
+
+
+async def take_unread(
+    queue: asyncio.Queue[list[SequenceOutput] | BaseException],
+) -> list[SequenceOutput]:
+    """Waits for the next item, then takes every item already queued behind it as one list.
+
+    Raises the first exception found among them (the engine failed the request).
+    """
+    items = [await queue.get()]
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    if len(items) == 1 and not isinstance(items[0], BaseException):
+        return items[0]
+    outputs: list[SequenceOutput] = []
+    for item in items:
+        if isinstance(item, BaseException):
+            raise item
+        outputs.extend(item)
+    return outputs
 
 
 class EngineRequestError(ValueError):

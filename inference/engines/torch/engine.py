@@ -30,6 +30,7 @@ from inference.engines.base import (
     EngineUnavailableError,
     GenerationRequest,
     SequenceOutput,
+    take_unread,
 )
 from inference.engines.torch.batch import KVBatch
 from inference.engines.torch.loader import load_model
@@ -186,10 +187,11 @@ class TorchEngine(Engine):
         try:
             pending = set(range(req.n))
             while pending:
-                item = await req.queue.get()
-                if isinstance(item, BaseException):
+                try:
+                    item = await take_unread(req.queue)
+                except Exception as error:
                     finished = True
-                    raise TorchEngineError(f"torch engine step failed: {item!r}") from item
+                    raise TorchEngineError(f"torch engine step failed: {error!r}") from error
                 for output in item:
                     if output.finish is not None:
                         pending.discard(output.index)

@@ -27,6 +27,7 @@ from inference.engines.base import (
     EngineUnavailableError,
     GenerationRequest,
     SequenceOutput,
+    take_unread,
 )
 from inference.engines.manifest import RuntimeInfo, check_engine, detect_runtime, select_engine
 from inference.engines.trtllm.config import (
@@ -302,10 +303,7 @@ class TrtllmEngine(Engine):
         stream = self._submit(request)
         try:
             while True:
-                item = await stream.queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+                yield await take_unread(stream.queue)
                 if stream.retired and stream.queue.empty():
                     return
         finally:
