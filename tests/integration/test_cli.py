@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -42,14 +43,15 @@ def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float 
 
 def test_every_command_has_help() -> None:
     parser = build_parser()
-    subcommands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    subcommands: dict[str, argparse.ArgumentParser] = action.choices
     assert {"serve", "inference", "facade", "keys", "engines", "bench"} <= set(subcommands)
     for name, subparser in subcommands.items():
         text = subparser.format_help()
         assert text.startswith("usage: tensorchat"), name
-        for action in subparser._actions:
-            if action.option_strings and action.help is None:
-                pytest.fail(f"tensorchat {name} {action.option_strings[0]} has no help text")
+        for option in subparser._actions:
+            if option.option_strings and option.help is None:
+                pytest.fail(f"tensorchat {name} {option.option_strings[0]} has no help text")
 
 
 @pytest.mark.slow

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -27,7 +29,7 @@ class Choice:
     finished: pb.Finished | None = None
 
 
-def generate(stub: pb_grpc.InferenceStub, **fields: object) -> dict[int, Choice]:
+def generate(stub: pb_grpc.InferenceStub, **fields: Any) -> dict[int, Choice]:
     fields.setdefault("model", MISTRAL_ID)
     if not any(key in fields for key in ("messages", "prompt", "token_ids")):
         fields["messages"] = HELLO
@@ -46,7 +48,7 @@ def generate(stub: pb_grpc.InferenceStub, **fields: object) -> dict[int, Choice]
     return choices
 
 
-def greedy(max_tokens: int = 24, **stopping: object) -> dict[str, object]:
+def greedy(max_tokens: int = 24, **stopping: Any) -> dict[str, Any]:
     return {
         "sampling": pb.SamplingParams(temperature=0.0),
         "stopping": pb.StoppingCriteria(max_tokens=max_tokens, ignore_eos=True, **stopping),
@@ -65,7 +67,7 @@ def test_stream_has_deltas_then_one_finished_and_text_matches_tokens(
     assert choice.finished is not None
     assert choice.finished.reason == pb.FINISH_REASON_LENGTH
     assert choice.finished.usage.completion_tokens == 20
-    tokenizer = next(m for m in inference_server.server.registry if m.id == model).tokenizer
+    tokenizer = inference_server.model(model).tokenizer
     assert choice.text == tokenizer.hf.decode(choice.token_ids, skip_special_tokens=True)
     count = stub.CountTokens(pb.TokenizeRequest(model=model, messages=HELLO))
     assert choice.finished.usage.prompt_tokens == count.count
@@ -94,7 +96,7 @@ def test_stop_string_across_token_boundary(
     stub: pb_grpc.InferenceStub, inference_server: InferenceServerThread
 ) -> None:
     reference = generate(stub, **greedy(max_tokens=30))[0]
-    tokenizer = inference_server.server.registry.resolve(MISTRAL_ID).tokenizer
+    tokenizer = inference_server.model(MISTRAL_ID).tokenizer
     # Character offset where each token's text ends; pick a token with at least two characters
     # and make the stop start inside it and end inside the next one.
     ends = [
@@ -216,8 +218,9 @@ def test_cancelled_call_leaves_the_batch(
         pb.GenerateRequest(model=MISTRAL_ID, messages=HELLO, **greedy(max_tokens=200)),
         timeout=60,
     )
-    next(call)
-    next(call)
+    responses = cast(Iterator[pb.GenerateResponse], call)
+    next(responses)
+    next(responses)
     assert inference_server.active_requests() >= 1
     call.cancel()
     assert wait_until_idle(inference_server, timeout=1.0) < 1.0
@@ -283,13 +286,13 @@ INVALID_REQUESTS = [
     ("param", "fields"), INVALID_REQUESTS, ids=[p for p, _ in INVALID_REQUESTS]
 )
 def test_invalid_parameter_names_the_field(
-    stub: pb_grpc.InferenceStub, param: str, fields: dict[str, object]
+    stub: pb_grpc.InferenceStub, param: str, fields: dict[str, Any]
 ) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         generate(stub, **fields)
     error = caught.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.details().startswith(f"{param}: ")
+    assert str(error.details()).startswith(f"{param}: ")
     assert (PARAM_METADATA_KEY, param) in tuple(error.trailing_metadata())
 
 
@@ -302,14 +305,14 @@ def test_context_overflow_gives_both_numbers(stub: pb_grpc.InferenceStub) -> Non
         generate(stub, messages=long_prompt)
     error = caught.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert str(TINY_CONTEXT) in error.details() and str(prompt_tokens) in error.details()
+    assert str(TINY_CONTEXT) in str(error.details()) and str(prompt_tokens) in str(error.details())
     assert (CODE_METADATA_KEY, "context_length_exceeded") in tuple(error.trailing_metadata())
 
     short = stub.CountTokens(pb.TokenizeRequest(model=MISTRAL_ID, messages=HELLO)).count
     with pytest.raises(grpc.RpcError) as caught:
         generate(stub, stopping=pb.StoppingCriteria(max_tokens=TINY_CONTEXT - short + 1))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert f"{short} in the messages" in caught.value.details()
+    assert f"{short} in the messages" in str(caught.value.details())
 
 
 def test_unset_max_tokens_means_up_to_the_context(stub: pb_grpc.InferenceStub) -> None:
@@ -333,7 +336,7 @@ def test_list_and_get_models(
     info = stub.GetModel(pb.GetModelRequest(model="qwen/qwen2.5-coder-7b-instruct"))
     assert info.id == QWEN_ID
     assert info.context_length == TINY_CONTEXT
-    assert info.engine == next(iter(inference_server.server.registry)).config.engine
+    assert info.engine == inference_server.model(QWEN_ID).config.engine
 
 
 def test_health_and_reflection(inference_server: InferenceServerThread) -> None:

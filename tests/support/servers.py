@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from inference.config import ModelsConfig
 from inference.engines.base import Engine
-from inference.registry import ModelRegistry
+from inference.registry import ModelRegistry, ServedModel
 from inference.server import InferenceServer, ServerOptions
 
 T = TypeVar("T")
@@ -55,6 +55,12 @@ class InferenceServerThread:
     def engines(self) -> dict[str, Engine]:
         assert self.server is not None
         return {model.id: model.engine for model in self.server.registry}
+
+    def model(self, name: str) -> ServedModel:
+        assert self.server is not None
+        model = self.server.registry.resolve(name)
+        assert model is not None, f"{name} is not served"
+        return model
 
     def active_requests(self) -> int:
         return sum(engine.stats().active_requests for engine in self.engines.values())
