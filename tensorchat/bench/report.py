@@ -74,8 +74,8 @@ def format_run(report: RunReport) -> str:
         lines.append(f"  client CPU        {shown} of a core per worker")
         if max(cpu) > CLIENT_CPU_WARNING:
             lines.append(
-                "  warning: a client worker was busy most of the time; add --workers so the"
-                " client does not limit the measurement"
+                "  warning: a client worker was busy most of the time, so the client may be what"
+                " limits this measurement: add --workers (and use --http-client raw)"
             )
     return "\n".join(lines)
 
