@@ -27,20 +27,20 @@ class FacadeState:
     metrics: FacadeMetrics = field(default_factory=FacadeMetrics)
 
 
-def get_state(request: Request) -> FacadeState:
+async def get_state(request: Request) -> FacadeState:
     state: FacadeState = request.app.state.facade
     return state
 
 
-def get_settings(state: Annotated[FacadeState, Depends(get_state)]) -> FacadeSettings:
+async def get_settings(state: Annotated[FacadeState, Depends(get_state)]) -> FacadeSettings:
     return state.settings
 
 
-def get_pool(state: Annotated[FacadeState, Depends(get_state)]) -> BackendPool:
+async def get_pool(state: Annotated[FacadeState, Depends(get_state)]) -> BackendPool:
     return state.pool
 
 
-def get_keyring(state: Annotated[FacadeState, Depends(get_state)]) -> KeyRing:
+async def get_keyring(state: Annotated[FacadeState, Depends(get_state)]) -> KeyRing:
     return state.keyring
 
 
@@ -48,7 +48,7 @@ def get_keyring(state: Annotated[FacadeState, Depends(get_state)]) -> KeyRing:
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer KEY`")
 
 
-def require_principal(
+async def require_principal(
     request: Request,
     keyring: Annotated[KeyRing, Depends(get_keyring)],
     _documented: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],

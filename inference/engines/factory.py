@@ -23,8 +23,14 @@ def create_engine(config: ModelConfig, checkpoint_dir: Path, tokenizer: ModelTok
     if config.engine == "synthetic":
         from inference.engines.synthetic import SyntheticEngine
 
-        # Ordinary tokens past the byte/special range, so the emitted text looks like text.
+        # Tokens that decode to whole characters on their own (no specials, no partial UTF-8
+        # bytes), so every emitted token is visible text, as a real model's mostly are.
         special = set(tokenizer.hf.all_special_ids)
-        vocab_ids = [i for i in range(1000, min(tokenizer.vocab_size, 9000)) if i not in special]
-        return SyntheticEngine(vocab_ids=vocab_ids, **options)
+        vocab_ids = [
+            i
+            for i in range(min(tokenizer.vocab_size, 9000))
+            if i not in special and "\ufffd" not in tokenizer.token_text(i)
+        ]
+        options.setdefault("vocab_ids", vocab_ids)
+        return SyntheticEngine(**options)
     raise ValueError(f"unknown engine {config.engine!r}")
