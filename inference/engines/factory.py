@@ -28,7 +28,7 @@ def create_engine(config: ModelConfig, checkpoint_dir: Path, tokenizer: ModelTok
         special = set(tokenizer.hf.all_special_ids)
         vocab_ids = [
             i
-            for i in range(min(tokenizer.vocab_size, 9000))
+            for i in range(1000, min(tokenizer.vocab_size, 9000))
             if i not in special and "\ufffd" not in tokenizer.token_text(i)
         ]
         options.setdefault("vocab_ids", vocab_ids)
