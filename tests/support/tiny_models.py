@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from tests.support import tokenizer_assets as assets
 
@@ -23,60 +24,61 @@ SEED = 1234
 ROPE = {"rope_type": "default", "rope_theta": 1_000_000.0}
 
 
+# Both tiny models share one shape: the real vocabularies, everything else minimal.
+TINY_SHAPE: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "rope_parameters": ROPE,
+    "tie_word_embeddings": False,
+}
+
+
 def build_tiny_mistral(dest: Path) -> Path:
     """A Mistral-7B-Instruct-v0.3-shaped checkpoint (vocab 32768) written to `dest`."""
-    import torch
     from transformers import MistralConfig, MistralForCausalLM
 
     assets.write_mistral_tokenizer(dest)
     config = MistralConfig(
         vocab_size=assets.MISTRAL_VOCAB_SIZE,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=32768,
-        rope_parameters=ROPE,
         sliding_window=None,
-        tie_word_embeddings=False,
         bos_token_id=1,
         eos_token_id=2,
+        **TINY_SHAPE,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        model = MistralForCausalLM(config)
-    model.bfloat16().save_pretrained(dest)
+    _save_seeded(MistralForCausalLM, config, dest)
     _write_generation_config(dest, bos=1, eos=assets.MISTRAL_GENERATION_EOS)
     return dest
 
 
 def build_tiny_qwen2(dest: Path) -> Path:
     """A Qwen2.5-Coder-7B-Instruct-shaped checkpoint (152064 embedding rows) written to `dest`."""
-    import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     assets.write_qwen2_tokenizer(dest)
     config = Qwen2Config(
         vocab_size=assets.QWEN_EMBEDDING_ROWS,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=32768,
-        rope_parameters=ROPE,
         use_sliding_window=False,
-        tie_word_embeddings=False,
         bos_token_id=151643,
         eos_token_id=151645,
+        **TINY_SHAPE,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        model = Qwen2ForCausalLM(config)
-    model.bfloat16().save_pretrained(dest)
+    _save_seeded(Qwen2ForCausalLM, config, dest)
     _write_generation_config(dest, bos=151643, eos=assets.QWEN_GENERATION_EOS)
     return dest
+
+
+def _save_seeded(model_class: Any, config: Any, dest: Path) -> None:
+    """Random weights from SEED (the global RNG untouched), saved in bf16."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = model_class(config)
+    model.bfloat16().save_pretrained(dest)
 
 
 def _write_generation_config(dest: Path, *, bos: int, eos: int | list[int]) -> None:
