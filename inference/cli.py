@@ -44,6 +44,19 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, port_flag: str =
         help="requests beyond this get RESOURCE_EXHAUSTED (default 1024)",
     )
     parser.add_argument(
+        "--coalesce-above",
+        type=int,
+        default=128,
+        help="above this many running streams, pace each stream's messages (default 128)",
+    )
+    parser.add_argument(
+        "--coalesce-interval-ms",
+        type=float,
+        default=40.0,
+        help="least time between two messages of a paced stream; its tokens are merged "
+        "(default 40)",
+    )
+    parser.add_argument(
         "--shutdown-grace",
         type=float,
         default=30.0,
@@ -62,6 +75,8 @@ def _run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.grpc_port,
         max_concurrent_requests=args.max_concurrent_requests,
+        coalesce_above=args.coalesce_above,
+        coalesce_interval_ms=args.coalesce_interval_ms,
         shutdown_grace=args.shutdown_grace,
     )
     asyncio.run(run_inference_server(resolve_models_config(args.models), options))

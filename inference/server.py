@@ -31,6 +31,10 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 50051
     max_concurrent_requests: int = 1024
+    # Above this many running streams, each stream gets at most one message per interval
+    # (several tokens per message): per-message CPU, not per-token, is what saturates.
+    coalesce_above: int = 128
+    coalesce_interval_ms: float = 40.0
     # Seconds running requests get to finish on SIGTERM before they are cancelled.
     shutdown_grace: float = 30.0
 
@@ -42,7 +46,10 @@ class InferenceServer:
         self.registry = registry
         self.options = options
         self.servicer = InferenceServicer(
-            registry, max_concurrent_requests=options.max_concurrent_requests
+            registry,
+            max_concurrent_requests=options.max_concurrent_requests,
+            coalesce_above=options.coalesce_above,
+            coalesce_interval_ms=options.coalesce_interval_ms,
         )
         self.health = health_aio.HealthServicer()
         self._server = grpc.aio.server(

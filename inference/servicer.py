@@ -19,10 +19,23 @@ log = logging.getLogger(__name__)
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
-    def __init__(self, registry: ModelRegistry, *, max_concurrent_requests: int = 1024) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        max_concurrent_requests: int = 1024,
+        coalesce_above: int = 128,
+        coalesce_interval_ms: float = 40.0,
+    ) -> None:
         self._registry = registry
         self._max_concurrent = max_concurrent_requests
+        self._coalesce_above = coalesce_above
+        self._coalesce_interval = coalesce_interval_ms / 1000
         self._running = 0
+
+    def _pace(self) -> float:
+        """Above `coalesce_above` running streams, at most one message per stream per interval."""
+        return self._coalesce_interval if self._running > self._coalesce_above else 0.0
 
     @property
     def running_requests(self) -> int:
@@ -49,7 +62,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         try:
             # context.write (not yield) so that a cancelled RPC raises here, inside `aclosing`,
             # and the engine drops the request at once instead of when the generator is GC'd.
-            async with contextlib.aclosing(stream_generation(plan)) as responses:
+            async with contextlib.aclosing(stream_generation(plan, self._pace)) as responses:
                 async for response in responses:
                     await context.write(response)
         except EngineRequestError as error:

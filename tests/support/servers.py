@@ -23,14 +23,9 @@ T = TypeVar("T")
 class InferenceServerThread:
     """Loads a models config and serves it on 127.0.0.1:<free port> until `stop()`."""
 
-    def __init__(self, config: ModelsConfig, *, max_concurrent_requests: int = 1024) -> None:
+    def __init__(self, config: ModelsConfig, **options: Any) -> None:
         self._config = config
-        self._options = ServerOptions(
-            host="127.0.0.1",
-            port=0,
-            max_concurrent_requests=max_concurrent_requests,
-            shutdown_grace=1.0,
-        )
+        self._options = ServerOptions(host="127.0.0.1", port=0, shutdown_grace=1.0, **options)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.server: InferenceServer | None = None

@@ -1,0 +1,52 @@
+"""Pacing under load: past `coalesce_above` running streams, tokens share messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from inference.config import ModelConfig, ModelsConfig
+from tensorchat.v1 import inference_pb2 as pb
+from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+from tests.integration.conftest import MISTRAL_ID, TINY_CONTEXT
+from tests.support.servers import InferenceServerThread
+
+
+def messages_and_tokens(address: str) -> tuple[int, int]:
+    request = pb.GenerateRequest(
+        model=MISTRAL_ID,
+        prompt="Once upon a time",
+        sampling=pb.SamplingParams(temperature=0.0),
+        stopping=pb.StoppingCriteria(max_tokens=40, ignore_eos=True),
+    )
+    with grpc.insecure_channel(address) as channel:
+        deltas = [
+            response.delta
+            for response in pb_grpc.InferenceStub(channel).Generate(request, timeout=60)
+            if response.HasField("delta")
+        ]
+    return len(deltas), sum(len(delta.token_ids) for delta in deltas)
+
+
+@pytest.fixture(scope="module")
+def paced_server(tiny_mistral_dir: Path) -> Iterator[InferenceServerThread]:
+    config = ModelsConfig(
+        models=[
+            ModelConfig(id=MISTRAL_ID, checkpoint=tiny_mistral_dir, context_length=TINY_CONTEXT)
+        ]
+    )
+    # Pace from the first stream on, so one request shows the effect.
+    server = InferenceServerThread(config, coalesce_above=0, coalesce_interval_ms=100.0).start()
+    yield server
+    server.stop()
+
+
+def test_paced_streams_carry_several_tokens_per_message(
+    paced_server: InferenceServerThread,
+) -> None:
+    messages, tokens = messages_and_tokens(paced_server.address)
+    assert tokens == 40
+    assert messages < tokens / 2, f"{messages} messages for {tokens} tokens: no coalescing"
