@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from types import TracebackType
 
 import grpc
 
@@ -40,15 +39,7 @@ class GrpcSender:
         # Unique across worker processes: the pid separates workers, the counter requests.
         self._ids = (f"bench-{os.getpid()}-{i}" for i in itertools.count())
 
-    async def __aenter__(self) -> GrpcSender:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
         await self._channel.close(grace=None)
 
     def request(self, spec: RequestSpec) -> pb.GenerateRequest:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import TracebackType
 
 import httpx
 
@@ -34,15 +33,7 @@ class HttpSender:
             timeout=httpx.Timeout(target.timeout_s, connect=min(30.0, target.timeout_s)),
         )
 
-    async def __aenter__(self) -> HttpSender:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
         await self._client.aclose()
 
     async def send(self, spec: RequestSpec) -> RequestResult:

@@ -15,7 +15,6 @@ import asyncio
 import json
 import ssl
 import time
-from types import TracebackType
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -226,15 +225,7 @@ class RawHttpSender:
         self._head = ("\r\n".join(headers) + "\r\nContent-Length: ").encode()
         self._idle: list[_Connection] = []
 
-    async def __aenter__(self) -> RawHttpSender:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
         for conn in self._idle:
             conn.abort()
         self._idle.clear()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,21 +46,26 @@ class Sender(Protocol):
         ...
 
 
-@contextlib.asynccontextmanager
-async def open_sender(target: Target, concurrency: int | None) -> AsyncIterator[Sender]:
-    """A connected sender for `target`, sized for `concurrency` requests in flight (None: any)."""
+class ClosableSender(Sender, Protocol):
+    async def aclose(self) -> None:
+        """Close connections and channels."""
+        ...
+
+
+def open_sender(target: Target, concurrency: int | None) -> contextlib.aclosing[ClosableSender]:
+    """A connected sender for `target`, sized for `concurrency` requests in flight (None: any);
+    use it as `async with open_sender(...) as sender`."""
+    sender: ClosableSender
     if target.kind == "http" and target.http_client == "raw":
         from tensorchat.bench.raw_http import RawHttpSender
 
-        async with RawHttpSender(target) as raw_sender:
-            yield raw_sender
+        sender = RawHttpSender(target)
     elif target.kind == "http":
         from tensorchat.bench.http_client import HttpSender
 
-        async with HttpSender(target, concurrency) as http_sender:
-            yield http_sender
+        sender = HttpSender(target, concurrency)
     else:
         from tensorchat.bench.grpc_client import GrpcSender
 
-        async with GrpcSender(target) as grpc_sender:
-            yield grpc_sender
+        sender = GrpcSender(target)
+    return contextlib.aclosing(sender)

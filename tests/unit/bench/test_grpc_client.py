@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
@@ -55,7 +56,7 @@ SPEC = RequestSpec(messages=(("system", "s"), ("user", "u")), max_tokens=7)
 async def test_counts_tokens_per_message_and_reads_usage(address: tuple[str, StandIn]) -> None:
     addr, servicer = address
     target = Target(kind="grpc", address=addr, model="m", ignore_eos=True, temperature=0.5)
-    async with GrpcSender(target) as sender:
+    async with contextlib.aclosing(GrpcSender(target)) as sender:
         result = await sender.send(SPEC)
         second = await sender.send(SPEC)
     assert result.ok and result.finish_reason == "length"
@@ -73,6 +74,8 @@ async def test_counts_tokens_per_message_and_reads_usage(address: tuple[str, Sta
 
 async def test_status_codes_become_error_kinds(address: tuple[str, StandIn]) -> None:
     addr, _ = address
-    async with GrpcSender(Target(kind="grpc", address=addr, model="missing")) as sender:
+    async with contextlib.aclosing(
+        GrpcSender(Target(kind="grpc", address=addr, model="missing"))
+    ) as sender:
         result = await sender.send(SPEC)
     assert not result.ok and result.error == "grpc_NOT_FOUND"
