@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from typing import Any
 
 from facade.keys import add_keys_parser
 from facade.settings import DEFAULT_KEYS_FILE, FacadeSettings
+from tensorchat.logs import configure_logging
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,10 +80,7 @@ async def serve_facade(settings: FacadeSettings) -> None:
 
 def run_facade(settings: FacadeSettings) -> None:
     """Run the facade in this process (blocking), with logging set up."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
     try:
         # uvloop's event loop costs a fraction of asyncio's per event, and every streamed
         # token is a few events; grpc.aio runs on it. (uvicorn[standard] installs it.)

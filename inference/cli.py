@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from pathlib import Path
 
 from inference.config import MODELS_ENV_VAR
@@ -67,10 +66,9 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, port_flag: str =
 def _run(args: argparse.Namespace) -> int:
     from inference.config import resolve_models_config
     from inference.server import ServerOptions, run_inference_server
+    from tensorchat.logs import configure_logging
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     options = ServerOptions(
         host=args.host,
         port=args.grpc_port,
