@@ -75,6 +75,8 @@ class Engine(ABC):
     - Closing the iterator early (the caller stops reading, or its task is cancelled)
       cancels the request: it leaves the batch at the next step and `stats()` no longer
       counts it.
+    - A choice ended by an end-of-sequence token does not output that token (TensorRT-LLM
+      never reports it); one ended by a stop token id outputs it, with `stop_token_id` set.
     - `finish_choice` ends one choice early (a stop string matched in the servicer); its
       final output has finish CANCELLED and the caller ignores that reason.
     - Errors about the request itself raise `EngineRequestError` (mapped to

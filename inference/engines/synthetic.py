@@ -87,7 +87,8 @@ class SyntheticEngine(Engine):
       fake model "answers" in `output_tokens` tokens and the choice ends with EOS there,
       unless the request sets `ignore_eos` (benchmarks do, to fix the output length).
     - Token ids in the request's EOS set (unless `ignore_eos`) or stop-token set end the
-      choice (EOS / STOP_TOKEN) once `min_tokens` were generated; the token is included.
+      choice (EOS / STOP_TOKEN) once `min_tokens` were generated; a stop token is output,
+      an EOS token is not (the rule of every engine, see `base.Engine`).
     - Deadlines end unfinished choices with TIME_LIMIT; `finish_choice` and closing the
       iterator take effect at the next tick.
     - The first token is due at once (on the next tick), token k at `start + k / rate`;
@@ -290,14 +291,14 @@ class SyntheticEngine(Engine):
         else:
             ids = [vocab[(first + k) % size] for k in range(due - emitted)]
         params = req.request.params
-        stop_at: int | None = None
+        stopper: int | None = None
         if req.stoppers:
             for k, token in enumerate(ids):
                 if token in req.stoppers and emitted + k + 1 > params.min_tokens:
-                    stop_at = k
+                    stopper = token
+                    # Like every engine: a stop token is output, an end-of-sequence one is not.
+                    ids = ids[: k + 1] if token in params.stop_token_ids else ids[:k]
                     break
-            if stop_at is not None:
-                ids = ids[: stop_at + 1]
         out = req.pending.get(choice.index)
         if out is None:
             req.pending[choice.index] = out = SequenceOutput(index=choice.index, token_ids=ids)
@@ -311,10 +312,9 @@ class SyntheticEngine(Engine):
             )
         choice.emitted = emitted + len(ids)
         self.emitted_tokens += len(ids)
-        if stop_at is not None:
-            token = ids[-1]
-            if token in params.stop_token_ids:
-                self._finish(choice, EngineFinish.STOP_TOKEN, now, stop_token_id=token)
+        if stopper is not None:
+            if stopper in params.stop_token_ids:
+                self._finish(choice, EngineFinish.STOP_TOKEN, now, stop_token_id=stopper)
             else:
                 self._finish(choice, EngineFinish.EOS, now)
         elif choice.emitted >= limit:

@@ -133,11 +133,11 @@ async def test_eos_ids_end_the_choice_unless_ignored_or_before_min_tokens() -> N
     engine = fast_engine(vocab_ids=[10, 11, 12, 2])
     eos = frozenset({2})
     stopped = await collect(engine, make_request(max_tokens=20, eos=eos))
-    assert stopped.tokens[0] == [10, 11, 12, 2]
+    assert stopped.tokens[0] == [10, 11, 12]  # the EOS token itself is not output
     assert stopped.finish[0] is EngineFinish.EOS
 
     late = await collect(engine, make_request(max_tokens=20, eos=eos, min_tokens=5))
-    assert late.tokens[0] == [10, 11, 12, 2, 10, 11, 12, 2]
+    assert late.tokens[0] == [10, 11, 12, 2, 10, 11, 12]
     assert late.finish[0] is EngineFinish.EOS
 
     ignored = await collect(engine, make_request(max_tokens=9, eos=eos, ignore_eos=True))
