@@ -7,9 +7,8 @@ message per engine step, a lagging reader fewer, larger messages instead of a ba
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from typing import cast
 
 from inference.choices import ChoiceAssembler
@@ -22,14 +21,8 @@ class EngineStreamError(RuntimeError):
     """The engine's stream ended without finishing every choice."""
 
 
-async def stream_generation(
-    plan: GenerationPlan, pace: Callable[[], float] = lambda: 0.0
-) -> AsyncGenerator[pb.GenerateResponse, None]:
-    """`pace()` is the least time between two reads of the engine, in seconds (0: none).
-
-    Under load the servicer paces streams so that each message carries several tokens: every
-    message costs the same CPU (grpc write, protobuf, a syscall) whatever it carries.
-    """
+async def stream_generation(plan: GenerationPlan) -> AsyncGenerator[pb.GenerateResponse, None]:
+    """The request's messages; the engine paces them as `plan.engine_request.pace` says."""
     engine = plan.model.engine
     request = plan.engine_request
     assemblers = [
@@ -60,9 +53,6 @@ async def stream_generation(
                     yield pb.GenerateResponse(index=index, finished=finished)
             if not unfinished:
                 return
-            interval = pace()
-            if interval:
-                await asyncio.sleep(interval)
     raise EngineStreamError(
         f"engine {engine.name} ended request {request.request_id} with "
         f"{unfinished} unfinished choice(s)"

@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from inference.engines.base import GenerationRequest
+from inference.engines.base import GenerationRequest, unpaced
 from inference.errors import RequestError, invalid, model_not_found
 from inference.registry import ModelRegistry, ServedModel
 from inference.sampling import SamplingParams
@@ -89,7 +89,12 @@ def _encode_messages(model: ServedModel, messages: Sequence[pb.ChatMessage]) -> 
         raise invalid("messages", str(error)) from error
 
 
-def build_plan(registry: ModelRegistry, request: pb.GenerateRequest) -> GenerationPlan:
+def build_plan(
+    registry: ModelRegistry,
+    request: pb.GenerateRequest,
+    pace: Callable[[], float] = unpaced,
+) -> GenerationPlan:
+    """`pace` is the servicer's pacing of this stream (see `GenerationRequest.pace`)."""
     model = resolve_model(registry, request.model)
     stopping = request.stopping
     n = request.n or 1
@@ -112,6 +117,7 @@ def build_plan(registry: ModelRegistry, request: pb.GenerateRequest) -> Generati
             params=params,
             eos_token_ids=model.tokenizer.eos_token_ids,
             deadline=deadline,
+            pace=pace,
         ),
         stops=stops,
         output=request.output,

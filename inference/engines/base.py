@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from inference.sampling import SamplingParams
@@ -43,6 +42,11 @@ class SequenceOutput:
     cached_tokens: int = 0
 
 
+def unpaced() -> float:
+    """The default pacing: outputs are handed over as soon as they exist."""
+    return 0.0
+
+
 @dataclass(slots=True)
 class GenerationRequest:
     request_id: str
@@ -53,6 +57,9 @@ class GenerationRequest:
     eos_token_ids: frozenset[int] = field(default_factory=frozenset)
     # time.monotonic() after which unfinished choices end with EngineFinish.TIME_LIMIT.
     deadline: float | None = None
+    # The reader's pacing, asked before each hand-over: the least seconds since the previous
+    # one (0: as soon as there is output). Finishing outputs are never held (OutputChannel).
+    pace: Callable[[], float] = field(default=unpaced, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +76,10 @@ class Engine(ABC):
     Contract every implementation keeps (the shared engine tests check it):
     - `generate` yields lists of `SequenceOutput` until every choice (0 .. n-1) has
       yielded exactly one output with `finish` set, then returns. Each time the caller
-      resumes it, it yields everything produced since (`take_unread` does this for engines
-      that queue per step), so a caller that lags gets fewer, larger lists: this is how the
-      stream coalesces tokens only when the reader lags.
+      resumes it, it yields everything produced since, one output per choice, so a caller
+      that lags gets fewer, larger outputs: this is how the stream coalesces tokens only
+      when the reader lags. Outputs wait for `request.pace()` to pass since the previous
+      yield, except finishing ones. `OutputChannel` does all of this.
     - Closing the iterator early (the caller stops reading, or its task is cancelled)
       cancels the request: it leaves the batch at the next step and `stats()` no longer
       counts it.
@@ -102,26 +110,6 @@ class Engine(ABC):
     @abstractmethod
     def stats(self) -> EngineStats:
         """Current load; cheap enough to call on every metrics scrape."""
-
-
-async def take_unread(
-    queue: asyncio.Queue[list[SequenceOutput] | BaseException],
-) -> list[SequenceOutput]:
-    """Waits for the next item, then takes every item already queued behind it as one list.
-
-    Raises the first exception found among them (the engine failed the request).
-    """
-    items = [await queue.get()]
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    if len(items) == 1 and not isinstance(items[0], BaseException):
-        return items[0]
-    outputs: list[SequenceOutput] = []
-    for item in items:
-        if isinstance(item, BaseException):
-            raise item
-        outputs.extend(item)
-    return outputs
 
 
 class EngineRequestError(ValueError):

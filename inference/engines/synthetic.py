@@ -31,14 +31,11 @@ from inference.engines.base import (
     SequenceOutput,
     TokenLogprob,
 )
+from inference.engines.channel import OutputChannel
 
 # Fake log probabilities: the chosen token gets p = 1/2, the r-th alternative 1/2**(r+1),
 # so a choice's top list is ordered, distinct and sums to less than 1 like real ones.
 _LOG_HALF = math.log(0.5)
-
-
-def _by_index(output: SequenceOutput) -> int:
-    return output.index
 
 
 @dataclass(slots=True, eq=False)
@@ -55,7 +52,7 @@ class _Choice:
 
 @dataclass(slots=True, eq=False)
 class _Request:
-    """A running request: its choices, its unread outputs and the reader's wake-up."""
+    """A running request: its choices and its unread outputs."""
 
     request: GenerationRequest
     start: float
@@ -66,18 +63,12 @@ class _Request:
     # Token ids that end a choice when sampled: EOS ids (unless ignore_eos) and stop ids.
     stoppers: frozenset[int]
     choices: list[_Choice] = field(default_factory=list)
-    # Unread output per choice index; the tick merges into it while the reader lags,
-    # so a slow reader gets fewer, larger outputs instead of a growing queue.
-    pending: dict[int, SequenceOutput] = field(default_factory=dict)
+    # Unread output, merged per choice while the reader lags or is paced.
+    channel: OutputChannel = field(default_factory=OutputChannel)
     # Choices whose finish was requested by `finish_choice`, applied at the next tick.
     to_finish: set[int] = field(default_factory=set)
-    waiter: asyncio.Future[None] | None = None
     unfinished: int = 0
     closed: bool = False
-
-    def wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
 
 
 class SyntheticEngine(Engine):
@@ -199,21 +190,12 @@ class SyntheticEngine(Engine):
         return req
 
     async def _stream(self, req: _Request) -> AsyncIterator[list[SequenceOutput]]:
-        loop = asyncio.get_running_loop()
+        pace = req.request.pace
         try:
             while True:
-                if req.pending:
-                    outputs = list(req.pending.values())
-                    if len(outputs) > 1:
-                        outputs.sort(key=_by_index)
-                    req.pending = {}
-                    yield outputs
-                    if req.unfinished == 0 and not req.pending:
-                        return
-                    continue
-                req.waiter = loop.create_future()
-                await req.waiter
-                req.waiter = None
+                yield await req.channel.take(pace())
+                if req.unfinished == 0 and not req.channel:
+                    return
         finally:
             self._unregister(req)
 
@@ -241,14 +223,12 @@ class SyntheticEngine(Engine):
 
     def _step(self, now: float) -> None:
         """Emit every due token, apply requested finishes and deadlines, wake readers."""
-        touched: set[_Request] = set()
         requested, self._finish_requested = self._finish_requested, set()
         for req in requested:
             for index in sorted(req.to_finish):
                 choice = req.choices[index]
                 if not choice.done and not req.closed:
                     self._finish(choice, EngineFinish.CANCELLED, now)
-                    touched.add(req)
             req.to_finish.clear()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, req = heapq.heappop(self._deadlines)
@@ -257,7 +237,6 @@ class SyntheticEngine(Engine):
             for choice in req.choices:
                 if not choice.done:
                     self._finish(choice, EngineFinish.TIME_LIMIT, now)
-                    touched.add(req)
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, choice = heapq.heappop(heap)
@@ -265,12 +244,9 @@ class SyntheticEngine(Engine):
             if choice.done or req.closed:
                 continue
             self._emit(choice, now)
-            touched.add(req)
             if not choice.done:
                 due = req.start + choice.emitted / self._rate
                 heapq.heappush(heap, (due, next(self._seq), choice))
-        for req in touched:
-            req.wake()
 
     def _emit(self, choice: _Choice, now: float) -> None:
         """Append the tokens of `choice` due by `now` to its pending output; finish if due."""
@@ -299,17 +275,12 @@ class SyntheticEngine(Engine):
                     # Like every engine: a stop token is output, an end-of-sequence one is not.
                     ids = ids[: k + 1] if token in params.stop_token_ids else ids[:k]
                     break
-        out = req.pending.get(choice.index)
-        if out is None:
-            req.pending[choice.index] = out = SequenceOutput(index=choice.index, token_ids=ids)
-        else:
-            out.token_ids.extend(ids)
+        out = SequenceOutput(index=choice.index, token_ids=ids)
         if params.logprobs:
-            if out.logprobs is None:
-                out.logprobs = []
-            out.logprobs.extend(
+            out.logprobs = [
                 self._logprob(token, first + k, params.top_logprobs) for k, token in enumerate(ids)
-            )
+            ]
+        req.channel.put([out])
         choice.emitted = emitted + len(ids)
         self.emitted_tokens += len(ids)
         if stopper is not None:
@@ -337,12 +308,13 @@ class SyntheticEngine(Engine):
         req = choice.request
         choice.done = True
         req.unfinished -= 1
-        out = req.pending.get(choice.index)
-        if out is None:
-            out = req.pending[choice.index] = SequenceOutput(index=choice.index, token_ids=[])
-        out.finish = reason
-        out.stop_token_id = stop_token_id
         if req.unfinished == 0:
             # Nothing more will be emitted: stop counting it now, not when the reader drains.
             self._requests.pop(req.request.request_id, None)
-        req.wake()
+        req.channel.put(
+            [
+                SequenceOutput(
+                    index=choice.index, token_ids=[], finish=reason, stop_token_id=stop_token_id
+                )
+            ]
+        )

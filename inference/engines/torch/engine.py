@@ -30,8 +30,8 @@ from inference.engines.base import (
     EngineUnavailableError,
     GenerationRequest,
     SequenceOutput,
-    take_unread,
 )
+from inference.engines.channel import OutputChannel
 from inference.engines.torch.batch import KVBatch
 from inference.engines.torch.loader import load_model
 from inference.engines.torch.sampler import RowSampler, SampledToken, Sampler
@@ -50,7 +50,7 @@ class TorchEngineError(RuntimeError):
 @dataclass(eq=False)
 class _Request:
     request: GenerationRequest
-    queue: asyncio.Queue[list[SequenceOutput] | BaseException]
+    channel: OutputChannel = field(default_factory=OutputChannel)
     # Set from the event loop, read by the worker at its next step.
     cancelled: bool = False
     finish_requested: set[int] = field(default_factory=set)
@@ -188,7 +188,7 @@ class TorchEngine(Engine):
             pending = set(range(req.n))
             while pending:
                 try:
-                    item = await take_unread(req.queue)
+                    item = await req.channel.take(request.pace())
                 except Exception as error:
                     finished = True
                     raise TorchEngineError(f"torch engine step failed: {error!r}") from error
@@ -222,7 +222,7 @@ class TorchEngine(Engine):
         self._validate(request)
         if request.request_id in self._by_id:
             raise EngineRequestError(f"request id {request.request_id!r} is already running")
-        req = _Request(request, asyncio.Queue())
+        req = _Request(request)
         with self._cond:
             if self._stopping or self._thread is None:
                 raise EngineUnavailableError("the torch engine is not running")
@@ -266,7 +266,10 @@ class TorchEngine(Engine):
 
     def _deliver(self, items: list[tuple[_Request, list[SequenceOutput] | BaseException]]) -> None:
         for req, item in items:
-            req.queue.put_nowait(item)
+            if isinstance(item, BaseException):
+                req.channel.fail(item)
+            else:
+                req.channel.put(item)
 
     def _require_model(self) -> PreTrainedModel:
         if self._model is None:

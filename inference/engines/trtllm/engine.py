@@ -27,8 +27,8 @@ from inference.engines.base import (
     EngineUnavailableError,
     GenerationRequest,
     SequenceOutput,
-    take_unread,
 )
+from inference.engines.channel import OutputChannel
 from inference.engines.manifest import RuntimeInfo, check_engine, detect_runtime, select_engine
 from inference.engines.trtllm.config import (
     EngineBuildConfig,
@@ -74,9 +74,7 @@ class _Stream:
     request: GenerationRequest
     converter: ResultConverter
     executor_id: int
-    queue: asyncio.Queue[list[SequenceOutput] | BaseException] = field(
-        default_factory=asyncio.Queue
-    )
+    channel: OutputChannel = field(default_factory=OutputChannel)
     executor_done: bool = False  # the executor sent its final response
     retired: bool = False
 
@@ -294,7 +292,7 @@ class TrtllmEngine(Engine):
                 if (end := stream.converter.end_choice(index)) is not None
             ]
             if ends:
-                stream.queue.put_nowait(ends)
+                stream.channel.put(ends)
             self._retire(stream)
 
     # -- requests -------------------------------------------------------------------------------
@@ -303,8 +301,8 @@ class TrtllmEngine(Engine):
         stream = self._submit(request)
         try:
             while True:
-                yield await take_unread(stream.queue)
-                if stream.retired and stream.queue.empty():
+                yield await stream.channel.take(request.pace())
+                if stream.retired and not stream.channel:
                     return
         finally:
             # Reader gone early (closed iterator, cancelled task): free the executor slot.
@@ -341,7 +339,7 @@ class TrtllmEngine(Engine):
         end = stream.converter.end_choice(index)
         if end is None:
             return
-        stream.queue.put_nowait([end])
+        stream.channel.put([end])
         if stream.converter.all_finished:
             self._retire(stream)
         else:
@@ -396,14 +394,14 @@ class TrtllmEngine(Engine):
                 break
 
     def _dispatch(self, responses: list[Any]) -> None:
-        batches: dict[int, list[SequenceOutput]] = {}
+        touched: dict[int, _Stream] = {}
         for response in responses:
             stream = self._streams.get(response.request_id)
             if stream is None:
                 continue  # cancelled or closed meanwhile
             if response.has_error():
                 stream.executor_done = True
-                stream.queue.put_nowait(_response_error(response.error_msg))
+                stream.channel.fail(_response_error(response.error_msg))
                 self._retire(stream)
                 continue
             result = response.result
@@ -411,16 +409,15 @@ class TrtllmEngine(Engine):
                 stream.executor_done = True
             output = stream.converter.convert(result)
             if output is not None:
-                _append(batches.setdefault(stream.executor_id, []), output)
-        for executor_id, outputs in batches.items():
-            stream = self._streams[executor_id]
-            stream.queue.put_nowait(outputs)
+                stream.channel.put([output])
+                touched[stream.executor_id] = stream
+        for stream in touched.values():
             if stream.converter.all_finished:
                 self._retire(stream)
 
     def _fail_all(self, error: BaseException) -> None:
         for stream in list(self._streams.values()):
-            stream.queue.put_nowait(error)
+            stream.channel.fail(error)
             self._retire(stream)
 
     # -- metrics ----------------------------------------------------------------------------------
@@ -478,17 +475,3 @@ def _response_error(message: str) -> Exception:
     if any(marker in message for marker in _REQUEST_ERROR_MARKERS):
         return EngineRequestError(message)
     return TrtllmEngineError(f"TensorRT-LLM failed the request: {message}")
-
-
-def _append(outputs: list[SequenceOutput], output: SequenceOutput) -> None:
-    """Add `output`, merged into the same choice's unfinished output from this batch, if any."""
-    for previous in outputs:
-        if previous.index == output.index and previous.finish is None:
-            previous.token_ids.extend(output.token_ids)
-            if previous.logprobs is not None and output.logprobs is not None:
-                previous.logprobs.extend(output.logprobs)
-            previous.finish = output.finish
-            previous.stop_token_id = output.stop_token_id
-            previous.cached_tokens = output.cached_tokens
-            return
-    outputs.append(output)
