@@ -128,6 +128,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                     queued_requests=engine_stats.queued_requests,
                     kv_cache_usage=engine_stats.kv_cache_usage,
                     kv_cache_hit_rate=engine_stats.kv_cache_hit_rate,
+                    generated_tokens=engine_stats.generated_tokens,
                 )
             )
         return pb.GetStatsResponse(models=stats)

@@ -68,6 +68,8 @@ class EngineStats:
     queued_requests: int = 0
     kv_cache_usage: float = 0.0
     kv_cache_hit_rate: float = 0.0
+    # Output tokens generated since the engine started (a counter).
+    generated_tokens: int = 0
 
 
 class Engine(ABC):

@@ -121,7 +121,7 @@ class SyntheticEngine(Engine):
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
         # Tokens emitted since construction; benchmarks compare it with what clients got.
-        self.emitted_tokens = 0
+        self._generated_tokens = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -142,7 +142,9 @@ class SyntheticEngine(Engine):
             self._ticker = None
 
     def stats(self) -> EngineStats:
-        return EngineStats(active_requests=len(self._requests))
+        return EngineStats(
+            active_requests=len(self._requests), generated_tokens=self._generated_tokens
+        )
 
     def finish_choice(self, request_id: str, index: int) -> None:
         req = self._requests.get(request_id)
@@ -282,7 +284,7 @@ class SyntheticEngine(Engine):
             ]
         req.channel.put([out])
         choice.emitted = emitted + len(ids)
-        self.emitted_tokens += len(ids)
+        self._generated_tokens += len(ids)
         if stopper is not None:
             if stopper in params.stop_token_ids:
                 self._finish(choice, EngineFinish.STOP_TOKEN, now, stop_token_id=stopper)

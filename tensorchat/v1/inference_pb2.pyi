@@ -708,6 +708,7 @@ class ModelStats(_message.Message):
     QUEUED_REQUESTS_FIELD_NUMBER: _builtins.int
     KV_CACHE_USAGE_FIELD_NUMBER: _builtins.int
     KV_CACHE_HIT_RATE_FIELD_NUMBER: _builtins.int
+    GENERATED_TOKENS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     active_requests: _builtins.int
     queued_requests: _builtins.int
@@ -715,6 +716,10 @@ class ModelStats(_message.Message):
     """Fraction of the KV cache in use, 0..1 (0 where the engine has no paged cache)."""
     kv_cache_hit_rate: _builtins.float
     """Prefix-cache hit rate over recent requests, 0..1."""
+    generated_tokens: _builtins.int
+    """Output tokens the engine generated since the service started (a counter: its rate is
+    the model's generation throughput).
+    """
     def __init__(
         self,
         *,
@@ -723,10 +728,11 @@ class ModelStats(_message.Message):
         queued_requests: _builtins.int = ...,
         kv_cache_usage: _builtins.float = ...,
         kv_cache_hit_rate: _builtins.float = ...,
+        generated_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_requests", b"active_requests", "kv_cache_hit_rate", b"kv_cache_hit_rate", "kv_cache_usage", b"kv_cache_usage", "model", b"model", "queued_requests", b"queued_requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_requests", b"active_requests", "generated_tokens", b"generated_tokens", "kv_cache_hit_rate", b"kv_cache_hit_rate", "kv_cache_usage", b"kv_cache_usage", "model", b"model", "queued_requests", b"queued_requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -105,7 +105,7 @@ class InferenceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetStats(self, request, context):
-        """Engine load: active and queued requests, KV-cache usage.
+        """Engine load: active and queued requests, KV-cache usage, tokens generated.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

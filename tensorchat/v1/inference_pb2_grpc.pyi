@@ -51,7 +51,7 @@ class InferenceStub:
     CountTokens: _grpc.UnaryUnaryMultiCallable[_inference_pb2.TokenizeRequest, _inference_pb2.CountTokensResponse]
     """Like Tokenize, without returning the ids."""
     GetStats: _grpc.UnaryUnaryMultiCallable[_inference_pb2.GetStatsRequest, _inference_pb2.GetStatsResponse]
-    """Engine load: active and queued requests, KV-cache usage."""
+    """Engine load: active and queued requests, KV-cache usage, tokens generated."""
 
 @_typing.type_check_only
 class InferenceAsyncStub(InferenceStub):
@@ -67,7 +67,7 @@ class InferenceAsyncStub(InferenceStub):
     CountTokens: _aio.UnaryUnaryMultiCallable[_inference_pb2.TokenizeRequest, _inference_pb2.CountTokensResponse]  # type: ignore[assignment]
     """Like Tokenize, without returning the ids."""
     GetStats: _aio.UnaryUnaryMultiCallable[_inference_pb2.GetStatsRequest, _inference_pb2.GetStatsResponse]  # type: ignore[assignment]
-    """Engine load: active and queued requests, KV-cache usage."""
+    """Engine load: active and queued requests, KV-cache usage, tokens generated."""
 
 class InferenceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -116,6 +116,6 @@ class InferenceServicer(metaclass=_abc_1.ABCMeta):
         request: _inference_pb2.GetStatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.GetStatsResponse, _abc.Awaitable[_inference_pb2.GetStatsResponse]]:
-        """Engine load: active and queued requests, KV-cache usage."""
+        """Engine load: active and queued requests, KV-cache usage, tokens generated."""
 
 def add_InferenceServicer_to_server(servicer: InferenceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

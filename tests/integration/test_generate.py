@@ -339,6 +339,24 @@ def test_list_and_get_models(
     assert info.engine == inference_server.model(QWEN_ID).config.engine
 
 
+def test_stats_count_the_tokens_generated(stub: pb_grpc.InferenceStub) -> None:
+    def generated() -> int:
+        stats = {m.model: m for m in stub.GetStats(pb.GetStatsRequest()).models}
+        return stats[MISTRAL_ID].generated_tokens
+
+    before = generated()
+    choices = generate(
+        stub,
+        model=MISTRAL_ID,
+        n=2,
+        output=pb.OUTPUT_MODE_TEXT_AND_TOKENS,
+        sampling=pb.SamplingParams(temperature=0.0),
+        stopping=pb.StoppingCriteria(max_tokens=7, ignore_eos=True),
+    )
+    assert [len(choice.token_ids) for choice in choices.values()] == [7, 7]
+    assert generated() - before == 14
+
+
 def test_health_and_reflection(inference_server: InferenceServerThread) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc

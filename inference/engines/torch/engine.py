@@ -127,6 +127,8 @@ class TorchEngine(Engine):
         self._model: PreTrainedModel | None = None
         self._sampler: Sampler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Written by the worker thread only; a plain int read is safe from the loop.
+        self._generated_tokens = 0
         self._thread: threading.Thread | None = None
         self._cond = threading.Condition()
         self._waiting: collections.deque[_Request] = collections.deque()
@@ -216,6 +218,7 @@ class TorchEngine(Engine):
             active_requests=self._active,
             queued_requests=len(self._waiting),
             kv_cache_usage=len(self._rows) / self.max_batch_size,
+            generated_tokens=self._generated_tokens,
         )
 
     def _submit(self, request: GenerationRequest) -> _Request:
@@ -410,6 +413,7 @@ class TorchEngine(Engine):
         elif row.sampler.generated >= params.max_tokens:
             finish = EngineFinish.LENGTH
         logprobs = [token.logprob] if token.logprob is not None else None
+        self._generated_tokens += 1
         out.add(
             row.req,
             SequenceOutput(

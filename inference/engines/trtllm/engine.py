@@ -137,6 +137,7 @@ class TrtllmEngine(Engine):
         self._by_request_id: dict[str, _Stream] = {}
         self._drained = asyncio.Event()  # set whenever no stream is left
         self._last_iteration: Any = None
+        self._generated_tokens = 0
 
     # -- limits the servicer validates against ------------------------------------------------
 
@@ -409,6 +410,7 @@ class TrtllmEngine(Engine):
                 stream.executor_done = True
             output = stream.converter.convert(result)
             if output is not None:
+                self._generated_tokens += len(output.token_ids)
                 stream.channel.put([output])
                 touched[stream.executor_id] = stream
         for stream in touched.values():
@@ -425,7 +427,7 @@ class TrtllmEngine(Engine):
     def stats(self) -> EngineStats:
         executor = self._executor
         if executor is None:
-            return EngineStats()
+            return EngineStats(generated_tokens=self._generated_tokens)
         try:
             latest = executor.get_latest_iteration_stats()  # drains the executor's queue
         except RuntimeError:
@@ -449,6 +451,7 @@ class TrtllmEngine(Engine):
             queued_requests=queued,
             kv_cache_usage=usage,
             kv_cache_hit_rate=hit_rate,
+            generated_tokens=self._generated_tokens,
         )
 
 

@@ -87,7 +87,7 @@ async def test_emits_max_tokens_cycling_over_vocab_and_finishes_once_per_choice(
         assert ids == [VOCAB[(start + k) % len(VOCAB)] for k in range(25)]
     assert len({got.tokens[i][0] for i in range(3)}) == 3, "choices should differ"
     assert engine.stats().active_requests == 0
-    assert engine.emitted_tokens == 75
+    assert engine.stats().generated_tokens == 75
 
 
 async def test_output_is_deterministic() -> None:
@@ -177,9 +177,9 @@ async def test_closing_the_iterator_leaves_the_batch_at_once() -> None:
     async with contextlib.aclosing(stream):  # type: ignore[type-var]
         await anext(stream)
     assert engine.stats().active_requests == 0
-    emitted = engine.emitted_tokens
+    emitted = engine.stats().generated_tokens
     await asyncio.sleep(0.05)
-    assert engine.emitted_tokens == emitted, "a closed request kept emitting"
+    assert engine.stats().generated_tokens == emitted, "a closed request kept emitting"
 
 
 async def test_cancelling_the_reader_task_leaves_the_batch() -> None:

@@ -52,6 +52,7 @@ async def test_greedy_streams_the_model_tokens_until_max_tokens(
     assert out.tokens() == predicted(fake_trtllm, prompt, 0, 6)
     assert out.finish() == EngineFinish.LENGTH
     assert len(out.batches) > 1  # streamed, not one final blob
+    assert engine.stats().generated_tokens == 6
     sent = last_request(fake_trtllm)
     assert sent.streaming is True
     assert sent.output_config.exclude_input_from_output is True
