@@ -15,11 +15,15 @@ Reported per point: delivered/emitted tokens in a steady-state window, TTFT and 
 gaps (inter-token latency), and for grpc/rest what the layer adds over the one below
 (median TTFT, p99 inter-token latency), plus each process's CPU use.
 
-Delivered/emitted: in the window [warmup, duration] every stream has a request running,
-so the engine offers streams x rate tokens/s; the tokens the client received in the window
-are divided by that. A stack that cannot keep up falls behind (its messages arrive late,
-or requests queue before they reach the engine) and scores below 1. The closed loop's own
-turnaround between a stream's requests costs about 0.1% (see the engine point).
+Three token counts over the window [warmup, duration]:
+  offered    streams x rate x window: every stream busy all the time
+  emitted    what the engine generated, from its own counter (GetStats `generated_tokens`,
+             sampled every 0.25 s and interpolated at the window's edges)
+  delivered  what the client received
+delivered/emitted says whether the stack carries what the engine produces (a stack that
+falls behind delivers late); emitted/offered is the engine's duty, below 1 by the time
+streams sit idle between requests (TTFT, the client's turnaround); delivered/offered is the
+product, the strictest figure.
 
 Run from the repository root:  .venv/bin/python benchmarks/stack.py --json stack.json
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -39,8 +44,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -85,12 +91,52 @@ class Plan:
 # -- measurement --------------------------------------------------------------------------
 
 
-def analyse(results: Sequence[RequestResult], plan: Plan, t0: float) -> dict[str, Any]:
-    """Window figures: delivered/emitted, TTFT of requests sent in it, message gaps in it."""
+class GeneratedCounter:
+    """Samples an engine's generated-token counter in the background, to read it at any time."""
+
+    def __init__(self, read: Callable[[], int], interval: float = 0.25) -> None:
+        self._read = read
+        self._interval = interval
+        self._samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="generated-counter", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self._samples.append((time.monotonic(), self._read()))
+            if self._stop.wait(self._interval):
+                return
+
+    def __enter__(self) -> GeneratedCounter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def between(self, lo: float, hi: float) -> float:
+        """Tokens generated in [lo, hi], interpolated between the nearest samples."""
+        return self._at(hi) - self._at(lo)
+
+    def _at(self, t: float) -> float:
+        samples = self._samples
+        if not samples:
+            return math.nan
+        for (t1, v1), (t2, v2) in itertools.pairwise(samples):
+            if t1 <= t <= t2:
+                return v1 + (v2 - v1) * (t - t1) / (t2 - t1) if t2 > t1 else v1
+        return float(samples[0][1] if t < samples[0][0] else samples[-1][1])
+
+
+def analyse(
+    results: Sequence[RequestResult], plan: Plan, t0: float, counter: GeneratedCounter | None
+) -> dict[str, Any]:
+    """Window figures: token counts, TTFT of requests sent in it, message gaps in it."""
     lo, hi = t0 + plan.warmup, t0 + plan.duration
-    # What the engine offers: every stream busy at `rate` through the window. Gaps between
-    # a stream's requests (TTFT, the client's turnaround) count against the stack.
-    emitted = plan.streams * plan.rate * (hi - lo)
+    offered = plan.streams * plan.rate * (hi - lo)
+    emitted = counter.between(lo, hi) if counter is not None else math.nan
     delivered = 0.0
     ttft: list[float] = []
     gaps: list[float] = []
@@ -114,9 +160,12 @@ def analyse(results: Sequence[RequestResult], plan: Plan, t0: float) -> dict[str
         "requests": len(results),
         "errors": errors,
         "window_s": plan.duration - plan.warmup,
-        "emitted_tokens": round(emitted),
+        "offered_tokens": round(offered),
+        "emitted_tokens": None if math.isnan(emitted) else round(emitted),
         "delivered_tokens": round(delivered),
         "delivered_over_emitted": delivered / emitted if emitted else math.nan,
+        "emitted_over_offered": emitted / offered,
+        "delivered_over_offered": delivered / offered,
         "delivered_tokens_per_s": delivered / (plan.duration - plan.warmup),
         "ttft_ms": Distribution.of(ttft, 1000.0).to_json(),
         "itl_ms": Distribution.of(gaps, 1000.0).to_json(),
@@ -127,8 +176,11 @@ def analyse(results: Sequence[RequestResult], plan: Plan, t0: float) -> dict[str
 # -- the four points ----------------------------------------------------------------------
 
 
-async def _engine_point(plan: Plan, vocab: Sequence[int]) -> tuple[list[RequestResult], float]:
+async def _engine_point(
+    plan: Plan, vocab: Sequence[int]
+) -> tuple[list[RequestResult], float, GeneratedCounter]:
     engine = SyntheticEngine(vocab_ids=vocab, tokens_per_second=plan.rate, tick_ms=plan.tick_ms)
+    generated = GeneratedCounter(lambda: engine.stats().generated_tokens)
     results: list[RequestResult] = []
     t0 = time.monotonic()
     stop = t0 + plan.duration
@@ -157,8 +209,9 @@ async def _engine_point(plan: Plan, vocab: Sequence[int]) -> tuple[list[RequestR
             r.end, r.ok = time.monotonic(), True
             results.append(r)
 
-    await asyncio.gather(*(user() for _ in range(plan.streams)))
-    return results, t0
+    with generated:
+        await asyncio.gather(*(user() for _ in range(plan.streams)))
+    return results, t0, generated
 
 
 def _drive(plan: Plan, target: Target) -> tuple[RunOutcome, float]:
@@ -223,6 +276,22 @@ def grpc_ready(address: str) -> bool:
     with grpc.insecure_channel(address) as channel:
         models = pb_grpc.InferenceStub(channel).ListModels(pb.ListModelsRequest(), timeout=2)
         return any(m.id == MODEL for m in models.models)
+
+
+def grpc_generated_tokens(address: str) -> Callable[[], int]:
+    """Reads the inference service's generated-token counters (all models) over GetStats."""
+    import grpc
+
+    from tensorchat.v1 import inference_pb2 as pb
+    from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+
+    stub = pb_grpc.InferenceStub(grpc.insecure_channel(address))
+
+    def read() -> int:
+        stats = stub.GetStats(pb.GetStatsRequest(), timeout=2)
+        return sum(model.generated_tokens for model in stats.models)
+
+    return read
 
 
 def http_ready(url: str) -> bool:
@@ -328,9 +397,14 @@ def write_models_config(directory: Path, checkpoint: Path, plan: Plan) -> Path:
 
 
 def summarize_point(
-    name: str, results: Sequence[RequestResult], t0: float, plan: Plan, extra: dict[str, Any]
+    name: str,
+    results: Sequence[RequestResult],
+    t0: float,
+    plan: Plan,
+    extra: dict[str, Any],
+    counter: GeneratedCounter | None = None,
 ) -> dict[str, Any]:
-    figures = analyse(results, plan, t0)
+    figures = analyse(results, plan, t0, counter)
     tps = figures["delivered_tokens_per_s"]
     msgs = tps / figures["tokens_per_message"] if figures["tokens_per_message"] else math.nan
     cores = dict(extra.get("cpu_cores", {}))
@@ -343,7 +417,8 @@ def summarize_point(
     itl = figures["itl_ms"]
     print(
         f"{plan.streams:>4} streams {name:>6}: delivered/emitted"
-        f" {figures['delivered_over_emitted']:.4f} ({tps:.0f} of {plan.nominal:.0f} tok/s),"
+        f" {figures['delivered_over_emitted']:.4f}, delivered/offered"
+        f" {figures['delivered_over_offered']:.4f} ({tps:.0f} of {plan.nominal:.0f} tok/s),"
         f" TTFT p50/p99 {figures['ttft_ms']['p50']}/{figures['ttft_ms']['p99']} ms,"
         f" ITL p50/p99 {itl['p50']}/{itl['p99']} ms,"
         f" {figures['tokens_per_message']:.2f} tok/msg, errors {figures['errors']},"
@@ -372,6 +447,7 @@ class Session:
         plan: Plan,
         target: Target,
         procs: dict[str, psutil.Popen],
+        generated: Callable[[], int] | None,
     ) -> None:
         spies = []
         if self.profile is not None:
@@ -379,19 +455,29 @@ class Session:
                 py_spy(proc.pid, plan.duration, self.work / f"{name}-{plan.streams}-{label}.raw")
                 for label, proc in procs.items()
             ]
-        with CpuMeter(dict(procs)) as cpu:
+        counter = GeneratedCounter(generated) if generated is not None else None
+        with CpuMeter(dict(procs)) as cpu, counter or contextlib.nullcontext():
             outcome, t0 = _drive(plan, target)
         extra = {"cpu_cores": cpu.cores, "client_cpu_per_worker": client_cpu(outcome.workers)}
-        self.levels[plan.streams][name] = summarize_point(name, outcome.results, t0, plan, extra)
+        self.levels[plan.streams][name] = summarize_point(
+            name, outcome.results, t0, plan, extra, counter
+        )
         for spy in spies:
             if spy is not None:
                 spy.wait()
 
-    def sweep(self, name: str, target: Target, procs: dict[str, psutil.Popen]) -> None:
+    def sweep(
+        self,
+        name: str,
+        target: Target,
+        procs: dict[str, psutil.Popen],
+        generated: Callable[[], int] | None = None,
+    ) -> None:
+        """`generated` reads the engine's generated-token counter (None: no engine behind)."""
         # One short unmeasured run first: connections, caches and the servers' lazy paths.
         _drive(replace(self.plans[0], duration=3.0, warmup=0.0), target)
         for plan in self.plans:
-            self.measure(name, plan, target, procs)
+            self.measure(name, plan, target, procs, generated)
 
 
 def run(
@@ -408,9 +494,9 @@ def run(
     }
     if "engine" in points:
         for plan in plans:
-            results, t0 = asyncio.run(_engine_point(plan, range(1000, 9000)))
+            results, t0, counter = asyncio.run(_engine_point(plan, range(1000, 9000)))
             session.levels[plan.streams]["engine"] = summarize_point(
-                "engine", results, t0, plan, {}
+                "engine", results, t0, plan, {}, counter
             )
 
     if "fake" in points:
@@ -438,9 +524,10 @@ def run(
         with process(inference_args, inf_log) as inference:
             address = f"127.0.0.1:{grpc_port}"
             wait_until(lambda: grpc_ready(address), "inference", inference, inf_log, 300)
+            generated = grpc_generated_tokens(address)
             if "grpc" in points:
                 target = Target("grpc", address, MODEL, ignore_eos=True)
-                session.sweep("grpc", target, {"inference": inference})
+                session.sweep("grpc", target, {"inference": inference}, generated)
             if "rest" in points:
                 facade_args = [
                     *TENSORCHAT,
@@ -461,7 +548,9 @@ def run(
                     target = Target(
                         "http", url, MODEL, api_key=API_KEY, ignore_eos=True, http_client="raw"
                     )
-                    session.sweep("rest", target, {"inference": inference, "facade": facade})
+                    session.sweep(
+                        "rest", target, {"inference": inference, "facade": facade}, generated
+                    )
     if profile:
         profile.mkdir(parents=True, exist_ok=True)
         for raw in sorted(work.glob("*.raw")):
