@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 from inference.config import MODELS_ENV_VAR
+from inference.pacing import DEFAULT_MESSAGES_PER_SECOND
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,17 +44,12 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, port_flag: str =
         help="requests beyond this get RESOURCE_EXHAUSTED (default 1024)",
     )
     parser.add_argument(
-        "--coalesce-above",
-        type=int,
-        default=128,
-        help="above this many running streams, pace each stream's messages (default 128)",
-    )
-    parser.add_argument(
-        "--coalesce-interval-ms",
+        "--max-messages-per-second",
         type=float,
-        default=40.0,
-        help="least time between two messages of a paced stream; its tokens are merged "
-        "(default 40)",
+        default=DEFAULT_MESSAGES_PER_SECOND,
+        help="stream messages per second all streams together may send; past it each stream's "
+        "tokens share messages, at most one per stream per streams/budget seconds "
+        f"(default {DEFAULT_MESSAGES_PER_SECOND:g}; 0: one message per engine step, always)",
     )
     parser.add_argument(
         "--shutdown-grace",
@@ -73,8 +69,7 @@ def _run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.grpc_port,
         max_concurrent_requests=args.max_concurrent_requests,
-        coalesce_above=args.coalesce_above,
-        coalesce_interval_ms=args.coalesce_interval_ms,
+        max_messages_per_second=args.max_messages_per_second,
         shutdown_grace=args.shutdown_grace,
     )
     asyncio.run(run_inference_server(resolve_models_config(args.models), options))

@@ -14,6 +14,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from inference.config import ModelsConfig
+from inference.pacing import DEFAULT_MESSAGES_PER_SECOND
 from inference.registry import ModelRegistry
 from inference.servicer import InferenceServicer
 from tensorchat.v1 import inference_pb2 as pb
@@ -31,10 +32,8 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 50051
     max_concurrent_requests: int = 1024
-    # Above this many running streams, each stream gets at most one message per interval
-    # (several tokens per message): per-message CPU, not per-token, is what saturates.
-    coalesce_above: int = 128
-    coalesce_interval_ms: float = 40.0
+    # Stream messages per second of all streams together (see inference.pacing).
+    max_messages_per_second: float = DEFAULT_MESSAGES_PER_SECOND
     # Seconds running requests get to finish on SIGTERM before they are cancelled.
     shutdown_grace: float = 30.0
 
@@ -48,8 +47,7 @@ class InferenceServer:
         self.servicer = InferenceServicer(
             registry,
             max_concurrent_requests=options.max_concurrent_requests,
-            coalesce_above=options.coalesce_above,
-            coalesce_interval_ms=options.coalesce_interval_ms,
+            max_messages_per_second=options.max_messages_per_second,
         )
         self.health = health_aio.HealthServicer()
         self._server = grpc.aio.server(

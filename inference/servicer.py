@@ -10,6 +10,7 @@ import grpc
 from inference.engines.base import EngineRequestError
 from inference.errors import RequestError, invalid
 from inference.generation import stream_generation
+from inference.pacing import DEFAULT_MESSAGES_PER_SECOND, stream_interval
 from inference.prepare import build_plan, prompt_token_ids, resolve_model
 from inference.registry import ModelRegistry, ServedModel
 from tensorchat.v1 import inference_pb2 as pb
@@ -24,22 +25,15 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         registry: ModelRegistry,
         *,
         max_concurrent_requests: int = 1024,
-        coalesce_above: int = 128,
-        coalesce_interval_ms: float = 40.0,
+        max_messages_per_second: float = DEFAULT_MESSAGES_PER_SECOND,
     ) -> None:
         self._registry = registry
         self._max_concurrent = max_concurrent_requests
-        self._coalesce_above = coalesce_above
-        self._coalesce_interval = coalesce_interval_ms / 1000
+        self._messages_per_second = max_messages_per_second
         self._running = 0
 
     def _pace(self) -> float:
-        """Above `coalesce_above` running streams, at most one message per stream per interval.
-
-        Every message costs the same CPU (grpc write, protobuf, a syscall) whatever it
-        carries, so under load each should carry several tokens.
-        """
-        return self._coalesce_interval if self._running > self._coalesce_above else 0.0
+        return stream_interval(self._running, self._messages_per_second)
 
     @property
     def running_requests(self) -> int:

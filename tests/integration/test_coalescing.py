@@ -1,4 +1,4 @@
-"""Pacing under load: past `coalesce_above` running streams, tokens share messages."""
+"""Pacing: past the servicer's message budget, a stream's tokens share its messages."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def paced_server(tiny_mistral_dir: Path) -> Iterator[InferenceServerThread]:
             ModelConfig(id=MISTRAL_ID, checkpoint=tiny_mistral_dir, context_length=TINY_CONTEXT)
         ]
     )
-    # Pace from the first stream on, so one request shows the effect.
-    server = InferenceServerThread(config, coalesce_above=0, coalesce_interval_ms=100.0).start()
+    # A budget of 10 messages/s: one stream alone gets a message per 100 ms.
+    server = InferenceServerThread(config, max_messages_per_second=10.0).start()
     yield server
     server.stop()
 
