@@ -55,5 +55,11 @@ class DisconnectWatcher:
         self._on_disconnect()
 
     def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        # Forget the task as it is cancelled: the cancelled task's traceback holds the
+        # `_watch` frame and so this watcher, and a watcher still holding the task made a
+        # reference cycle per request (with the request's whole ChatRun hanging off
+        # `on_disconnect`) that only the cyclic GC could free: a gen-0 collection every
+        # ~20 requests, ~40 µs of CPU per request.
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
