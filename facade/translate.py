@@ -49,13 +49,37 @@ def to_generate_request(
     time_limit_ms: int = 0,
 ) -> pb.GenerateRequest:
     """The Generate RPC for an OpenAI chat request (already validated by the schema)."""
-    sampling = pb.SamplingParams(
-        presence_penalty=req.presence_penalty or 0.0,
-        frequency_penalty=req.frequency_penalty or 0.0,
-        min_p=req.min_p or 0.0,
-        # vLLM's -1 and 0 both mean "no top-k".
-        top_k=max(req.top_k or 0, 0),
+    rpc = pb.GenerateRequest(
+        request_id=request_id,
+        model=model_id,
+        n=req.n,
+        logprobs=bool(req.logprobs),
+        top_logprobs=(req.top_logprobs or 0) if req.logprobs else 0,
+        # The facade returns text only; token ids would just cost bytes on the wire.
+        output=pb.OUTPUT_MODE_TEXT,
     )
+    # Filled in place: a sub-message passed to a constructor is copied (the three
+    # sub-messages and every chat message), which cost ~3 µs of this function's ~9.
+    _fill_messages(rpc.messages, req)
+    _fill_sampling(rpc.sampling, req)
+    _fill_stopping(rpc.stopping, req, time_limit_ms)
+    return rpc
+
+
+def _fill_messages(messages: pb.ChatMessages, req: ChatCompletionRequest) -> None:
+    messages.SetInParent()  # selects the `input` oneof
+    add = messages.messages.add
+    for m in req.messages:
+        add(role=_ROLES.get(m.role, m.role), content=m.content)
+
+
+def _fill_sampling(sampling: pb.SamplingParams, req: ChatCompletionRequest) -> None:
+    sampling.SetInParent()  # present even when every field keeps its default
+    sampling.presence_penalty = req.presence_penalty or 0.0
+    sampling.frequency_penalty = req.frequency_penalty or 0.0
+    sampling.min_p = req.min_p or 0.0
+    # vLLM's -1 and 0 both mean "no top-k".
+    sampling.top_k = max(req.top_k or 0, 0)
     if req.temperature is not None:
         sampling.temperature = req.temperature
     if req.top_p is not None:
@@ -73,33 +97,18 @@ def to_generate_request(
     if req.logit_bias:
         sampling.logit_bias.update({int(k): v for k, v in req.logit_bias.items()})
 
-    stopping = pb.StoppingCriteria(
-        min_tokens=req.min_tokens,
-        stop=req.stop_list,
-        stop_token_ids=req.stop_token_ids or [],
-        ignore_eos=req.ignore_eos,
-        time_limit_ms=time_limit_ms,
-    )
+
+def _fill_stopping(
+    stopping: pb.StoppingCriteria, req: ChatCompletionRequest, time_limit_ms: int
+) -> None:
+    stopping.SetInParent()
+    stopping.min_tokens = req.min_tokens
+    stopping.stop.extend(req.stop_list)
+    stopping.stop_token_ids.extend(req.stop_token_ids or [])
+    stopping.ignore_eos = req.ignore_eos
+    stopping.time_limit_ms = time_limit_ms
     if req.completion_limit is not None:
         stopping.max_tokens = req.completion_limit
-
-    messages = pb.ChatMessages(
-        messages=[
-            pb.ChatMessage(role=_ROLES.get(m.role, m.role), content=m.content) for m in req.messages
-        ]
-    )
-    return pb.GenerateRequest(
-        request_id=request_id,
-        model=model_id,
-        messages=messages,
-        sampling=sampling,
-        stopping=stopping,
-        n=req.n,
-        logprobs=bool(req.logprobs),
-        top_logprobs=(req.top_logprobs or 0) if req.logprobs else 0,
-        # The facade returns text only; token ids would just cost bytes on the wire.
-        output=pb.OUTPUT_MODE_TEXT,
-    )
 
 
 def _logprob(value: float) -> float:
