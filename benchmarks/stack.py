@@ -302,11 +302,17 @@ def http_ready(url: str) -> bool:
 
 
 class CpuMeter:
-    """CPU seconds of some processes (and their children) over a measured span."""
+    """CPU seconds of some processes (and their children) over a measured span.
+
+    Also the machine's: `busy` (all processes, cores) and `steal` (cores the hypervisor gave
+    to other guests). On a shared VM these say whether a point measured the stack or its
+    neighbours: the same code varies by 10x in TTFT between a quiet and a stolen minute.
+    """
 
     def __init__(self, procs: dict[str, psutil.Process]) -> None:
         self._procs = procs
         self._start: dict[str, float] = {}
+        self._machine_start = psutil.cpu_times()
         self._t0 = 0.0
 
     @staticmethod
@@ -319,6 +325,7 @@ class CpuMeter:
 
     def __enter__(self) -> CpuMeter:
         self._start = {name: self._cpu(p) for name, p in self._procs.items()}
+        self._machine_start = psutil.cpu_times()
         self._t0 = time.monotonic()
         return self
 
@@ -327,6 +334,16 @@ class CpuMeter:
         self.cores = {
             name: round((self._cpu(p) - self._start[name]) / wall, 3)
             for name, p in self._procs.items()
+        }
+        now, then = psutil.cpu_times(), self._machine_start
+        idle = (now.idle + now.iowait) - (then.idle + then.iowait)
+        # guest time is already inside user time in /proc/stat
+        fields = [f for f in now._fields if not f.startswith("guest")]
+        total = sum(getattr(now, f) - getattr(then, f) for f in fields)
+        steal = getattr(now, "steal", 0.0) - getattr(then, "steal", 0.0)
+        self.machine = {
+            "busy_cores": round((total - idle - steal) / wall, 3),
+            "steal_cores": round(steal / wall, 3),
         }
 
 
@@ -422,7 +439,7 @@ def summarize_point(
         f" TTFT p50/p99 {figures['ttft_ms']['p50']}/{figures['ttft_ms']['p99']} ms,"
         f" ITL p50/p99 {itl['p50']}/{itl['p99']} ms,"
         f" {figures['tokens_per_message']:.2f} tok/msg, errors {figures['errors']},"
-        f" CPU cores {cores}",
+        f" CPU cores {cores}, machine {extra.get('machine', {})}",
         flush=True,
     )
     return figures
@@ -458,7 +475,11 @@ class Session:
         counter = GeneratedCounter(generated) if generated is not None else None
         with CpuMeter(dict(procs)) as cpu, counter or contextlib.nullcontext():
             outcome, t0 = _drive(plan, target)
-        extra = {"cpu_cores": cpu.cores, "client_cpu_per_worker": client_cpu(outcome.workers)}
+        extra = {
+            "cpu_cores": cpu.cores,
+            "client_cpu_per_worker": client_cpu(outcome.workers),
+            "machine": cpu.machine,
+        }
         self.levels[plan.streams][name] = summarize_point(
             name, outcome.results, t0, plan, extra, counter
         )
