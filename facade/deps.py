@@ -27,13 +27,9 @@ class FacadeState:
     metrics: FacadeMetrics = field(default_factory=FacadeMetrics)
 
 
-def state_of(request: Request) -> FacadeState:
+async def get_state(request: Request) -> FacadeState:
     state: FacadeState = request.app.state.facade
     return state
-
-
-async def get_state(request: Request) -> FacadeState:
-    return state_of(request)
 
 
 async def get_settings(state: Annotated[FacadeState, Depends(get_state)]) -> FacadeSettings:
@@ -62,9 +58,4 @@ async def require_principal(
     `_bearer` only documents the scheme in OpenAPI; the header is checked by the key ring,
     which also tells a missing key from a wrong one.
     """
-    return principal_of(request, keyring)
-
-
-def principal_of(request: Request, keyring: KeyRing) -> Principal:
-    """`require_principal` without FastAPI's dependency solving (the chat route's hot path)."""
     return keyring.authenticate(request.headers.get("authorization"))
