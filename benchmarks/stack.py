@@ -82,6 +82,8 @@ class Plan:
     warmup: float
     workers: int
     tick_ms: float
+    # The inference service's --max-messages-per-second (None: its default).
+    messages_per_second: float | None = None
 
     @property
     def nominal(self) -> float:
@@ -541,6 +543,8 @@ def run(
             "--port",
             str(grpc_port),
         ]
+        if plans[0].messages_per_second is not None:
+            inference_args += ["--max-messages-per-second", str(plans[0].messages_per_second)]
         inf_log = work / "inference.log"
         with process(inference_args, inf_log) as inference:
             address = f"127.0.0.1:{grpc_port}"
@@ -614,6 +618,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=6.0, help="seconds left out of the window")
     parser.add_argument("--workers", type=int, default=1, help="client processes")
     parser.add_argument("--tick-ms", type=float, default=5.0, help="synthetic engine tick")
+    parser.add_argument(
+        "--max-messages-per-second",
+        type=float,
+        help="the inference service's message budget (default: its own default)",
+    )
     parser.add_argument("--points", default=",".join(POINTS), help=f"subset of {POINTS}")
     parser.add_argument("--checkpoint", type=Path, help="tokenizer checkpoint dir")
     parser.add_argument("--profile", type=Path, help="py-spy the servers; raw stacks go here")
@@ -632,6 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warmup=args.warmup,
             workers=args.workers,
             tick_ms=args.tick_ms,
+            messages_per_second=args.max_messages_per_second,
         )
         for streams in args.streams.split(",")
     ]
