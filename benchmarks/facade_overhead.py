@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -76,25 +76,6 @@ class Facade:
 def cpu_seconds(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return float(times.user + times.system)
-
-
-@contextlib.contextmanager
-def server(args: list[str], cwd: Path, log: Path, env: dict[str, str]) -> Iterator[psutil.Popen]:
-    """A server process run from `cwd` (its tree's packages come first on sys.path)."""
-    handle = log.open("w")
-    proc = psutil.Popen(
-        args, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **env}
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except psutil.TimeoutExpired:
-                proc.kill()
-        handle.close()
 
 
 async def run_block(
@@ -291,14 +272,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     trees = {"facade": stack.REPO, **{f"tree{i}": t for i, t in enumerate(args.tree, 1)}}
     with contextlib.ExitStack() as stack_:
         inf_log = work / "inference.log"
-        inference = stack_.enter_context(server(inference_args, stack.REPO, inf_log, {}))
+        inference = stack_.enter_context(stack.process(inference_args, inf_log))
         stack.wait_until(lambda: stack.grpc_ready(address), "inference", inference, inf_log, 300)
         facades: list[Facade] = []
         for label, tree in trees.items():
             port = stack.free_port()
             facade_args = [*stack.TENSORCHAT, "facade", "--backends", address, "--port", str(port)]
             log = work / f"{label}.log"
-            proc = stack_.enter_context(server(facade_args, tree, log, env))
+            proc = stack_.enter_context(stack.process(facade_args, log, env, cwd=tree))
             url = f"http://127.0.0.1:{port}/v1"
             stack.wait_until(lambda url=url: stack.http_ready(url), label, proc, log, 120)  # type: ignore[misc]
             target = Target("http", url, stack.MODEL, api_key=stack.API_KEY, ignore_eos=True)

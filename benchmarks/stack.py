@@ -238,12 +238,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def process(
-    args: list[str], log: Path, env: dict[str, str] | None = None
+    args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path = REPO
 ) -> Iterator[psutil.Popen]:
-    """Start a server process; on exit, SIGTERM it (then SIGKILL) by its own pid."""
+    """Start a server process in `cwd` (its tree's packages come first on sys.path); on exit,
+    SIGTERM it (then SIGKILL) by its own pid."""
     handle = log.open("w")
     proc = psutil.Popen(
-        args, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        args, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
     )
     try:
         yield proc
