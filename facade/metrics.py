@@ -6,8 +6,6 @@ everything is recorded once per request, never per token.
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,29 +15,6 @@ _TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-
-_Family = TypeVar("_Family", Counter, Histogram)
-
-
-class Children(Generic[_Family]):
-    """A family's labelled children, each looked up once.
-
-    `family.labels(...)` takes a lock and rebuilds its key on every call (~2 µs, five times
-    per chat request); a child is the same object every time, so it is kept here. Children
-    are still made only when first used, so /metrics shows exactly the same series.
-    """
-
-    __slots__ = ("_children", "_family")
-
-    def __init__(self, family: _Family) -> None:
-        self._family: _Family = family
-        self._children: dict[tuple[str, ...], _Family] = {}
-
-    def __call__(self, *values: str) -> _Family:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self._family.labels(*values)
-        return child
 
 
 class FacadeMetrics:
@@ -102,13 +77,6 @@ class FacadeMetrics:
             registry=r,
         )
 
-        # The families recorded on every request, by label values (see Children).
-        self.requests_by = Children(self.requests)
-        self.ttft_by = Children(self.ttft)
-        self.latency_by = Children(self.latency)
-        self.prompt_tokens_by = Children(self.prompt_tokens)
-        self.completion_tokens_by = Children(self.completion_tokens)
-
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -140,4 +108,4 @@ class StatusMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             # Nothing sent and nothing raised: the client left before the response began.
-            self.metrics.requests_by(path, str(status[0] or 499)).inc()
+            self.metrics.requests.labels(path, str(status[0] or 499)).inc()

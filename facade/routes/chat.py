@@ -374,11 +374,11 @@ class ChatRun(Response):
         metrics, model = self.state.metrics, self.entry.id
         elapsed = time.perf_counter() - self.started
         if self.first_token_at is not None:
-            metrics.ttft_by(model).observe(self.first_token_at - self.started)
+            metrics.ttft.labels(model).observe(self.first_token_at - self.started)
         if self.status == 200:
-            metrics.latency_by(model, "true" if self.req.stream else "false").observe(elapsed)
-            metrics.prompt_tokens_by(model).inc(self.usage.prompt_tokens)
-            metrics.completion_tokens_by(model).inc(self.usage.completion_tokens)
+            metrics.latency.labels(model, "true" if self.req.stream else "false").observe(elapsed)
+            metrics.prompt_tokens.labels(model).inc(self.usage.prompt_tokens)
+            metrics.completion_tokens.labels(model).inc(self.usage.completion_tokens)
         log.info(
             "chat %s key=%s user=%s model=%s status=%s prompt=%d completion=%d %.3fs",
             self.rpc.request_id,
