@@ -119,26 +119,35 @@ class GeneratedCounter:
         self._thread.join()
 
     def between(self, lo: float, hi: float) -> float:
-        """Tokens generated in [lo, hi], interpolated between the nearest samples."""
-        return self._at(hi) - self._at(lo)
+        """Tokens generated in [lo, hi]."""
+        return counted_between(self._samples, lo, hi)
 
-    def _at(self, t: float) -> float:
-        samples = self._samples
-        if not samples:
-            return math.nan
+
+def counted_between(samples: Sequence[tuple[float, int]], lo: float, hi: float) -> float:
+    """The growth of a sampled counter over [lo, hi], interpolating between samples."""
+
+    def at(t: float) -> float:
         for (t1, v1), (t2, v2) in itertools.pairwise(samples):
             if t1 <= t <= t2:
                 return v1 + (v2 - v1) * (t - t1) / (t2 - t1) if t2 > t1 else v1
         return float(samples[0][1] if t < samples[0][0] else samples[-1][1])
 
+    return at(hi) - at(lo) if samples else math.nan
+
 
 def analyse(
-    results: Sequence[RequestResult], plan: Plan, t0: float, counter: GeneratedCounter | None
+    results: Sequence[RequestResult],
+    plan: Plan,
+    t0: float,
+    emitted_between: Callable[[float, float], float] | None = None,
 ) -> dict[str, Any]:
-    """Window figures: token counts, TTFT of requests sent in it, message gaps in it."""
+    """Window figures: token counts, TTFT of requests sent in it, message gaps in it.
+
+    `emitted_between(lo, hi)` counts what the engine generated (None: no engine behind).
+    """
     lo, hi = t0 + plan.warmup, t0 + plan.duration
     offered = plan.streams * plan.rate * (hi - lo)
-    emitted = counter.between(lo, hi) if counter is not None else math.nan
+    emitted = emitted_between(lo, hi) if emitted_between is not None else math.nan
     delivered = 0.0
     ttft: list[float] = []
     gaps: list[float] = []
@@ -165,7 +174,7 @@ def analyse(
         "offered_tokens": round(offered),
         "emitted_tokens": None if math.isnan(emitted) else round(emitted),
         "delivered_tokens": round(delivered),
-        "delivered_over_emitted": delivered / emitted if emitted else math.nan,
+        "delivered_over_emitted": delivered / emitted if emitted > 0 else math.nan,
         "emitted_over_offered": emitted / offered,
         "delivered_over_offered": delivered / offered,
         "delivered_tokens_per_s": delivered / (plan.duration - plan.warmup),
@@ -424,7 +433,7 @@ def summarize_point(
     extra: dict[str, Any],
     counter: GeneratedCounter | None = None,
 ) -> dict[str, Any]:
-    figures = analyse(results, plan, t0, counter)
+    figures = analyse(results, plan, t0, counter.between if counter is not None else None)
     tps = figures["delivered_tokens_per_s"]
     msgs = tps / figures["tokens_per_message"] if figures["tokens_per_message"] else math.nan
     cores = dict(extra.get("cpu_cores", {}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -49,25 +50,54 @@ def plan(stack: ModuleType, streams: int) -> object:
 def test_a_stack_that_keeps_up_delivers_what_is_emitted(stack: ModuleType) -> None:
     # Two streams, each running back-to-back 2 s requests from t=0 to t=12.
     results = [paced(float(s), 100.0, 200) for s in range(0, 12, 2) for _ in range(2)]
-    figures = stack.analyse(results, plan(stack, 2), 0.0)
-    assert figures["emitted_tokens"] == 2 * 100 * 8
+    figures = stack.analyse(results, plan(stack, 2), 0.0, lambda lo, hi: 200 * (hi - lo))
+    assert figures["offered_tokens"] == figures["emitted_tokens"] == 2 * 100 * 8
     assert figures["delivered_over_emitted"] == pytest.approx(1.0, abs=0.002)
+    assert figures["delivered_over_offered"] == pytest.approx(1.0, abs=0.002)
     assert figures["itl_ms"]["p50"] == pytest.approx(10.0)
     assert figures["tokens_per_message"] == pytest.approx(1.0)
 
 
 def test_a_stack_that_falls_behind_scores_below_one(stack: ModuleType) -> None:
-    # Tokens arrive at 80% of the engine's pace, so each closed-loop request takes 2.5 s.
+    # The engine emits at full pace but tokens arrive at 80% of it, so each closed-loop
+    # request takes 2.5 s.
     results = [paced(i * 2.5, 80.0, 200) for i in range(6) for _ in range(2)]
-    figures = stack.analyse(results, plan(stack, 2), 0.0)
+    figures = stack.analyse(results, plan(stack, 2), 0.0, lambda lo, hi: 200 * (hi - lo))
     assert figures["delivered_over_emitted"] == pytest.approx(0.8, abs=0.03)
+    assert figures["delivered_over_offered"] == pytest.approx(0.8, abs=0.03)
+
+
+def test_idle_streams_count_against_offered_not_emitted(stack: ModuleType) -> None:
+    # Each stream waits 0.5 s between 2 s requests: the engine generates during 6 of the
+    # window's 8 s (2.5-4.5, 5-7, 7.5-9.5) and everything it emits arrives.
+    results = [paced(i * 2.5, 100.0, 200) for i in range(6) for _ in range(2)]
+    emitted = sum(n for r in results for t, n in r.token_times() if 2.0 <= t < 10.0)
+    figures = stack.analyse(results, plan(stack, 2), 0.0, lambda lo, hi: emitted)
+    assert figures["delivered_over_emitted"] == pytest.approx(1.0)
+    assert figures["delivered_over_offered"] == pytest.approx(0.75)
+    assert figures["emitted_over_offered"] == pytest.approx(0.75)
+
+
+def test_no_engine_count_leaves_delivered_over_emitted_undefined(stack: ModuleType) -> None:
+    results = [paced(float(s), 100.0, 200) for s in range(0, 12, 2)]
+    figures = stack.analyse(results, plan(stack, 1), 0.0)
+    assert figures["emitted_tokens"] is None
+    assert math.isnan(figures["delivered_over_emitted"])
+    assert figures["delivered_over_offered"] == pytest.approx(1.0, abs=0.002)
+
+
+def test_counted_between_interpolates_the_samples(stack: ModuleType) -> None:
+    samples = [(0.0, 0), (1.0, 100), (2.0, 300)]
+    assert stack.counted_between(samples, 0.5, 1.5) == pytest.approx(150.0)
+    assert stack.counted_between(samples, -1.0, 3.0) == pytest.approx(300.0)
+    assert math.isnan(stack.counted_between([], 0.0, 1.0))
 
 
 def test_failed_requests_count_against_delivery(stack: ModuleType) -> None:
     ok = [paced(float(s), 100.0, 200) for s in range(0, 12, 2)]
     failed = RequestResult(start=0.0, end=1.0, error="grpc_UNAVAILABLE")
     figures = stack.analyse([*ok, failed], plan(stack, 2), 0.0)
-    assert figures["delivered_over_emitted"] == pytest.approx(0.5, abs=0.002)
+    assert figures["delivered_over_offered"] == pytest.approx(0.5, abs=0.002)
     assert figures["errors"] == {"grpc_UNAVAILABLE": 1}
 
 
