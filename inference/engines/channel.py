@@ -10,6 +10,8 @@ stream depends on live in one place:
   it carries). While it holds, new tokens wake nobody.
 - An output that finishes a choice is never held: pacing delays tokens by at most
   `hold_s`, but never the end of a request, as with vLLM's `--stream-interval`.
+- `drained` says when every choice's finishing output has been handed over: the end of
+  the engine's stream.
 
 All methods run on the event loop (engines with worker threads hop over first).
 """
@@ -43,9 +45,18 @@ def merge_output(unread: dict[int, SequenceOutput], output: SequenceOutput) -> N
 class OutputChannel:
     """Engine side: `put`, `fail`. Reader side: `take`. See the module docstring."""
 
-    __slots__ = ("_error", "_finishing", "_holding", "_last_take", "_unread", "_waiter")
+    __slots__ = (
+        "_error",
+        "_finishing",
+        "_holding",
+        "_last_take",
+        "_unfinished",
+        "_unread",
+        "_waiter",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, choices: int) -> None:
+        self._unfinished = set(range(choices))  # choices whose finish was not handed over
         self._unread: dict[int, SequenceOutput] = {}
         self._error: BaseException | None = None
         self._finishing = False  # an unread output finishes a choice
@@ -53,9 +64,10 @@ class OutputChannel:
         self._waiter: asyncio.Future[None] | None = None
         self._last_take = -math.inf  # the first output is never held: it is the TTFT
 
-    def __len__(self) -> int:
-        """How many choices have unread output."""
-        return len(self._unread)
+    @property
+    def drained(self) -> bool:
+        """Every choice's finishing output was handed over: the stream is complete."""
+        return not self._unfinished
 
     def put(self, outputs: list[SequenceOutput]) -> None:
         for output in outputs:
@@ -100,6 +112,9 @@ class OutputChannel:
         outputs = list(unread.values())
         if len(outputs) > 1:
             outputs.sort(key=_by_index)
+        for output in outputs:
+            if output.finish is not None:
+                self._unfinished.discard(output.index)
         return outputs
 
     async def _wait(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -62,9 +62,9 @@ class _Request:
     limit_finish: EngineFinish
     # Token ids that end a choice when sampled: EOS ids (unless ignore_eos) and stop ids.
     stoppers: frozenset[int]
-    choices: list[_Choice] = field(default_factory=list)
     # Unread output, merged per choice while the reader lags or is paced.
-    channel: OutputChannel = field(default_factory=OutputChannel)
+    channel: OutputChannel
+    choices: list[_Choice] = field(default_factory=list)
     # Choices whose finish was requested by `finish_choice`, applied at the next tick.
     to_finish: set[int] = field(default_factory=set)
     unfinished: int = 0
@@ -175,10 +175,15 @@ class SyntheticEngine(Engine):
         stoppers = params.stop_token_ids
         if not params.ignore_eos:
             stoppers = stoppers | request.eos_token_ids
-        req = _Request(
-            request=request, start=now, limit=limit, limit_finish=limit_finish, stoppers=stoppers
-        )
         n = max(1, params.n)
+        req = _Request(
+            request=request,
+            start=now,
+            limit=limit,
+            limit_finish=limit_finish,
+            stoppers=stoppers,
+            channel=OutputChannel(n),
+        )
         req.unfinished = n
         stride = max(1, len(self._vocab) // n)
         for index in range(n):
@@ -194,10 +199,8 @@ class SyntheticEngine(Engine):
     async def _stream(self, req: _Request) -> AsyncIterator[list[SequenceOutput]]:
         pace = req.request.pace
         try:
-            while True:
+            while not req.channel.drained:
                 yield await req.channel.take(pace())
-                if req.unfinished == 0 and not req.channel:
-                    return
         finally:
             self._unregister(req)
 

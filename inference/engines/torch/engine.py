@@ -50,7 +50,7 @@ class TorchEngineError(RuntimeError):
 @dataclass(eq=False)
 class _Request:
     request: GenerationRequest
-    channel: OutputChannel = field(default_factory=OutputChannel)
+    channel: OutputChannel
     # Set from the event loop, read by the worker at its next step.
     cancelled: bool = False
     finish_requested: set[int] = field(default_factory=set)
@@ -185,22 +185,17 @@ class TorchEngine(Engine):
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[list[SequenceOutput]]:
         req = self._submit(request)
-        finished = False
+        failed = False  # the worker already dropped a request whose step failed
         try:
-            pending = set(range(req.n))
-            while pending:
+            while not req.channel.drained:
                 try:
                     item = await req.channel.take(request.pace())
                 except Exception as error:
-                    finished = True
+                    failed = True
                     raise TorchEngineError(f"torch engine step failed: {error!r}") from error
-                for output in item:
-                    if output.finish is not None:
-                        pending.discard(output.index)
-                finished = not pending
                 yield item
         finally:
-            if not finished:
+            if not (failed or req.channel.drained):
                 self._cancel(req)
             if self._by_id.get(request.request_id) is req:
                 del self._by_id[request.request_id]
@@ -225,7 +220,7 @@ class TorchEngine(Engine):
         self._validate(request)
         if request.request_id in self._by_id:
             raise EngineRequestError(f"request id {request.request_id!r} is already running")
-        req = _Request(request)
+        req = _Request(request, OutputChannel(request.params.n))
         with self._cond:
             if self._stopping or self._thread is None:
                 raise EngineUnavailableError("the torch engine is not running")

@@ -14,7 +14,7 @@ import importlib
 import logging
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
@@ -74,7 +74,7 @@ class _Stream:
     request: GenerationRequest
     converter: ResultConverter
     executor_id: int
-    channel: OutputChannel = field(default_factory=OutputChannel)
+    channel: OutputChannel
     executor_done: bool = False  # the executor sent its final response
     retired: bool = False
 
@@ -301,10 +301,8 @@ class TrtllmEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[list[SequenceOutput]]:
         stream = self._submit(request)
         try:
-            while True:
+            while not stream.channel.drained:
                 yield await stream.channel.take(request.pace())
-                if stream.retired and not stream.channel:
-                    return
         finally:
             # Reader gone early (closed iterator, cancelled task): free the executor slot.
             self._retire(stream)
@@ -328,7 +326,12 @@ class TrtllmEngine(Engine):
             tokens_per_block=self._build.tokens_per_block,
             vocab_size=self._build.vocab_size,
         )
-        stream = _Stream(request=request, converter=converter, executor_id=executor_id)
+        stream = _Stream(
+            request=request,
+            converter=converter,
+            executor_id=executor_id,
+            channel=OutputChannel(len(converter.choices)),
+        )
         self._streams[executor_id] = stream
         self._by_request_id[request.request_id] = stream
         return stream

@@ -17,20 +17,23 @@ def out(index: int, *ids: int, finish: EngineFinish | None = None) -> SequenceOu
 
 
 async def test_unread_outputs_merge_into_one_per_choice_in_index_order() -> None:
-    channel = OutputChannel()
+    channel = OutputChannel(2)
     channel.put([out(1, 10), out(0, 20)])
     channel.put([out(0, 21), out(1, 11, finish=EngineFinish.LENGTH)])
-    assert len(channel) == 2
     taken = await channel.take()
     assert [(o.index, o.token_ids, o.finish) for o in taken] == [
         (0, [20, 21], None),
         (1, [10, 11], EngineFinish.LENGTH),
     ]
-    assert not channel
+    assert not channel.drained  # choice 0 has not finished
+    channel.put([out(0, finish=EngineFinish.EOS)])
+    assert not channel.drained  # its finish is not handed over yet
+    await channel.take()
+    assert channel.drained
 
 
 async def test_merging_keeps_logprobs_and_ignores_output_after_a_finish() -> None:
-    channel = OutputChannel()
+    channel = OutputChannel(2)
     first = TokenLogprob(token_id=5, logprob=-0.5)
     second = TokenLogprob(token_id=6, logprob=-1.5)
     channel.put([SequenceOutput(index=0, token_ids=[5], logprobs=[first])])
@@ -53,7 +56,7 @@ async def test_merging_keeps_logprobs_and_ignores_output_after_a_finish() -> Non
 
 
 async def test_take_waits_for_output() -> None:
-    channel = OutputChannel()
+    channel = OutputChannel(2)
     reader = asyncio.create_task(channel.take())
     await asyncio.sleep(0.01)
     assert not reader.done()
@@ -63,7 +66,7 @@ async def test_take_waits_for_output() -> None:
 
 async def test_paced_take_holds_tokens_but_never_the_first_output() -> None:
     loop = asyncio.get_running_loop()
-    channel = OutputChannel()
+    channel = OutputChannel(2)
     channel.put([out(0, 1)])
     started = loop.time()
     assert [o.token_ids for o in await channel.take(0.2)] == [[1]]
@@ -81,7 +84,7 @@ async def test_paced_take_holds_tokens_but_never_the_first_output() -> None:
 
 async def test_a_finish_is_handed_over_at_once_even_when_paced() -> None:
     loop = asyncio.get_running_loop()
-    channel = OutputChannel()
+    channel = OutputChannel(2)
     channel.put([out(0, 1)])
     await channel.take(10.0)
     reader = asyncio.create_task(channel.take(10.0))
@@ -95,7 +98,7 @@ async def test_a_finish_is_handed_over_at_once_even_when_paced() -> None:
 
 
 async def test_fail_raises_in_the_reader_even_with_unread_output() -> None:
-    channel = OutputChannel()
+    channel = OutputChannel(2)
     reader = asyncio.create_task(channel.take(10.0))
     await asyncio.sleep(0)
     channel.put([out(0, 1)])
