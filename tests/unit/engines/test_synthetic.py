@@ -17,7 +17,7 @@ from inference.engines.base import (
     SequenceOutput,
 )
 from inference.engines.synthetic import SyntheticEngine
-from inference.sampling import SamplingParams
+from tests.support.engine_requests import engine_request
 
 VOCAB = list(range(1000, 1010))
 
@@ -29,14 +29,7 @@ def make_request(
     deadline: float | None = None,
     **params: object,
 ) -> GenerationRequest:
-    params.setdefault("max_tokens", 8)
-    return GenerationRequest(
-        request_id=request_id,
-        prompt_token_ids=[1, 2, 3],
-        params=SamplingParams(**params),  # type: ignore[arg-type]
-        eos_token_ids=eos,
-        deadline=deadline,
-    )
+    return engine_request([1, 2, 3], request_id=request_id, eos=eos, deadline=deadline, **params)
 
 
 class Collected:

@@ -19,7 +19,7 @@ from inference.engines.base import (
     SequenceOutput,
     TokenLogprob,
 )
-from inference.sampling import SamplingParams
+from tests.support.engine_requests import engine_request
 
 TINY_EOS = 2  # matches tests/unit/engines/conftest.py
 
@@ -32,13 +32,12 @@ def make_request(
     deadline: float | None = None,
     **params: Any,
 ) -> GenerationRequest:
-    params.setdefault("max_tokens", 8)
-    return GenerationRequest(
+    return engine_request(
+        prompt if prompt is not None else [5, 6, 7],
         request_id=request_id,
-        prompt_token_ids=prompt if prompt is not None else [5, 6, 7],
-        params=SamplingParams(**params),
-        eos_token_ids=eos,
+        eos=eos,
         deadline=deadline,
+        **params,
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from inference.engines.base import EngineFinish, GenerationRequest, SequenceOutput
 from inference.engines.trtllm import TrtllmEngine
-from inference.sampling import SamplingParams
+from tests.support.engine_requests import engine_request
 
 MODEL_ID = "test/tiny-model"
 VOCAB = 1000
@@ -45,14 +45,7 @@ def request(
     deadline: float | None = None,
     **params: Any,
 ) -> GenerationRequest:
-    params.setdefault("max_tokens", 8)
-    return GenerationRequest(
-        request_id=request_id,
-        prompt_token_ids=prompt,
-        params=SamplingParams(**params),
-        eos_token_ids=eos,
-        deadline=deadline,
-    )
+    return engine_request(prompt, request_id=request_id, eos=eos, deadline=deadline, **params)
 
 
 async def collect(engine: TrtllmEngine, req: GenerationRequest) -> Collected:
