@@ -73,11 +73,6 @@ class Facade:
     proc: psutil.Process
 
 
-def cpu_seconds(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
-    return float(times.user + times.system)
-
-
 async def run_block(
     sender: ClosableSender,
     point: str,
@@ -94,13 +89,13 @@ async def run_block(
         while queue:
             results.append(await sender.send(queue.pop()))
 
-    before = {name: cpu_seconds(p) for name, p in procs.items()}
+    before = {name: stack.cpu_seconds(p) for name, p in procs.items()}
     t0 = time.monotonic()
     await asyncio.gather(*(user() for _ in range(concurrency)))
     wall = time.monotonic() - t0
     n = len(results)
     cpu = {
-        name: ((cpu_seconds(p) - before[name]) - idle[name] * wall) / n * 1e6
+        name: ((stack.cpu_seconds(p) - before[name]) - idle[name] * wall) / n * 1e6
         for name, p in procs.items()
     }
     ttfts = [r.ttft for r in results if r.ok and r.ttft is not None]
@@ -111,9 +106,9 @@ async def run_block(
 
 def idle_cpu(procs: dict[str, psutil.Process], seconds: float) -> dict[str, float]:
     """Each process's CPU use (cores) with no requests: background loops, probes."""
-    before = {name: cpu_seconds(p) for name, p in procs.items()}
+    before = {name: stack.cpu_seconds(p) for name, p in procs.items()}
     time.sleep(seconds)
-    return {name: (cpu_seconds(p) - before[name]) / seconds for name, p in procs.items()}
+    return {name: (stack.cpu_seconds(p) - before[name]) / seconds for name, p in procs.items()}
 
 
 def specs_for(n: int, prompt_words: int, max_tokens: int) -> list[RequestSpec]:

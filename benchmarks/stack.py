@@ -313,8 +313,14 @@ def http_ready(url: str) -> bool:
     return response.status_code == 200 and MODEL in response.text
 
 
+def cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU of one process, every thread (its children are not ours: py-spy)."""
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
 class CpuMeter:
-    """CPU seconds of some processes (and their children) over a measured span.
+    """CPU seconds of some processes over a measured span.
 
     Also the machine's: `busy` (all processes, cores) and `steal` (cores the hypervisor gave
     to other guests). On a shared VM these say whether a point measured the stack or its
@@ -327,16 +333,8 @@ class CpuMeter:
         self._machine_start = psutil.cpu_times()
         self._t0 = 0.0
 
-    @staticmethod
-    def _cpu(proc: psutil.Process) -> float:
-        total = sum(proc.cpu_times()[:2])
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                total += sum(child.cpu_times()[:2])
-        return total
-
     def __enter__(self) -> CpuMeter:
-        self._start = {name: self._cpu(p) for name, p in self._procs.items()}
+        self._start = {name: cpu_seconds(p) for name, p in self._procs.items()}
         self._machine_start = psutil.cpu_times()
         self._t0 = time.monotonic()
         return self
@@ -344,7 +342,7 @@ class CpuMeter:
     def __exit__(self, *exc: object) -> None:
         wall = time.monotonic() - self._t0
         self.cores = {
-            name: round((self._cpu(p) - self._start[name]) / wall, 3)
+            name: round((cpu_seconds(p) - self._start[name]) / wall, 3)
             for name, p in self._procs.items()
         }
         now, then = psutil.cpu_times(), self._machine_start
