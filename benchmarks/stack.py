@@ -84,6 +84,8 @@ class Plan:
     tick_ms: float
     # The inference service's --max-messages-per-second (None: its default).
     messages_per_second: float | None = None
+    # Seconds over which the streams start (0: all at once, then in lockstep waves).
+    ramp_up: float = 0.0
 
     @property
     def nominal(self) -> float:
@@ -199,8 +201,9 @@ async def _engine_point(
 
     rng = random.Random(0)
 
-    async def user() -> None:
+    async def user(k: int) -> None:
         nonlocal counter
+        await asyncio.sleep(plan.ramp_up * k / plan.streams)
         while time.monotonic() < stop:
             # Requests reach a served engine at random phases of its tick; a closed loop here
             # would start every request right after a tick and always wait a full one.
@@ -221,7 +224,7 @@ async def _engine_point(
             results.append(r)
 
     with generated:
-        await asyncio.gather(*(user() for _ in range(plan.streams)))
+        await asyncio.gather(*(user(k) for k in range(plan.streams)))
     return results, t0, generated
 
 
@@ -229,7 +232,7 @@ def _drive(plan: Plan, target: Target) -> tuple[RunOutcome, float]:
     specs = synthetic_requests(
         256, LengthDist.parse(str(plan.prompt_tokens)), LengthDist.parse(str(plan.output_tokens))
     )
-    shape = LoadShape(concurrency=plan.streams, duration_s=plan.duration)
+    shape = LoadShape(concurrency=plan.streams, duration_s=plan.duration, ramp_up_s=plan.ramp_up)
     outcome = run_load(target, specs, shape, workers=plan.workers)
     t0 = min(r.start for r in outcome.results)
     return outcome, t0
@@ -506,7 +509,7 @@ class Session:
     ) -> None:
         """`generated` reads the engine's generated-token counter (None: no engine behind)."""
         # One short unmeasured run first: connections, caches and the servers' lazy paths.
-        _drive(replace(self.plans[0], duration=3.0, warmup=0.0), target)
+        _drive(replace(self.plans[0], duration=3.0, warmup=0.0, ramp_up=0.0), target)
         for plan in self.plans:
             self.measure(name, plan, target, procs, generated)
 
@@ -624,6 +627,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prompt-tokens", type=int, default=64, help="prompt words")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds issuing requests")
     parser.add_argument("--warmup", type=float, default=6.0, help="seconds left out of the window")
+    parser.add_argument(
+        "--ramp-up",
+        type=float,
+        help="seconds over which the streams start (default: one request's duration,"
+        " output tokens / rate, so that requests arrive evenly; 0: all at once, and then in"
+        " lockstep waves, since every request takes the same time)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="client processes")
     parser.add_argument("--tick-ms", type=float, default=5.0, help="synthetic engine tick")
     parser.add_argument(
@@ -639,6 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     points = [p.strip() for p in args.points.split(",") if p.strip()]
     if unknown := set(points) - set(POINTS):
         parser.error(f"unknown points {sorted(unknown)}")
+    ramp_up = args.output_tokens / args.rate if args.ramp_up is None else args.ramp_up
     plans = [
         Plan(
             streams=int(streams),
@@ -650,11 +661,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             tick_ms=args.tick_ms,
             messages_per_second=args.max_messages_per_second,
+            ramp_up=ramp_up,
         )
         for streams in args.streams.split(",")
     ]
     if not 0 <= args.warmup < args.duration:
         parser.error("--warmup must be shorter than --duration")
+    if ramp_up > args.warmup:
+        parser.error(f"--warmup ({args.warmup:g}s) must cover the ramp-up ({ramp_up:g}s)")
     result = run(plans, points, args.checkpoint, args.profile)
     print(json.dumps([{"streams": lv["streams"], **lv["added"]} for lv in result["levels"]]))
     if args.json:

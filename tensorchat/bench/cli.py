@@ -89,6 +89,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="issue requests for this many seconds per run (cycling the workload)",
     )
+    load.add_argument(
+        "--ramp-up",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="closed loop: start the users evenly over this many seconds instead of all at"
+        " once; with equal-length requests, about one request's duration keeps them from"
+        " arriving in lockstep waves (default 0)",
+    )
     load.add_argument("--warmup", type=int, default=0, help="unmeasured requests before each run")
     load.add_argument(
         "--workers",
@@ -158,12 +167,17 @@ def shapes(args: argparse.Namespace) -> list[LoadShape]:
         cap = args.concurrency or [None]
         if len(cap) > 1 and len(args.request_rate) > 1:
             raise SystemExit("give several --request-rate values or several caps, not both")
+        if args.ramp_up:
+            raise SystemExit("--ramp-up is for a closed loop; Poisson arrivals are spread already")
         return [
             LoadShape(concurrency=c, request_rate=rate, duration_s=args.duration)
             for rate in args.request_rate
             for c in cap
         ]
-    return [LoadShape(concurrency=c, duration_s=args.duration) for c in args.concurrency or [1]]
+    return [
+        LoadShape(concurrency=c, duration_s=args.duration, ramp_up_s=args.ramp_up)
+        for c in args.concurrency or [1]
+    ]
 
 
 def target_of(args: argparse.Namespace) -> Target:
@@ -194,6 +208,7 @@ def _config(args: argparse.Namespace, target: Target) -> dict[str, Any]:
         "dataset": str(args.dataset) if args.dataset else None,
         "workers": args.workers,
         "http_client": target.http_client,
+        "ramp_up_s": args.ramp_up,
         "seed": args.seed,
     }
 

@@ -34,22 +34,33 @@ class LoadShape:
     Open loop: Poisson arrivals at `request_rate` per second, at most `concurrency` in flight
     (None: unbounded). With `duration_s`, requests are issued (cycling over the specs) until
     that many seconds have passed; in-flight requests still finish and count.
+
+    `ramp_up_s` (closed loop only) starts the users evenly over that many seconds instead of
+    all at once. Users whose requests all take the same time otherwise stay in lockstep: all
+    of them arrive together, again and again, and each wave measures admitting a burst of
+    `concurrency` requests rather than steady serving.
     """
 
     concurrency: int | None = 1
     request_rate: float | None = None
     duration_s: float | None = None
+    ramp_up_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.request_rate is None and not self.concurrency:
             raise ValueError("a closed loop needs a concurrency >= 1")
         if self.request_rate is not None and not self.request_rate > 0:
             raise ValueError("request_rate must be > 0")
+        if self.ramp_up_s < 0:
+            raise ValueError("ramp_up_s must be >= 0")
+        if self.ramp_up_s and self.request_rate is not None:
+            raise ValueError("ramp_up_s is for a closed loop; Poisson arrivals are spread already")
 
     @property
     def label(self) -> str:
         if self.request_rate is None:
-            return f"concurrency={self.concurrency}"
+            ramp = f", ramp-up {self.ramp_up_s:g}s" if self.ramp_up_s else ""
+            return f"concurrency={self.concurrency}{ramp}"
         cap = "" if self.concurrency is None else f", max concurrency={self.concurrency}"
         return f"rate={self.request_rate:g}/s{cap}"
 
@@ -64,7 +75,7 @@ class LoadShape:
             if self.concurrency is not None:
                 conc = self.concurrency // workers + (1 if w < self.concurrency % workers else 0)
             rate = None if self.request_rate is None else self.request_rate / workers
-            shares.append(LoadShape(conc, rate, self.duration_s))
+            shares.append(LoadShape(conc, rate, self.duration_s, self.ramp_up_s))
         return shares
 
 
@@ -125,12 +136,14 @@ async def drive(
                 on_result(result)
 
         if shape.request_rate is None:
+            users = shape.concurrency or 1
 
-            async def user() -> None:
+            async def user(k: int) -> None:
+                await asyncio.sleep(shape.ramp_up_s * k / users)
                 while (spec := next_spec()) is not None:
                     await record(spec)
 
-            await asyncio.gather(*(user() for _ in range(shape.concurrency or 1)))
+            await asyncio.gather(*(user(k) for k in range(users)))
         else:
             await _poisson(shape, next_spec, record, random.Random(seed))
         return WorkerReport(results, time.process_time() - cpu0, time.monotonic() - wall0)

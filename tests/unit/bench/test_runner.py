@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -29,6 +30,11 @@ def test_split_shares_concurrency_and_rate() -> None:
         LoadShape(concurrency=0)
     with pytest.raises(ValueError):
         LoadShape(concurrency=None, request_rate=0)
+    assert all(s.ramp_up_s == 2.0 for s in LoadShape(concurrency=4, ramp_up_s=2.0).split(2))
+    with pytest.raises(ValueError):
+        LoadShape(concurrency=4, ramp_up_s=-1.0)
+    with pytest.raises(ValueError, match="closed loop"):
+        LoadShape(concurrency=4, request_rate=5.0, ramp_up_s=1.0)
 
 
 def test_closed_loop_keeps_the_concurrency(threaded_server: FakeOpenAIServer) -> None:
@@ -44,6 +50,17 @@ def test_closed_loop_keeps_the_concurrency(threaded_server: FakeOpenAIServer) ->
         depth += step
         peak = max(peak, depth)
     assert peak == 4
+
+
+def test_ramp_up_spreads_the_first_requests(threaded_server: FakeOpenAIServer) -> None:
+    threaded_server.tokens_per_second = 20  # 10 tokens: ~0.5 s, so each user sends one
+    target = Target(kind="http", address=threaded_server.url, model="m")
+    outcome = run_load(target, specs(4, 10), LoadShape(concurrency=4, ramp_up_s=0.3))
+    starts = sorted(r.start for r in outcome.results)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    # Users 0..3 start at 0, 75, 150 and 225 ms; without the ramp all four start at once.
+    assert all(0.05 < gap < 0.2 for gap in gaps), gaps
+    assert all(r.ok for r in outcome.results)
 
 
 def test_poisson_arrivals_follow_the_rate(threaded_server: FakeOpenAIServer) -> None:
