@@ -86,6 +86,8 @@ class Plan:
     messages_per_second: float | None = None
     # Seconds over which the streams start (0: all at once, then in lockstep waves).
     ramp_up: float = 0.0
+    # Cores a separate busy process keeps busy throughout (see busy_neighbour).
+    neighbour_cores: float = 0.0
 
     @property
     def nominal(self) -> float:
@@ -404,6 +406,37 @@ def profile_summary(raw: Path, limit: int = 20) -> dict[str, list[tuple[str, flo
     return {"self": ranked(own, False), "inclusive": ranked(inclusive, True)}
 
 
+# Busy for DUTY of every millisecond until killed; a bare interpreter starts in ~20 ms.
+_BURN = """
+import sys, time
+duty = float(sys.argv[1])
+while True:
+    until = time.perf_counter() + 0.001 * duty
+    while time.perf_counter() < until:
+        pass
+    time.sleep(0.001 * (1.0 - duty))
+"""
+
+
+@contextlib.contextmanager
+def busy_neighbour(cores: float) -> Iterator[list[psutil.Popen]]:
+    """Keeps `cores` of CPU busy in other processes, in 1 ms slices, while the block runs.
+
+    On a machine where every layer shares the same cores, a layer slows the others down by
+    the CPU it takes as well as by what it does. Running the gRPC point beside a neighbour
+    as busy as the facade separates the two: what is left of the REST-over-gRPC TTFT is the
+    facade's own path.
+    """
+    duties = [1.0] * int(cores) + ([cores % 1] if cores % 1 > 0 else [])
+    burners = [psutil.Popen([sys.executable, "-c", _BURN, str(d)]) for d in duties]
+    try:
+        yield burners
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+
+
 # -- orchestration ------------------------------------------------------------------------
 
 
@@ -641,6 +674,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         help="the inference service's message budget (default: its own default)",
     )
+    parser.add_argument(
+        "--neighbour-cores",
+        type=float,
+        default=0.0,
+        help="keep this much CPU busy in another process throughout, e.g. the facade's CPU"
+        " beside the grpc point, to tell contention for the cores from a layer's own latency",
+    )
     parser.add_argument("--points", default=",".join(POINTS), help=f"subset of {POINTS}")
     parser.add_argument("--checkpoint", type=Path, help="tokenizer checkpoint dir")
     parser.add_argument("--profile", type=Path, help="py-spy the servers; raw stacks go here")
@@ -662,6 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tick_ms=args.tick_ms,
             messages_per_second=args.max_messages_per_second,
             ramp_up=ramp_up,
+            neighbour_cores=args.neighbour_cores,
         )
         for streams in args.streams.split(",")
     ]
@@ -669,7 +710,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--warmup must be shorter than --duration")
     if ramp_up > args.warmup:
         parser.error(f"--warmup ({args.warmup:g}s) must cover the ramp-up ({ramp_up:g}s)")
-    result = run(plans, points, args.checkpoint, args.profile)
+    with busy_neighbour(args.neighbour_cores):
+        result = run(plans, points, args.checkpoint, args.profile)
     print(json.dumps([{"streams": lv["streams"], **lv["added"]} for lv in result["levels"]]))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

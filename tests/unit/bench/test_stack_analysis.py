@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -112,3 +113,15 @@ def test_profile_summary_self_and_inclusive(stack: ModuleType, tmp_path: Path) -
     assert summary["self"][:2] == [("write (c.py)", 0.6), ("encode (d.py)", 0.4)]
     # main and loop are on every stack: left out of the inclusive ranking.
     assert [name for name, _ in summary["inclusive"]] == ["write (c.py)", "encode (d.py)"]
+
+
+def test_busy_neighbour_uses_the_cpu_it_is_asked_for_and_stops(stack: ModuleType) -> None:
+    with stack.busy_neighbour(1.5) as burners:
+        assert [p.cmdline()[-1] for p in burners] == ["1.0", "0.5"]
+        time.sleep(1.0)
+        busy = sum(sum(p.cpu_times()[:2]) for p in burners)
+    # 1.5 cores for a second; a generous floor, since the machine's other work competes.
+    assert busy > 0.5
+    assert all(not p.is_running() or p.status() == "zombie" for p in burners)
+    with stack.busy_neighbour(0.0) as none:
+        assert none == []
