@@ -88,6 +88,8 @@ class Plan:
     ramp_up: float = 0.0
     # Cores a separate busy process keeps busy throughout (see busy_neighbour).
     neighbour_cores: float = 0.0
+    # The inference service alone on one CPU, everything else on the others (see cpu_layout).
+    pin: bool = False
 
     @property
     def nominal(self) -> float:
@@ -252,13 +254,24 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def process(
-    args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path = REPO
+    args: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path = REPO,
+    cpus: set[int] | None = None,
 ) -> Iterator[psutil.Popen]:
-    """Start a server process in `cwd` (its tree's packages come first on sys.path); on exit,
-    SIGTERM it (then SIGKILL) by its own pid."""
+    """Start a server process in `cwd` (its tree's packages come first on sys.path), on
+    `cpus` if given (else where this process may run); on exit, SIGTERM it (then SIGKILL)
+    by its own pid."""
     handle = log.open("w")
     proc = psutil.Popen(
-        args, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        args,
+        cwd=cwd,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        # Set in the child before exec, so that every thread the server starts inherits it.
+        preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
     )
     try:
         yield proc
@@ -404,6 +417,20 @@ def profile_summary(raw: Path, limit: int = 20) -> dict[str, list[tuple[str, flo
         return sorted(items, key=lambda kv: -kv[1])[:limit]
 
     return {"self": ranked(own, False), "inclusive": ranked(inclusive, True)}
+
+
+def cpu_layout() -> tuple[set[int], set[int]]:
+    """(the inference service's CPU, everyone else's) for `--pin`.
+
+    On a GPU host the model process has cores of its own and the facade runs on others, or
+    on other machines; on a small machine where all processes share all cores, every layer
+    also slows the others down by the CPU it takes. Pinning the service alone on one CPU
+    and the facade, the client and the fake server on the rest keeps that apart.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    return {cpus[0]}, set(cpus[1:])
 
 
 # Busy for DUTY of every millisecond until killed; a bare interpreter starts in ~20 ms.
@@ -559,6 +586,11 @@ def run(
         "plan": {k: v for k, v in plans[0].__dict__.items() if k != "streams"},
         "streams": [p.streams for p in plans],
     }
+    service_cpus: set[int] | None = None
+    if plans[0].pin:
+        service_cpus, others = cpu_layout()
+        # The client's workers and the other servers inherit this.
+        os.sched_setaffinity(0, others)
     if "engine" in points:
         for plan in plans:
             results, t0, counter = asyncio.run(_engine_point(plan, range(1000, 9000)))
@@ -590,7 +622,7 @@ def run(
         if plans[0].messages_per_second is not None:
             inference_args += ["--max-messages-per-second", str(plans[0].messages_per_second)]
         inf_log = work / "inference.log"
-        with process(inference_args, inf_log) as inference:
+        with process(inference_args, inf_log, cpus=service_cpus) as inference:
             address = f"127.0.0.1:{grpc_port}"
             wait_until(lambda: grpc_ready(address), "inference", inference, inf_log, 300)
             generated = grpc_generated_tokens(address)
@@ -681,6 +713,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="keep this much CPU busy in another process throughout, e.g. the facade's CPU"
         " beside the grpc point, to tell contention for the cores from a layer's own latency",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the inference service alone on the first CPU and the facade, the client"
+        " and the fake server on the others, as on a GPU host where the service has cores"
+        " of its own (default: every process may run on every CPU)",
+    )
     parser.add_argument("--points", default=",".join(POINTS), help=f"subset of {POINTS}")
     parser.add_argument("--checkpoint", type=Path, help="tokenizer checkpoint dir")
     parser.add_argument("--profile", type=Path, help="py-spy the servers; raw stacks go here")
@@ -703,6 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             messages_per_second=args.max_messages_per_second,
             ramp_up=ramp_up,
             neighbour_cores=args.neighbour_cores,
+            pin=args.pin,
         )
         for streams in args.streams.split(",")
     ]

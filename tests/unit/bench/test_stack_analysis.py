@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -125,3 +126,15 @@ def test_busy_neighbour_uses_the_cpu_it_is_asked_for_and_stops(stack: ModuleType
     assert all(not p.is_running() or p.status() == "zombie" for p in burners)
     with stack.busy_neighbour(0.0) as none:
         assert none == []
+
+
+def test_pinned_layout_gives_the_service_a_cpu_of_its_own(
+    stack: ModuleType, tmp_path: Path
+) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    service, others = stack.cpu_layout()
+    assert len(service) == 1 and others and not service & others
+    sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
+    with stack.process(sleeper, tmp_path / "sleeper.log", cpus=service) as proc:
+        assert set(proc.cpu_affinity()) == service
