@@ -4,7 +4,9 @@
 The inference service runs the synthetic engine (no compute: every stream emits
 `--rate` tokens/s on the wall clock) and the facade runs in front of it, each in its own
 process, as in production. `tensorchat bench` drives `--streams` concurrent streams in a
-closed loop, and the same load is measured at four points:
+closed loop, started evenly over one request's duration (`--ramp-up`: requests of equal
+length started together would stay in lockstep), and the same load is measured at four
+points:
 
   engine  the synthetic engine read in-process: the floor every layer adds to
   fake    a trivially fast SSE server paced the same way: what the client itself can take
