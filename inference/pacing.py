@@ -9,8 +9,10 @@ token or a finish (`inference.engines.channel.OutputChannel`).
 
 from __future__ import annotations
 
-# About 0.4 of a core at the ~60 µs of CPU a gRPC message costs here: 256 streams get one
-# message each per 40 ms, and the loop keeps headroom for new requests (benchmarks/README.md).
+# 256 streams get one message each per 40 ms. At the ~100 µs of service CPU a message costs
+# here all told (gRPC write, protobuf, detokenizing, the engine's hand-over) that is 0.6-0.8
+# of the loop's one core; 3200 leaves more headroom for new requests at twice the interval
+# (measured in benchmarks/README.md).
 DEFAULT_MESSAGES_PER_SECOND = 6400.0
 
 

@@ -227,7 +227,7 @@ class SyntheticEngine(Engine):
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
 
     def _step(self, now: float) -> None:
-        """Emit every due token, apply requested finishes and deadlines, wake readers."""
+        """Emit every due token, apply requested finishes and deadlines (via the channels)."""
         requested, self._finish_requested = self._finish_requested, set()
         for req in requested:
             for index in sorted(req.to_finish):
@@ -254,7 +254,7 @@ class SyntheticEngine(Engine):
                 heapq.heappush(heap, (due, next(self._seq), choice))
 
     def _emit(self, choice: _Choice, now: float) -> None:
-        """Append the tokens of `choice` due by `now` to its pending output; finish if due."""
+        """Put the tokens of `choice` due by `now` into its request's channel; finish if due."""
         req = choice.request
         limit = req.limit
         emitted = choice.emitted
