@@ -162,22 +162,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def shapes(args: argparse.Namespace) -> list[LoadShape]:
-    """One load shape per level given on the command line."""
+    """One load shape per level given on the command line; LoadShape rejects bad mixes."""
+    levels: list[tuple[int | None, float | None]]
     if args.request_rate:
         cap = args.concurrency or [None]
         if len(cap) > 1 and len(args.request_rate) > 1:
             raise SystemExit("give several --request-rate values or several caps, not both")
-        if args.ramp_up:
-            raise SystemExit("--ramp-up is for a closed loop; Poisson arrivals are spread already")
+        levels = [(c, rate) for rate in args.request_rate for c in cap]
+    else:
+        levels = [(c, None) for c in args.concurrency or [1]]
+    try:
         return [
-            LoadShape(concurrency=c, request_rate=rate, duration_s=args.duration)
-            for rate in args.request_rate
-            for c in cap
+            LoadShape(c, rate, duration_s=args.duration, ramp_up_s=args.ramp_up)
+            for c, rate in levels
         ]
-    return [
-        LoadShape(concurrency=c, duration_s=args.duration, ramp_up_s=args.ramp_up)
-        for c in args.concurrency or [1]
-    ]
+    except ValueError as error:
+        raise SystemExit(f"invalid load: {error}") from None
 
 
 def target_of(args: argparse.Namespace) -> Target:

@@ -54,7 +54,7 @@ class LoadShape:
         if self.ramp_up_s < 0:
             raise ValueError("ramp_up_s must be >= 0")
         if self.ramp_up_s and self.request_rate is not None:
-            raise ValueError("ramp_up_s is for a closed loop; Poisson arrivals are spread already")
+            raise ValueError("a ramp-up is for a closed loop; Poisson arrivals are spread already")
 
     @property
     def label(self) -> str:

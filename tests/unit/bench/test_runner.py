@@ -119,6 +119,12 @@ def test_cli_runs_levels_and_writes_json_and_plot(
     assert threaded_server.requests == 20
 
 
+def test_cli_refuses_a_ramp_up_with_poisson_arrivals() -> None:
+    args = ["--url", "http://127.0.0.1:9/v1", "--model", "m", "--no-progress"]
+    with pytest.raises(SystemExit, match="ramp-up is for a closed loop"):
+        main([*args, "--request-rate", "5", "--ramp-up", "1"])
+
+
 def test_cli_reports_errors_by_kind(
     threaded_server: FakeOpenAIServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
