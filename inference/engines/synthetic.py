@@ -261,9 +261,11 @@ class SyntheticEngine(Engine):
         if emitted >= limit:  # only when max_tokens is 0
             self._finish(choice, req.limit_finish, now)
             return
-        due = min(limit, int((now - req.start) * self._rate) + 1)
-        if due <= emitted:
-            return
+        # The heap popped this choice, so token `emitted` is due: at least one token goes out.
+        # The floor alone can come out one short when `now` is within rounding of a token's
+        # time, and a choice that emits nothing would be pushed back at that same time and
+        # popped again forever (the event loop spinning at 100% CPU).
+        due = min(limit, max(emitted + 1, int((now - req.start) * self._rate) + 1))
         vocab = self._vocab
         size = len(vocab)
         first = choice.offset + emitted

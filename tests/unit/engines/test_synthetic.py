@@ -9,6 +9,7 @@ from collections import defaultdict
 
 import pytest
 
+from inference.engines import synthetic
 from inference.engines.base import (
     EngineFinish,
     EngineRequestError,
@@ -103,6 +104,39 @@ async def test_tokens_arrive_at_the_configured_rate() -> None:
     # stalled test machine may merge a few, so this asks for most, not all).
     singles = sum(1 for _, n in arrivals if n == 1)
     assert singles >= 0.8 * len(arrivals), arrivals
+
+
+class FrozenClock:
+    """Stands in for the engine's `time` module: `monotonic()` returns what the test sets."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.mark.timeout(10)  # the old engine hung inside one synchronous step
+async def test_a_token_due_within_rounding_of_now_is_emitted_not_requeued_forever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Token k is due at start + k / rate. With this start, (now - start) * 100 at
+    # now = start + 0.76 floors to 75, one short of the 76 the heap key says are due; the
+    # engine used to emit nothing, push the choice back at the same key and spin forever
+    # (found at 100 tokens/s, where it hung a benchmark within a minute).
+    start = 17361.003764039735
+    assert int((start + 0.76 - start) * 100) + 1 <= 76  # the rounding this test needs
+    clock = FrozenClock(start)
+    monkeypatch.setattr(synthetic, "time", clock)
+    engine = SyntheticEngine(vocab_ids=VOCAB, tokens_per_second=100.0, tick_ms=1.0)
+    stream = engine.generate(make_request(max_tokens=200))
+    first = await asyncio.wait_for(anext(stream), 5)
+    assert [len(o.token_ids) for o in first] == [1]
+    clock.now = start + 0.76
+    batch = await asyncio.wait_for(anext(stream), 5)
+    # Tokens 1..76 are due by start + 0.76.
+    assert sum(len(o.token_ids) for o in batch) == 76
+    await stream.aclose()  # type: ignore[attr-defined]
 
 
 async def test_output_tokens_is_the_natural_length_unless_ignore_eos() -> None:
