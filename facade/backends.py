@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from facade.errors import APIError, model_not_found
+from facade.multiplex import Multiplexer
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 
@@ -64,6 +65,7 @@ class Backend:
     target: str
     channel: grpc.aio.Channel
     stub: pb_grpc.InferenceAsyncStub  # what InferenceStub(aio channel) returns
+    generations: Multiplexer  # chat requests go over its GenerateMany streams
     models: dict[str, pb.ModelInfo] = field(default_factory=dict)
     healthy: bool = False
     outstanding: int = 0
@@ -106,7 +108,8 @@ class BackendPool:
         """Open the channels, probe once (a target being down is fine), start the refresh loop."""
         for target in self.targets:
             channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-            self.backends.append(Backend(target, channel, pb_grpc.InferenceStub(channel)))
+            stub = pb_grpc.InferenceStub(channel)
+            self.backends.append(Backend(target, channel, stub, Multiplexer(stub)))
         await self.refresh()
         self._task = asyncio.create_task(self._refresh_loop(), name="backend-refresh")
 
@@ -115,6 +118,7 @@ class BackendPool:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await asyncio.gather(*(b.generations.aclose() for b in self.backends))
         await asyncio.gather(*(b.channel.close(None) for b in self.backends))
         self.backends = []
         self._rebuild()

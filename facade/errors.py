@@ -57,8 +57,8 @@ _CONTEXT_RE = re.compile(r"context[ _-]?(length|window)|maximum context", re.IGN
 # Trailing-metadata keys the inference service sets on refusals (inference/errors.py): the
 # parameter at fault and a machine-readable code. Repeated here because the facade is
 # deployed without the inference package.
-_META_PARAM = "tensorchat-param"
-_META_CODE = "tensorchat-code"
+META_PARAM = "tensorchat-param"
+META_CODE = "tensorchat-code"
 
 
 class APIError(Exception):
@@ -125,8 +125,8 @@ def from_grpc(error: grpc.aio.AioRpcError, request_id: str, model: str) -> APIEr
     meta = _metadata_dict(error.trailing_metadata())
     status = GRPC_TO_HTTP.get(code, 500)
     if status == 400:
-        param = meta.get(_META_PARAM)
-        err_code = meta.get(_META_CODE)
+        param = meta.get(META_PARAM)
+        err_code = meta.get(META_CODE)
         if err_code is None and _CONTEXT_RE.search(details):
             err_code, param = "context_length_exceeded", param or "messages"
         if param and details.startswith(f"{param}: "):
@@ -139,7 +139,7 @@ def from_grpc(error: grpc.aio.AioRpcError, request_id: str, model: str) -> APIEr
         return model_not_found(model)
     if status == 429:
         return rate_limited(
-            details, _retry_after(meta), code=meta.get(_META_CODE, "server_overloaded")
+            details, _retry_after(meta), code=meta.get(META_CODE, "server_overloaded")
         )
     if status == 503:
         return APIError(

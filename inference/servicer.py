@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 
 from inference.engines.base import EngineRequestError
 from inference.errors import RequestError, invalid
 from inference.generation import stream_generation
+from inference.multiplex import DEFAULT_FLUSH_INTERVAL_S, MultiplexSession
 from inference.pacing import DEFAULT_MESSAGES_PER_SECOND, stream_interval
 from inference.prepare import build_plan, prompt_token_ids, resolve_model
 from inference.registry import ModelRegistry, ServedModel
@@ -26,10 +28,12 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         *,
         max_concurrent_requests: int = 1024,
         max_messages_per_second: float = DEFAULT_MESSAGES_PER_SECOND,
+        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
     ) -> None:
         self._registry = registry
         self._max_concurrent = max_concurrent_requests
         self._messages_per_second = max_messages_per_second
+        self._flush_interval_s = flush_interval_s
         self._running = 0
 
     def _pace(self) -> float:
@@ -44,35 +48,53 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> None:
         try:
-            plan = build_plan(self._registry, request, self._pace)
-            if self._running >= self._max_concurrent:
-                raise RequestError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"The server is at capacity ({self._max_concurrent} concurrent requests); "
-                    "retry after a short backoff.",
-                    code="server_overloaded",
-                )
+            # context.write (not yield) so that a cancelled RPC raises here, inside `aclosing`,
+            # and the engine drops the request at once instead of when the generator is GC'd.
+            async with contextlib.aclosing(self._generate(request)) as responses:
+                async for response in responses:
+                    await context.write(response)
         except RequestError as error:
             await _abort(context, error)
-            return
+
+    async def GenerateMany(  # type: ignore[override]
+        self,
+        request_iterator: AsyncIterator[pb.GenerateManyRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        session = MultiplexSession(self._generate, context.write, self._flush_interval_s)
+        await session.run(request_iterator)
+
+    async def _generate(
+        self, request: pb.GenerateRequest
+    ) -> AsyncGenerator[pb.GenerateResponse, None]:
+        """One request's messages, for Generate and GenerateMany alike.
+
+        Every way it can fail is a RequestError with the status the caller gets.
+        """
+        plan = build_plan(self._registry, request, self._pace)
+        if self._running >= self._max_concurrent:
+            raise RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"The server is at capacity ({self._max_concurrent} concurrent requests); "
+                "retry after a short backoff.",
+                code="server_overloaded",
+            )
         request_id = plan.engine_request.request_id
         self._running += 1
         try:
-            # context.write (not yield) so that a cancelled RPC raises here, inside `aclosing`,
-            # and the engine drops the request at once instead of when the generator is GC'd.
             async with contextlib.aclosing(stream_generation(plan)) as responses:
                 async for response in responses:
-                    await context.write(response)
+                    yield response
         except EngineRequestError as error:
-            await _abort(context, invalid("messages", str(error)))
-        except RequestError as error:
-            await _abort(context, error)
+            raise invalid("messages", str(error)) from None
+        except RequestError:
+            raise
         except Exception:
             log.exception("request %s failed", request_id)
-            await context.abort(
+            raise RequestError(
                 grpc.StatusCode.INTERNAL,
                 f"internal error while generating (request id {request_id})",
-            )
+            ) from None
         finally:
             self._running -= 1
 

@@ -27,6 +27,7 @@ from facade.backends import Backend, ModelEntry
 from facade.deps import FacadeState, get_state, require_principal
 from facade.errors import APIError, from_grpc, from_validation, rate_limited
 from facade.limits import Lease, RateLimitExceeded, estimate_tokens
+from facade.multiplex import EOF, Generation
 from facade.schemas import ChatCompletion, ChatCompletionRequest, ErrorResponse
 from facade.sse import DONE, SSE_HEADERS, DisconnectWatcher, error_event
 from facade.translate import (
@@ -52,7 +53,6 @@ CHAT_PATHS = (
 )
 # Past the generation time limit, give the service this long to report the finish itself.
 _DEADLINE_SLACK_S = 30.0
-_EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 
 
 async def create_chat_completion(
@@ -176,7 +176,7 @@ class ChatRun(Response):
         self.usage = UsageCounter()
         self.status = 0
         self.first_token_at: float | None = None
-        self._call: grpc.aio.UnaryStreamCall[pb.GenerateRequest, pb.GenerateResponse] | None = None
+        self._call: Generation | None = None
         self._done = False
         self._began = False  # a 200 went out
         self._extra_headers = [(b"x-request-id", rpc.request_id.encode())]
@@ -218,13 +218,6 @@ class ChatRun(Response):
         if not self._done and self._call is not None:
             self._call.cancel()
 
-    def _metadata(self) -> tuple[tuple[str, str | bytes], ...]:
-        # `user` is OpenAI's end-user id for abuse tracing; -bin because it may be any text.
-        meta: list[tuple[str, str | bytes]] = [("tensorchat-key-bin", self.principal.name.encode())]
-        if self.req.user:
-            meta.append(("tensorchat-user-bin", self.req.user.encode()))
-        return tuple(meta)
-
     async def _run(self, send: Send, watcher: DisconnectWatcher) -> None:
         pool = self.state.pool
         candidates = pool.candidates(self.entry.id)
@@ -242,7 +235,7 @@ class ChatRun(Response):
         timeout = limit + _DEADLINE_SLACK_S if limit else None
         for attempt, backend in enumerate(candidates):
             with pool.use(backend):
-                call = backend.stub.Generate(self.rpc, timeout=timeout, metadata=self._metadata())
+                call = await backend.generations.start(self.rpc, timeout)
                 self._call = call
                 if watcher.disconnected:
                     call.cancel()
@@ -279,13 +272,13 @@ class ChatRun(Response):
     async def _complete(
         self,
         send: Send,
-        call: grpc.aio.UnaryStreamCall[pb.GenerateRequest, pb.GenerateResponse],
+        call: Generation,
         first: Any,
     ) -> None:
         builder = CompletionBuilder(self.req.n, bool(self.req.logprobs))
         message = first
         try:
-            while message is not _EOF:
+            while message is not EOF:
                 if self.first_token_at is None and message.HasField("delta"):
                     self.first_token_at = time.perf_counter()
                 builder.add(message)
@@ -312,7 +305,7 @@ class ChatRun(Response):
     async def _stream(
         self,
         send: Send,
-        call: grpc.aio.UnaryStreamCall[pb.GenerateRequest, pb.GenerateResponse],
+        call: Generation,
         first: Any,
     ) -> None:
         req = self.req
@@ -338,7 +331,7 @@ class ChatRun(Response):
         usage = self.usage
         message = first
         try:
-            while message is not _EOF:
+            while message is not EOF:
                 if message.HasField("delta"):
                     delta = message.delta
                     if delta.text or delta.logprobs:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtensorchat/v1/inference.proto\x12\rtensorchat.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"<\n\x0c\x43hatMessages\x12,\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.tensorchat.v1.ChatMessage\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\r\"\xf3\x02\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\r\n\x05min_p\x18\x04 \x01(\x02\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x02\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x06 \x01(\x02H\x03\x88\x01\x01\x12\x18\n\x10presence_penalty\x18\x07 \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\x08 \x01(\x02\x12@\n\nlogit_bias\x18\t \x03(\x0b\x32,.tensorchat.v1.SamplingParams.LogitBiasEntry\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x15\n\x13_repetition_penalty\"\x9f\x01\n\x10StoppingCriteria\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x12\n\nmin_tokens\x18\x02 \x01(\r\x12\x0c\n\x04stop\x18\x03 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x04 \x03(\r\x12\x12\n\nignore_eos\x18\x05 \x01(\x08\x12\x15\n\rtime_limit_ms\x18\x06 \x01(\rB\r\n\x0b_max_tokens\"\xf0\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12/\n\x08messages\x18\x03 \x01(\x0b\x32\x1b.tensorchat.v1.ChatMessagesH\x00\x12\x10\n\x06prompt\x18\x04 \x01(\tH\x00\x12,\n\ttoken_ids\x18\x05 \x01(\x0b\x32\x17.tensorchat.v1.TokenIdsH\x00\x12/\n\x08sampling\x18\x06 \x01(\x0b\x32\x1d.tensorchat.v1.SamplingParams\x12\x31\n\x08stopping\x18\x07 \x01(\x0b\x32\x1f.tensorchat.v1.StoppingCriteria\x12\t\n\x01n\x18\x08 \x01(\r\x12\x10\n\x08logprobs\x18\t \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\n \x01(\r\x12)\n\x06output\x18\x0b \x01(\x0e\x32\x19.tensorchat.v1.OutputModeB\x07\n\x05input\"M\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\x12\r\n\x05\x62ytes\x18\x04 \x01(\x0c\"\x80\x01\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\x12\r\n\x05\x62ytes\x18\x04 \x01(\x0c\x12/\n\x0ctop_logprobs\x18\x05 \x03(\x0b\x32\x19.tensorchat.v1.TopLogprob\"W\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12-\n\x08logprobs\x18\x03 \x03(\x0b\x32\x1b.tensorchat.v1.TokenLogprob\"P\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x15\n\rcached_tokens\x18\x03 \x01(\r\"\xa0\x01\n\x08\x46inished\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.tensorchat.v1.FinishReason\x12\x16\n\x0cmatched_stop\x18\x02 \x01(\tH\x00\x12\x1f\n\x15matched_stop_token_id\x18\x03 \x01(\rH\x00\x12#\n\x05usage\x18\x04 \x01(\x0b\x32\x14.tensorchat.v1.UsageB\t\n\x07matched\"}\n\x10GenerateResponse\x12\r\n\x05index\x18\x01 \x01(\r\x12%\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x14.tensorchat.v1.DeltaH\x00\x12+\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x17.tensorchat.v1.FinishedH\x00\x42\x06\n\x04kind\"\x13\n\x11ListModelsRequest\"|\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x04 \x01(\r\x12\x19\n\x11max_output_tokens\x18\x05 \x01(\r\x12\x0f\n\x07\x63reated\x18\x06 \x01(\x03\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.tensorchat.v1.ModelInfo\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"l\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12/\n\x08messages\x18\x02 \x01(\x0b\x32\x1b.tensorchat.v1.ChatMessagesH\x00\x12\x10\n\x06prompt\x18\x03 \x01(\tH\x00\x42\x07\n\x05input\"L\n\x10TokenizeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\r\"<\n\x13\x43ountTokensResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x02 \x01(\r\"\x11\n\x0fGetStatsRequest\"\x9a\x01\n\nModelStats\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0f\x61\x63tive_requests\x18\x02 \x01(\r\x12\x17\n\x0fqueued_requests\x18\x03 \x01(\r\x12\x16\n\x0ekv_cache_usage\x18\x04 \x01(\x02\x12\x19\n\x11kv_cache_hit_rate\x18\x05 \x01(\x02\x12\x18\n\x10generated_tokens\x18\x06 \x01(\x04\"=\n\x10GetStatsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.tensorchat.v1.ModelStats*[\n\nOutputMode\x12\x1f\n\x1bOUTPUT_MODE_TEXT_AND_TOKENS\x10\x00\x12\x14\n\x10OUTPUT_MODE_TEXT\x10\x01\x12\x16\n\x12OUTPUT_MODE_TOKENS\x10\x02*\xd9\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1f\n\x1b\x46INISH_REASON_STOP_SEQUENCE\x10\x03\x12\x1c\n\x18\x46INISH_REASON_STOP_TOKEN\x10\x04\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x05\x12\x1c\n\x18\x46INISH_REASON_TIME_LIMIT\x10\x06\x32\xe0\x03\n\tInference\x12M\n\x08Generate\x12\x1e.tensorchat.v1.GenerateRequest\x1a\x1f.tensorchat.v1.GenerateResponse0\x01\x12Q\n\nListModels\x12 .tensorchat.v1.ListModelsRequest\x1a!.tensorchat.v1.ListModelsResponse\x12\x44\n\x08GetModel\x12\x1e.tensorchat.v1.GetModelRequest\x1a\x18.tensorchat.v1.ModelInfo\x12K\n\x08Tokenize\x12\x1e.tensorchat.v1.TokenizeRequest\x1a\x1f.tensorchat.v1.TokenizeResponse\x12Q\n\x0b\x43ountTokens\x12\x1e.tensorchat.v1.TokenizeRequest\x1a\".tensorchat.v1.CountTokensResponse\x12K\n\x08GetStats\x12\x1e.tensorchat.v1.GetStatsRequest\x1a\x1f.tensorchat.v1.GetStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtensorchat/v1/inference.proto\x12\rtensorchat.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"<\n\x0c\x43hatMessages\x12,\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.tensorchat.v1.ChatMessage\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\r\"\xf3\x02\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\r\n\x05min_p\x18\x04 \x01(\x02\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x02\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x06 \x01(\x02H\x03\x88\x01\x01\x12\x18\n\x10presence_penalty\x18\x07 \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\x08 \x01(\x02\x12@\n\nlogit_bias\x18\t \x03(\x0b\x32,.tensorchat.v1.SamplingParams.LogitBiasEntry\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x15\n\x13_repetition_penalty\"\x9f\x01\n\x10StoppingCriteria\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x12\n\nmin_tokens\x18\x02 \x01(\r\x12\x0c\n\x04stop\x18\x03 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x04 \x03(\r\x12\x12\n\nignore_eos\x18\x05 \x01(\x08\x12\x15\n\rtime_limit_ms\x18\x06 \x01(\rB\r\n\x0b_max_tokens\"\xf0\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12/\n\x08messages\x18\x03 \x01(\x0b\x32\x1b.tensorchat.v1.ChatMessagesH\x00\x12\x10\n\x06prompt\x18\x04 \x01(\tH\x00\x12,\n\ttoken_ids\x18\x05 \x01(\x0b\x32\x17.tensorchat.v1.TokenIdsH\x00\x12/\n\x08sampling\x18\x06 \x01(\x0b\x32\x1d.tensorchat.v1.SamplingParams\x12\x31\n\x08stopping\x18\x07 \x01(\x0b\x32\x1f.tensorchat.v1.StoppingCriteria\x12\t\n\x01n\x18\x08 \x01(\r\x12\x10\n\x08logprobs\x18\t \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\n \x01(\r\x12)\n\x06output\x18\x0b \x01(\x0e\x32\x19.tensorchat.v1.OutputModeB\x07\n\x05input\"M\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\x12\r\n\x05\x62ytes\x18\x04 \x01(\x0c\"\x80\x01\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\x12\r\n\x05\x62ytes\x18\x04 \x01(\x0c\x12/\n\x0ctop_logprobs\x18\x05 \x03(\x0b\x32\x19.tensorchat.v1.TopLogprob\"W\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12-\n\x08logprobs\x18\x03 \x03(\x0b\x32\x1b.tensorchat.v1.TokenLogprob\"P\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x15\n\rcached_tokens\x18\x03 \x01(\r\"\xa0\x01\n\x08\x46inished\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.tensorchat.v1.FinishReason\x12\x16\n\x0cmatched_stop\x18\x02 \x01(\tH\x00\x12\x1f\n\x15matched_stop_token_id\x18\x03 \x01(\rH\x00\x12#\n\x05usage\x18\x04 \x01(\x0b\x32\x14.tensorchat.v1.UsageB\t\n\x07matched\"}\n\x10GenerateResponse\x12\r\n\x05index\x18\x01 \x01(\r\x12%\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x14.tensorchat.v1.DeltaH\x00\x12+\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x17.tensorchat.v1.FinishedH\x00\x42\x06\n\x04kind\"b\n\x13GenerateManyRequest\x12/\n\x05start\x18\x01 \x01(\x0b\x32\x1e.tensorchat.v1.GenerateRequestH\x00\x12\x10\n\x06\x63\x61ncel\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x61\x63tion\"Q\n\rGenerationEnd\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05param\x18\x03 \x01(\t\x12\x12\n\nerror_code\x18\x04 \x01(\t\"\x8f\x01\n\x0fGenerationEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x33\n\x08response\x18\x02 \x01(\x0b\x32\x1f.tensorchat.v1.GenerateResponseH\x00\x12+\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1c.tensorchat.v1.GenerationEndH\x00\x42\x06\n\x04kind\"F\n\x14GenerateManyResponse\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.tensorchat.v1.GenerationEvent\"\x13\n\x11ListModelsRequest\"|\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x04 \x01(\r\x12\x19\n\x11max_output_tokens\x18\x05 \x01(\r\x12\x0f\n\x07\x63reated\x18\x06 \x01(\x03\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.tensorchat.v1.ModelInfo\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"l\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12/\n\x08messages\x18\x02 \x01(\x0b\x32\x1b.tensorchat.v1.ChatMessagesH\x00\x12\x10\n\x06prompt\x18\x03 \x01(\tH\x00\x42\x07\n\x05input\"L\n\x10TokenizeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\r\"<\n\x13\x43ountTokensResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x02 \x01(\r\"\x11\n\x0fGetStatsRequest\"\x9a\x01\n\nModelStats\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0f\x61\x63tive_requests\x18\x02 \x01(\r\x12\x17\n\x0fqueued_requests\x18\x03 \x01(\r\x12\x16\n\x0ekv_cache_usage\x18\x04 \x01(\x02\x12\x19\n\x11kv_cache_hit_rate\x18\x05 \x01(\x02\x12\x18\n\x10generated_tokens\x18\x06 \x01(\x04\"=\n\x10GetStatsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.tensorchat.v1.ModelStats*[\n\nOutputMode\x12\x1f\n\x1bOUTPUT_MODE_TEXT_AND_TOKENS\x10\x00\x12\x14\n\x10OUTPUT_MODE_TEXT\x10\x01\x12\x16\n\x12OUTPUT_MODE_TOKENS\x10\x02*\xd9\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1f\n\x1b\x46INISH_REASON_STOP_SEQUENCE\x10\x03\x12\x1c\n\x18\x46INISH_REASON_STOP_TOKEN\x10\x04\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x05\x12\x1c\n\x18\x46INISH_REASON_TIME_LIMIT\x10\x06\x32\xbd\x04\n\tInference\x12M\n\x08Generate\x12\x1e.tensorchat.v1.GenerateRequest\x1a\x1f.tensorchat.v1.GenerateResponse0\x01\x12[\n\x0cGenerateMany\x12\".tensorchat.v1.GenerateManyRequest\x1a#.tensorchat.v1.GenerateManyResponse(\x01\x30\x01\x12Q\n\nListModels\x12 .tensorchat.v1.ListModelsRequest\x1a!.tensorchat.v1.ListModelsResponse\x12\x44\n\x08GetModel\x12\x1e.tensorchat.v1.GetModelRequest\x1a\x18.tensorchat.v1.ModelInfo\x12K\n\x08Tokenize\x12\x1e.tensorchat.v1.TokenizeRequest\x1a\x1f.tensorchat.v1.TokenizeResponse\x12Q\n\x0b\x43ountTokens\x12\x1e.tensorchat.v1.TokenizeRequest\x1a\".tensorchat.v1.CountTokensResponse\x12K\n\x08GetStats\x12\x1e.tensorchat.v1.GetStatsRequest\x1a\x1f.tensorchat.v1.GetStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._loaded_options = None
   _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_options = b'8\001'
-  _globals['_OUTPUTMODE']._serialized_start=2493
-  _globals['_OUTPUTMODE']._serialized_end=2584
-  _globals['_FINISHREASON']._serialized_start=2587
-  _globals['_FINISHREASON']._serialized_end=2804
+  _globals['_OUTPUTMODE']._serialized_start=2894
+  _globals['_OUTPUTMODE']._serialized_end=2985
+  _globals['_FINISHREASON']._serialized_start=2988
+  _globals['_FINISHREASON']._serialized_end=3205
   _globals['_CHATMESSAGE']._serialized_start=48
   _globals['_CHATMESSAGE']._serialized_end=92
   _globals['_CHATMESSAGES']._serialized_start=94
@@ -63,26 +63,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FINISHED']._serialized_end=1630
   _globals['_GENERATERESPONSE']._serialized_start=1632
   _globals['_GENERATERESPONSE']._serialized_end=1757
-  _globals['_LISTMODELSREQUEST']._serialized_start=1759
-  _globals['_LISTMODELSREQUEST']._serialized_end=1778
-  _globals['_MODELINFO']._serialized_start=1780
-  _globals['_MODELINFO']._serialized_end=1904
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1906
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1968
-  _globals['_GETMODELREQUEST']._serialized_start=1970
-  _globals['_GETMODELREQUEST']._serialized_end=2002
-  _globals['_TOKENIZEREQUEST']._serialized_start=2004
-  _globals['_TOKENIZEREQUEST']._serialized_end=2112
-  _globals['_TOKENIZERESPONSE']._serialized_start=2114
-  _globals['_TOKENIZERESPONSE']._serialized_end=2190
-  _globals['_COUNTTOKENSRESPONSE']._serialized_start=2192
-  _globals['_COUNTTOKENSRESPONSE']._serialized_end=2252
-  _globals['_GETSTATSREQUEST']._serialized_start=2254
-  _globals['_GETSTATSREQUEST']._serialized_end=2271
-  _globals['_MODELSTATS']._serialized_start=2274
-  _globals['_MODELSTATS']._serialized_end=2428
-  _globals['_GETSTATSRESPONSE']._serialized_start=2430
-  _globals['_GETSTATSRESPONSE']._serialized_end=2491
-  _globals['_INFERENCE']._serialized_start=2807
-  _globals['_INFERENCE']._serialized_end=3287
+  _globals['_GENERATEMANYREQUEST']._serialized_start=1759
+  _globals['_GENERATEMANYREQUEST']._serialized_end=1857
+  _globals['_GENERATIONEND']._serialized_start=1859
+  _globals['_GENERATIONEND']._serialized_end=1940
+  _globals['_GENERATIONEVENT']._serialized_start=1943
+  _globals['_GENERATIONEVENT']._serialized_end=2086
+  _globals['_GENERATEMANYRESPONSE']._serialized_start=2088
+  _globals['_GENERATEMANYRESPONSE']._serialized_end=2158
+  _globals['_LISTMODELSREQUEST']._serialized_start=2160
+  _globals['_LISTMODELSREQUEST']._serialized_end=2179
+  _globals['_MODELINFO']._serialized_start=2181
+  _globals['_MODELINFO']._serialized_end=2305
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2307
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2369
+  _globals['_GETMODELREQUEST']._serialized_start=2371
+  _globals['_GETMODELREQUEST']._serialized_end=2403
+  _globals['_TOKENIZEREQUEST']._serialized_start=2405
+  _globals['_TOKENIZEREQUEST']._serialized_end=2513
+  _globals['_TOKENIZERESPONSE']._serialized_start=2515
+  _globals['_TOKENIZERESPONSE']._serialized_end=2591
+  _globals['_COUNTTOKENSRESPONSE']._serialized_start=2593
+  _globals['_COUNTTOKENSRESPONSE']._serialized_end=2653
+  _globals['_GETSTATSREQUEST']._serialized_start=2655
+  _globals['_GETSTATSREQUEST']._serialized_end=2672
+  _globals['_MODELSTATS']._serialized_start=2675
+  _globals['_MODELSTATS']._serialized_end=2829
+  _globals['_GETSTATSRESPONSE']._serialized_start=2831
+  _globals['_GETSTATSRESPONSE']._serialized_end=2892
+  _globals['_INFERENCE']._serialized_start=3208
+  _globals['_INFERENCE']._serialized_end=3781
 # @@protoc_insertion_point(module_scope)

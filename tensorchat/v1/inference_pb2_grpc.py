@@ -39,6 +39,11 @@ class InferenceStub:
                 request_serializer=tensorchat_dot_v1_dot_inference__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=tensorchat_dot_v1_dot_inference__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.GenerateMany = channel.stream_stream(
+                '/tensorchat.v1.Inference/GenerateMany',
+                request_serializer=tensorchat_dot_v1_dot_inference__pb2.GenerateManyRequest.SerializeToString,
+                response_deserializer=tensorchat_dot_v1_dot_inference__pb2.GenerateManyResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/tensorchat.v1.Inference/ListModels',
                 request_serializer=tensorchat_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
@@ -71,6 +76,18 @@ class InferenceServicer:
 
     def Generate(self, request, context):
         """Streams deltas for each choice, then one Finished message per choice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GenerateMany(self, request_iterator, context):
+        """Many generations over one stream, for a front end that carries many clients' requests:
+        each request message starts or cancels one, and each response message carries what
+        every running generation produced since the previous one. gRPC costs the same CPU per
+        message whatever it carries, so this pays it once per flush instead of once per
+        message of every stream. Each generation yields what Generate would, then exactly one
+        GenerationEnd.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,6 +135,11 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=tensorchat_dot_v1_dot_inference__pb2.GenerateRequest.FromString,
                     response_serializer=tensorchat_dot_v1_dot_inference__pb2.GenerateResponse.SerializeToString,
+            ),
+            'GenerateMany': grpc.stream_stream_rpc_method_handler(
+                    servicer.GenerateMany,
+                    request_deserializer=tensorchat_dot_v1_dot_inference__pb2.GenerateManyRequest.FromString,
+                    response_serializer=tensorchat_dot_v1_dot_inference__pb2.GenerateManyResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -172,6 +194,33 @@ class Inference:
             '/tensorchat.v1.Inference/Generate',
             tensorchat_dot_v1_dot_inference__pb2.GenerateRequest.SerializeToString,
             tensorchat_dot_v1_dot_inference__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateMany(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tensorchat.v1.Inference/GenerateMany',
+            tensorchat_dot_v1_dot_inference__pb2.GenerateManyRequest.SerializeToString,
+            tensorchat_dot_v1_dot_inference__pb2.GenerateManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,7 +6,8 @@ The contract between the REST facade, internal callers and the inference service
 Rules that shape this file:
 - Errors are gRPC status codes (INVALID_ARGUMENT naming the field, NOT_FOUND for an
   unknown model, RESOURCE_EXHAUSTED when the server is full, ...), never an error
-  message inside a successful stream.
+  message inside a successful stream. GenerateMany carries many generations on one
+  stream, so each one ends with its own `GenerationEnd`, holding the same status code.
 - Fields whose proto3 zero is not their meaning (temperature, top_p, max_tokens,
   seed, repetition_penalty) are `optional`: unset means "the model's default".
 - Every Generate stream ends with exactly one `Finished` message per choice.
@@ -42,6 +43,14 @@ class InferenceStub:
     def __new__(cls, channel: _aio.Channel) -> InferenceAsyncStub: ...
     Generate: _grpc.UnaryStreamMultiCallable[_inference_pb2.GenerateRequest, _inference_pb2.GenerateResponse]
     """Streams deltas for each choice, then one Finished message per choice."""
+    GenerateMany: _grpc.StreamStreamMultiCallable[_inference_pb2.GenerateManyRequest, _inference_pb2.GenerateManyResponse]
+    """Many generations over one stream, for a front end that carries many clients' requests:
+    each request message starts or cancels one, and each response message carries what
+    every running generation produced since the previous one. gRPC costs the same CPU per
+    message whatever it carries, so this pays it once per flush instead of once per
+    message of every stream. Each generation yields what Generate would, then exactly one
+    GenerationEnd.
+    """
     ListModels: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ListModelsRequest, _inference_pb2.ListModelsResponse]
     """Models this server can serve, with their limits."""
     GetModel: _grpc.UnaryUnaryMultiCallable[_inference_pb2.GetModelRequest, _inference_pb2.ModelInfo]
@@ -58,6 +67,14 @@ class InferenceAsyncStub(InferenceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Generate: _aio.UnaryStreamMultiCallable[_inference_pb2.GenerateRequest, _inference_pb2.GenerateResponse]  # type: ignore[assignment]
     """Streams deltas for each choice, then one Finished message per choice."""
+    GenerateMany: _aio.StreamStreamMultiCallable[_inference_pb2.GenerateManyRequest, _inference_pb2.GenerateManyResponse]  # type: ignore[assignment]
+    """Many generations over one stream, for a front end that carries many clients' requests:
+    each request message starts or cancels one, and each response message carries what
+    every running generation produced since the previous one. gRPC costs the same CPU per
+    message whatever it carries, so this pays it once per flush instead of once per
+    message of every stream. Each generation yields what Generate would, then exactly one
+    GenerationEnd.
+    """
     ListModels: _aio.UnaryUnaryMultiCallable[_inference_pb2.ListModelsRequest, _inference_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Models this server can serve, with their limits."""
     GetModel: _aio.UnaryUnaryMultiCallable[_inference_pb2.GetModelRequest, _inference_pb2.ModelInfo]  # type: ignore[assignment]
@@ -77,6 +94,20 @@ class InferenceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_inference_pb2.GenerateResponse], _abc.AsyncIterator[_inference_pb2.GenerateResponse]]:
         """Streams deltas for each choice, then one Finished message per choice."""
+
+    @_abc_1.abstractmethod
+    def GenerateMany(
+        self,
+        request_iterator: _MaybeAsyncIterator[_inference_pb2.GenerateManyRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_inference_pb2.GenerateManyResponse], _abc.AsyncIterator[_inference_pb2.GenerateManyResponse]]:
+        """Many generations over one stream, for a front end that carries many clients' requests:
+        each request message starts or cancels one, and each response message carries what
+        every running generation produced since the previous one. gRPC costs the same CPU per
+        message whatever it carries, so this pays it once per flush instead of once per
+        message of every stream. Each generation yields what Generate would, then exactly one
+        GenerationEnd.
+        """
 
     @_abc_1.abstractmethod
     def ListModels(

@@ -27,6 +27,7 @@ def backend(target: str, *models: pb.ModelInfo) -> Backend:
         target=target,
         channel=cast(Any, None),
         stub=cast(Any, None),
+        generations=cast(Any, None),
         models={m.id: m for m in models},
         healthy=True,
     )

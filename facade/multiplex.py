@@ -1,0 +1,237 @@
+"""Chat requests as generations on shared GenerateMany streams (see inference.multiplex).
+
+The facade carries many clients' streams to the same few backends. As one Generate call
+each, every message of every stream would cost a gRPC read here (C-core's thread, the
+asyncio poller thread, then the event loop); on a GenerateMany stream one read brings the
+messages of every generation on it, and a dict lookup hands each to its request.
+
+A `Generation` reads like the Generate call it replaces: `read()` returns the next
+GenerateResponse and then EOF, an end with an error raises the `AioRpcError` that Generate
+would have raised (same code, details and trailing metadata), and `cancel()` makes a
+pending read raise CancelledError and tells the service to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from typing import Any
+
+import grpc
+
+from facade.errors import META_CODE, META_PARAM
+from tensorchat.v1 import inference_pb2 as pb
+from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+
+# A stream goes to one replica, so a target name that stands for several (dns:///) spreads
+# requests over replicas only by spreading them over streams: a request takes a stream of
+# its own while there are fewer than this many, and the least loaded one after that. More
+# streams also mean more, smaller flushes.
+MAX_STREAMS_PER_BACKEND = 4
+
+_STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
+
+
+def rpc_error(
+    status: grpc.StatusCode, details: str, trailing: grpc.aio.Metadata | None = None
+) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
+        status, grpc.aio.Metadata(), trailing or grpc.aio.Metadata(), details, None
+    )
+
+
+def error_of(end: pb.GenerationEnd) -> grpc.aio.AioRpcError:
+    """The error Generate would have raised for a generation that ended this way."""
+    trailing = grpc.aio.Metadata()
+    if end.param:
+        trailing.add(META_PARAM, end.param)
+    if end.error_code:
+        trailing.add(META_CODE, end.error_code)
+    status = _STATUS_BY_CODE.get(end.code, grpc.StatusCode.UNKNOWN)
+    return rpc_error(status, end.message, trailing)
+
+
+class Generation:
+    """One request on a GenerateMany stream, read like a Generate call (module docstring)."""
+
+    __slots__ = ("_end", "_responses", "_stream", "_timer", "_waiter", "request_id")
+
+    def __init__(self, stream: GenerationStream, request_id: str) -> None:
+        self.request_id = request_id
+        self._stream = stream
+        self._responses: collections.deque[pb.GenerateResponse] = collections.deque()
+        # None while running; then EOF, an AioRpcError, or CancelledError after cancel().
+        self._end: Any = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def done(self) -> bool:
+        return self._end is not None
+
+    def cancel(self) -> bool:
+        """Stop the generation: a pending read raises CancelledError; False if it had ended."""
+        if self._end is not None:
+            return False
+        self._finish(asyncio.CancelledError)
+        self._stream.cancel(self.request_id)
+        return True
+
+    async def read(self) -> Any:
+        """The next GenerateResponse, or EOF once the generation ended well."""
+        while not self._responses:
+            end = self._end
+            if end is EOF:
+                return EOF
+            if end is asyncio.CancelledError:
+                raise asyncio.CancelledError
+            if end is not None:
+                raise end
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._responses.popleft()
+
+    def expire_after(self, timeout_s: float) -> None:
+        """End with DEADLINE_EXCEEDED, and stop the service's work, if still running then."""
+        self._timer = asyncio.get_running_loop().call_later(timeout_s, self._expire)
+
+    def _expire(self) -> None:
+        if self._end is None:
+            self._finish(rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+            self._stream.cancel(self.request_id)
+
+    def deliver(self, event: pb.GenerationEvent) -> bool:
+        """Takes one event of this generation; True when it was the end."""
+        if event.HasField("response"):
+            self._responses.append(event.response)
+            self._wake()
+            return False
+        self._finish(EOF if event.end.code == 0 else error_of(event.end))
+        return True
+
+    def fail(self, error: grpc.aio.AioRpcError) -> None:
+        """The stream broke under this generation."""
+        if self._end is None:
+            self._finish(error)
+
+    def _finish(self, end: Any) -> None:
+        self._end = end
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if end is asyncio.CancelledError and self._waiter is not None:
+            self._waiter.cancel()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class GenerationStream:
+    """One GenerateMany call: starts generations on it and hands each event to its reader."""
+
+    def __init__(self, stub: pb_grpc.InferenceAsyncStub) -> None:
+        # No request iterator: this side writes its messages as requests come.
+        self._call = stub.GenerateMany()  # type: ignore[call-arg]  # grpc-stubs require one
+        self._generations: dict[str, Generation] = {}
+        self._write_lock = asyncio.Lock()  # grpc.aio allows one write at a time
+        self._cancels: set[asyncio.Task[None]] = set()
+        self.broken = False
+        self._reader = asyncio.create_task(self._read_events(), name="generate-many-reader")
+
+    @property
+    def load(self) -> int:
+        return len(self._generations)
+
+    async def start(self, request: pb.GenerateRequest, timeout_s: float | None) -> Generation:
+        generation = Generation(self, request.request_id)
+        self._generations[request.request_id] = generation
+        if timeout_s is not None:
+            generation.expire_after(timeout_s)
+        try:
+            await self._send(pb.GenerateManyRequest(start=request))
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as error:
+            # The call failed (the backend is down or went away): the reader fails the rest.
+            self.broken = True
+            self._generations.pop(request.request_id, None)
+            generation.fail(
+                error
+                if isinstance(error, grpc.aio.AioRpcError)
+                else rpc_error(grpc.StatusCode.UNAVAILABLE, "the GenerateMany stream ended")
+            )
+        return generation
+
+    def cancel(self, request_id: str) -> None:
+        if self._generations.pop(request_id, None) is None or self.broken:
+            return
+        task = asyncio.create_task(self._send_cancel(request_id))
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
+
+    async def _send_cancel(self, request_id: str) -> None:
+        # If the stream is gone, so is the generation.
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await self._send(pb.GenerateManyRequest(cancel=request_id))
+
+    async def _send(self, message: pb.GenerateManyRequest) -> None:
+        async with self._write_lock:
+            await self._call.write(message)
+
+    async def _read_events(self) -> None:
+        generations = self._generations
+        error = rpc_error(grpc.StatusCode.UNAVAILABLE, "the GenerateMany stream ended")
+        try:
+            async for response in self._call:
+                for event in response.events:
+                    generation = generations.get(event.request_id)
+                    # Events of a generation this side cancelled may still come: drop them.
+                    if generation is not None and generation.deliver(event):
+                        del generations[event.request_id]
+        except grpc.aio.AioRpcError as rpc_failure:
+            error = rpc_failure
+        finally:
+            self.broken = True
+            for generation in generations.values():
+                generation.fail(error)
+            generations.clear()
+        if error.code() != grpc.StatusCode.CANCELLED:
+            log.warning("GenerateMany stream ended: %s %s", error.code().name, error.details())
+
+    async def aclose(self) -> None:
+        self._call.cancel()
+        self._reader.cancel()
+        await asyncio.gather(self._reader, *self._cancels, return_exceptions=True)
+
+
+class Multiplexer:
+    """The GenerateMany streams to one backend, opened as they are needed."""
+
+    def __init__(self, stub: pb_grpc.InferenceAsyncStub) -> None:
+        self._stub = stub
+        self._streams: list[GenerationStream] = []
+
+    async def start(self, request: pb.GenerateRequest, timeout_s: float | None) -> Generation:
+        """Start `request` (its request_id unique) on the least loaded stream."""
+        self._streams = [stream for stream in self._streams if not stream.broken]
+        stream = min(self._streams, key=_load, default=None)
+        if stream is None or (stream.load and len(self._streams) < MAX_STREAMS_PER_BACKEND):
+            stream = GenerationStream(self._stub)
+            self._streams.append(stream)
+        return await stream.start(request, timeout_s)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(stream.aclose() for stream in self._streams))
+        self._streams = []
+
+
+def _load(stream: GenerationStream) -> int:
+    return stream.load
