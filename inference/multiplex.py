@@ -134,6 +134,14 @@ class MultiplexSession:
             if request_id not in self._cancelled:
                 raise  # the whole call is ending
             end = _CANCELLED
+        except Exception:
+            # `generations` reports failures as RequestError; this is a bug, but the request
+            # must still end, or its reader would wait for ever.
+            log.exception("generation %s failed", request_id)
+            end = pb.GenerationEnd(
+                code=grpc.StatusCode.INTERNAL.value[0],
+                message=f"internal error while generating (request id {request_id})",
+            )
         finally:
             del self._pumps[request_id]
             self._cancelled.discard(request_id)

@@ -113,7 +113,8 @@ def test_grpc_round_robin_spreads_over_a_multi_address_target(
     replicas: list[Replica], facade_keys: Keys
 ) -> None:
     # One target naming several addresses, as a DNS name of a headless service resolves:
-    # gRPC's round_robin (not the facade) picks the address for each call.
+    # gRPC's round_robin (not the facade) picks the address for each GenerateMany stream,
+    # and concurrent requests take streams of their own (up to MAX_STREAMS_PER_BACKEND).
     a, b = replicas
     target = f"ipv4:{a.address},{b.address}"
     settings = FacadeSettings(backends=[target], keys_file=facade_keys.path)

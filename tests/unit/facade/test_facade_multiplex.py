@@ -1,0 +1,145 @@
+"""A Generation on a GenerateMany stream reads like the Generate call it replaces.
+
+The stream here only records cancels; the facade's integration tests run the real streams
+against the real service (cancellation, failover, errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from facade.errors import from_grpc
+from facade.multiplex import EOF, Generation, GenerationStream
+from tensorchat.v1 import inference_pb2 as pb
+
+
+class CancelLog:
+    """Stands in for the GenerationStream: what a Generation asks of it is `cancel(id)`."""
+
+    def __init__(self) -> None:
+        self.cancelled: list[str] = []
+
+    def cancel(self, request_id: str) -> None:
+        self.cancelled.append(request_id)
+
+
+def generation(cancels: CancelLog) -> Generation:
+    stream: GenerationStream = cancels  # type: ignore[assignment]
+    return Generation(stream, "r1")
+
+
+def response(text: str) -> pb.GenerationEvent:
+    return pb.GenerationEvent(
+        request_id="r1", response=pb.GenerateResponse(delta=pb.Delta(text=text))
+    )
+
+
+def end(**fields: object) -> pb.GenerationEvent:
+    return pb.GenerationEvent(request_id="r1", end=pb.GenerationEnd(**fields))  # type: ignore[arg-type]
+
+
+async def test_responses_then_eof_after_an_ok_end() -> None:
+    gen = generation(CancelLog())
+    reader = asyncio.create_task(gen.read())
+    await asyncio.sleep(0)
+    assert not gen.deliver(response("a"))
+    assert (await reader).delta.text == "a"
+    gen.deliver(response("b"))
+    assert gen.deliver(end(code=0))
+    assert gen.done()
+    assert (await gen.read()).delta.text == "b"  # what came before the end is still read
+    assert await gen.read() is EOF
+    assert await gen.read() is EOF
+
+
+async def test_a_failed_end_raises_what_generate_would_and_maps_to_the_same_envelope() -> None:
+    gen = generation(CancelLog())
+    gen.deliver(
+        end(
+            code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+            message="temperature: must be at most 2",
+            param="temperature",
+        )
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await gen.read()
+    error = raised.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == "temperature: must be at most 2"
+    api_error = from_grpc(error, "r1", "m")
+    assert (api_error.status, api_error.param) == (400, "temperature")
+    assert api_error.message == "Invalid 'temperature': must be at most 2"
+
+
+async def test_the_error_code_travels_as_generate_trailing_metadata_does() -> None:
+    gen = generation(CancelLog())
+    gen.deliver(
+        end(
+            code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+            message="The server is at capacity",
+            error_code="server_overloaded",
+        )
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await gen.read()
+    api_error = from_grpc(raised.value, "r1", "m")
+    assert (api_error.status, api_error.code) == (429, "server_overloaded")
+
+
+async def test_cancel_interrupts_a_pending_read_and_tells_the_stream_once() -> None:
+    cancels = CancelLog()
+    gen = generation(cancels)
+    reader = asyncio.create_task(gen.read())
+    await asyncio.sleep(0)
+    assert gen.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    with pytest.raises(asyncio.CancelledError):
+        await gen.read()
+    assert not gen.cancel()
+    assert cancels.cancelled == ["r1"]
+
+
+async def test_cancel_after_the_end_does_nothing() -> None:
+    cancels = CancelLog()
+    gen = generation(cancels)
+    gen.deliver(end(code=0))
+    assert not gen.cancel()
+    assert cancels.cancelled == []
+
+
+async def test_the_deadline_ends_it_with_deadline_exceeded_and_stops_the_service() -> None:
+    cancels = CancelLog()
+    gen = generation(cancels)
+    gen.expire_after(0.01)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await asyncio.wait_for(gen.read(), 2)
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert cancels.cancelled == ["r1"]
+
+
+async def test_an_end_before_the_deadline_cancels_the_timer() -> None:
+    cancels = CancelLog()
+    gen = generation(cancels)
+    gen.expire_after(0.01)
+    gen.deliver(end(code=0))
+    await asyncio.sleep(0.03)
+    assert await gen.read() is EOF
+    assert cancels.cancelled == []
+
+
+async def test_a_broken_stream_fails_the_reader_with_its_error() -> None:
+    gen = generation(CancelLog())
+    reader = asyncio.create_task(gen.read())
+    await asyncio.sleep(0)
+    gen.fail(
+        grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "gone", None
+        )
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await reader
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,243 @@
+"""MultiplexSession (GenerateMany's server side): batching, ends, cancellation, and closing.
+
+The generations and the write are stand-ins driven by the test, so the timing of every
+flush is the test's to choose; tests/integration/test_generate_many.py runs the real RPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+
+import grpc
+import pytest
+
+from inference.errors import invalid
+from inference.multiplex import MultiplexSession
+from tensorchat.v1 import inference_pb2 as pb
+
+FLUSH_S = 0.05  # long enough that a held delta is told apart from an immediate flush
+
+
+def delta(text: str) -> pb.GenerateResponse:
+    return pb.GenerateResponse(delta=pb.Delta(text=text))
+
+
+class Script:
+    """Generations whose responses the test feeds; records which were closed and how."""
+
+    def __init__(self) -> None:
+        self.feeds: dict[str, asyncio.Queue[pb.GenerateResponse | Exception | None]] = {}
+        self.closed: set[str] = set()
+
+    def feed(self, request_id: str, item: pb.GenerateResponse | Exception | None) -> None:
+        self.feeds.setdefault(request_id, asyncio.Queue()).put_nowait(item)
+
+    async def generations(
+        self, request: pb.GenerateRequest
+    ) -> AsyncGenerator[pb.GenerateResponse, None]:
+        queue = self.feeds.setdefault(request.request_id, asyncio.Queue())
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            self.closed.add(request.request_id)
+
+
+class Writes:
+    """The call's writes, each with the loop time it was made."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[float, list[pb.GenerationEvent]]] = []
+        self.changed = asyncio.Event()
+
+    async def write(self, message: pb.GenerateManyResponse) -> None:
+        self.batches.append((asyncio.get_running_loop().time(), list(message.events)))
+        self.changed.set()
+
+    async def until(self, count: int, within_s: float = 2.0) -> None:
+        async with asyncio.timeout(within_s):
+            while sum(len(events) for _, events in self.batches) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+    def events(self, request_id: str) -> list[pb.GenerationEvent]:
+        return [e for _, events in self.batches for e in events if e.request_id == request_id]
+
+
+class Client:
+    """The request side of the call: messages the test sends, then a half-close."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[pb.GenerateManyRequest | None] = asyncio.Queue()
+
+    def start(self, request_id: str) -> None:
+        request = pb.GenerateRequest(request_id=request_id, model="m")
+        self._queue.put_nowait(pb.GenerateManyRequest(start=request))
+
+    def cancel(self, request_id: str) -> None:
+        self._queue.put_nowait(pb.GenerateManyRequest(cancel=request_id))
+
+    def close(self) -> None:
+        self._queue.put_nowait(None)
+
+    async def messages(self) -> AsyncIterator[pb.GenerateManyRequest]:
+        while (message := await self._queue.get()) is not None:
+            yield message
+
+
+@pytest.fixture()
+def parts() -> tuple[Script, Writes, Client]:
+    return Script(), Writes(), Client()
+
+
+def serve(parts: tuple[Script, Writes, Client]) -> asyncio.Task[None]:
+    script, writes, client = parts
+    session = MultiplexSession(script.generations, writes.write, FLUSH_S)
+    return asyncio.create_task(session.run(client.messages()))
+
+
+async def test_first_tokens_and_ends_go_at_once_and_later_deltas_share_a_write(
+    parts: tuple[Script, Writes, Client],
+) -> None:
+    script, writes, client = parts
+    task = serve(parts)
+    for request_id in ("a", "b"):
+        client.start(request_id)
+        script.feed(request_id, delta(f"{request_id}0"))
+    await writes.until(2)
+    first_writes = len(writes.batches)
+    t0 = asyncio.get_running_loop().time()
+    # Later deltas of both generations are held until the interval passes, then go together.
+    for request_id in ("a", "b"):
+        script.feed(request_id, delta(f"{request_id}1"))
+    await writes.until(4)
+    held_at, held = writes.batches[-1]
+    assert [e.response.delta.text for e in held] == ["a1", "b1"]
+    assert len(writes.batches) == first_writes + 1
+    assert held_at - t0 >= FLUSH_S * 0.5
+    # An end is not held, however recent the previous write.
+    script.feed("a", None)
+    await writes.until(5, within_s=FLUSH_S * 0.8)
+    assert writes.events("a")[-1].end == pb.GenerationEnd(code=0)
+    script.feed("b", None)
+    client.close()
+    await asyncio.wait_for(task, 2)
+    assert [e.response.delta.text for e in writes.events("b")[:-1]] == ["b0", "b1"]
+    assert writes.events("b")[-1].end.code == 0
+
+
+async def test_a_refused_generation_ends_with_its_status_and_the_others_go_on(
+    parts: tuple[Script, Writes, Client],
+) -> None:
+    script, writes, client = parts
+    task = serve(parts)
+    client.start("ok")
+    client.start("bad")
+    script.feed("bad", invalid("temperature", "must be at most 2", code="bad_value"))
+    script.feed("ok", delta("x"))
+    script.feed("ok", None)
+    client.close()
+    await asyncio.wait_for(task, 2)
+    (end,) = writes.events("bad")
+    assert end.end == pb.GenerationEnd(
+        code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        message="temperature: must be at most 2",
+        param="temperature",
+        error_code="bad_value",
+    )
+    assert [e.WhichOneof("kind") for e in writes.events("ok")] == ["response", "end"]
+
+
+async def test_cancel_ends_that_generation_with_cancelled_and_closes_it(
+    parts: tuple[Script, Writes, Client],
+) -> None:
+    script, writes, client = parts
+    task = serve(parts)
+    client.start("a")
+    client.start("b")
+    script.feed("a", delta("a0"))
+    await writes.until(1)
+    client.cancel("a")
+    await writes.until(2)
+    assert writes.events("a")[-1].end.code == grpc.StatusCode.CANCELLED.value[0]
+    assert script.closed == {"a"}
+    client.cancel("unknown")  # a generation that already ended: nothing happens
+    script.feed("b", None)
+    client.close()
+    await asyncio.wait_for(task, 2)
+    assert writes.events("b")[-1].end.code == 0
+
+
+@pytest.mark.parametrize("request_id", ["", "a"])
+async def test_a_missing_or_running_request_id_is_refused_without_touching_the_running_one(
+    parts: tuple[Script, Writes, Client], request_id: str
+) -> None:
+    script, writes, client = parts
+    task = serve(parts)
+    client.start("a")
+    script.feed("a", delta("a0"))
+    await writes.until(1)
+    client.start(request_id)
+    await writes.until(2)
+    refusal = writes.events(request_id)[-1].end
+    assert refusal.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert refusal.param == "request_id"
+    script.feed("a", delta("a1"))
+    script.feed("a", None)
+    client.close()
+    await asyncio.wait_for(task, 2)
+    texts = [e.response.delta.text for e in writes.events("a") if e.HasField("response")]
+    assert texts == ["a0", "a1"]
+    assert writes.events("a")[-1].end.code == 0
+
+
+async def test_half_close_waits_for_running_generations_then_ends(
+    parts: tuple[Script, Writes, Client],
+) -> None:
+    script, writes, client = parts
+    task = serve(parts)
+    client.start("a")
+    client.close()
+    await asyncio.sleep(FLUSH_S)
+    assert not task.done()
+    script.feed("a", delta("late"))
+    script.feed("a", None)
+    await asyncio.wait_for(task, 2)
+    assert [e.WhichOneof("kind") for e in writes.events("a")] == ["response", "end"]
+
+
+async def test_ending_the_call_stops_every_generation(
+    parts: tuple[Script, Writes, Client],
+) -> None:
+    script, writes, client = parts
+    task = serve(parts)
+    client.start("a")
+    client.start("b")
+    script.feed("a", delta("a0"))
+    await writes.until(1)
+    task.cancel()  # what grpc does when the client goes away
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert script.closed == {"a", "b"}
+    # No end is written for a call that is gone.
+    assert all(not e.HasField("end") for _, events in writes.batches for e in events)
+
+
+async def test_an_unexpected_error_still_ends_the_generation_with_internal(
+    parts: tuple[Script, Writes, Client],
+) -> None:
+    # The servicer's `_generate` turns every failure into a RequestError; anything else
+    # escaping is a bug, but the reader must still get an end instead of waiting for ever.
+    script, writes, client = parts
+    task = serve(parts)
+    client.start("a")
+    script.feed("a", RuntimeError("a bug"))
+    await writes.until(1)
+    (end,) = writes.events("a")
+    assert end.end.code == grpc.StatusCode.INTERNAL.value[0]
+    assert "request id a" in end.end.message
+    client.close()
+    await asyncio.wait_for(task, 2)
