@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from inference.config import MODELS_ENV_VAR
-from inference.pacing import DEFAULT_MESSAGES_PER_SECOND
+from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MESSAGES_PER_SECOND
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +52,14 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, port_flag: str =
         f"(default {DEFAULT_MESSAGES_PER_SECOND:g}; 0: one message per engine step, always)",
     )
     parser.add_argument(
+        "--flush-interval-ms",
+        type=float,
+        default=DEFAULT_FLUSH_INTERVAL_S * 1000,
+        help="on GenerateMany streams (the facade's), deltas wait at most this long to share "
+        "a write with other generations' (default %(default)g; first tokens and ends go at "
+        "once; 0: every event at once)",
+    )
+    parser.add_argument(
         "--shutdown-grace",
         type=float,
         default=30.0,
@@ -70,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
         port=args.grpc_port,
         max_concurrent_requests=args.max_concurrent_requests,
         max_messages_per_second=args.max_messages_per_second,
+        flush_interval_s=args.flush_interval_ms / 1000,
         shutdown_grace=args.shutdown_grace,
     )
     asyncio.run(run_inference_server(resolve_models_config(args.models), options))

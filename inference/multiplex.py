@@ -26,13 +26,10 @@ from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 import grpc
 
 from inference.errors import RequestError
+from inference.pacing import DEFAULT_FLUSH_INTERVAL_S
 from tensorchat.v1 import inference_pb2 as pb
 
 log = logging.getLogger(__name__)
-
-# At 256 paced streams (6,400 messages/s) this makes writes of ~13 events; it adds at most
-# this much to the interval between two messages of a stream (40 ms), never to the TTFT.
-DEFAULT_FLUSH_INTERVAL_S = 0.002
 
 Generations = Callable[[pb.GenerateRequest], AsyncGenerator[pb.GenerateResponse, None]]
 Write = Callable[[pb.GenerateManyResponse], Awaitable[None]]

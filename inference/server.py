@@ -14,7 +14,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from inference.config import ModelsConfig
-from inference.pacing import DEFAULT_MESSAGES_PER_SECOND
+from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MESSAGES_PER_SECOND
 from inference.registry import ModelRegistry
 from inference.servicer import InferenceServicer
 from tensorchat.v1 import inference_pb2 as pb
@@ -34,6 +34,8 @@ class ServerOptions:
     max_concurrent_requests: int = 1024
     # Stream messages per second of all streams together (see inference.pacing).
     max_messages_per_second: float = DEFAULT_MESSAGES_PER_SECOND
+    # How long GenerateMany holds deltas so that generations share writes (inference.multiplex).
+    flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S
     # Seconds running requests get to finish on SIGTERM before they are cancelled.
     shutdown_grace: float = 30.0
 
@@ -48,6 +50,7 @@ class InferenceServer:
             registry,
             max_concurrent_requests=options.max_concurrent_requests,
             max_messages_per_second=options.max_messages_per_second,
+            flush_interval_s=options.flush_interval_s,
         )
         self.health = health_aio.HealthServicer()
         self._server = grpc.aio.server(

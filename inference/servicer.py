@@ -11,8 +11,8 @@ import grpc
 from inference.engines.base import EngineRequestError
 from inference.errors import RequestError, invalid
 from inference.generation import stream_generation
-from inference.multiplex import DEFAULT_FLUSH_INTERVAL_S, MultiplexSession
-from inference.pacing import DEFAULT_MESSAGES_PER_SECOND, stream_interval
+from inference.multiplex import MultiplexSession
+from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MESSAGES_PER_SECOND, stream_interval
 from inference.prepare import build_plan, prompt_token_ids, resolve_model
 from inference.registry import ModelRegistry, ServedModel
 from tensorchat.v1 import inference_pb2 as pb

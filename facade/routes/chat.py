@@ -1,11 +1,11 @@
-"""POST /v1/chat/completions (and the other base URLs clients use): admit, call Generate, reply.
+"""POST /v1/chat/completions (and the other base URLs clients use): admit, generate, reply.
 
 The handler authenticates, validates, resolves the model and takes the caller's rate-limit
 lease; everything that can fail before generation becomes a 4xx/5xx envelope there. It then
-returns a `ChatRun`, an ASGI response that owns the RPC: it waits for the first message
-before sending a status (so an error the inference service finds, such as a context
-overflow, still gets its own status), streams or collects the rest, and cancels the RPC
-the moment the client disconnects.
+returns a `ChatRun`, an ASGI response that owns the generation (a `facade.multiplex.Generation`,
+read like a Generate call): it waits for the first message before sending a status (so an
+error the inference service finds, such as a context overflow, still gets its own status),
+streams or collects the rest, and cancels the generation the moment the client disconnects.
 """
 
 from __future__ import annotations
