@@ -85,6 +85,7 @@ class InferenceServer:
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, let running requests finish within `grace`, then cancel."""
         await self.health.enter_graceful_shutdown()
+        self.servicer.drain()
         await self._server.stop(self.options.shutdown_grace if grace is None else grace)
         await self.registry.shutdown()
 

@@ -35,6 +35,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self._messages_per_second = max_messages_per_second
         self._flush_interval_s = flush_interval_s
         self._running = 0
+        self._draining = False
 
     def _pace(self) -> float:
         return stream_interval(self._running, self._messages_per_second)
@@ -42,6 +43,14 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     @property
     def running_requests(self) -> int:
         return self._running
+
+    def drain(self) -> None:
+        """Refuse new generations with UNAVAILABLE from now on; running ones go on.
+
+        The gRPC server refuses new calls once it stops, but a GenerateMany stream opened
+        before would still take new generations: this makes its client retry them elsewhere.
+        """
+        self._draining = True
 
     # Streams with context.write rather than yield, so it returns None.
     async def Generate(  # type: ignore[override]
@@ -71,6 +80,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
         Every way it can fail is a RequestError with the status the caller gets.
         """
+        if self._draining:
+            raise RequestError(
+                grpc.StatusCode.UNAVAILABLE,
+                "The server is shutting down; retry on another replica.",
+            )
         plan = build_plan(self._registry, request, self._pace)
         if self._running >= self._max_concurrent:
             raise RequestError(

@@ -7,10 +7,13 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
 from facade.settings import FacadeSettings
+from tensorchat.v1 import inference_pb2 as pb
+from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 from tests.integration.conftest import MISTRAL_ID, wait_until_idle
 from tests.integration.facade.conftest import TORCH_ONLY, FacadeServerThread, Keys, Replica
 from tests.support.servers import InferenceServerThread
@@ -125,5 +128,34 @@ def test_grpc_round_robin_spreads_over_a_multi_address_target(
         with ExitStack() as stack:
             readers = open_streams(stack, server.url, facade_keys.full, 2)
             assert (a.running, b.running) == (1, 1), len(readers)
+    finally:
+        server.stop()
+
+
+def test_a_draining_replica_sends_new_requests_elsewhere(
+    replicas: list[Replica], facade_keys: Keys
+) -> None:
+    a, b = replicas
+    settings = FacadeSettings(
+        backends=[a.address, b.address], keys_file=facade_keys.path, refresh_interval_s=60
+    )
+    server = FacadeServerThread(settings).start()
+    try:
+        with ExitStack() as stack:
+            open_streams(stack, server.url, facade_keys.full, 2)  # a stream open to each
+        # A drains (SIGTERM): a GenerateMany stream opened before still takes messages, so
+        # the servicer itself refuses new generations with UNAVAILABLE ...
+        assert a.servicer is not None
+        a.servicer.drain()
+        with grpc.insecure_channel(a.address) as channel:
+            start = pb.GenerateManyRequest(
+                start=pb.GenerateRequest(request_id="late", model=MISTRAL_ID, prompt="Hi")
+            )
+            replies = list(pb_grpc.InferenceStub(channel).GenerateMany(iter([start]), timeout=10))
+        (event,) = [e for reply in replies for e in reply.events]
+        assert event.end.code == grpc.StatusCode.UNAVAILABLE.value[0]
+        # ... and the facade retries them on B: every request still succeeds.
+        for _ in range(4):
+            assert quick(server.url, facade_keys.full).status_code == 200
     finally:
         server.stop()
