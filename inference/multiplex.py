@@ -27,6 +27,7 @@ import grpc
 
 from inference.errors import RequestError
 from inference.pacing import DEFAULT_FLUSH_INTERVAL_S
+from inference.wakeup import Wakeup
 from tensorchat.v1 import inference_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class MultiplexSession:
         self._urgent = False  # an unwritten event starts or ends a generation
         self._holding = False  # the writer waits for the flush interval to pass
         self._closing = False  # the client half-closed and every generation ended
-        self._waiter: asyncio.Future[None] | None = None
+        self._wakeup = Wakeup()
         self._last_flush = -math.inf
 
     async def run(self, requests: AsyncIterable[pb.GenerateManyRequest]) -> None:
@@ -85,7 +86,7 @@ class MultiplexSession:
             while self._pumps:
                 await asyncio.wait(list(self._pumps.values()))
             self._closing = True
-            self._wake()
+            self._wakeup.wake()
             await writer
         finally:
             # The call ended early (the client went away, the server stops): stop everything.
@@ -156,7 +157,7 @@ class MultiplexSession:
         urgent = urgent or end is not None
         self._urgent = self._urgent or urgent
         if urgent or not self._holding:
-            self._wake()
+            self._wakeup.wake()
 
     async def _write_events(self) -> None:
         loop = asyncio.get_running_loop()
@@ -164,30 +165,17 @@ class MultiplexSession:
             while not self._events:
                 if self._closing:
                     return
-                await self._wait(loop)
+                await self._wakeup.wait(loop)
             release_at = self._last_flush + self._flush_interval_s
             if not self._urgent and loop.time() < release_at:
-                timer = loop.call_at(release_at, self._wake)
                 self._holding = True
                 try:
-                    await self._wait(loop)
+                    await self._wakeup.wait_until(loop, release_at)
                 finally:
                     self._holding = False
-                    timer.cancel()
                 if not self._urgent and loop.time() < release_at:
                     continue  # woken early by a non-urgent push: keep holding
             events, self._events = self._events, []
             self._urgent = False
             self._last_flush = loop.time()
             await self._write(pb.GenerateManyResponse(events=events))
-
-    async def _wait(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._waiter = loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)

@@ -22,6 +22,7 @@ import asyncio
 import math
 
 from inference.engines.base import SequenceOutput
+from inference.wakeup import Wakeup
 
 
 def merge_output(unread: dict[int, SequenceOutput], output: SequenceOutput) -> None:
@@ -52,7 +53,7 @@ class OutputChannel:
         "_last_take",
         "_unfinished",
         "_unread",
-        "_waiter",
+        "_wakeup",
     )
 
     def __init__(self, choices: int) -> None:
@@ -61,7 +62,7 @@ class OutputChannel:
         self._error: BaseException | None = None
         self._finishing = False  # an unread output finishes a choice
         self._holding = False  # the reader waits for its pacing interval to pass
-        self._waiter: asyncio.Future[None] | None = None
+        self._wakeup = Wakeup()
         self._last_take = -math.inf  # the first output is never held: it is the TTFT
 
     @property
@@ -75,13 +76,13 @@ class OutputChannel:
             if output.finish is not None:
                 self._finishing = True
         if outputs and (self._finishing or not self._holding):
-            self._wake()
+            self._wakeup.wake()
 
     def fail(self, error: BaseException) -> None:
         """Ends the stream with `error`: the reader's next `take` raises it."""
         if self._error is None:
             self._error = error
-        self._wake()
+        self._wakeup.wake()
 
     async def take(self, hold_s: float = 0.0) -> list[SequenceOutput]:
         """Waits for output, then returns all of it, one output per choice in index order.
@@ -95,15 +96,13 @@ class OutputChannel:
                 release_at = self._last_take + hold_s
                 if self._finishing or loop.time() >= release_at:
                     break
-                timer = loop.call_at(release_at, self._wake)
                 self._holding = True
                 try:
-                    await self._wait(loop)
+                    await self._wakeup.wait_until(loop, release_at)
                 finally:
                     self._holding = False
-                    timer.cancel()
             else:
-                await self._wait(loop)
+                await self._wakeup.wait(loop)
         if self._error is not None:
             raise self._error
         unread, self._unread = self._unread, {}
@@ -116,17 +115,6 @@ class OutputChannel:
             if output.finish is not None:
                 self._unfinished.discard(output.index)
         return outputs
-
-    async def _wait(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._waiter = loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
 
 def _by_index(output: SequenceOutput) -> int:
