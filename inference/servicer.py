@@ -34,15 +34,15 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self._max_concurrent = max_concurrent_requests
         self._messages_per_second = max_messages_per_second
         self._flush_interval_s = flush_interval_s
-        self._running = 0
+        self._running: set[str] = set()  # request ids
         self._draining = False
 
     def _pace(self) -> float:
-        return stream_interval(self._running, self._messages_per_second)
+        return stream_interval(len(self._running), self._messages_per_second)
 
     @property
     def running_requests(self) -> int:
-        return self._running
+        return len(self._running)
 
     def drain(self) -> None:
         """Refuse new generations with UNAVAILABLE from now on; running ones go on.
@@ -86,7 +86,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 "The server is shutting down; retry on another replica.",
             )
         plan = build_plan(self._registry, request, self._pace)
-        if self._running >= self._max_concurrent:
+        if len(self._running) >= self._max_concurrent:
             raise RequestError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"The server is at capacity ({self._max_concurrent} concurrent requests); "
@@ -94,7 +94,15 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 code="server_overloaded",
             )
         request_id = plan.engine_request.request_id
-        self._running += 1
+        if request_id in self._running:
+            # Checked here, not left to the engines (some refuse a duplicate, some do not):
+            # the ids of all calls and GenerateMany streams share one namespace.
+            raise invalid(
+                "request_id",
+                f"{request_id!r} names a request that is still running; "
+                "running requests need distinct ids",
+            )
+        self._running.add(request_id)
         try:
             async with contextlib.aclosing(stream_generation(plan)) as responses:
                 async for response in responses:
@@ -110,7 +118,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 f"internal error while generating (request id {request_id})",
             ) from None
         finally:
-            self._running -= 1
+            self._running.discard(request_id)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext

@@ -526,7 +526,7 @@ class GenerateManyRequest(_message.Message):
     """The request_id of a running generation: stop it; it ends with CANCELLED."""
     @_builtins.property
     def start(self) -> Global___GenerateRequest:
-        """request_id is required and must not name a generation running on this stream."""
+        """request_id is required and must not name a request still running on this server."""
 
     def __init__(
         self,

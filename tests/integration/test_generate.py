@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -33,8 +33,15 @@ def generate(stub: pb_grpc.InferenceStub, **fields: Any) -> dict[int, Choice]:
     fields.setdefault("model", MISTRAL_ID)
     if not any(key in fields for key in ("messages", "prompt", "token_ids")):
         fields["messages"] = HELLO
+    choices = fold(stub.Generate(pb.GenerateRequest(**fields), timeout=60))
+    assert all(choice.finished is not None for choice in choices.values())
+    return choices
+
+
+def fold(responses: Iterable[pb.GenerateResponse]) -> dict[int, Choice]:
+    """Choices from a stream's messages, checking that nothing follows a choice's Finished."""
     choices: dict[int, Choice] = {}
-    for response in stub.Generate(pb.GenerateRequest(**fields), timeout=60):
+    for response in responses:
         choice = choices.setdefault(response.index, Choice())
         assert choice.finished is None, "a message arrived after the choice's Finished"
         if response.HasField("delta"):
@@ -43,8 +50,8 @@ def generate(stub: pb_grpc.InferenceStub, **fields: Any) -> dict[int, Choice]:
             choice.token_ids += response.delta.token_ids
             choice.logprobs += response.delta.logprobs
         else:
+            assert response.HasField("finished")
             choice.finished = response.finished
-    assert all(choice.finished is not None for choice in choices.values())
     return choices
 
 
@@ -224,6 +231,20 @@ def test_cancelled_call_leaves_the_batch(
     assert inference_server.active_requests() >= 1
     call.cancel()
     assert wait_until_idle(inference_server, timeout=1.0) < 1.0
+
+
+def test_a_running_request_id_is_refused_on_every_engine(stub: pb_grpc.InferenceStub) -> None:
+    request = pb.GenerateRequest(
+        request_id="same", model=MISTRAL_ID, messages=HELLO, **greedy(max_tokens=200)
+    )
+    first = stub.Generate(request, timeout=60)
+    next(cast(Iterator[pb.GenerateResponse], first))
+    with pytest.raises(grpc.RpcError) as raised:
+        list(stub.Generate(request, timeout=60))
+    error = cast(grpc.Call, raised.value)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (PARAM_METADATA_KEY, "request_id") in tuple(error.trailing_metadata() or ())
+    first.cancel()
 
 
 def test_expired_deadline(
