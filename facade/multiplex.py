@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from typing import Any
 
@@ -143,7 +142,7 @@ class GenerationStream:
         # No request iterator: this side writes its messages as requests come.
         self._call = stub.GenerateMany()  # type: ignore[call-arg]  # grpc-stubs require one
         self._generations: dict[str, Generation] = {}
-        self._write_lock = asyncio.Lock()  # grpc.aio allows one write at a time
+        self._write_lock = asyncio.Lock()
         self._cancels: set[asyncio.Task[None]] = set()
         self.broken = False
         self._reader = asyncio.create_task(self._read_events(), name="generate-many-reader")
@@ -157,17 +156,18 @@ class GenerationStream:
         self._generations[request.request_id] = generation
         if timeout_s is not None:
             generation.expire_after(timeout_s)
+        # Shielded: grpc.aio cancels the whole call, every generation on it, when a write is
+        # cancelled half-way; the caller's cancellation (its client left) cancels just this one.
         try:
-            await self._send(pb.GenerateManyRequest(start=request))
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as error:
+            error = await asyncio.shield(self._write(pb.GenerateManyRequest(start=request)))
+        except asyncio.CancelledError:
+            generation.cancel()  # the start still goes out, and its cancel after it
+            raise
+        if error is not None:
             # The call failed (the backend is down or went away): the reader fails the rest.
             self.broken = True
             self._generations.pop(request.request_id, None)
-            generation.fail(
-                error
-                if isinstance(error, grpc.aio.AioRpcError)
-                else rpc_error(grpc.StatusCode.UNAVAILABLE, "the GenerateMany stream ended")
-            )
+            generation.fail(error)
         return generation
 
     def cancel(self, request_id: str) -> None:
@@ -178,13 +178,20 @@ class GenerationStream:
         task.add_done_callback(self._cancels.discard)
 
     async def _send_cancel(self, request_id: str) -> None:
-        # If the stream is gone, so is the generation.
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            await self._send(pb.GenerateManyRequest(cancel=request_id))
+        await self._write(
+            pb.GenerateManyRequest(cancel=request_id)
+        )  # gone with the stream if it failed
 
-    async def _send(self, message: pb.GenerateManyRequest) -> None:
-        async with self._write_lock:
-            await self._call.write(message)
+    async def _write(self, message: pb.GenerateManyRequest) -> grpc.aio.AioRpcError | None:
+        """Writes `message` after those before it; the call's error if it has ended."""
+        try:
+            async with self._write_lock:  # grpc.aio allows one write at a time
+                await self._call.write(message)
+        except grpc.aio.AioRpcError as error:
+            return error
+        except asyncio.InvalidStateError:
+            return rpc_error(grpc.StatusCode.UNAVAILABLE, "the GenerateMany stream ended")
+        return None
 
     async def _read_events(self) -> None:
         generations = self._generations

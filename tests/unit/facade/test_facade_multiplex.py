@@ -143,3 +143,60 @@ async def test_a_broken_stream_fails_the_reader_with_its_error() -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await reader
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+class FakeManyCall:
+    """A GenerateMany call whose writes wait until the test lets them through."""
+
+    def __init__(self) -> None:
+        self.written: list[pb.GenerateManyRequest] = []
+        self.cancelled = False
+        self.gate = asyncio.Event()
+        self._ended = asyncio.Event()
+
+    async def write(self, message: pb.GenerateManyRequest) -> None:
+        await self.gate.wait()
+        self.written.append(message)
+
+    def __aiter__(self) -> FakeManyCall:
+        return self
+
+    async def __anext__(self) -> pb.GenerateManyResponse:
+        await self._ended.wait()
+        raise StopAsyncIteration
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        self._ended.set()
+        return True
+
+
+class FakeStub:
+    def __init__(self, call: FakeManyCall) -> None:
+        self._call = call
+
+    def GenerateMany(self) -> FakeManyCall:
+        return self._call
+
+
+async def test_a_start_cancelled_mid_write_cancels_only_its_generation() -> None:
+    # grpc.aio cancels the whole call when a write is cancelled half-way; a client leaving
+    # while its start is being written must not take the other generations with it.
+    call = FakeManyCall()
+    stream = GenerationStream(FakeStub(call))  # type: ignore[arg-type]
+    request = pb.GenerateRequest(request_id="r1", model="m")
+    starting = asyncio.create_task(stream.start(request, timeout_s=None))
+    await asyncio.sleep(0.01)
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    call.gate.set()
+    for _ in range(100):
+        if len(call.written) == 2:
+            break
+        await asyncio.sleep(0.001)
+    assert [m.WhichOneof("action") for m in call.written] == ["start", "cancel"]
+    assert call.written[1].cancel == "r1"
+    assert not call.cancelled and not stream.broken
+    assert stream.load == 0
+    await stream.aclose()
