@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
@@ -64,37 +65,58 @@ class MultiplexSession:
         self._generations = generations
         self._write = write
         self._flush_interval_s = flush_interval_s
-        self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._pumps: dict[str, asyncio.Task[pb.GenerationEnd]] = {}
         self._cancelled: set[str] = set()  # ids the client cancelled: they end with CANCELLED
         self._events: list[pb.GenerationEvent] = []
         self._urgent = False  # an unwritten event starts or ends a generation
         self._holding = False  # the writer waits for the flush interval to pass
-        self._closing = False  # the client half-closed and every generation ended
+        self._closing = False  # nothing more will be pushed: write what is left and stop
+        self._half_closed = False  # the client sends no more requests
+        self._draining = False  # the server is stopping
+        self._ending = False  # the call is being torn down: no more ends to write
+        self._finished = asyncio.Event()  # time to end the call
         self._wakeup = Wakeup()
         self._last_flush = -math.inf
 
     async def run(self, requests: AsyncIterable[pb.GenerateManyRequest]) -> None:
-        """Serves the call until the client half-closes and every generation has ended."""
+        """Serves the call until every generation has ended and the client half-closed or
+        the server drains; then the call ends OK."""
         writer = asyncio.create_task(self._write_events(), name="generate-many-writer")
+        # A writer that dies (its call failed) ends the session too.
+        writer.add_done_callback(lambda _: self._finished.set())
+        reader = asyncio.create_task(self._read_requests(requests), name="generate-many-requests")
         try:
-            async for message in requests:
-                action = message.WhichOneof("action")
-                if action == "start":
-                    self._start(message.start)
-                elif action == "cancel":
-                    self._cancel(message.cancel)
-            while self._pumps:
-                await asyncio.wait(list(self._pumps.values()))
+            await self._finished.wait()
             self._closing = True
             self._wakeup.wake()
             await writer
         finally:
             # The call ended early (the client went away, the server stops): stop everything.
-            for pump in self._pumps.values():
+            self._ending = True
+            reader.cancel()
+            for pump in list(self._pumps.values()):
                 pump.cancel()
             writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            await asyncio.gather(reader, writer, return_exceptions=True)
+
+    def drain(self) -> None:
+        """The server is stopping: end the call as soon as no generation runs on it."""
+        self._draining = True
+        self._check_finished()
+
+    async def _read_requests(self, requests: AsyncIterable[pb.GenerateManyRequest]) -> None:
+        async for message in requests:
+            action = message.WhichOneof("action")
+            if action == "start":
+                self._start(message.start)
+            elif action == "cancel":
+                self._cancel(message.cancel)
+        self._half_closed = True
+        self._check_finished()
+
+    def _check_finished(self) -> None:
+        if (self._half_closed or self._draining) and not self._pumps:
+            self._finished.set()
 
     def _start(self, request: pb.GenerateRequest) -> None:
         request_id = request.request_id
@@ -109,7 +131,11 @@ class MultiplexSession:
                 ),
             )
             return
-        self._pumps[request_id] = asyncio.create_task(self._pump(request), name=request_id)
+        pump = asyncio.create_task(self._pump(request), name=request_id)
+        self._pumps[request_id] = pump
+        # Bookkeeping in a callback, not in the pump: a pump cancelled before its first step
+        # never runs its own code.
+        pump.add_done_callback(functools.partial(self._ended, request_id))
 
     def _cancel(self, request_id: str) -> None:
         pump = self._pumps.get(request_id)
@@ -117,9 +143,9 @@ class MultiplexSession:
             self._cancelled.add(request_id)
             pump.cancel()
 
-    async def _pump(self, request: pb.GenerateRequest) -> None:
+    async def _pump(self, request: pb.GenerateRequest) -> pb.GenerationEnd:
+        """Pushes the generation's responses; returns how it ended (cancelled: raises)."""
         request_id = request.request_id
-        end = _OK
         try:
             first = True
             async with contextlib.aclosing(self._generations(request)) as responses:
@@ -127,23 +153,26 @@ class MultiplexSession:
                     self._push(request_id, response=response, urgent=first)
                     first = False
         except RequestError as error:
-            end = end_of(error)
-        except asyncio.CancelledError:
-            if request_id not in self._cancelled:
-                raise  # the whole call is ending
-            end = _CANCELLED
+            return end_of(error)
         except Exception:
             # `generations` reports failures as RequestError; this is a bug, but the request
             # must still end, or its reader would wait for ever.
             log.exception("generation %s failed", request_id)
-            end = pb.GenerationEnd(
+            return pb.GenerationEnd(
                 code=grpc.StatusCode.INTERNAL.value[0],
                 message=f"internal error while generating (request id {request_id})",
             )
-        finally:
-            del self._pumps[request_id]
-            self._cancelled.discard(request_id)
-        self._push(request_id, end=end)
+        return _OK
+
+    def _ended(self, request_id: str, pump: asyncio.Task[pb.GenerationEnd]) -> None:
+        del self._pumps[request_id]
+        cancelled_by_client = request_id in self._cancelled
+        self._cancelled.discard(request_id)
+        if not pump.cancelled():
+            self._push(request_id, end=pump.result())
+        elif cancelled_by_client and not self._ending:
+            self._push(request_id, end=_CANCELLED)
+        self._check_finished()
 
     def _push(
         self,

@@ -36,6 +36,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self._flush_interval_s = flush_interval_s
         self._running: set[str] = set()  # request ids
         self._draining = False
+        self._sessions: set[MultiplexSession] = set()  # open GenerateMany calls
 
     def _pace(self) -> float:
         return stream_interval(len(self._running), self._messages_per_second)
@@ -48,9 +49,13 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         """Refuse new generations with UNAVAILABLE from now on; running ones go on.
 
         The gRPC server refuses new calls once it stops, but a GenerateMany stream opened
-        before would still take new generations: this makes its client retry them elsewhere.
+        before would still take new generations: this makes its client retry them elsewhere,
+        and ends each stream once nothing runs on it, so that stopping waits only for the
+        running requests, not for the whole grace period.
         """
         self._draining = True
+        for session in self._sessions:
+            session.drain()
 
     # Streams with context.write rather than yield, so it returns None.
     async def Generate(  # type: ignore[override]
@@ -71,7 +76,13 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         context: grpc.aio.ServicerContext,
     ) -> None:
         session = MultiplexSession(self._generate, context.write, self._flush_interval_s)
-        await session.run(request_iterator)
+        if self._draining:
+            session.drain()
+        self._sessions.add(session)
+        try:
+            await session.run(request_iterator)
+        finally:
+            self._sessions.discard(session)
 
     async def _generate(
         self, request: pb.GenerateRequest

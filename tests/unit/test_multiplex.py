@@ -241,3 +241,44 @@ async def test_an_unexpected_error_still_ends_the_generation_with_internal(
     assert "request id a" in end.end.message
     client.close()
     await asyncio.wait_for(task, 2)
+
+
+async def test_a_cancel_before_the_generation_ran_still_ends_it_once(
+    parts: tuple[Script, Writes, Client],
+) -> None:
+    # The start and the cancel are read without a pause between them, so the generation is
+    # cancelled before its first step: it must still end (CANCELLED) and leave the session.
+    _, writes, client = parts
+    client.start("a")
+    client.cancel("a")
+    client.close()
+    task = serve(parts)
+    await asyncio.wait_for(task, 2)
+    assert [e.end.code for e in writes.events("a")] == [grpc.StatusCode.CANCELLED.value[0]]
+
+
+async def test_draining_ends_the_call_once_its_generations_have_ended(
+    parts: tuple[Script, Writes, Client],
+) -> None:
+    script, writes, client = parts
+    session = MultiplexSession(script.generations, writes.write, FLUSH_S)
+    task = asyncio.create_task(session.run(client.messages()))
+    client.start("a")
+    script.feed("a", delta("a0"))
+    await writes.until(1)
+    session.drain()  # the client never half-closes: the server is stopping
+    await asyncio.sleep(FLUSH_S)
+    assert not task.done()  # a generation still runs
+    script.feed("a", None)
+    await asyncio.wait_for(task, 2)
+    assert writes.events("a")[-1].end.code == 0
+
+
+async def test_a_draining_idle_call_ends_at_once(parts: tuple[Script, Writes, Client]) -> None:
+    script, writes, client = parts
+    session = MultiplexSession(script.generations, writes.write, FLUSH_S)
+    task = asyncio.create_task(session.run(client.messages()))
+    await asyncio.sleep(0)
+    session.drain()
+    await asyncio.wait_for(task, 2)
+    assert writes.batches == []
