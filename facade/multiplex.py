@@ -35,6 +35,7 @@ EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 MAX_STREAMS_PER_BACKEND = 4
 
 _STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
 
 def rpc_error(
@@ -43,6 +44,17 @@ def rpc_error(
     return grpc.aio.AioRpcError(
         status, grpc.aio.Metadata(), trailing or grpc.aio.Metadata(), details, None
     )
+
+
+def stream_ended(error: grpc.aio.AioRpcError | None) -> grpc.aio.AioRpcError:
+    """What a generation still open on a call that ended gets: UNAVAILABLE, whatever the call.
+
+    A GenerateMany call never fails on purpose (a generation's failure is its own end), and
+    grpc reports a write that met a dying call as INTERNAL; to the request, it did not run to
+    an end on that backend, which is UNAVAILABLE: retried elsewhere if nothing was streamed.
+    """
+    how = f": {error.code().name} {error.details()}" if error is not None else ""
+    return rpc_error(grpc.StatusCode.UNAVAILABLE, f"the GenerateMany stream ended{how}")
 
 
 def error_of(end: pb.GenerationEnd) -> grpc.aio.AioRpcError:
@@ -77,6 +89,7 @@ class Generation:
         """Stop the generation: a pending read raises CancelledError; False if it had ended."""
         if self._end is not None:
             return False
+        self._responses.clear()  # as with grpc: nothing more is read from a cancelled call
         self._finish(asyncio.CancelledError)
         self._stream.cancel(self.request_id)
         return True
@@ -104,15 +117,19 @@ class Generation:
 
     def _expire(self) -> None:
         if self._end is None:
+            self._responses.clear()
             self._finish(rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
             self._stream.cancel(self.request_id)
 
     def deliver(self, event: pb.GenerationEvent) -> bool:
         """Takes one event of this generation; True when it was the end."""
-        if event.HasField("response"):
+        kind = event.WhichOneof("kind")
+        if kind == "response":
             self._responses.append(event.response)
             self._wake()
             return False
+        if kind != "end":
+            return False  # a kind this facade does not know yet
         self._finish(EOF if event.end.code == 0 else error_of(event.end))
         return True
 
@@ -145,6 +162,8 @@ class GenerationStream:
         self._write_lock = asyncio.Lock()
         self._cancels: set[asyncio.Task[None]] = set()
         self.broken = False
+        # The backend refused a generation as UNAVAILABLE (it drains): new ones go elsewhere.
+        self.retiring = False
         self._reader = asyncio.create_task(self._read_events(), name="generate-many-reader")
 
     @property
@@ -188,14 +207,18 @@ class GenerationStream:
             async with self._write_lock:  # grpc.aio allows one write at a time
                 await self._call.write(message)
         except grpc.aio.AioRpcError as error:
-            return error
+            return stream_ended(error)
         except asyncio.InvalidStateError:
-            return rpc_error(grpc.StatusCode.UNAVAILABLE, "the GenerateMany stream ended")
+            return stream_ended(None)
+        except asyncio.CancelledError:
+            if not self._call.done():
+                raise
+            return stream_ended(None)  # the call was cancelled under the write (shutdown)
         return None
 
     async def _read_events(self) -> None:
         generations = self._generations
-        error = rpc_error(grpc.StatusCode.UNAVAILABLE, "the GenerateMany stream ended")
+        failure: grpc.aio.AioRpcError | None = None
         try:
             async for response in self._call:
                 for event in response.events:
@@ -203,15 +226,19 @@ class GenerationStream:
                     # Events of a generation this side cancelled may still come: drop them.
                     if generation is not None and generation.deliver(event):
                         del generations[event.request_id]
-        except grpc.aio.AioRpcError as rpc_failure:
-            error = rpc_failure
+                        if event.end.code == _UNAVAILABLE:
+                            self.retiring = True  # draining: no new generations here
+        except grpc.aio.AioRpcError as error:
+            failure = error
+            if error.code() != grpc.StatusCode.CANCELLED:
+                log.warning("GenerateMany stream failed: %s %s", error.code().name, error.details())
         finally:
             self.broken = True
+            self._call.cancel()  # a no-op unless this task itself was cancelled
+            ended = stream_ended(failure)
             for generation in generations.values():
-                generation.fail(error)
+                generation.fail(ended)
             generations.clear()
-        if error.code() != grpc.StatusCode.CANCELLED:
-            log.warning("GenerateMany stream ended: %s %s", error.code().name, error.details())
 
     async def aclose(self) -> None:
         self._call.cancel()
@@ -228,7 +255,7 @@ class Multiplexer:
 
     async def start(self, request: pb.GenerateRequest, timeout_s: float | None) -> Generation:
         """Start `request` (its request_id unique) on the least loaded stream."""
-        self._streams = [stream for stream in self._streams if not stream.broken]
+        self._streams = [s for s in self._streams if not (s.broken or s.retiring)]
         stream = min(self._streams, key=_load, default=None)
         if stream is None or (stream.load and len(self._streams) < MAX_STREAMS_PER_BACKEND):
             stream = GenerationStream(self._stub)

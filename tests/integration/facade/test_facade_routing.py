@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from facade.settings import FacadeSettings
-from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 from tests.integration.conftest import MISTRAL_ID, wait_until_idle
 from tests.integration.facade.conftest import TORCH_ONLY, FacadeServerThread, Keys, Replica
+from tests.integration.test_generate_many import ManyCall, long_running
 from tests.support.servers import InferenceServerThread
 
 pytestmark = TORCH_ONLY
@@ -143,17 +143,22 @@ def test_a_draining_replica_sends_new_requests_elsewhere(
     try:
         with ExitStack() as stack:
             open_streams(stack, server.url, facade_keys.full, 2)  # a stream open to each
-        # A drains (SIGTERM): a GenerateMany stream opened before still takes messages, so
-        # the servicer itself refuses new generations with UNAVAILABLE ...
+        # A drains (SIGTERM). A GenerateMany call opened before still takes messages while a
+        # generation runs on it, so the servicer refuses new generations with UNAVAILABLE,
+        # then ends the call (OK) once the running one has ended ...
         assert a.servicer is not None
-        a.servicer.drain()
-        with grpc.insecure_channel(a.address) as channel:
-            start = pb.GenerateManyRequest(
-                start=pb.GenerateRequest(request_id="late", model=MISTRAL_ID, prompt="Hi")
-            )
-            replies = list(pb_grpc.InferenceStub(channel).GenerateMany(iter([start]), timeout=10))
-        (event,) = [e for reply in replies for e in reply.events]
-        assert event.end.code == grpc.StatusCode.UNAVAILABLE.value[0]
+        with (
+            grpc.insecure_channel(a.address) as channel,
+            ManyCall(pb_grpc.InferenceStub(channel)) as many,
+        ):
+            many.start("running", **long_running())
+            many.first_response("running")
+            a.servicer.drain()
+            many.start("late")
+            assert many.end_of("late").code == grpc.StatusCode.UNAVAILABLE.value[0]
+            assert many.end_of("running").code == 0
+            assert not many.read()  # the call ended without a half-close
+            assert many.call.code() == grpc.StatusCode.OK
         # ... and the facade retries them on B: every request still succeeds.
         for _ in range(4):
             assert quick(server.url, facade_keys.full).status_code == 200
