@@ -87,7 +87,9 @@ class InferenceServicer:
         every running generation produced since the previous one. gRPC costs the same CPU per
         message whatever it carries, so this pays it once per flush instead of once per
         message of every stream. Each generation yields what Generate would, then exactly one
-        GenerationEnd.
+        GenerationEnd. The call ends OK after the client half-closes and every generation has
+        ended, or, when the server drains, as soon as none runs; a generation that got no
+        GenerationEnd before the call ended did not run to an end there: retry it elsewhere.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

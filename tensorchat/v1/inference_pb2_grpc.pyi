@@ -49,7 +49,9 @@ class InferenceStub:
     every running generation produced since the previous one. gRPC costs the same CPU per
     message whatever it carries, so this pays it once per flush instead of once per
     message of every stream. Each generation yields what Generate would, then exactly one
-    GenerationEnd.
+    GenerationEnd. The call ends OK after the client half-closes and every generation has
+    ended, or, when the server drains, as soon as none runs; a generation that got no
+    GenerationEnd before the call ended did not run to an end there: retry it elsewhere.
     """
     ListModels: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ListModelsRequest, _inference_pb2.ListModelsResponse]
     """Models this server can serve, with their limits."""
@@ -73,7 +75,9 @@ class InferenceAsyncStub(InferenceStub):
     every running generation produced since the previous one. gRPC costs the same CPU per
     message whatever it carries, so this pays it once per flush instead of once per
     message of every stream. Each generation yields what Generate would, then exactly one
-    GenerationEnd.
+    GenerationEnd. The call ends OK after the client half-closes and every generation has
+    ended, or, when the server drains, as soon as none runs; a generation that got no
+    GenerationEnd before the call ended did not run to an end there: retry it elsewhere.
     """
     ListModels: _aio.UnaryUnaryMultiCallable[_inference_pb2.ListModelsRequest, _inference_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Models this server can serve, with their limits."""
@@ -106,7 +110,9 @@ class InferenceServicer(metaclass=_abc_1.ABCMeta):
         every running generation produced since the previous one. gRPC costs the same CPU per
         message whatever it carries, so this pays it once per flush instead of once per
         message of every stream. Each generation yields what Generate would, then exactly one
-        GenerationEnd.
+        GenerationEnd. The call ends OK after the client half-closes and every generation has
+        ended, or, when the server drains, as soon as none runs; a generation that got no
+        GenerationEnd before the call ended did not run to an end there: retry it elsewhere.
         """
 
     @_abc_1.abstractmethod
