@@ -23,6 +23,7 @@ import grpc
 from facade.errors import META_CODE, META_PARAM
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+from tensorchat.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def error_of(end: pb.GenerationEnd) -> grpc.aio.AioRpcError:
 class Generation:
     """One request on a GenerateMany stream, read like a Generate call (module docstring)."""
 
-    __slots__ = ("_end", "_responses", "_stream", "_timer", "_waiter", "request_id")
+    __slots__ = ("_end", "_responses", "_stream", "_timer", "_wakeup", "request_id")
 
     def __init__(self, stream: GenerationStream, request_id: str) -> None:
         self.request_id = request_id
@@ -79,7 +80,7 @@ class Generation:
         self._responses: collections.deque[pb.GenerateResponse] = collections.deque()
         # None while running; then EOF, an AioRpcError, or CancelledError after cancel().
         self._end: Any = None
-        self._waiter: asyncio.Future[None] | None = None
+        self._wakeup = Wakeup()
         self._timer: asyncio.TimerHandle | None = None
 
     def done(self) -> bool:
@@ -87,10 +88,14 @@ class Generation:
 
     def cancel(self) -> bool:
         """Stop the generation: a pending read raises CancelledError; False if it had ended."""
+        return self._stop(asyncio.CancelledError)
+
+    def _stop(self, end: Any) -> bool:
+        """Ends it here and tells the service; as with grpc, nothing more is read."""
         if self._end is not None:
             return False
-        self._responses.clear()  # as with grpc: nothing more is read from a cancelled call
-        self._finish(asyncio.CancelledError)
+        self._responses.clear()
+        self._finish(end)
         self._stream.cancel(self.request_id)
         return True
 
@@ -104,11 +109,7 @@ class Generation:
                 raise asyncio.CancelledError
             if end is not None:
                 raise end
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wakeup.wait(asyncio.get_running_loop())
         return self._responses.popleft()
 
     def expire_after(self, timeout_s: float) -> None:
@@ -116,17 +117,14 @@ class Generation:
         self._timer = asyncio.get_running_loop().call_later(timeout_s, self._expire)
 
     def _expire(self) -> None:
-        if self._end is None:
-            self._responses.clear()
-            self._finish(rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
-            self._stream.cancel(self.request_id)
+        self._stop(rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
     def deliver(self, event: pb.GenerationEvent) -> bool:
         """Takes one event of this generation; True when it was the end."""
         kind = event.WhichOneof("kind")
         if kind == "response":
             self._responses.append(event.response)
-            self._wake()
+            self._wakeup.wake()
             return False
         if kind != "end":
             return False  # a kind this facade does not know yet
@@ -143,13 +141,7 @@ class Generation:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if end is asyncio.CancelledError and self._waiter is not None:
-            self._waiter.cancel()
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._wakeup.wake()
 
 
 class GenerationStream:

@@ -28,8 +28,8 @@ import grpc
 
 from inference.errors import RequestError
 from inference.pacing import DEFAULT_FLUSH_INTERVAL_S
-from inference.wakeup import Wakeup
 from tensorchat.v1 import inference_pb2 as pb
+from tensorchat.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 

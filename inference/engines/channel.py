@@ -22,7 +22,7 @@ import asyncio
 import math
 
 from inference.engines.base import SequenceOutput
-from inference.wakeup import Wakeup
+from tensorchat.wakeup import Wakeup
 
 
 def merge_output(unread: dict[int, SequenceOutput], output: SequenceOutput) -> None:

@@ -1,7 +1,8 @@
 """`Wakeup`: one task waits, callbacks on the same loop wake it; optionally until a time.
 
-The stream paths (an engine's OutputChannel, a GenerateMany session's writer) wake their
-one reader many thousand times a second. A bare future per wait is the cheapest way to do
+The stream paths (an engine's OutputChannel and a GenerateMany session's writer in the
+service, a Generation's reader in the facade) wake their one reader many thousand times a
+second. A bare future per wait is the cheapest way to do
 that in asyncio: no waiter set and no clear() as with asyncio.Event, and a wake with no
 one waiting costs a check.
 """
