@@ -70,11 +70,10 @@ class MultiplexSession:
         self._events: list[pb.GenerationEvent] = []
         self._urgent = False  # an unwritten event starts or ends a generation
         self._holding = False  # the writer waits for the flush interval to pass
-        self._closing = False  # nothing more will be pushed: write what is left and stop
         self._half_closed = False  # the client sends no more requests
         self._draining = False  # the server is stopping
         self._ending = False  # the call is being torn down: no more ends to write
-        self._finished = asyncio.Event()  # time to end the call
+        self._finished = asyncio.Event()  # time to end the call: write what is left, stop
         self._wakeup = Wakeup()
         self._last_flush = -math.inf
 
@@ -87,8 +86,6 @@ class MultiplexSession:
         reader = asyncio.create_task(self._read_requests(requests), name="generate-many-requests")
         try:
             await self._finished.wait()
-            self._closing = True
-            self._wakeup.wake()
             await writer
         finally:
             # The call ended early (the client went away, the server stops): stop everything.
@@ -117,6 +114,7 @@ class MultiplexSession:
     def _check_finished(self) -> None:
         if (self._half_closed or self._draining) and not self._pumps:
             self._finished.set()
+            self._wakeup.wake()  # the writer writes what is left, then stops
 
     def _start(self, request: pb.GenerateRequest) -> None:
         request_id = request.request_id
@@ -192,7 +190,7 @@ class MultiplexSession:
         loop = asyncio.get_running_loop()
         while True:
             while not self._events:
-                if self._closing:
+                if self._finished.is_set():
                     return
                 await self._wakeup.wait(loop)
             release_at = self._last_flush + self._flush_interval_s
@@ -202,8 +200,6 @@ class MultiplexSession:
                     await self._wakeup.wait_until(loop, release_at)
                 finally:
                     self._holding = False
-                if not self._urgent and loop.time() < release_at:
-                    continue  # woken early by a non-urgent push: keep holding
             events, self._events = self._events, []
             self._urgent = False
             self._last_flush = loop.time()
