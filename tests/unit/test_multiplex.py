@@ -99,6 +99,17 @@ def serve(parts: tuple[Script, Writes, Client]) -> asyncio.Task[None]:
     return asyncio.create_task(session.run(client.messages()))
 
 
+async def serve_a_and_b(parts: tuple[Script, Writes, Client]) -> asyncio.Task[None]:
+    """A served call with generations "a" and "b" running, a's first response written."""
+    script, writes, client = parts
+    task = serve(parts)
+    client.start("a")
+    client.start("b")
+    script.feed("a", delta("a0"))
+    await writes.until(1)
+    return task
+
+
 async def test_first_tokens_and_ends_go_at_once_and_later_deltas_share_a_write(
     parts: tuple[Script, Writes, Client],
 ) -> None:
@@ -155,11 +166,7 @@ async def test_cancel_ends_that_generation_with_cancelled_and_closes_it(
     parts: tuple[Script, Writes, Client],
 ) -> None:
     script, writes, client = parts
-    task = serve(parts)
-    client.start("a")
-    client.start("b")
-    script.feed("a", delta("a0"))
-    await writes.until(1)
+    task = await serve_a_and_b(parts)
     client.cancel("a")
     await writes.until(2)
     assert writes.events("a")[-1].end.code == grpc.StatusCode.CANCELLED.value[0]
@@ -212,12 +219,8 @@ async def test_half_close_waits_for_running_generations_then_ends(
 async def test_ending_the_call_stops_every_generation(
     parts: tuple[Script, Writes, Client],
 ) -> None:
-    script, writes, client = parts
-    task = serve(parts)
-    client.start("a")
-    client.start("b")
-    script.feed("a", delta("a0"))
-    await writes.until(1)
+    script, writes, _ = parts
+    task = await serve_a_and_b(parts)
     task.cancel()  # what grpc does when the client goes away
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -55,18 +55,21 @@ async def test_responses_then_eof_after_an_ok_end() -> None:
     assert await gen.read() is EOF
 
 
-async def test_a_failed_end_raises_what_generate_would_and_maps_to_the_same_envelope() -> None:
+async def error_after(**end_fields: object) -> grpc.aio.AioRpcError:
+    """What reading a generation that ended this way raises."""
     gen = generation(CancelLog())
-    gen.deliver(
-        end(
-            code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
-            message="temperature: must be at most 2",
-            param="temperature",
-        )
-    )
+    gen.deliver(end(**end_fields))
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await gen.read()
-    error = raised.value
+    return raised.value
+
+
+async def test_a_failed_end_raises_what_generate_would_and_maps_to_the_same_envelope() -> None:
+    error = await error_after(
+        code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        message="temperature: must be at most 2",
+        param="temperature",
+    )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details() == "temperature: must be at most 2"
     api_error = from_grpc(error, "r1", "m")
@@ -75,17 +78,12 @@ async def test_a_failed_end_raises_what_generate_would_and_maps_to_the_same_enve
 
 
 async def test_the_error_code_travels_as_generate_trailing_metadata_does() -> None:
-    gen = generation(CancelLog())
-    gen.deliver(
-        end(
-            code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
-            message="The server is at capacity",
-            error_code="server_overloaded",
-        )
+    error = await error_after(
+        code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+        message="The server is at capacity",
+        error_code="server_overloaded",
     )
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await gen.read()
-    api_error = from_grpc(raised.value, "r1", "m")
+    api_error = from_grpc(error, "r1", "m")
     assert (api_error.status, api_error.code) == (429, "server_overloaded")
 
 
