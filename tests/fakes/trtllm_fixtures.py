@@ -71,6 +71,8 @@ def write_fake_engine(
     max_num_tokens: int = 2048,
     tokens_per_block: int = 32,
     gather_generation_logits: bool = False,
+    paged_context_fmha: bool = True,
+    logits_dtype: str = "float32",
     runtime: RuntimeInfo = FAKE_RUNTIME,
 ) -> Path:
     """A directory the fake Executor loads and the manifest check accepts on `runtime`."""
@@ -82,6 +84,7 @@ def write_fake_engine(
             "architecture": "LlamaForCausalLM",
             "dtype": "bfloat16",
             "vocab_size": vocab_size,
+            "logits_dtype": logits_dtype,
             "mapping": {"world_size": 1, "tp_size": 1, "pp_size": 1},
         },
         "build_config": {
@@ -91,7 +94,12 @@ def write_fake_engine(
             "max_num_tokens": max_num_tokens,
             "max_beam_width": 1,
             "gather_generation_logits": gather_generation_logits,
-            "plugin_config": {"tokens_per_block": tokens_per_block, "use_paged_context_fmha": True},
+            "plugin_config": {
+                "tokens_per_block": tokens_per_block,
+                "use_paged_context_fmha": paged_context_fmha,
+                "context_fmha": True,
+                "remove_input_padding": True,
+            },
         },
     }
     (engine_dir / "config.json").write_text(json.dumps(config, indent=2))

@@ -45,7 +45,6 @@ def tiny_models_config(
                 checkpoint_dir=checkpoint,
                 max_input_len=TINY_CONTEXT,
                 max_seq_len=TINY_CONTEXT,
-                gather_generation_logits=True,
             )
             options["runtime"] = FAKE_RUNTIME
         models.append(

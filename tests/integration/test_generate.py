@@ -317,7 +317,13 @@ def test_invalid_parameter_names_the_field(
     assert (PARAM_METADATA_KEY, param) in tuple(error.trailing_metadata())
 
 
-def test_context_overflow_gives_both_numbers(stub: pb_grpc.InferenceStub) -> None:
+def test_context_overflow_gives_both_numbers(
+    stub: pb_grpc.InferenceStub, inference_server: InferenceServerThread
+) -> None:
+    # The longest prompt: the context on torch, the executor's max_seq_len - 1 on trtllm.
+    model = inference_server.model(MISTRAL_ID)
+    longest = model.max_input_tokens
+    assert longest == (TINY_CONTEXT - 1 if model.config.engine == "trtllm" else TINY_CONTEXT)
     long_prompt = pb.ChatMessages(messages=[pb.ChatMessage(role="user", content="word " * 400)])
     prompt_tokens = stub.CountTokens(
         pb.TokenizeRequest(model=MISTRAL_ID, messages=long_prompt)
@@ -326,7 +332,8 @@ def test_context_overflow_gives_both_numbers(stub: pb_grpc.InferenceStub) -> Non
         generate(stub, messages=long_prompt)
     error = caught.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert str(TINY_CONTEXT) in str(error.details()) and str(prompt_tokens) in str(error.details())
+    assert f"at most {longest} tokens" in str(error.details())
+    assert f"resulted in {prompt_tokens} tokens" in str(error.details())
     assert (CODE_METADATA_KEY, "context_length_exceeded") in tuple(error.trailing_metadata())
 
     short = stub.CountTokens(pb.TokenizeRequest(model=MISTRAL_ID, messages=HELLO)).count

@@ -30,9 +30,11 @@ class EngineBuildConfig:
     max_num_tokens: int
     vocab_size: int
     tokens_per_block: int
-    gather_generation_logits: bool
     # KV reuse and chunked context both need paged context FMHA compiled in.
     paged_context_fmha: bool
+    # Both decide the longest prompt when chunked context is off (`longest_prompt`).
+    context_fmha: bool
+    remove_input_padding: bool
     version: str | None
 
     @classmethod
@@ -50,8 +52,9 @@ class EngineBuildConfig:
                 max_num_tokens=int(build["max_num_tokens"]),
                 vocab_size=int(pretrained["vocab_size"]),
                 tokens_per_block=int(plugins.get("tokens_per_block", DEFAULT_TOKENS_PER_BLOCK)),
-                gather_generation_logits=bool(build.get("gather_generation_logits", False)),
                 paged_context_fmha=_enabled(plugins.get("use_paged_context_fmha", True)),
+                context_fmha=_enabled(plugins.get("context_fmha", True)),
+                remove_input_padding=_enabled(plugins.get("remove_input_padding", True)),
                 version=data.get("version"),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -97,6 +100,24 @@ def clip_runtime_limits(
         max_batch_size=clip("max_batch_size", max_batch_size, build.max_batch_size),
         max_num_tokens=clip("max_num_tokens", max_num_tokens, build.max_num_tokens),
     )
+
+
+def longest_prompt(
+    build: EngineBuildConfig, limits: RuntimeLimits, *, chunked_context: bool
+) -> int:
+    """The longest prompt the executor accepts; build_config.max_input_len is not it.
+
+    TensorRT-LLM 1.2 (cpp/tensorrt_llm/batch_manager/trtGptModel.h, TrtGptModel constructor,
+    ~L158-181 at commit c8c6df08; LlmRequest::validate refuses longer prompts):
+    maxSequenceLen - 1 with chunked context; else min(maxSequenceLen - 1, maxNumTokens) when
+    context FMHA and packed input (remove_input_padding) are on; else max_input_len.
+    maxNumTokens is the runtime value, which can only lower the build's (`clip_runtime_limits`).
+    """
+    if chunked_context:
+        return build.max_seq_len - 1
+    if build.context_fmha and build.remove_input_padding:
+        return min(build.max_seq_len - 1, limits.max_num_tokens)
+    return build.max_input_len
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from inference.engines.trtllm.config import (
     GenerationDefaults,
     RuntimeLimits,
     clip_runtime_limits,
+    longest_prompt,
 )
 from inference.engines.trtllm.requests import build_request, plan_stops
 from inference.engines.trtllm.results import ResultConverter
@@ -58,7 +59,6 @@ SCHEDULER_POLICIES = {
 _REQUEST_ERROR_MARKERS = (
     "exceeds maximum input length",
     "is not within acceptable range",
-    "embedding bias shape",
     "Incorrect sampling config",
 )
 # How long shutdown waits for the executor to confirm the cancellation of running requests.
@@ -148,8 +148,17 @@ class TrtllmEngine(Engine):
 
     @property
     def max_input_len(self) -> int:
-        """Longest prompt the engine accepts (build_config.max_input_len)."""
-        return self._build_config().max_input_len
+        """Longest prompt the executor accepts (its own rule, see `longest_prompt`)."""
+        build = self._build_config()
+        limits = self.runtime_limits or clip_runtime_limits(
+            build, max_batch_size=self._max_batch_size, max_num_tokens=self._max_num_tokens
+        )
+        return longest_prompt(build, limits, chunked_context=self._chunked_context_on(build))
+
+    def _chunked_context_on(self, build: EngineBuildConfig) -> bool:
+        # The executor turns chunked context off without paged context FMHA (executorImpl.cpp,
+        # checkOptionalParams); so does `_executor_config`.
+        return self._chunked_context and build.paged_context_fmha
 
     def _build_config(self) -> EngineBuildConfig:
         if self._build is None:
@@ -204,13 +213,13 @@ class TrtllmEngine(Engine):
                 f"TensorRT-LLM could not load engine {engine_dir}: {exc}"
             ) from exc
         log.info(
-            "loaded %s from %s: max_batch_size=%d max_num_tokens=%d max_input_len=%d "
+            "loaded %s from %s: max_batch_size=%d max_num_tokens=%d longest prompt=%d "
             "max_seq_len=%d kv_fraction=%.2f block_reuse=%s chunked_context=%s",
             self.model_id,
             engine_dir,
             limits.max_batch_size,
             limits.max_num_tokens,
-            build.max_input_len,
+            longest_prompt(build, limits, chunked_context=config.enable_chunked_context),
             build.max_seq_len,
             self._kv_fraction,
             config.kv_cache_config.enable_block_reuse,
@@ -243,13 +252,13 @@ class TrtllmEngine(Engine):
     def _executor_config(
         self, trtllm: ModuleType, build: EngineBuildConfig, limits: RuntimeLimits
     ) -> Any:
-        reuse, chunked = self._block_reuse, self._chunked_context
-        if not build.paged_context_fmha and (reuse or chunked):
+        reuse, chunked = self._block_reuse, self._chunked_context_on(build)
+        if not build.paged_context_fmha and (reuse or self._chunked_context):
             log.warning(
                 "engine was built without --use_paged_context_fmha: KV block reuse and chunked "
                 "context are off"
             )
-            reuse = chunked = False
+            reuse = False
         policy = getattr(trtllm.CapacitySchedulerPolicy, SCHEDULER_POLICIES[self._scheduler_policy])
         return trtllm.ExecutorConfig(
             max_beam_width=1,
@@ -260,8 +269,14 @@ class TrtllmEngine(Engine):
             enable_chunked_context=chunked,
             max_batch_size=limits.max_batch_size,
             max_num_tokens=limits.max_num_tokens,
-            # Only engines built with it can return logits; they are what top_logprobs needs.
-            gather_generation_logits=build.gather_generation_logits,
+            # The default (True) renormalises log probs over the top-k/top-p set, so greedy reads
+            # 0.0; False gives log p over the whole vocabulary (samplingTopKKernels.cu,
+            # topKStage2Sampling). See docs/gpu.md "What each engine returns".
+            normalize_log_probs=False,
+            # Enough without the build flag (trtGptModelInflightBatching.h,
+            # getGatherGenerationLogits ORs the two); only requests with top_logprobs ask for
+            # logits, and only they pay the host copy (max_tokens x vocab x 4 bytes).
+            gather_generation_logits=True,
         )
 
     async def shutdown(self) -> None:

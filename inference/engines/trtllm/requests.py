@@ -9,6 +9,10 @@ Facts behind the choices (TensorRT-LLM 1.2.1, `cpp/include/tensorrt_llm/executor
   for every request, so a fresh random one is drawn instead.
 - The raw executor never infers `end_id`; `-1` disables it (the LLM API's ignore_eos).
 - `min_tokens` only masks `end_id` in the sampler, not stop words; see `deferred_stop_ids`.
+- Presence and frequency penalties count the prompt's tokens unless
+  `SamplingConfig.prompt_ignore_length` skips them (PR #8127, in 1.2.0 GA per PR #13633;
+  `penaltyKernels.cu` batchApplyPenalty). OpenAI and the torch engine count only generated
+  tokens, so the whole prompt is skipped; the repetition penalty still sees it, in both engines.
 """
 
 from __future__ import annotations
@@ -63,11 +67,6 @@ def build_request(
 ) -> Any:
     """The executor Request for `request` (always streaming); EngineRequestError if impossible."""
     params = request.params
-    if params.top_logprobs > 0 and not build.gather_generation_logits:
-        raise EngineRequestError(
-            "top_logprobs is not supported by this TensorRT-LLM engine: it was built without "
-            "--gather_generation_logits (logprobs of the chosen tokens work)"
-        )
     return trtllm.Request(
         input_token_ids=list(request.prompt_token_ids),
         max_tokens=params.max_tokens,
@@ -75,6 +74,8 @@ def build_request(
         sampling_config=_sampling_config(trtllm, request),
         output_config=trtllm.OutputConfig(
             return_log_probs=params.logprobs,
+            # Raw logits for the top list (and the chosen token's value, see results.py): a
+            # host copy of max_tokens x vocab x 4 bytes, so only requests that ask get it.
             return_generation_logits=params.top_logprobs > 0,
             exclude_input_from_output=True,
             # Per-request KV reuse counts: the source of SequenceOutput.cached_tokens.
@@ -100,6 +101,8 @@ def _sampling_config(trtllm: ModuleType, request: GenerationRequest) -> Any:
         "frequency_penalty": params.frequency_penalty or None,
         "num_return_sequences": params.n if params.n > 1 else None,
     }
+    if (params.presence_penalty or params.frequency_penalty) and _has_prompt_ignore_length(trtllm):
+        common["prompt_ignore_length"] = len(request.prompt_token_ids)
     if params.greedy:
         return trtllm.SamplingConfig(1, top_k=1, **common)
     seed = params.seed if params.seed is not None else secrets.randbits(63)
@@ -114,6 +117,12 @@ def _sampling_config(trtllm: ModuleType, request: GenerationRequest) -> Any:
     )
 
 
+def _has_prompt_ignore_length(trtllm: ModuleType) -> bool:
+    # The same test the LLM API uses to map its fields (sampling_params.py,
+    # _get_sampling_config: dir(SamplingConfig)); a binding without it counts the prompt.
+    return "prompt_ignore_length" in dir(trtllm.SamplingConfig)
+
+
 def _embedding_bias(logit_bias: dict[int, float], vocab_size: int) -> Any:
     if not logit_bias:
         return None
@@ -125,6 +134,9 @@ def _embedding_bias(logit_bias: dict[int, float], vocab_size: int) -> Any:
             f"logit_bias token ids {bad[:5]} are outside the model's vocabulary "
             f"(0..{vocab_size - 1})"
         )
+    # Rank 1 (requestImpl.h checkEmbeddingBias) and FP32, which the executor takes for FP32
+    # logits and converts for FP16 ones (createNewDecoderRequests.cpp getEmbeddingBias);
+    # trtllm-build writes FP32 logits unless told otherwise.
     bias = torch.zeros(vocab_size, dtype=torch.float32)
     ids = torch.tensor(list(logit_bias.keys()), dtype=torch.long)
     bias[ids] = torch.tensor(list(logit_bias.values()), dtype=torch.float32)

@@ -6,6 +6,13 @@ Executor facts this relies on (TensorRT-LLM 1.2.1 `LlmRequest::createResult`, is
 - the end_id token is never part of the output, stop-word tokens are; a CANCELLED result may
   carry tokens whose log probs are missing (the LLM API works around the same thing).
 
+Log probs: the executor's (`normalize_log_probs=False`) are log-softmax of the distribution the
+token was drawn from before top-k/top-p truncation: after logit bias, temperature and penalties
+(penaltyKernels.cu batchApplyPenalty, samplingTopKKernels.cu topKStage2Sampling). When
+top_logprobs are asked for, the generation logits are the model's raw ones, and the chosen
+token's value is taken from them too, so it equals its entry in the top list (and the torch
+engine's raw value). docs/gpu.md "What each engine returns" has the whole table.
+
 Conventions towards the servicer: an EOS finish never includes the eos token (whether the
 executor stopped on end_id or on an extra eos passed as a stop word), a STOP_TOKEN finish
 includes the stop token, and a CANCELLED finish carries no tokens (its reader asked to stop).
@@ -149,28 +156,39 @@ class ResultConverter:
             raise RuntimeError(
                 f"TensorRT-LLM returned {len(values)} log probs for {len(tokens)} tokens"
             )
-        tops = self._top_logprobs(result, len(tokens))
+        raw = self._raw_logprobs(result, tokens)
+        if raw is None:
+            return [
+                TokenLogprob(token_id=t, logprob=float(v))
+                for t, v in zip(tokens, values, strict=True)
+            ]
+        chosen, tops = raw
         return [
-            TokenLogprob(token_id=t, logprob=float(v), top=tops[i] if tops else ())
-            for i, (t, v) in enumerate(zip(tokens, values, strict=True))
+            TokenLogprob(token_id=t, logprob=lp, top=top)
+            for t, lp, top in zip(tokens, chosen, tops, strict=True)
         ]
 
-    def _top_logprobs(self, result: Any, count: int) -> list[tuple[tuple[int, float], ...]]:
+    def _raw_logprobs(
+        self, result: Any, tokens: list[int]
+    ) -> tuple[list[float], list[tuple[tuple[int, float], ...]]] | None:
+        """The chosen tokens' log probs and top lists from the raw generation logits, or None
+        when the request has none (no top_logprobs)."""
         k = self._params.top_logprobs
         logits = result.generation_logits
-        if k <= 0 or logits is None or count == 0:
-            return []
+        if k <= 0 or logits is None or not tokens:
+            return None
         import torch
 
         # Streaming: [new tokens, beam, padded vocab]; only beam 0 exists without beam search.
         rows = torch.as_tensor(logits).reshape(-1, logits.shape[-1])
-        rows = rows[-count:, : self._vocab_size].float()
-        # Raw model logits, before temperature and penalties, as vLLM's default reports.
-        values, ids = torch.log_softmax(rows, dim=-1).topk(k, dim=-1)
-        return [
+        logprobs = torch.log_softmax(rows[-len(tokens) :, : self._vocab_size].float(), dim=-1)
+        chosen = logprobs.gather(1, torch.tensor(tokens, dtype=torch.long)[:, None])[:, 0]
+        values, ids = logprobs.topk(k, dim=-1)
+        tops = [
             tuple(zip(row_ids, row_values, strict=True))
             for row_ids, row_values in zip(ids.tolist(), values.tolist(), strict=True)
         ]
+        return chosen.tolist(), tops
 
     def _cached_tokens(self, result: Any) -> int:
         metrics = result.request_perf_metrics

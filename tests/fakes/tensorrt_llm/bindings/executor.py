@@ -3,28 +3,68 @@
 The real module is a nanobind extension that needs an NVIDIA GPU, libcuda and a TensorRT-LLM
 wheel from NVIDIA's package index, none of which exist on CI machines, so the adapter's tests
 run against this stand-in instead. It keeps the real names, keyword signatures and the
-behaviour the adapter relies on (read from `cpp/tensorrt_llm/nanobind/executor/*.cpp`,
-`executorImpl.cpp` and `llmRequest.cpp` of the 1.2 line):
+behaviour the adapter relies on. Each behaviour names the source it copies; the source was read
+through the code index, which holds single versions per file: "1.2.0rc2" marks files at commit
+b35ac1b6 (tensorrt_llm/version.py there says 1.2.0rc2), other commits are named where they
+matter. Paths are relative to the TensorRT-LLM repository root.
 
 - `Executor` runs its own execution-loop thread; `await_responses(timeout=timedelta)` drains
   whatever responses are ready; after `shutdown()` every call but `shutdown` raises
-  RuntimeError("Shutdown called...") as `TLLM_CHECK_WITH_INFO(!mShutdownCalled, ...)` does.
+  RuntimeError("Shutdown called...") as `TLLM_CHECK_WITH_INFO(!mShutdownCalled, ...)` does
+  (cpp/tensorrt_llm/executor/executorImpl.cpp, Executor::Impl::enqueueRequests/awaitResponses).
 - Streaming results carry only the newly generated tokens, but `log_probs` holds every log
   probability so far (as `LlmRequest::createResult` does); `is_final` is set on the last
   response of the request; with `num_return_sequences > 1` each sequence answers separately
   with its `sequence_index` and `is_sequence_final`, and child sequence i samples with
-  seed + i (`LlmRequest::createChildRequest`).
+  seed + i (cpp/tensorrt_llm/batch_manager/llmRequest.cpp, LlmRequest::createChildRequest).
 - `end_id` ends a sequence with END_ID and is NOT part of the output (issue #2190); stop words
-  end it with STOP_WORDS and ARE part of it; `min_tokens` only masks `end_id`.
-- A prompt longer than the engine's `max_input_len` gets an error response with the real
-  message; `prompt + max_tokens > max_seq_len` clips `max_tokens` (-> LENGTH).
+  end it with STOP_WORDS and ARE part of it; `min_tokens` only masks `end_id`
+  (cpp/tensorrt_llm/kernels/penaltyKernels.cu, batchApplyPenalty's "Min length" step).
+- The longest prompt is the executor's own rule, not build_config.max_input_len
+  (cpp/tensorrt_llm/batch_manager/trtGptModel.h, TrtGptModel constructor, ~L158-181 at
+  commit c8c6df08): maxSequenceLen - 1 with chunked context; else
+  min(maxSequenceLen - 1, maxNumTokens) when context FMHA and packed input (remove_input_padding)
+  are on; else the build's max_input_len. Chunked context is switched off when the engine lacks
+  paged context FMHA (executorImpl.cpp, checkOptionalParams), and a runtime max_num_tokens only
+  counts when it is not above the build's (trtGptModel.h, same constructor). A longer prompt
+  gets an error response with the real message (llmRequest.cpp, LlmRequest::validate);
+  `prompt + max_tokens > max_seq_len` clips `max_tokens` (-> LENGTH). Streaming without chunked
+  context under MAX_UTILIZATION also needs prompt + max_tokens - 1 <= that limit
+  (executorImpl.cpp, Executor::Impl::fetchNewRequests).
+- `Request(embedding_bias=...)` must be rank 1 (cpp/tensorrt_llm/executor/requestImpl.h,
+  checkEmbeddingBias: TLLM_CHECK(shape.size() == 1), raised by the constructor); its dtype must
+  be the engine's logits dtype, except that FP32 is converted for FP16 logits, else the request
+  fails with "Embedding bias data type must be same as model logits type."
+  (cpp/tensorrt_llm/batch_manager/createNewDecoderRequests.cpp, getEmbeddingBias, 1.2.0rc2).
+  Its length is not checked against the vocabulary. The logits dtype is config.json's
+  pretrained_config.logits_dtype (trtllm-build writes float32 unless told otherwise).
+- Log probs (`OutputConfig.return_log_probs`) come from the processed distribution: raw logits
+  + embedding bias, times 1/temperature, then repetition/presence/frequency penalties and the
+  min_tokens end_id mask (penaltyKernels.cu, batchApplyPenalty), softmaxed over the vocabulary.
+  With `ExecutorConfig.normalize_log_probs=True` (the default) the value is renormalised over
+  the top-k set the token was drawn from, log(p / sum of the top-k p), so greedy (top_k=1)
+  reads 0.0; with False it is log(p) (cpp/tensorrt_llm/kernels/samplingTopKKernels.cu,
+  topKStage2Sampling, "outputLogProbs" comment and `normalizeLogProbs ? logProb - logf(sSum)
+  : logProb`, commit 03961722). A top_p-only request is renormalised over its nucleus here by
+  analogy (the top-p kernel was not read).
+- Presence and frequency penalties count the prompt's tokens too, except its first
+  `SamplingConfig.prompt_ignore_length` tokens; the repetition penalty always counts the whole
+  prompt (PR #8127, penaltyKernels.cu batchApplyPenalty; in 1.2.0 GA's executor.h per PR
+  #13633, position 14 of SamplingConfig's constructor).
+- Generation logits need only `ExecutorConfig.gather_generation_logits` (or the build flag):
+  `TrtGptModelInflightBatching::getGatherGenerationLogits()` returns
+  `computeGenerationLogits() || mGatherGenerationLogits`
+  (cpp/tensorrt_llm/batch_manager/trtGptModelInflightBatching.h); a request asking without
+  either fails with the real message (executorImpl.cpp, fetchNewRequests). They are the raw
+  model logits, before bias, temperature and penalties.
 - `cancel_request` -> CANCELLED, `allotted_time_ms` -> TIMED_OUT, `get_latest_iteration_stats`
   drains per-iteration stats with KV-cache block counts.
 
 What a real model computes is replaced by a deterministic function, `fake_token(prompt, seed,
 step, vocab_size)`, so tests can predict every token. Greedy requests (top_k == 1) ignore the
-seed, as greedy decoding does. A logit bias of +100 forces its token, -100 bans it. Names
-starting with `fake_` / `FAKE_` exist only in this fake.
+seed, as greedy decoding does. A logit bias of +100 forces its token, -100 bans it. The raw
+logits of a step are `fake_generation_logits(token, vocab_size)`: the chosen token ranks first.
+Names starting with `fake_` / `FAKE_` exist only in this fake.
 """
 
 from __future__ import annotations
@@ -35,7 +75,7 @@ import json
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -58,10 +98,15 @@ def fake_token(prompt: list[int], seed: int, step: int, vocab_size: int) -> int:
 
 
 def fake_logprob(token: int, vocab_size: int) -> float:
-    """The log probability the fake reports for a chosen token: its log-softmax under
-    `fake_generation_logits`, so logprobs and top logprobs agree as they do on a real engine."""
-    logits = fake_generation_logits(token, vocab_size)
-    return logits[token] - math.log(sum(math.exp(value) for value in logits))
+    """The model's log-softmax of a chosen token under `fake_generation_logits` (no bias,
+    temperature or penalty applied)."""
+    return _log_softmax(fake_generation_logits(token, vocab_size))[token]
+
+
+def _log_softmax(logits: list[float]) -> list[float]:
+    top = max(logits)
+    norm = top + math.log(sum(math.exp(value - top) for value in logits))
+    return [value - norm for value in logits]
 
 
 def fake_generation_logits(token: int, vocab_size: int) -> list[float]:
@@ -282,6 +327,30 @@ class ExecutorConfig:
 
 
 class SamplingConfig:
+    # nanobind's def_prop_rw makes every field a class attribute, so `dir(SamplingConfig)`
+    # lists them: the LLM API (sampling_params.py, _get_sampling_config) and the adapter rely
+    # on that to see which fields a binding has.
+    beam_width: Any = None
+    top_k: Any = None
+    top_p: Any = None
+    top_p_min: Any = None
+    top_p_reset_ids: Any = None
+    top_p_decay: Any = None
+    seed: Any = None
+    temperature: Any = None
+    min_tokens: Any = None
+    beam_search_diversity_rate: Any = None
+    repetition_penalty: Any = None
+    presence_penalty: Any = None
+    frequency_penalty: Any = None
+    prompt_ignore_length: Any = None
+    length_penalty: Any = None
+    early_stopping: Any = None
+    no_repeat_ngram_size: Any = None
+    num_return_sequences: Any = None
+    min_p: Any = None
+    beam_width_array: Any = None
+
     def __init__(
         self,
         beam_width: int = 1,
@@ -298,6 +367,7 @@ class SamplingConfig:
         repetition_penalty: float | None = None,
         presence_penalty: float | None = None,
         frequency_penalty: float | None = None,
+        prompt_ignore_length: int | None = None,
         length_penalty: float | None = None,
         early_stopping: int | None = None,
         no_repeat_ngram_size: int | None = None,
@@ -316,6 +386,7 @@ class SamplingConfig:
         )
         _check(min_p is None or 0.0 <= min_p <= 1.0, "minP in [0, 1]")
         _check(seed is None or 0 <= seed < 2**64, "seed is a uint64")
+        _check(prompt_ignore_length is None or prompt_ignore_length >= 0, "promptIgnoreLength")
         if num_return_sequences is not None:
             _check(num_return_sequences > 0, "numReturnSequences > 0")
             _check(beam_width == 1 or num_return_sequences <= beam_width, "numReturnSequences")
@@ -332,6 +403,7 @@ class SamplingConfig:
         self.repetition_penalty = repetition_penalty
         self.presence_penalty = presence_penalty
         self.frequency_penalty = frequency_penalty
+        self.prompt_ignore_length = prompt_ignore_length
         self.length_penalty = length_penalty
         self.early_stopping = early_stopping
         self.no_repeat_ngram_size = no_repeat_ngram_size
@@ -415,6 +487,12 @@ class Request:
                 isinstance(w, list) and all(isinstance(t, int) for t in w) for w in words
             ):
                 raise TypeError("stop_words / bad_words must be list[list[int]]")
+        # requestImpl.h checkEmbeddingBias: TLLM_CHECK(bias.getShape().size() == 1).
+        if embedding_bias is not None:
+            _check(
+                len(tuple(embedding_bias.shape)) == 1,
+                "Assertion failed: bias.value().getShape().size() == 1",
+            )
         self._input_token_ids = list(input_token_ids)
         self._max_tokens = max_tokens
         self.streaming = streaming
@@ -607,9 +685,17 @@ class Executor:
         self.fake_model_path = engine_dir
         self.fake_config = executor_config
         self.fake_requests: list[Request] = []
+        plugins = build.get("plugin_config") or {}
         self._vocab = int(config["pretrained_config"]["vocab_size"])
-        self._max_input_len = int(build["max_input_len"])
+        self._logits_dtype = str(config["pretrained_config"].get("logits_dtype", "float32"))
         self._max_seq_len = int(build["max_seq_len"])
+        # executorImpl.cpp checkOptionalParams: no chunked context without paged context FMHA.
+        self.fake_chunked_context = executor_config.enable_chunked_context and bool(
+            plugins.get("use_paged_context_fmha", True)
+        )
+        self.fake_max_input_len = self._executor_max_input_len(
+            build, plugins, executor_config, chunked=self.fake_chunked_context
+        )
         # The runtime may lower the engine's batch size, never raise it.
         self._max_batch = min(
             int(build["max_batch_size"]),
@@ -642,6 +728,26 @@ class Executor:
         self._thread = threading.Thread(target=self._loop, name="fake-trtllm-executor", daemon=True)
         self._thread.start()
         fake_instances.append(self)
+
+    def _executor_max_input_len(
+        self,
+        build: dict[str, Any],
+        plugins: dict[str, Any],
+        executor_config: ExecutorConfig,
+        *,
+        chunked: bool,
+    ) -> int:
+        """trtGptModel.h, TrtGptModel constructor: the longest prompt validate() accepts."""
+        max_seq_len = int(build["max_seq_len"])
+        max_num_tokens = int(build["max_num_tokens"])
+        wanted = executor_config.max_num_tokens
+        if wanted is not None and wanted <= max_num_tokens:  # a larger one is ignored
+            max_num_tokens = wanted
+        if chunked:
+            return max_seq_len - 1
+        if plugins.get("context_fmha", True) and plugins.get("remove_input_padding", True):
+            return min(max_seq_len - 1, max_num_tokens)
+        return int(build["max_input_len"])
 
     # -- public API ------------------------------------------------------------------------
 
@@ -746,25 +852,41 @@ class Executor:
     def _validate(self, active: _Active) -> str | None:
         request = active.request
         prompt_len = len(request.input_token_ids)
-        if prompt_len > self._max_input_len:
-            return (
-                f"Prompt length ({prompt_len}) exceeds maximum input length "
-                f"({self._max_input_len}). Set log level to info and check TRTGptModel logs "
-                "for how maximum input length is set"
-            )
+        # llmRequest.cpp LlmRequest::validate, called from executorImpl.cpp fetchNewRequests.
         if request.end_id is not None and not -1 <= request.end_id < self._vocab:
             return f"EndId ({request.end_id}) is not within acceptable range [-1, {self._vocab})."
-        bias = request.embedding_bias
-        if bias is not None:
-            shape = tuple(getattr(bias, "shape", ()))
-            if shape != (self._vocab,) or str(getattr(bias, "dtype", "")) != "torch.float32":
-                return "embedding bias shape is not as expected"
+        if prompt_len > self.fake_max_input_len:
+            return (
+                f"Prompt length ({prompt_len}) exceeds maximum input length "
+                f"({self.fake_max_input_len}). Set log level to info and check TRTGptModel logs "
+                "for how maximum input length is set"
+            )
+        policy = self.fake_config.scheduler_config.capacity_scheduler_policy
+        if (
+            request.streaming
+            and policy != CapacitySchedulerPolicy.GUARANTEED_NO_EVICT
+            and not self.fake_chunked_context
+            and prompt_len + request.max_tokens - 1 > self.fake_max_input_len
+        ):
+            return (
+                "Request sequence length is potentially greater than max input length. This "
+                "cannot be run unless streaming is disabled, context chunking is enabled or the "
+                "GUARANTEED_NO_EVICT scheduling policy is used"
+            )
         output = request.output_config
         if output.return_generation_logits and not self.fake_config.gather_generation_logits:
             return (
                 "To return generation logits, gather_generation_logits must be enabled in "
                 "ExecutorConfig"
             )
+        bias = request.embedding_bias
+        if bias is not None:
+            dtype = str(bias.dtype).removeprefix("torch.")
+            if dtype != self._logits_dtype and (dtype, self._logits_dtype) != (
+                "float32",
+                "float16",
+            ):
+                return "Embedding bias data type must be same as model logits type."
         return None
 
     def _iteration(self) -> None:
@@ -856,6 +978,73 @@ class Executor:
             token = (token + 1) % self._vocab
         return token
 
+    def _processed_logits(self, active: _Active, seq: _Sequence, token: int) -> dict[int, float]:
+        """penaltyKernels.cu batchApplyPenalty: bias, 1/temperature, penalties, min length.
+
+        Sparse: the logits of every id not in the result are 0.0 (as in
+        `fake_generation_logits`), which keeps a 150k vocabulary cheap.
+        """
+        request = active.request
+        sampling = request.sampling_config
+        dense = fake_generation_logits(token, self._vocab)
+        logits = {
+            i: dense[i] for i in (token, (token + 1) % self._vocab, (token + 2) % self._vocab)
+        }
+        if request.embedding_bias is not None:
+            for i in request.embedding_bias.nonzero().flatten().tolist():
+                logits[i] = logits.get(i, 0.0) + float(request.embedding_bias[i])
+        temperature = sampling.temperature
+        if temperature is not None and abs(temperature - 1.0) > 1e-9:
+            logits = {i: x * (1.0 / (temperature + 1e-6)) for i, x in logits.items()}
+        history = [*request.input_token_ids, *seq.tokens]
+        # PR #8127: presence/frequency skip the first prompt_ignore_length tokens; repetition
+        # looks at the whole sequence.
+        counted = Counter(history[sampling.prompt_ignore_length or 0 :])
+        for index in set(history):
+            value = logits.get(index, 0.0)
+            if sampling.repetition_penalty is not None:
+                penalty = sampling.repetition_penalty
+                value = value * penalty if value < 0.0 else value / penalty
+            if counted[index] > 0:
+                value -= sampling.presence_penalty or 0.0
+                value -= (sampling.frequency_penalty or 0.0) * counted[index]
+            logits[index] = value
+        min_tokens = 1 if sampling.min_tokens is None else sampling.min_tokens
+        end_id = request.end_id
+        if end_id is not None and end_id >= 0 and len(seq.tokens) < min_tokens:
+            logits[end_id] = -math.inf
+        return logits
+
+    def _logprob(self, active: _Active, seq: _Sequence, token: int) -> float:
+        """samplingTopKKernels.cu topKStage2Sampling: log p over the whole vocabulary, or
+        renormalised over the set the token was drawn from when normalize_log_probs is on."""
+        logits = self._processed_logits(active, seq, token)
+        zeros = self._vocab - len(logits)  # ids whose processed logit is 0.0
+        top = max([*logits.values(), 0.0] if zeros else logits.values())
+        log_norm = top + math.log(
+            sum(math.exp(x - top) for x in logits.values()) + zeros * math.exp(-top)
+        )
+        logprob = logits.get(token, 0.0) - log_norm
+        if not self.fake_config.normalize_log_probs:
+            return logprob
+        sampling = active.request.sampling_config
+        ranked = sorted([*logits.values(), *[0.0] * zeros], reverse=True)
+        if sampling.top_k:
+            kept = ranked[: sampling.top_k]
+        elif sampling.top_p:
+            kept, mass = [], 0.0
+            for value in ranked:  # the nucleus: the smallest prefix with mass >= top_p
+                kept.append(value)
+                mass += math.exp(value - log_norm)
+                if mass >= sampling.top_p:
+                    break
+        else:
+            kept = ranked
+        mass = sum(math.exp(value - log_norm) for value in kept)
+        if logits.get(token, 0.0) < kept[-1]:  # forced past the set (the fake's bias shortcut)
+            mass += math.exp(logprob)
+        return logprob - math.log(mass)
+
     def _step(self, active: _Active) -> list[Response]:
         request = active.request
         out = []
@@ -878,8 +1067,9 @@ class Executor:
             if request.end_id is not None and request.end_id >= 0 and token == request.end_id:
                 seq.finish = FinishReason.END_ID  # the end token is not part of the output
             else:
+                if request.output_config.return_log_probs:
+                    seq.logprobs.append(self._logprob(active, seq, token))
                 seq.tokens.append(token)
-                seq.logprobs.append(fake_logprob(token, self._vocab))
                 if any(
                     word and seq.tokens[-len(word) :] == word for word in request.stop_words or []
                 ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import Any
 
 import pytest
 import torch
@@ -206,6 +207,22 @@ def test_raw_logprobs_and_top_logprobs() -> None:
         assert [t for t, _ in tok.logprob.top] == ref[i].topk(k).indices.tolist()
     greedy = out[0].logprob
     assert greedy is not None and greedy.top[0] == (greedy.token_id, greedy.logprob)
+
+
+@pytest.mark.parametrize("processed", [False, True])
+def test_chosen_logprob_equals_its_top_entry(processed: bool) -> None:
+    # Whatever bias, penalty and temperature do, the chosen token's value and the top list come
+    # from one distribution (the trtllm adapter keeps the same rule, see its results.py).
+    s = Sampler(V, processed_logprobs=processed)
+    params: dict[str, Any] = dict(
+        logprobs=True, top_logprobs=V, presence_penalty=0.7, logit_bias={3: 1.5}
+    )
+    rows = [row(s, temperature=0.0, **params), row(s, temperature=1.7, seed=5, **params)]
+    logits = make_logits(2, seed=11)
+    for _ in range(4):
+        for tok in s.sample(logits, rows):
+            assert tok.logprob is not None
+            assert dict(tok.logprob.top)[tok.token_id] == tok.logprob.logprob
 
 
 def test_processed_logprobs_follow_temperature() -> None:

@@ -235,25 +235,35 @@ async def test_logprobs_follow_tokens_across_streamed_results(
     out = await collect(engine, request(prompt, temperature=0.0, logprobs=True, max_tokens=7))
     logprobs = [lp for o in out.outputs() for lp in o.logprobs or []]
     assert [lp.token_id for lp in logprobs] == out.tokens()
-    # The executor resends every log prob so far; each token must get its own, once.
+    # The executor resends every log prob so far; each token must get its own, once. Greedy
+    # reads the model's log-softmax, not the 0.0 of normalize_log_probs=True.
     assert [lp.logprob for lp in logprobs] == pytest.approx(
         [fake_trtllm.fake_logprob(token, VOCAB) for token in out.tokens()]
     )
+    assert all(lp.logprob < 0.0 for lp in logprobs)
     assert last_request(fake_trtllm).output_config.return_log_probs is True
+    assert fake_trtllm.fake_instances[-1].fake_config.normalize_log_probs is False
 
 
-async def test_top_logprobs_need_an_engine_built_with_generation_logits(
-    start_engine: EngineFactory,
-) -> None:
-    engine = await start_engine()
-    with pytest.raises(EngineRequestError, match="gather_generation_logits"):
-        await collect(engine, request([1, 2], logprobs=True, top_logprobs=2))
-
-
-async def test_top_logprobs_come_from_generation_logits(
+async def test_sampled_logprobs_without_top_list_follow_temperature(
     fake_trtllm: ModuleType, start_engine: EngineFactory
 ) -> None:
-    engine = await start_engine(engine={"gather_generation_logits": True})
+    # Without top_logprobs the value is the executor's: log-softmax after temperature (and
+    # bias/penalties), before top-k/top-p truncation. docs/gpu.md documents the difference.
+    engine = await start_engine()
+    out = await collect(
+        engine, request([7, 8], temperature=0.5, seed=3, logprobs=True, max_tokens=3)
+    )
+    for lp in (lp for o in out.outputs() for lp in o.logprobs or []):
+        scaled = [x / 0.5 for x in fake_trtllm.fake_generation_logits(lp.token_id, VOCAB)]
+        norm = math.log(sum(math.exp(x) for x in scaled))
+        assert lp.logprob == pytest.approx(scaled[lp.token_id] - norm, rel=1e-4)
+
+
+async def test_top_logprobs_need_no_build_flag(
+    fake_trtllm: ModuleType, start_engine: EngineFactory
+) -> None:
+    engine = await start_engine()  # built without --gather_generation_logits
     out = await collect(
         engine, request([1, 2], temperature=0.0, logprobs=True, top_logprobs=3, max_tokens=4)
     )
@@ -268,7 +278,71 @@ async def test_top_logprobs_come_from_generation_logits(
         assert [value for _, value in lp.top] == pytest.approx(
             [logits[i] - norm for i in ids], abs=1e-5
         )
-        assert lp.top[0][1] == pytest.approx(lp.logprob, abs=1e-5)
+
+
+async def test_only_requests_with_top_logprobs_ask_for_logits(
+    fake_trtllm: ModuleType, start_engine: EngineFactory
+) -> None:
+    engine = await start_engine()
+    await collect(engine, request([1, 2], temperature=0.0, logprobs=True, max_tokens=2))
+    assert last_request(fake_trtllm).output_config.return_generation_logits is False
+
+
+async def test_chosen_logprob_equals_its_top_entry_whatever_the_sampling(
+    fake_trtllm: ModuleType, start_engine: EngineFactory
+) -> None:
+    # Temperature, a penalty and a bias change the executor's own log prob; the chosen value
+    # and the top list must still come from one distribution.
+    engine = await start_engine()
+    out = await collect(
+        engine,
+        request(
+            [5, 6, 5],
+            temperature=0.7,
+            seed=11,
+            presence_penalty=0.5,
+            logit_bias={3: 2.0},
+            logprobs=True,
+            top_logprobs=5,
+            max_tokens=6,
+        ),
+    )
+    logprobs = [lp for o in out.outputs() for lp in o.logprobs or []]
+    assert logprobs
+    for lp in logprobs:
+        top = dict(lp.top)
+        assert lp.token_id in top  # the fake's chosen token always ranks first
+        assert lp.logprob == pytest.approx(top[lp.token_id], abs=1e-6)
+        assert lp.logprob == pytest.approx(fake_trtllm.fake_logprob(lp.token_id, VOCAB), abs=1e-5)
+
+
+async def test_presence_and_frequency_penalties_skip_the_prompt(
+    fake_trtllm: ModuleType, start_engine: EngineFactory
+) -> None:
+    engine = await start_engine()
+    # A prompt that contains the token the model generates first.
+    prompt = next(
+        p
+        for p in (list(range(i, i + 20)) for i in range(5000))
+        if predicted(fake_trtllm, p, 0, 1)[0] in p
+    )
+    out = await collect(
+        engine,
+        request(
+            prompt,
+            temperature=0.0,
+            presence_penalty=1.5,
+            frequency_penalty=0.5,
+            logprobs=True,
+            max_tokens=1,
+        ),
+    )
+    sent = last_request(fake_trtllm).sampling_config
+    assert sent.prompt_ignore_length == len(prompt)
+    token = out.tokens()[0]
+    logprob = out.outputs()[0].logprobs[0].logprob  # type: ignore[index]
+    # Nothing was generated before the first token, so no penalty applies to it.
+    assert logprob == pytest.approx(fake_trtllm.fake_logprob(token, VOCAB), abs=1e-6)
 
 
 async def test_logit_bias_becomes_an_fp32_embedding_bias(
@@ -293,13 +367,30 @@ async def test_logit_bias_outside_the_vocabulary_is_a_request_error(
         await collect(engine, request([1], logit_bias={VOCAB + 5: 1.0}))
 
 
-async def test_prompt_over_max_input_len_is_a_request_error(
-    start_engine: EngineFactory,
+async def test_longest_prompt_is_the_executors_rule_with_chunked_context(
+    fake_trtllm: ModuleType, start_engine: EngineFactory
 ) -> None:
-    engine = await start_engine()
-    with pytest.raises(EngineRequestError, match="exceeds maximum input length"):
-        await collect(engine, request(list(range(MAX_INPUT_LEN + 1))))
+    engine = await start_engine()  # chunked context on: maxSequenceLen - 1
+    assert (
+        engine.max_input_len == MAX_SEQ_LEN - 1 == fake_trtllm.fake_instances[-1].fake_max_input_len
+    )
+    out = await collect(engine, request(list(range(MAX_SEQ_LEN - 1)), temperature=0.0))
+    assert out.finish() == EngineFinish.LENGTH  # above build max_input_len, still accepted
+    with pytest.raises(
+        EngineRequestError,
+        match=rf"\({MAX_SEQ_LEN}\) exceeds maximum input length \({MAX_SEQ_LEN - 1}\)",
+    ):
+        await collect(engine, request(list(range(MAX_SEQ_LEN))))
     assert engine.stats().active_requests == 0
+
+
+async def test_longest_prompt_without_chunked_context_is_bounded_by_max_num_tokens(
+    fake_trtllm: ModuleType, start_engine: EngineFactory
+) -> None:
+    engine = await start_engine(enable_chunked_context=False, max_num_tokens=64)
+    assert engine.max_input_len == 64 == fake_trtllm.fake_instances[-1].fake_max_input_len
+    with pytest.raises(EngineRequestError, match=r"\(65\) exceeds maximum input length \(64\)"):
+        await collect(engine, request(list(range(65))))
 
 
 async def test_max_tokens_past_the_sequence_limit_ends_with_length(

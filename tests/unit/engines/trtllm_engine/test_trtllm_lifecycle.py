@@ -106,7 +106,16 @@ def test_limits_come_from_config_json_before_start(tmp_path: Path, tokenizer_dir
         tmp_path / "e", model_id=MODEL_ID, vocab_size=10, max_input_len=300, max_seq_len=512
     )
     engine = TrtllmEngine(model_id=MODEL_ID, tokenizer_dir=tokenizer_dir, engine_dir=engine_dir)
-    assert (engine.context_length, engine.max_input_len) == (512, 300)
+    # The executor's rule, not build_config.max_input_len: chunked context -> max_seq_len - 1.
+    assert (engine.context_length, engine.max_input_len) == (512, 511)
+    unchunked = TrtllmEngine(
+        model_id=MODEL_ID,
+        tokenizer_dir=tokenizer_dir,
+        engine_dir=engine_dir,
+        enable_chunked_context=False,
+        max_num_tokens=256,
+    )
+    assert unchunked.max_input_len == 256  # min(max_seq_len - 1, max_num_tokens)
 
 
 @pytest.mark.parametrize(
@@ -143,7 +152,9 @@ async def test_executor_config_maps_the_options(
     )
     assert (config.max_batch_size, config.max_num_tokens) == (4, 1024)
     assert config.max_beam_width == 1
-    assert config.gather_generation_logits is False
+    # Always on: an engine built without --gather_generation_logits serves top_logprobs too.
+    assert config.gather_generation_logits is True
+    assert config.normalize_log_probs is False
 
 
 async def test_defaults_follow_trtllm_serve(

@@ -105,7 +105,7 @@ def test_build_config_is_read_from_config_json(tmp_path: Path) -> None:
     assert (build.max_input_len, build.max_seq_len) == (31744, 32768)
     assert (build.max_batch_size, build.max_num_tokens) == (256, 8192)
     assert (build.vocab_size, build.tokens_per_block) == (32768, 64)
-    assert build.gather_generation_logits and build.paged_context_fmha
+    assert build.paged_context_fmha and build.context_fmha and build.remove_input_padding
     assert build.version == "1.2.1"
 
 
