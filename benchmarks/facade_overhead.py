@@ -49,8 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import stack  # benchmarks/stack.py: the models config, readiness checks, profile summary
 
+from tensorchat.bench.senders import ClosableSender, open_sender
 from tensorchat.bench.stats import RequestResult
-from tensorchat.bench.target import ClosableSender, Target, open_sender
+from tensorchat.bench.target import Target
 from tensorchat.bench.workload import RequestSpec, make_prompt
 
 

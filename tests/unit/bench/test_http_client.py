@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tensorchat.bench.fake_server import FakeOpenAIServer
+from tensorchat.bench.senders import open_sender
 from tensorchat.bench.stats import summarize
-from tensorchat.bench.target import Target, open_sender
+from tensorchat.bench.target import Target
 from tensorchat.bench.workload import RequestSpec
 
 SPEC = RequestSpec(messages=(("user", "hi there"),), max_tokens=20)
