@@ -1,9 +1,6 @@
-"""Admission of a chat request: everything that may refuse it before a backend sees it.
-
-In order: the body, the rules across its fields, the model and the key's access to it, the
-model's completion limit (as the service reported it in ListModels), then the facade-wide
-gate and the key's rate limits. An admitted request holds a gate slot and a lease; the
-response that runs it (facade/chat_run.py) gives both back when it ends.
+"""Admission of a chat request: the body, cross-field rules, the model and the key's access,
+the model's limits (from ListModels), the facade-wide gate and the key's rate limits. An
+admitted request holds a gate slot and a lease that facade/chat_run.py gives back at its end.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from pydantic import ValidationError
 from facade.auth import Principal
 from facade.backends import ModelEntry
 from facade.deps import FacadeState
-from facade.errors import APIError, from_validation, rate_limited
+from facade.errors import APIError, from_validation, model_not_found, rate_limited
 from facade.limits import Lease, RateLimitExceeded, estimate_tokens
 from facade.schemas import ChatCompletionRequest
 from facade.settings import FacadeSettings
@@ -50,12 +47,7 @@ async def admit(
     _check_fields(req, state.settings)
     entry = state.pool.resolve(req.model)
     if not principal.allows(entry.id, entry.aliases):
-        raise APIError(
-            404,
-            f"The model `{req.model}` does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
+        raise model_not_found(req.model)
     _check_completion_limit(req, entry)
     lease = await _take_slot_and_lease(req, principal, state)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -73,19 +65,13 @@ async def admit(
 def _check_fields(req: ChatCompletionRequest, settings: FacadeSettings) -> None:
     """Rules across fields, and the facade's own cap on `n` (tensorchat.limits bounds it)."""
     if req.n > settings.max_n:
-        raise APIError(
-            400, f"Invalid 'n': at most {settings.max_n} choices per request.", param="n"
-        )
+        raise _invalid("n", f"Invalid 'n': at most {settings.max_n} choices per request.")
     if req.stream_options is not None and not req.stream:
-        raise APIError(
-            400,
-            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-            param="stream_options",
-        )
+        message = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+        raise _invalid("stream_options", message)
     if req.top_logprobs and not req.logprobs:
-        raise APIError(
-            400, "'logprobs' must be set to true when 'top_logprobs' is used.", param="top_logprobs"
-        )
+        message = "'logprobs' must be set to true when 'top_logprobs' is used."
+        raise _invalid("top_logprobs", message)
 
 
 def _check_completion_limit(req: ChatCompletionRequest, entry: ModelEntry) -> None:
@@ -94,11 +80,13 @@ def _check_completion_limit(req: ChatCompletionRequest, entry: ModelEntry) -> No
     limit, most = req.completion_limit, entry.info.max_output_tokens
     if limit is not None and most and limit > most:
         param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
-        raise APIError(
-            400,
-            f"Invalid '{param}': {limit} is more than this model's {most} completion tokens.",
-            param=param,
+        raise _invalid(
+            param, f"Invalid '{param}': {limit} is more than this model's {most} completion tokens."
         )
+
+
+def _invalid(param: str, message: str) -> APIError:
+    return APIError(400, message, param=param)
 
 
 async def _take_slot_and_lease(

@@ -3,8 +3,7 @@
 It owns the generation (a `facade.multiplex.Generation`, read like a Generate call): it waits
 for the first message before sending a status (so an error the inference service finds, such
 as a context overflow, still gets its own status), streams or collects the rest, cancels the
-generation the moment the client disconnects, and at the end gives back the request's gate
-slot and lease and records its metrics.
+generation the moment the client disconnects, and at its end gives back the slot and lease.
 """
 
 from __future__ import annotations

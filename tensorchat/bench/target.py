@@ -18,8 +18,9 @@ class Target:
     ignore_eos: bool = False
     temperature: float | None = None
     timeout_s: float = 600.0
-    # HTTP client: "raw" (the asyncio-protocol client: ~20 µs of CPU per SSE event) or
-    # "httpx" (~120-180 µs per event; proxies, HTTP/2, compression).
+    # HTTP client: "raw" (the asyncio-protocol client, several times cheaper per SSE event,
+    # so that the client is not what limits a benchmark) or "httpx" (proxies, HTTP/2,
+    # compression).
     http_client: str = "raw"
     # Extra JSON fields for every HTTP request body (e.g. vendor extensions).
     extra_body: dict[str, Any] = field(default_factory=dict)
