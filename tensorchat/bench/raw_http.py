@@ -5,8 +5,9 @@ wake-up per network read, so at the event rates the stack must carry the client 
 several cores: on a small machine the client, not the server, would be measured. This client
 parses the status line, headers and chunked or sized bodies itself and hands body bytes to
 the stream recorder straight from `data_received`, with no task switch per read, at a
-fraction of the cost (benchmarks/README.md has the figures). It does only what a benchmark needs: POST, keep-alive connections (one
-request at a time each), chunked or Content-Length bodies, plain HTTP or TLS, a timeout.
+fraction of the cost (benchmarks/README.md has the figures). It does only what a benchmark
+needs: POST, keep-alive connections (one request at a time each), chunked or Content-Length
+bodies, plain HTTP or TLS, a timeout.
 """
 
 from __future__ import annotations
