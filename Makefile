@@ -14,10 +14,18 @@ test: $(VENV)/.installed-dev
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## ruff (lint + format check) and mypy.
-lint: $(VENV)/.installed-dev
+lint: typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## mypy over the packages and tests listed in pyproject.toml.
+typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
+
+## The stack benchmark (synthetic engine -> inference service -> facade), e.g.
+## `make bench ARGS="--streams 64 --duration 20 --json stack.json"` (benchmarks/README.md).
+bench: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/stack.py $(ARGS)
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .

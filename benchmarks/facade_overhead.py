@@ -45,12 +45,24 @@ from typing import Any
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Run as a script: the repository root is what makes `benchmarks.stackbench` importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import stack  # benchmarks/stack.py: the models config, readiness checks, profile summary
-
+from benchmarks.stackbench.cpu import cpu_seconds
+from benchmarks.stackbench.plan import API_KEY, MODEL, REPO, TENSORCHAT, Plan
+from benchmarks.stackbench.profile import profile_summary
+from benchmarks.stackbench.servers import (
+    default_checkpoint,
+    free_port,
+    grpc_ready,
+    http_ready,
+    process,
+    wait_until,
+    write_models_config,
+)
+from tensorchat.bench.senders import ClosableSender, open_sender
 from tensorchat.bench.stats import RequestResult
-from tensorchat.bench.target import ClosableSender, Target, open_sender
+from tensorchat.bench.target import Target
 from tensorchat.bench.workload import RequestSpec, make_prompt
 
 
@@ -89,13 +101,13 @@ async def run_block(
         while queue:
             results.append(await sender.send(queue.pop()))
 
-    before = {name: stack.cpu_seconds(p) for name, p in procs.items()}
+    before = {name: cpu_seconds(p) for name, p in procs.items()}
     t0 = time.monotonic()
     await asyncio.gather(*(user() for _ in range(concurrency)))
     wall = time.monotonic() - t0
     n = len(results)
     cpu = {
-        name: ((stack.cpu_seconds(p) - before[name]) - idle[name] * wall) / n * 1e6
+        name: ((cpu_seconds(p) - before[name]) - idle[name] * wall) / n * 1e6
         for name, p in procs.items()
     }
     ttfts = [r.ttft for r in results if r.ok and r.ttft is not None]
@@ -106,9 +118,9 @@ async def run_block(
 
 def idle_cpu(procs: dict[str, psutil.Process], seconds: float) -> dict[str, float]:
     """Each process's CPU use (cores) with no requests: background loops, probes."""
-    before = {name: stack.cpu_seconds(p) for name, p in procs.items()}
+    before = {name: cpu_seconds(p) for name, p in procs.items()}
     time.sleep(seconds)
-    return {name: (stack.cpu_seconds(p) - before[name]) / seconds for name, p in procs.items()}
+    return {name: (cpu_seconds(p) - before[name]) / seconds for name, p in procs.items()}
 
 
 def specs_for(n: int, prompt_words: int, max_tokens: int) -> list[RequestSpec]:
@@ -222,7 +234,7 @@ def summarize(blocks: Sequence[Block], labels: Sequence[str]) -> dict[str, Any]:
 
 
 def print_profile(raw: Path, facade_us: float, limit: int) -> None:
-    summary = stack.profile_summary(raw, limit=limit)
+    summary = profile_summary(raw, limit=limit)
     for kind in ("inclusive", "self"):
         print(f"-- {kind} (share of facade samples, ~µs per request)")
         for name, share in summary[kind]:
@@ -256,33 +268,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="facade-overhead-"))
-    plan = stack.Plan(1, args.rate, args.max_tokens, args.prompt_words, 1.0, 0.0, 1, args.tick_ms)
-    models = stack.write_models_config(work, stack.default_checkpoint(), plan)
-    grpc_port = stack.free_port()
+    plan = Plan(1, args.rate, args.max_tokens, args.prompt_words, 1.0, 0.0, 1, args.tick_ms)
+    models = write_models_config(work, default_checkpoint(), plan)
+    grpc_port = free_port()
     address = f"127.0.0.1:{grpc_port}"
-    inference_args = [*stack.TENSORCHAT, "inference", "--models", str(models),
+    inference_args = [*TENSORCHAT, "inference", "--models", str(models),
                       "--port", str(grpc_port)]  # fmt: skip
-    env = {"TENSORCHAT_API_KEYS": stack.API_KEY, "TENSORCHAT_KEYS_FILE": str(work / "keys.json")}
+    env = {"TENSORCHAT_API_KEYS": API_KEY, "TENSORCHAT_KEYS_FILE": str(work / "keys.json")}
     env.update(dict(item.split("=", 1) for item in args.facade_env))
-    trees = {"facade": stack.REPO, **{f"tree{i}": t for i, t in enumerate(args.tree, 1)}}
+    trees = {"facade": REPO, **{f"tree{i}": t for i, t in enumerate(args.tree, 1)}}
     with contextlib.ExitStack() as stack_:
         inf_log = work / "inference.log"
-        inference = stack_.enter_context(stack.process(inference_args, inf_log))
-        stack.wait_until(lambda: stack.grpc_ready(address), "inference", inference, inf_log, 300)
+        inference = stack_.enter_context(process(inference_args, inf_log))
+        wait_until(lambda: grpc_ready(address), "inference", inference, inf_log, 300)
         facades: list[Facade] = []
         for label, tree in trees.items():
-            port = stack.free_port()
-            facade_args = [*stack.TENSORCHAT, "facade", "--backends", address, "--port", str(port)]
+            port = free_port()
+            facade_args = [*TENSORCHAT, "facade", "--backends", address, "--port", str(port)]
             log = work / f"{label}.log"
-            proc = stack_.enter_context(stack.process(facade_args, log, env, cwd=tree))
+            proc = stack_.enter_context(process(facade_args, log, env, cwd=tree))
             url = f"http://127.0.0.1:{port}/v1"
-            stack.wait_until(lambda url=url: stack.http_ready(url), label, proc, log, 120)  # type: ignore[misc]
-            target = Target("http", url, stack.MODEL, api_key=stack.API_KEY, ignore_eos=True)
+            wait_until(lambda url=url: http_ready(url), label, proc, log, 120)  # type: ignore[misc]
+            target = Target("http", url, MODEL, api_key=API_KEY, ignore_eos=True)
             facades.append(Facade(label, target, psutil.Process(proc.pid)))
         procs = {f.label: f.proc for f in facades}
         procs["inference"] = psutil.Process(inference.pid)
         procs["client"] = psutil.Process()
-        grpc = Target("grpc", address, stack.MODEL, ignore_eos=True)
+        grpc = Target("grpc", address, MODEL, ignore_eos=True)
         import uvloop
 
         blocks = uvloop.run(drive(args, facades, grpc, procs))

@@ -73,6 +73,15 @@ class Backend:
     last_error: str | None = None
 
 
+def no_backend(model: str) -> APIError:
+    """A known model with no healthy replica right now: worth retrying shortly."""
+    return APIError(
+        503,
+        f"No backend is serving `{model}` right now; please retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def fingerprint(info: pb.ModelInfo) -> str:
     # Changes whenever the serving configuration does (engine, reload), as OpenAI's does.
     digest = hashlib.sha256(f"{info.id}|{info.engine}|{info.created}".encode()).hexdigest()
@@ -196,11 +205,7 @@ class BackendPool:
         if model_id is not None:
             return self._entries[model_id]
         if name.lower() in self._seen or not self.ready:
-            raise APIError(
-                503,
-                f"No backend is serving `{name}` right now; please retry shortly.",
-                headers={"Retry-After": "1"},
-            )
+            raise no_backend(name)
         raise model_not_found(name)
 
     def candidates(self, model_id: str) -> list[Backend]:

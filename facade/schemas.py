@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from tensorchat.limits import MAX_TOP_LOGPROBS
+
 # Roles the chat templates of our models know; "developer" is OpenAI's newer name for system.
 Role = Literal["system", "developer", "user", "assistant"]
 MAX_STOP = 4
@@ -73,7 +75,8 @@ class ChatCompletionRequest(_Model):
     stream_options: StreamOptions | None = None
     max_tokens: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None
-    n: Annotated[int, Field(ge=1, le=128)] = 1
+    # Its upper bound is the facade's `max_n` (admission.py), which the service bounds.
+    n: Annotated[int, Field(ge=1)] = 1
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     stop: str | list[str] | None = None
@@ -81,7 +84,7 @@ class ChatCompletionRequest(_Model):
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     seed: Annotated[int, Field(ge=INT64_MIN, le=UINT64_MAX)] | None = None
     logprobs: bool | None = None
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     # Extensions (vLLM's names), honoured like the rest.

@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tensorchat.limits import MAX_CHOICES
+
 DEFAULT_KEYS_FILE = Path("~/.config/tensorchat/keys.json").expanduser()
 
 
@@ -55,8 +57,9 @@ class FacadeSettings(BaseSettings):
     probe_timeout_s: float = Field(2.0, gt=0.0)
     # How often the keys file is checked for changes.
     keys_reload_interval_s: float = Field(2.0, gt=0.0)
-    # The largest `n` accepted; n choices cost n times the compute.
-    max_n: int = Field(16, ge=1, le=128)
+    # The largest `n` accepted; n choices cost n times the compute. At most what the
+    # inference service accepts (tensorchat.limits), which is also the default.
+    max_n: int = Field(MAX_CHOICES, ge=1, le=MAX_CHOICES)
 
     # Serve /docs and /openapi.json (without a key). Off by default: every route but health
     # and metrics needs a key.

@@ -56,10 +56,10 @@ class DisconnectWatcher:
 
     def stop(self) -> None:
         # Forget the task as it is cancelled: the cancelled task's traceback holds the
-        # `_watch` frame and so this watcher, and a watcher still holding the task made a
+        # `_watch` frame and so this watcher. A watcher still holding the task would make a
         # reference cycle per request (with the request's whole ChatRun hanging off
-        # `on_disconnect`) that only the cyclic GC could free: a gen-0 collection every
-        # ~20 requests, ~40 µs of CPU per request.
+        # `on_disconnect`) that only the cyclic garbage collector could free, at a CPU cost
+        # paid on every request.
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()

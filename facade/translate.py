@@ -59,7 +59,7 @@ def to_generate_request(
         output=pb.OUTPUT_MODE_TEXT,
     )
     # Filled in place: a sub-message passed to a constructor is copied (the three
-    # sub-messages and every chat message), which cost ~3 µs of this function's ~9.
+    # sub-messages and every chat message), a third of this function's cost per request.
     _fill_messages(rpc.messages, req)
     _fill_sampling(rpc.sampling, req)
     _fill_stopping(rpc.stopping, req, time_limit_ms)

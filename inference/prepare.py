@@ -18,10 +18,9 @@ from inference.registry import ModelRegistry, ServedModel
 from inference.sampling import SamplingParams
 from inference.text.messages import ChatMessage
 from inference.text.tokenizer import ChatTemplateError
+from tensorchat.limits import MAX_CHOICES, MAX_TOP_LOGPROBS
 from tensorchat.v1 import inference_pb2 as pb
 
-MAX_CHOICES = 16
-MAX_TOP_LOGPROBS = 20
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 512
 MAX_LOGIT_BIAS = 100.0

@@ -269,7 +269,7 @@ class SyntheticEngine(Engine):
         vocab = self._vocab
         size = len(vocab)
         first = choice.offset + emitted
-        if due - emitted == 1:  # the common case at 120 tokens/s and 5 ms ticks
+        if due - emitted == 1:  # the common case: a tick shorter than a token's interval
             ids = [vocab[first % size]]
         else:
             ids = [vocab[(first + k) % size] for k in range(due - emitted)]

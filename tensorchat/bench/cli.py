@@ -139,8 +139,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--http-client",
         choices=["raw", "httpx"],
         default="raw",
-        help="raw (default): a minimal asyncio HTTP/1.1 client, about 20 µs of CPU per"
-        " streamed event; httpx: about 120-180 µs per event, for proxies, HTTP/2 or"
+        help="raw (default): a minimal asyncio HTTP/1.1 client, several times cheaper per"
+        " streamed event than httpx (benchmarks/README.md); httpx: for proxies, HTTP/2 or"
         " compressed responses",
     )
     out = parser.add_argument_group("output")

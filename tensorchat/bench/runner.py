@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tensorchat.bench.senders import open_sender
 from tensorchat.bench.stats import RequestResult
-from tensorchat.bench.target import Target, open_sender
+from tensorchat.bench.target import Target
 from tensorchat.bench.workload import RequestSpec
 
 ResultCallback = Callable[[RequestResult], None]

@@ -13,6 +13,7 @@ import pytest
 
 from facade.schemas import ChatCompletionChunk
 from facade.settings import FacadeSettings
+from tensorchat.limits import MAX_CHOICES
 from tests.integration.conftest import MISTRAL_ID, QWEN_ID, TINY_CONTEXT, wait_until_idle
 from tests.integration.facade.conftest import TORCH_ONLY, FacadeServerThread, Keys, Replica
 from tests.support.servers import InferenceServerThread
@@ -175,6 +176,15 @@ TABLE: list[tuple[str, bytes | dict[str, Any], int, str | None, str | None]] = [
     ),
     ("body too large", long_body(5 * 1024 * 1024), 413, None, "request_too_large"),
 ]
+
+
+def test_n_past_every_limit_is_refused_with_the_services_limit(http: httpx.Client) -> None:
+    # The facade's schema once allowed 128 and the service 16: the number is now one.
+    response = http.post("/v1/chat/completions", json=chat(n=MAX_CHOICES * 10))
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "n"
+    assert error["message"] == f"Invalid 'n': at most {MAX_CHOICES} choices per request."
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tensorchat.bench.fake_server import FakeOpenAIServer
+from tensorchat.bench.senders import open_sender
 from tensorchat.bench.stats import summarize
-from tensorchat.bench.target import Target, open_sender
+from tensorchat.bench.target import Target
 from tensorchat.bench.workload import RequestSpec
 
 SPEC = RequestSpec(messages=(("user", "hi there"),), max_tokens=20)
@@ -111,4 +112,6 @@ async def test_timeout_is_an_error_kind(client: str) -> None:
     finally:
         await server.stop()
     assert not result.ok and result.error == "ReadTimeout"
-    assert 0.2 <= result.latency < 0.5
+    # Never early, and it cut the stream short: the server had 20 tokens to send.
+    assert result.latency >= 0.2
+    assert len(result.chunk_times) < 20

@@ -12,6 +12,7 @@ import pytest
 from facade.cli import register, settings_from_args
 from facade.keys import hash_key, load_keys
 from facade.settings import FacadeSettings
+from tensorchat.limits import MAX_CHOICES
 
 
 def parser() -> argparse.ArgumentParser:
@@ -131,6 +132,13 @@ def test_facade_flags_override_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 def test_settings_refuse_an_empty_backend_list() -> None:
     with pytest.raises(ValueError):
         FacadeSettings(backends=[])
+
+
+def test_max_n_is_at_most_what_the_inference_service_accepts() -> None:
+    assert FacadeSettings(backends=["x:1"]).max_n == MAX_CHOICES
+    assert FacadeSettings(backends=["x:1"], max_n=2).max_n == 2
+    with pytest.raises(ValueError, match="max_n"):
+        FacadeSettings(backends=["x:1"], max_n=MAX_CHOICES + 1)
 
 
 def test_env_keys_file_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

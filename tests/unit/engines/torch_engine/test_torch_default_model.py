@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -35,11 +34,10 @@ def test_the_import_is_complete_and_cached(
     def no_reparse(gguf_path: Path, out_dir: Path) -> None:
         raise AssertionError("the GGUF was parsed again")
 
+    # The cached checkpoint is reused: `no_reparse` fails the test if the GGUF is read again.
     monkeypatch.setattr(loader, "_convert_gguf", no_reparse)
-    start = time.perf_counter()
     again = loader.prepare_gguf_checkpoint(loader.default_model_gguf(), smollm2_dir.parent)
     assert again == smollm2_dir
-    assert time.perf_counter() - start < 1.0
 
 
 async def test_greedy_answer_names_paris(smollm2_dir: Path) -> None:

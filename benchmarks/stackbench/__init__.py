@@ -1,0 +1,1 @@
+"""The stack benchmark's parts; benchmarks/stack.py is its command line."""

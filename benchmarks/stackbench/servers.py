@@ -1,0 +1,122 @@
+"""The servers under test as child processes: start, stop, readiness, the models config."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks.stackbench.plan import API_KEY, MODEL, REPO, Plan
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def process(
+    args: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path = REPO,
+    cpus: set[int] | None = None,
+) -> Iterator[psutil.Popen]:
+    """Start a server process in `cwd` (its tree's packages come first on sys.path), on
+    `cpus` if given (else where this process may run); on exit, SIGTERM it (then SIGKILL)
+    by its own pid."""
+    handle = log.open("w")
+    proc = psutil.Popen(
+        args,
+        cwd=cwd,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        # Set in the child before exec, so that every thread the server starts inherits it.
+        preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except psutil.TimeoutExpired:
+                proc.kill()
+        handle.close()
+
+
+def wait_until(check: Any, what: str, proc: psutil.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited early:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"{what} not ready after {timeout:.0f}s:\n{log.read_text()[-3000:]}")
+
+
+def grpc_ready(address: str) -> bool:
+    import grpc
+
+    from tensorchat.v1 import inference_pb2 as pb
+    from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        models = pb_grpc.InferenceStub(channel).ListModels(pb.ListModelsRequest(), timeout=2)
+        return any(m.id == MODEL for m in models.models)
+
+
+def grpc_generated_tokens(address: str) -> Callable[[], int]:
+    """Reads the inference service's generated-token counters (all models) over GetStats."""
+    import grpc
+
+    from tensorchat.v1 import inference_pb2 as pb
+    from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+
+    stub = pb_grpc.InferenceStub(grpc.insecure_channel(address))
+
+    def read() -> int:
+        stats = stub.GetStats(pb.GetStatsRequest(), timeout=2)
+        return sum(model.generated_tokens for model in stats.models)
+
+    return read
+
+
+def http_ready(url: str) -> bool:
+    import httpx
+
+    response = httpx.get(f"{url}/models", headers={"authorization": f"Bearer {API_KEY}"})
+    return response.status_code == 200 and MODEL in response.text
+
+
+def default_checkpoint() -> Path:
+    """The embedded default model's checkpoint dir: the synthetic model borrows its tokenizer."""
+    from inference.engines.torch.loader import default_model_gguf, prepare_gguf_checkpoint
+
+    return prepare_gguf_checkpoint(default_model_gguf())
+
+
+def write_models_config(directory: Path, checkpoint: Path, plan: Plan) -> Path:
+    path = directory / "models.yaml"
+    path.write_text(
+        "models:\n"
+        f"  - id: {MODEL}\n"
+        "    engine: synthetic\n"
+        f"    checkpoint: {checkpoint}\n"
+        f"    options: {{tokens_per_second: {plan.rate}, tick_ms: {plan.tick_ms}}}\n"
+    )
+    return path

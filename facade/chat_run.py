@@ -1,0 +1,234 @@
+"""The ASGI response that runs one admitted chat request (facade/admission.py) on a backend.
+
+It owns the generation (a `facade.multiplex.Generation`, read like a Generate call): it waits
+for the first message before sending a status (so an error the inference service finds, such
+as a context overflow, still gets its own status), streams or collects the rest, cancels the
+generation the moment the client disconnects, and at its end gives back the slot and lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import grpc
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from facade.admission import AdmittedChat
+from facade.backends import Backend, no_backend
+from facade.deps import FacadeState
+from facade.errors import APIError, from_grpc
+from facade.multiplex import EOF, Generation
+from facade.schemas import ChatCompletion
+from facade.sse import DONE, SSE_HEADERS, DisconnectWatcher, error_event
+from facade.translate import (
+    FINISH_REASONS,
+    ChunkEncoder,
+    CompletionBuilder,
+    UsageCounter,
+    logprobs_content,
+)
+
+log = logging.getLogger(__name__)
+
+# Past the generation time limit, give the service this long to report the finish itself.
+_DEADLINE_SLACK_S = 30.0
+
+
+class ChatRun(Response):
+    """The ASGI response that runs one admitted chat request on a backend."""
+
+    def __init__(self, state: FacadeState, chat: AdmittedChat) -> None:
+        super().__init__(status_code=200)
+        self.state = state
+        self.chat = chat
+        self.usage = UsageCounter()
+        self.status = 0
+        self.first_token_at: float | None = None
+        self._call: Generation | None = None
+        self._done = False
+        self._began = False  # a 200 went out
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watcher = DisconnectWatcher(receive, self._cancel_rpc)
+        watcher.start()
+        self.state.metrics.in_flight.inc()
+        finished = False
+        try:
+            await self._run(send, watcher)
+            finished = True
+        except asyncio.CancelledError:
+            # A cancelled read means our own cancel after a disconnect; anything else
+            # (server shutdown) propagates.
+            if not watcher.disconnected:
+                raise
+        finally:
+            self._done = True
+            watcher.stop()
+            if self._call is not None and not self._call.done():
+                self._call.cancel()
+            if watcher.disconnected and not finished:
+                self.status = 499
+            self.state.gate.exit()
+            self.state.metrics.in_flight.dec()
+            await self.chat.lease.release(self._tokens_used())
+            self._record()
+
+    def _tokens_used(self) -> int | None:
+        """What the key is charged: real usage, nothing for a refusal, else the estimate."""
+        if self.usage.prompt_tokens:
+            return self.usage.total_tokens
+        if self.status >= 400 and self.status != 499 and not self._began:
+            return 0  # refused before any generation (context overflow, overload, ...)
+        return None  # cut short without a usage report: keep the admission estimate
+
+    def _cancel_rpc(self) -> None:
+        if not self._done and self._call is not None:
+            self._call.cancel()
+
+    async def _run(self, send: Send, watcher: DisconnectWatcher) -> None:
+        pool = self.state.pool
+        candidates = pool.candidates(self.chat.entry.id)
+        if not candidates:
+            await self._send_error(send, no_backend(self.chat.req.model))
+            return
+        limit = self.state.settings.request_time_limit_s
+        timeout = limit + _DEADLINE_SLACK_S if limit else None
+        for attempt, backend in enumerate(candidates):
+            with pool.use(backend):
+                call = await backend.generations.start(self.chat.rpc, timeout)
+                self._call = call
+                if watcher.disconnected:
+                    call.cancel()
+                try:
+                    first = await call.read()
+                except grpc.aio.AioRpcError as error:
+                    if self._retryable(error, backend) and attempt + 1 < len(candidates):
+                        continue
+                    await self._send_error(send, self._api_error(error))
+                    return
+                if self.chat.req.stream:
+                    await self._stream(send, call, first)
+                else:
+                    await self._complete(send, call, first)
+                return
+
+    def _retryable(self, error: grpc.aio.AioRpcError, backend: Backend) -> bool:
+        # UNAVAILABLE before any message: the request never reached a model, so another
+        # replica can take it; the failed one leaves routing until it answers a probe.
+        if error.code() != grpc.StatusCode.UNAVAILABLE:
+            return False
+        self.state.pool.mark_down(backend, error.details() or "UNAVAILABLE")
+        return True
+
+    def _with_request_id(
+        self, content_type: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        return [*content_type, (b"x-request-id", self.chat.rpc.request_id.encode())]
+
+    def _api_error(self, error: grpc.aio.AioRpcError) -> APIError:
+        return from_grpc(error, self.chat.rpc.request_id, self.chat.req.model)
+
+    async def _reply(self, send: Send, status: int, body: bytes, extra: dict[str, str]) -> None:
+        """One whole JSON response: a completion or an error."""
+        self.status = status
+        headers = self._with_request_id([(b"content-type", b"application/json")])
+        headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _send_error(self, send: Send, error: APIError) -> None:
+        await self._reply(send, error.status, error.body(), error.headers)
+
+    async def _complete(self, send: Send, call: Generation, first: Any) -> None:
+        chat = self.chat
+        builder = CompletionBuilder(chat.req.n, bool(chat.req.logprobs))
+        message = first
+        try:
+            while message is not EOF:
+                if self.first_token_at is None and message.HasField("delta"):
+                    self.first_token_at = time.perf_counter()
+                builder.add(message)
+                message = await call.read()
+        except grpc.aio.AioRpcError as error:
+            await self._send_error(send, self._api_error(error))
+            return
+        self.usage = builder.usage
+        reply = builder.to_json(
+            chat.rpc.request_id, chat.created, chat.req.model, chat.entry.fingerprint
+        )
+        self._began = True
+        await self._reply(
+            send, 200, ChatCompletion.model_validate(reply).model_dump_json().encode(), {}
+        )
+
+    async def _stream(self, send: Send, call: Generation, first: Any) -> None:
+        chat, req = self.chat, self.chat.req
+        encoder = ChunkEncoder(
+            chat.rpc.request_id, chat.created, req.model, chat.entry.fingerprint, req.include_usage
+        )
+        want_logprobs = bool(req.logprobs)
+        self.status = 200
+        self._began = True
+        headers = self._with_request_id(SSE_HEADERS)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        # The role chunks go out with the first content, in one write.
+        pending = b"".join(encoder.role(i) for i in range(req.n))
+        usage = self.usage
+        message = first
+        try:
+            while message is not EOF:
+                if message.HasField("delta"):
+                    delta = message.delta
+                    if delta.text or delta.logprobs:
+                        if self.first_token_at is None:
+                            self.first_token_at = time.perf_counter()
+                        lps = logprobs_content(delta.logprobs) if want_logprobs else None
+                        pending += encoder.content(message.index, delta.text, lps)
+                else:
+                    finished = message.finished
+                    usage.add(finished.usage)
+                    reason = FINISH_REASONS.get(finished.reason, "stop")
+                    pending += encoder.finish(message.index, reason)
+                if pending:
+                    await send({"type": "http.response.body", "body": pending, "more_body": True})
+                    pending = b""
+                message = await call.read()
+        except grpc.aio.AioRpcError as error:
+            api_error = self._api_error(error)
+            self.status = api_error.status
+            self.state.metrics.stream_errors.labels(chat.entry.id, str(api_error.status)).inc()
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": pending + error_event(api_error) + DONE,
+                    "more_body": False,
+                }
+            )
+            return
+        tail = encoder.usage(usage) + DONE if req.include_usage else DONE
+        await send({"type": "http.response.body", "body": pending + tail, "more_body": False})
+
+    def _record(self) -> None:
+        chat, metrics, model = self.chat, self.state.metrics, self.chat.entry.id
+        elapsed = time.perf_counter() - chat.started
+        if self.first_token_at is not None:
+            metrics.ttft.labels(model).observe(self.first_token_at - chat.started)
+        if self.status == 200:
+            metrics.latency.labels(model, "true" if chat.req.stream else "false").observe(elapsed)
+            metrics.prompt_tokens.labels(model).inc(self.usage.prompt_tokens)
+            metrics.completion_tokens.labels(model).inc(self.usage.completion_tokens)
+        log.info(
+            "chat %s key=%s user=%s model=%s status=%s prompt=%d completion=%d %.3fs",
+            chat.rpc.request_id,
+            chat.principal.name,
+            chat.req.user or "-",
+            model,
+            self.status or 499,
+            self.usage.prompt_tokens,
+            self.usage.completion_tokens,
+            elapsed,
+        )
