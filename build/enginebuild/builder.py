@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 import enginebuild
 import inference
+from enginebuild.engine_config import flags_as_built
 from enginebuild.plan import BuildPaths, Step, make_plan, recorded_build_flags
 from enginebuild.runner import Runner
 from enginebuild.targets import Matrix, Target
@@ -159,6 +160,11 @@ def make_manifest(
         print(
             f"warning: trtllm-build changed the limits: planned {planned}, built {built}", file=warn
         )
+    # trtllm-build overrides some plugin flags silently (e.g. FP8 context FMHA on with FP8 KV
+    # and paged context FMHA): record what config.json says was built, not what was asked.
+    build_flags, changed = flags_as_built(recorded_build_flags(build_argv), config)
+    for change in changed:
+        print(f"warning: trtllm-build changed a flag: {change}", file=warn)
     mapping = config.get("pretrained_config", {}).get("mapping", {})
     # config.json's version is what really built the engine; the installed one is the fallback.
     version = config.get("version") or runtime.tensorrt_llm_version
@@ -179,7 +185,7 @@ def make_manifest(
         tensorrt_version=runtime.tensorrt_version,
         precision=target.precision,
         limits=built,
-        build_flags=recorded_build_flags(build_argv),
+        build_flags=build_flags,
         world_size=int(mapping.get("world_size", 1)),
         created_at=utc_now(),
         cross_plan=resolved.cross,

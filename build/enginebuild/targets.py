@@ -10,6 +10,15 @@ from typing import Any
 
 import yaml
 
+from enginebuild.build_rules import (
+    ARCHITECTURE,
+    KV_CACHE_QUANT_ALGO,
+    WEIGHT_QUANT_ALGO,
+    BuildFacts,
+    Outcome,
+    apply_rules,
+    sm_of,
+)
 from inference.engines.manifest import Limits, Precision, model_slug
 
 # build/targets.yaml next to this package; TENSORCHAT_TARGETS or --targets point elsewhere.
@@ -78,6 +87,19 @@ class Target:
     @property
     def name(self) -> str:
         return f"{self.model.id} on {self.gpu.key}"
+
+    def build_facts(self) -> BuildFacts:
+        """What trtllm-build will know when it builds this target on its own GPU."""
+        return BuildFacts(
+            quant_algo=WEIGHT_QUANT_ALGO.get(self.precision.weights),
+            kv_cache_quant_algo=KV_CACHE_QUANT_ALGO.get(self.precision.kv_cache),
+            sm=sm_of(self.gpu.compute_capability),
+            architecture=ARCHITECTURE[self.model.converter],
+        )
+
+    def release_outcome(self) -> Outcome:
+        """What trtllm-build 1.2.1 does with this target's flags (build_rules)."""
+        return apply_rules(self.flags, self.build_facts())
 
     @property
     def needs_calibration(self) -> bool:
@@ -204,11 +226,11 @@ def recipe_problems(target: Target) -> list[str]:
         problems.append(f"max_num_tokens {lim.max_num_tokens} is not a power of two")
     if not is_power_of_two(lim.max_batch_size):
         problems.append(f"max_batch_size {lim.max_batch_size} is not a power of two")
-    problems.extend(_flag_rules(target, uses_fp8))
+    problems.extend(_flag_rules(target))
     return problems
 
 
-def _flag_rules(target: Target, uses_fp8: bool) -> list[str]:
+def _flag_rules(target: Target) -> list[str]:
     problems: list[str] = []
     flags, gpu, p = target.flags, target.gpu, target.precision
     for name in HOPPER_ONLY_FLAGS:
@@ -218,8 +240,6 @@ def _flag_rules(target: Target, uses_fp8: bool) -> list[str]:
         problems.append("--gemm_plugin fp8 without FP8 weights")
     if p.weights == "fp8" and flags.get("--gemm_plugin") not in ("disable", "fp8"):
         problems.append("FP8 weights want --gemm_plugin disable (tuning guide)")
-    if flags.get("--use_fp8_context_fmha") == "enable" and not (uses_fp8 and gpu.has_fp8):
-        problems.append("--use_fp8_context_fmha enable without an FP8 recipe")
     if flags.get("--kv_cache_type") != "paged":
         problems.append("--kv_cache_type must be paged (in-flight batching, KV reuse)")
     if flags.get("--use_paged_context_fmha") != "enable":
@@ -227,4 +247,9 @@ def _flag_rules(target: Target, uses_fp8: bool) -> list[str]:
     for name, value in flags.items():
         if value in ("", None):
             problems.append(f"{name} has no explicit value")
+    # The release's own checks: a refused build, or one that builds other flags than the
+    # recipe (and so the manifest) says, is refused here before any GPU time is spent.
+    outcome = target.release_outcome()
+    problems.extend(r.describe() for r in outcome.refusals)
+    problems.extend(o.describe() for o in outcome.overrides)
     return problems

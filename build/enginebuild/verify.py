@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from enginebuild.engine_config import built_plugin_flags
 from inference.engines.base import Engine, GenerationRequest
 from inference.engines.manifest import (
     ENGINE_CONFIG_FILENAME,
@@ -83,6 +84,12 @@ def _config_agreement(engine_dir: Path, manifest: EngineManifest) -> Check:
         for name, value in vars(manifest.limits).items()
         if name in build and build[name] != value
     ]
+    built = built_plugin_flags(config)
+    differences.extend(
+        f"{name} {built[name]} in config.json vs {value} in the manifest"
+        for name, value in manifest.build_flags.items()
+        if name in built and built[name] != value
+    )
     version = config.get("version")
     if version is not None and version != manifest.tensorrt_llm_version:
         differences.append(
@@ -91,7 +98,7 @@ def _config_agreement(engine_dir: Path, manifest: EngineManifest) -> Check:
     return Check(
         "config.json agrees with manifest",
         not differences,
-        "; ".join(differences) or "limits and version",
+        "; ".join(differences) or "limits, plugin flags and version",
     )
 
 

@@ -18,8 +18,8 @@ import pytest
 
 from enginebuild.targets import Matrix, load_matrix
 
-_STANDIN = '''#!{python}
-"""Stand-in for {tool}: records argv, creates the outputs the real tool writes."""
+_STANDIN = """#!{python}
+\"\"\"Stand-in for {tool}: records argv, creates the outputs the real tool writes.\"\"\"
 import json, os, sys
 from pathlib import Path
 
@@ -36,8 +36,9 @@ if os.environ.get("STANDIN_FAIL") == TOOL:
     print(f"{{TOOL}}: simulated failure", flush=True)
     sys.exit(3)
 
+GPU = os.environ.get("STANDIN_GPU", "NVIDIA H100 80GB HBM3, 9.0")
 if TOOL == "nvidia-smi":
-    print(os.environ.get("STANDIN_GPU", "NVIDIA H100 80GB HBM3, 9.0"))
+    print(GPU)
     sys.exit(0)
 
 out = Path(flag("--output_dir"))
@@ -47,20 +48,14 @@ if TOOL == "tensorchat-quantize":
     if not calib.is_file() or os.environ.get("HF_DATASETS_OFFLINE") != "1":
         print("calibration set missing or hub access allowed", flush=True)
         sys.exit(4)
+# What the tools write lives in standin_tools (the build's runner puts the repository on
+# PYTHONPATH); nvidia-smi above also runs without it.
+from tests.unit.build.standin_tools import trtllm_build, write_checkpoint
 if TOOL == "trtllm-build":
-    build = {{k: int(flag("--" + k)) for k in
-             ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens")}}
-    config = {{"version": os.environ.get("STANDIN_TRTLLM_VERSION", "1.2.1"),
-              "pretrained_config": {{"mapping": {{"world_size": 1, "tp_size": 1}}}},
-              "build_config": build}}
-    (out / "config.json").write_text(json.dumps(config))
-    (out / "rank0.engine").write_bytes(b"serialized engine stand-in")
-    print("[TRT-LLM] [I] Engine built stand-in", flush=True)
-else:
-    (out / "config.json").write_text(json.dumps({{"architecture": "stand-in"}}))
-    (out / "rank0.safetensors").write_bytes(b"weights stand-in")
-    print(f"{{TOOL}}: wrote {{out}}", flush=True)
-'''
+    sys.exit(trtllm_build(args, Path(flag("--checkpoint_dir")), out, GPU))
+write_checkpoint(TOOL, args, out)
+print(f"{{TOOL}}: wrote {{out}}", flush=True)
+"""
 
 STANDIN_TOOLS = (
     "trtllm-build",

@@ -1,6 +1,11 @@
-"""The 1.2.1 flag tables reject what the real tools would reject."""
+"""The 1.2.1 flag record (trtllm_1_2_1_flags.yaml): what the real tools accept and reject."""
 
 from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
 
 from enginebuild import flags as tools
 
@@ -54,3 +59,62 @@ def test_parse_flags_returns_values_and_switches() -> None:
     )
     assert problems == []
     assert parsed == {"--max_seq_len": "4096", "--fast_build": ""}
+
+
+def _valid_args(name: str, flag: tools.Flag) -> list[str]:
+    """The flag with a value its argparse definition accepts."""
+    if flag.kind is tools.Kind.SWITCH:
+        return [name]
+    value = {tools.Kind.INT: "2", tools.Kind.FLOAT: "0.5"}.get(flag.kind, "x")
+    if flag.kind is tools.Kind.CHOICE:
+        value = flag.choices[0]
+    return [name, value]
+
+
+def _recorded_flags() -> list[tuple[str, str]]:
+    return [(tool, name) for tool, table in tools.TOOL_FLAGS.items() for name in table]
+
+
+@pytest.mark.parametrize(("tool", "name"), _recorded_flags())
+def test_every_recorded_flag_is_accepted_with_a_valid_value(tool: str, name: str) -> None:
+    flag = tools.TOOL_FLAGS[tool][name]
+    problems = tools.validate_command([tool, *_valid_args(name, flag)])
+    expected = [f"{name}: deprecated in 1.2.1 ({flag.deprecated})"] if flag.deprecated else []
+    assert problems == expected
+
+
+def test_record_names_the_source_of_every_script() -> None:
+    record = tools.load_record()
+    assert set(record) == {tools.TRTLLM_BUILD, *tools.TOOL_SCRIPTS.values()}
+    raw = yaml.safe_load(tools.FLAGS_RECORD.read_text())
+    for script in raw["scripts"].values():
+        assert re.fullmatch(r"[0-9a-f]{40}", script["commit"]), script["file"]
+        assert script["file"].endswith(".py") and script["at"]
+
+
+def test_flags_the_1_2_1_scripts_have_that_the_old_hand_tables_lacked() -> None:
+    # Read from the scripts' argparse definitions (see trtllm_1_2_1_flags.yaml).
+    assert tools.validate_command([tools.CONVERT_QWEN, "--cp_size", "1"]) == []
+    assert tools.validate_command([tools.QUANTIZE, "--cp_size", "1"]) == []
+    assert tools.validate_command([tools.TRTLLM_BUILD, "--max_decoder_seq_len", "4096"]) == []
+    assert tools.validate_command([tools.TRTLLM_BUILD, "--dora_plugin", "disable"]) == []
+    assert tools.validate_command([tools.CONVERT_LLAMA, "--use_fp8", "--fp8_kv_cache"]) == []
+    # ... and the Qwen converter has no FP8 switches.
+    assert tools.validate_command([tools.CONVERT_QWEN, "--use_fp8"]) != []
+
+
+def test_nargs_optional_and_many_values() -> None:
+    # --weight_only_precision has nargs="?" (const int8); --lora_dir nargs="+".
+    assert tools.validate_command([tools.CONVERT_QWEN, "--weight_only_precision"]) == []
+    parsed, problems = tools.parse_flags(
+        ["--lora_dir", "/a", "/b", "--workers", "1"], tools.TRTLLM_BUILD_FLAGS
+    )
+    assert problems == []
+    assert parsed == {"--lora_dir": "/a /b", "--workers": "1"}
+
+
+def test_qwen_converter_weight_only_precisions_are_exactly_as_read() -> None:
+    flag = tools.TOOL_FLAGS[tools.CONVERT_QWEN]["--weight_only_precision"]
+    assert flag.choices == ("int8", "int4", "int4_gptq", "int8_gptq")
+    llama = tools.TOOL_FLAGS[tools.CONVERT_LLAMA]["--weight_only_precision"]
+    assert llama.choices == ("int8", "int4", "int8_gptq", "int4_gptq", "int4_awq")
