@@ -30,7 +30,7 @@ from inference.engines.manifest import Limits
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 # Room for the check's prompts (at most 40 tokens) and completions; powers of two as the
-# matrix rules want. The same limits as the engines tests/gpu/test_trtllm_gpu.py builds.
+# matrix rules want. tests/gpu/test_trtllm_gpu.py builds its FP32 engines with them too.
 TINY_LIMITS = Limits(max_batch_size=8, max_input_len=128, max_seq_len=256, max_num_tokens=512)
 TINY_RECIPE = "bf16"
 # Lines of a failed build's log repeated in its FAIL line.
