@@ -20,13 +20,14 @@ import pytest
 from inference.engines.base import EngineFinish, GenerationRequest, SequenceOutput
 from inference.engines.manifest import (
     EngineManifest,
-    Limits,
     Precision,
     detect_runtime,
     gpu_key_for,
     write_manifest,
 )
 from inference.sampling import SamplingParams
+from tests.gpu.check.builds import TINY_LIMITS as LIMITS
+from tests.gpu.check.serving import PROMPTS
 
 RUNTIME = detect_runtime()
 pytestmark = [
@@ -38,8 +39,6 @@ pytestmark = [
         reason="needs tensorrt-llm 1.2.1 (run in the inference/Dockerfile image)",
     ),
 ]
-
-LIMITS = Limits(max_batch_size=8, max_input_len=128, max_seq_len=256, max_num_tokens=512)
 
 
 def build_tiny_engine(checkpoint_dir: Path, model_id: str, engine_dir: Path) -> Path:
@@ -138,8 +137,8 @@ def tokens(outputs: list[SequenceOutput]) -> list[int]:
 
 async def test_greedy_tokens_equal_the_torch_engine(pair: tuple[Any, Any]) -> None:
     trt, torch_engine = pair
-    for prompt in ([1, 100, 200, 300], [5, 6, 7, 8, 9, 10, 11, 12], list(range(20, 60))):
-        req = gen_request(prompt, temperature=0.0, max_tokens=12, ignore_eos=True)
+    for prompt in PROMPTS:
+        req = gen_request(list(prompt), temperature=0.0, max_tokens=12, ignore_eos=True)
         expected = tokens((await run(torch_engine, req))[0])
         got = await run(trt, req)
         assert tokens(got[0]) == expected, f"prompt {prompt}"

@@ -1,17 +1,24 @@
-"""Real servers on loopback for tests: the gRPC inference service in its own thread and event loop.
+"""Real servers on loopback for tests: the gRPC inference service and the facade, each in its own
+thread and event loop.
 
-Its own loop matters: synchronous clients (the openai SDK, grpc's sync stubs) block the test's
+Their own loops matter: synchronous clients (the openai SDK, grpc's sync stubs) block the test's
 thread, so a server sharing that thread's loop would deadlock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+import time
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+import uvicorn
+
+from facade.app import create_app
+from facade.settings import FacadeSettings
 from inference.config import ModelsConfig
 from inference.engines.base import Engine
 from inference.registry import ModelRegistry, ServedModel
@@ -69,4 +76,38 @@ class InferenceServerThread:
         if self.server is not None:
             self.call(self.server.stop(grace=0.5))
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+
+class FacadeServerThread:
+    """`create_app(settings)` served by uvicorn on 127.0.0.1:<free port> until `stop()`."""
+
+    def __init__(self, settings: FacadeSettings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self._server.serve(sockets=[self._sock]))
+
+    def start(self, timeout: float = 30.0) -> FacadeServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the facade did not start")
+            time.sleep(0.02)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self._server.should_exit = True
         self._thread.join(timeout=10)

@@ -1,15 +1,7 @@
-"""The facade under uvicorn in its own thread and loop, in front of the real inference service.
-
-Its own loop matters for the same reason as the inference server's: the openai SDK's sync
-client blocks the test's thread, so a facade sharing that loop would deadlock.
-"""
+"""The facade (tests/support/servers.py) in front of the real inference service, with API keys."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,53 +9,17 @@ from pathlib import Path
 import grpc
 import openai
 import pytest
-import uvicorn
 
-from facade.app import create_app
 from facade.keys import create_key
 from facade.limits import KeyLimits
 from facade.settings import FacadeSettings
 from inference.servicer import InferenceServicer
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
-from tests.support.servers import InferenceServerThread
+from tests.support.servers import FacadeServerThread, InferenceServerThread
 
 # The facade does not care which engine is behind the service: most facade tests run on the
 # torch engine only, and the cancellation tests on every engine the inference tests use.
 TORCH_ONLY = pytest.mark.parametrize("inference_server", ["torch"], indirect=True)
-
-
-class FacadeServerThread:
-    """`create_app(settings)` served by uvicorn on 127.0.0.1:<free port> until `stop()`."""
-
-    def __init__(self, settings: FacadeSettings) -> None:
-        self.settings = settings
-        self.app = create_app(settings)
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port: int = self._sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.run(self._server.serve(sockets=[self._sock]))
-
-    def start(self, timeout: float = 30.0) -> FacadeServerThread:
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the facade did not start")
-            time.sleep(0.02)
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
 
 
 @dataclass(frozen=True)
