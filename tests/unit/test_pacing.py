@@ -1,10 +1,12 @@
-"""A stream's share of the servicer's message budget."""
+"""A stream's share of the servicer's message budget, and the one hold that enforces it."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from inference.pacing import DEFAULT_MESSAGES_PER_SECOND, stream_interval
+from inference.pacing import DEFAULT_MESSAGES_PER_SECOND, Hold, stream_interval
 
 
 def test_streams_share_the_budget_equally() -> None:
@@ -16,3 +18,53 @@ def test_streams_share_the_budget_equally() -> None:
 
 def test_a_budget_of_zero_turns_pacing_off() -> None:
     assert stream_interval(1000, 0.0) == 0.0
+
+
+async def settle() -> None:
+    """Lets every ready callback and task on the loop run (event order, not time)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+class Collected:
+    """What a `Hold` guards in these tests: a count of collected items."""
+
+    def __init__(self) -> None:
+        self.items = 0
+        self.stopped = False
+
+    def any(self) -> bool:
+        return self.items > 0
+
+    def stop(self) -> bool:
+        return self.stopped
+
+
+async def test_a_hold_releases_the_first_take_at_once_then_holds_until_something_urgent() -> None:
+    loop = asyncio.get_running_loop()
+    hold, collected = Hold(), Collected()
+    collected.items += 1
+    hold.added(urgent=False)
+    await asyncio.wait_for(hold.until_due(loop, 100.0, collected.any, collected.stop), 1)
+    hold.taken(loop)
+
+    waiter = asyncio.create_task(hold.until_due(loop, 100.0, collected.any, collected.stop))
+    collected.items += 1
+    hold.added(urgent=False)
+    await settle()
+    assert not waiter.done(), "a non-urgent item was released before the interval"
+    hold.added(urgent=True)
+    await asyncio.wait_for(waiter, 1)
+
+
+async def test_a_hold_lets_its_reader_go_when_stopped_even_while_holding() -> None:
+    loop = asyncio.get_running_loop()
+    hold, collected = Hold(), Collected()
+    hold.taken(loop)
+    collected.items += 1
+    waiter = asyncio.create_task(hold.until_due(loop, 100.0, collected.any, collected.stop))
+    await settle()
+    assert not waiter.done()
+    collected.stopped = True
+    hold.wake()
+    await asyncio.wait_for(waiter, 1)
