@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 
 import grpc
 
-from inference.errors import RequestError
+from inference.errors import RequestError, invalid
 from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, Hold
 from tensorchat.v1 import inference_pb2 as pb
 
@@ -37,17 +37,6 @@ log = logging.getLogger(__name__)
 # What runs one request: its responses, or a RequestError saying how it failed.
 RunRequest = Callable[[pb.GenerateRequest], AsyncGenerator[pb.GenerateResponse, None]]
 Write = Callable[[pb.GenerateManyResponse], Awaitable[None]]
-
-
-def end_of(error: RequestError) -> pb.GenerationEnd:
-    """The GenerationEnd that says what Generate's status and trailing metadata would."""
-    return pb.GenerationEnd(
-        code=error.status.value[0],
-        message=error.message,
-        param=error.param or "",
-        error_code=error.code or "",
-    )
-
 
 _OK = pb.GenerationEnd(code=grpc.StatusCode.OK.value[0])
 _CANCELLED = pb.GenerationEnd(
@@ -81,18 +70,14 @@ class GenerateManySession:
         self._events: list[pb.GenerationEvent] = []
         self._hold = Hold()
         self._phase = Phase.SERVING
-        self._done = asyncio.Event()  # FLUSHING was entered or the writer died: `run` returns
 
     async def run(self, requests: AsyncIterable[pb.GenerateManyRequest]) -> None:
         """Serves the call until every generation has ended and the client half-closed or
         the server drains; then the call ends OK."""
         writer = asyncio.create_task(self._write_events(), name="generate-many-writer")
-        # A writer that dies (its call failed) ends the session too.
-        writer.add_done_callback(lambda _: self._done.set())
         reader = asyncio.create_task(self._read_requests(requests), name="generate-many-requests")
         try:
-            await self._done.wait()
-            await writer
+            await writer  # it returns once FLUSHING wrote everything; it fails with the call
         finally:
             # Also when the call ended early (the client went away, the server stops).
             self._enter(Phase.ENDED)
@@ -116,8 +101,7 @@ class GenerateManySession:
             return
         self._phase = phase
         if phase is Phase.FLUSHING:
-            self._done.set()
-            self._hold.wake()  # the writer writes what is left, then stops
+            self._hold.stop()  # the writer writes what is left, then stops
 
     async def _read_requests(self, requests: AsyncIterable[pb.GenerateManyRequest]) -> None:
         async for message in requests:
@@ -132,14 +116,7 @@ class GenerateManySession:
         request_id = request.request_id
         if not request_id or request_id in self._pumps:
             reason = "is required" if not request_id else "names a generation already running"
-            self._push(
-                request_id,
-                end=pb.GenerationEnd(
-                    code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
-                    message=f"request_id: {reason} on this stream",
-                    param="request_id",
-                ),
-            )
+            self._push(request_id, end=invalid("request_id", f"{reason} on this stream").end())
             return
         pump = asyncio.create_task(self._pump(request), name=request_id)
         self._pumps[request_id] = pump
@@ -163,7 +140,7 @@ class GenerateManySession:
                     self._push(request_id, response=response, urgent=first)
                     first = False
         except RequestError as error:
-            return end_of(error)
+            return error.end()
         except Exception:
             # `run_request` reports failures as RequestError; this is a bug, but the request
             # must still end, or its reader would wait for ever.
@@ -200,17 +177,9 @@ class GenerateManySession:
     async def _write_events(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._hold.until_due(
-                loop, self._flush_interval_s, self._has_events, self._flushing
-            )
+            await self._hold.until_due(loop, self._flush_interval_s)
             if not self._events:
                 return  # flushing, and everything was written
             events, self._events = self._events, []
             self._hold.taken(loop)
             await self._write(pb.GenerateManyResponse(events=events))
-
-    def _has_events(self) -> bool:
-        return bool(self._events)
-
-    def _flushing(self) -> bool:
-        return self._phase.value >= Phase.FLUSHING.value

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
 
 from tensorchat.wakeup import Wakeup
 
@@ -38,40 +37,32 @@ def stream_interval(running_streams: int, messages_per_second: float) -> float:
 
 
 class Hold:
-    """When one reader may take what its writers collected: see the module docstring.
+    """Writers call `added`, or `stop` to let the reader go for good (an error, the end); the
+    reader awaits `until_due`, takes everything, then calls `taken`. All on the event loop."""
 
-    Writers call `added` after collecting, `wake` when the reader must look at once (an
-    error, the end); the reader awaits `until_due`, takes everything, then calls `taken`.
-    All on the event loop.
-    """
-
-    __slots__ = ("_holding", "_taken_at", "_urgent", "_wakeup")
+    __slots__ = ("_collected", "_holding", "_stopped", "_taken_at", "_urgent", "_wakeup")
 
     def __init__(self) -> None:
         self._wakeup = Wakeup()
-        self._urgent = False  # something collected must go now
-        self._holding = False  # the reader waits for its interval: non-urgent adds wake nobody
+        self._collected = self._urgent = self._stopped = False
+        self._holding = False  # the reader waits out its interval: non-urgent adds wake nobody
         self._taken_at = -math.inf  # the first take is never held: it is the TTFT
 
     def added(self, urgent: bool) -> None:
+        self._collected = True
         self._urgent = self._urgent or urgent
         if urgent or not self._holding:
             self._wakeup.wake()
 
-    def wake(self) -> None:
+    def stop(self) -> None:
+        self._stopped = True
         self._wakeup.wake()
 
-    async def until_due(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        hold_s: float,
-        collected: Callable[[], bool],
-        stopped: Callable[[], bool],
-    ) -> None:
-        """Returns once `stopped()`, or once `collected()` and either something urgent waits
-        or `hold_s` passed since the previous take."""
-        while not stopped():
-            if not collected():
+    async def until_due(self, loop: asyncio.AbstractEventLoop, hold_s: float) -> None:
+        """Returns once stopped, or once something was collected and either something urgent
+        waits or `hold_s` passed since the previous take."""
+        while not self._stopped:
+            if not self._collected:
                 await self._wakeup.wait(loop)
                 continue
             release_at = self._taken_at + hold_s
@@ -84,5 +75,5 @@ class Hold:
                 self._holding = False
 
     def taken(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._urgent = False
+        self._collected = self._urgent = False
         self._taken_at = loop.time()

@@ -35,7 +35,6 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             max_messages_per_second=max_messages_per_second,
         )
         self._flush_interval_s = flush_interval_s
-        self._draining = False
         self._sessions: set[GenerateManySession] = set()  # open GenerateMany calls
 
     @property
@@ -50,8 +49,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         and ends each stream once nothing runs on it, so that stopping waits only for the
         running requests, not for the whole grace period.
         """
-        self._draining = True
-        self._runner.drain()
+        self._runner.draining = True
         for session in self._sessions:
             session.drain()
 
@@ -74,7 +72,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         context: grpc.aio.ServicerContext,
     ) -> None:
         session = GenerateManySession(self._runner.run, context.write, self._flush_interval_s)
-        if self._draining:
+        if self._runner.draining:
             session.drain()
         self._sessions.add(session)
         try:

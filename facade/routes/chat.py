@@ -2,10 +2,11 @@
 
 The handler authenticates, validates, resolves the model and takes the caller's rate-limit
 lease; everything that can fail before generation becomes a 4xx/5xx envelope there. It then
-returns a `ChatRun`, an ASGI response that owns the generation (a `facade.multiplex.Generation`,
-read like a Generate call): it waits for the first message before sending a status (so an
-error the inference service finds, such as a context overflow, still gets its own status),
-streams or collects the rest, and cancels the generation the moment the client disconnects.
+returns a `ChatRun`, an ASGI response that owns the generation (a
+`facade.backend_streams.Generation`, read like a Generate call): it waits for the first
+message before sending a status (so an error the inference service finds, such as a context
+overflow, still gets its own status), streams or collects the rest, and cancels the
+generation the moment the client disconnects.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from facade.auth import Principal
+from facade.backend_streams import EOF, Generation
 from facade.backends import Backend, ModelEntry
 from facade.deps import FacadeState, get_state, require_principal
-from facade.errors import APIError, from_grpc, from_validation, rate_limited
+from facade.errors import APIError, from_request_error, from_validation, rate_limited
 from facade.limits import Lease, RateLimitExceeded, estimate_tokens
-from facade.multiplex import EOF, Generation
 from facade.schemas import ChatCompletion, ChatCompletionRequest, ErrorResponse
 from facade.sse import DONE, SSE_HEADERS, DisconnectWatcher, error_event
 from facade.translate import (
@@ -38,6 +39,7 @@ from facade.translate import (
     logprobs_content,
     to_generate_request,
 )
+from tensorchat.request_error import RequestError
 from tensorchat.v1 import inference_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -241,11 +243,11 @@ class ChatRun(Response):
                     call.cancel()
                 try:
                     first = await call.read()
-                except grpc.aio.AioRpcError as error:
+                except RequestError as error:
                     if self._retryable(error, backend) and attempt + 1 < len(candidates):
                         continue
                     await self._send_error(
-                        send, from_grpc(error, self.rpc.request_id, self.req.model)
+                        send, from_request_error(error, self.rpc.request_id, self.req.model)
                     )
                     return
                 if self.req.stream:
@@ -254,12 +256,12 @@ class ChatRun(Response):
                     await self._complete(send, call, first)
                 return
 
-    def _retryable(self, error: grpc.aio.AioRpcError, backend: Backend) -> bool:
+    def _retryable(self, error: RequestError, backend: Backend) -> bool:
         # UNAVAILABLE before any message: the request never reached a model, so another
         # replica can take it; the failed one leaves routing until it answers a probe.
-        if error.code() != grpc.StatusCode.UNAVAILABLE:
+        if error.status != grpc.StatusCode.UNAVAILABLE:
             return False
-        self.state.pool.mark_down(backend, error.details() or "UNAVAILABLE")
+        self.state.pool.mark_down(backend, error.message or "UNAVAILABLE")
         return True
 
     async def _send_error(self, send: Send, error: APIError) -> None:
@@ -283,8 +285,10 @@ class ChatRun(Response):
                     self.first_token_at = time.perf_counter()
                 builder.add(message)
                 message = await call.read()
-        except grpc.aio.AioRpcError as error:
-            await self._send_error(send, from_grpc(error, self.rpc.request_id, self.req.model))
+        except RequestError as error:
+            await self._send_error(
+                send, from_request_error(error, self.rpc.request_id, self.req.model)
+            )
             return
         self.usage = builder.usage
         body = (
@@ -348,8 +352,8 @@ class ChatRun(Response):
                     await send({"type": "http.response.body", "body": pending, "more_body": True})
                     pending = b""
                 message = await call.read()
-        except grpc.aio.AioRpcError as error:
-            api_error = from_grpc(error, self.rpc.request_id, req.model)
+        except RequestError as error:
+            api_error = from_request_error(error, self.rpc.request_id, req.model)
             self.status = api_error.status
             self.state.metrics.stream_errors.labels(self.entry.id, str(api_error.status)).inc()
             await send(

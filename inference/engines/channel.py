@@ -73,7 +73,7 @@ class OutputChannel:
         """Ends the stream with `error`: the reader's next `take` raises it."""
         if self._error is None:
             self._error = error
-        self._hold.wake()
+        self._hold.stop()
 
     async def __aiter__(self) -> AsyncIterator[list[SequenceOutput]]:
         """Every hand-over until the stream is complete, each paced by `pace()`."""
@@ -87,7 +87,7 @@ class OutputChannel:
         a choice finished meanwhile.
         """
         loop = asyncio.get_running_loop()
-        await self._hold.until_due(loop, hold_s, self._has_unread, self._has_failed)
+        await self._hold.until_due(loop, hold_s)
         if self._error is not None:
             raise self._error
         unread, self._unread = self._unread, {}
@@ -99,12 +99,6 @@ class OutputChannel:
             if output.finish is not None:
                 self._unfinished.discard(output.index)
         return outputs
-
-    def _has_unread(self) -> bool:
-        return bool(self._unread)
-
-    def _has_failed(self) -> bool:
-        return self._error is not None
 
 
 def _by_index(output: SequenceOutput) -> int:

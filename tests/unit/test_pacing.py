@@ -26,30 +26,14 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-class Collected:
-    """What a `Hold` guards in these tests: a count of collected items."""
-
-    def __init__(self) -> None:
-        self.items = 0
-        self.stopped = False
-
-    def any(self) -> bool:
-        return self.items > 0
-
-    def stop(self) -> bool:
-        return self.stopped
-
-
 async def test_a_hold_releases_the_first_take_at_once_then_holds_until_something_urgent() -> None:
     loop = asyncio.get_running_loop()
-    hold, collected = Hold(), Collected()
-    collected.items += 1
+    hold = Hold()
     hold.added(urgent=False)
-    await asyncio.wait_for(hold.until_due(loop, 100.0, collected.any, collected.stop), 1)
+    await asyncio.wait_for(hold.until_due(loop, 100.0), 1)
     hold.taken(loop)
 
-    waiter = asyncio.create_task(hold.until_due(loop, 100.0, collected.any, collected.stop))
-    collected.items += 1
+    waiter = asyncio.create_task(hold.until_due(loop, 100.0))
     hold.added(urgent=False)
     await settle()
     assert not waiter.done(), "a non-urgent item was released before the interval"
@@ -57,14 +41,12 @@ async def test_a_hold_releases_the_first_take_at_once_then_holds_until_something
     await asyncio.wait_for(waiter, 1)
 
 
-async def test_a_hold_lets_its_reader_go_when_stopped_even_while_holding() -> None:
+async def test_a_hold_waits_for_something_collected_and_lets_go_when_stopped() -> None:
     loop = asyncio.get_running_loop()
-    hold, collected = Hold(), Collected()
-    hold.taken(loop)
-    collected.items += 1
-    waiter = asyncio.create_task(hold.until_due(loop, 100.0, collected.any, collected.stop))
+    hold = Hold()
+    waiter = asyncio.create_task(hold.until_due(loop, 0.0))
     await settle()
-    assert not waiter.done()
-    collected.stopped = True
-    hold.wake()
+    assert not waiter.done(), "released with nothing collected"
+    hold.stop()
     await asyncio.wait_for(waiter, 1)
+    await asyncio.wait_for(hold.until_due(loop, 100.0), 1)  # stopped: never waits again

@@ -138,7 +138,7 @@ async def test_iterating_paces_by_the_requests_pace_and_never_holds_a_finish() -
     takes = aiter(channel)
     channel.put([out(0, 1)])
     assert [o.token_ids for o in await asyncio.wait_for(anext(takes), 1)] == [[1]]
-    reader = asyncio.create_task(anext(takes))
+    reader = asyncio.ensure_future(anext(takes))
     channel.put([out(0, 2)])
     for _ in range(5):
         await asyncio.sleep(0)
