@@ -20,7 +20,7 @@ All methods run on the event loop (engines with worker threads hop over first).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 from inference.engines.base import SequenceOutput, unpaced
 from inference.pacing import Hold
@@ -75,10 +75,15 @@ class OutputChannel:
             self._error = error
         self._hold.stop()
 
-    async def __aiter__(self) -> AsyncIterator[list[SequenceOutput]]:
-        """Every hand-over until the stream is complete, each paced by `pace()`."""
-        while not self.drained:
-            yield await self.take(self._pace())
+    # Its own iterator, not an async generator: no extra frame per hand-over.
+    def __aiter__(self) -> OutputChannel:
+        return self
+
+    async def __anext__(self) -> list[SequenceOutput]:
+        """The next hand-over, paced by `pace()`; the end once every finish was handed over."""
+        if self.drained:
+            raise StopAsyncIteration
+        return await self.take(self._pace())
 
     async def take(self, hold_s: float = 0.0) -> list[SequenceOutput]:
         """Waits for output, then returns all of it, one output per choice in index order.
