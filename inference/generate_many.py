@@ -11,10 +11,9 @@ end of a request); other deltas wait at most `flush_interval_s` after the previo
 (`inference.pacing.Hold`), so that the requests' paced messages, which are spread over
 time, share a write. While a write waits on the reader, events keep collecting for the next.
 
-Each generation (a request on this stream) gets what Generate would stream, then exactly
-one `GenerationEnd` with the status Generate would have ended with, so a client can treat
-them alike. The session's `Phase` says when the call ends; `_ended` is the one place that
-ends a started generation.
+Each generation (a request on this stream) gets what Generate would stream, then exactly one
+`GenerationEnd` with the status Generate would have ended with (`_ended`, or a refusal in
+`_start`). `Phase` says when the call ends.
 """
 
 from __future__ import annotations

@@ -75,12 +75,11 @@ class OutputChannel:
             self._error = error
         self._hold.stop()
 
-    # Its own iterator, not an async generator: no extra frame per hand-over.
     def __aiter__(self) -> OutputChannel:
         return self
 
     async def __anext__(self) -> list[SequenceOutput]:
-        """The next hand-over, paced by `pace()`; the end once every finish was handed over."""
+        """The next hand-over, paced by `pace()` (no generator: no extra frame per message)."""
         if self.drained:
             raise StopAsyncIteration
         return await self.take(self._pace())
