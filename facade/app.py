@@ -18,7 +18,7 @@ from facade.limits import ConcurrencyGate, InMemoryLimiter, KeyLimits, Limiter
 from facade.metrics import FacadeMetrics, StatusMiddleware
 from facade.routes import chat, health, models
 from facade.settings import FacadeSettings
-from inference.server import freeze_loaded_objects
+from tensorchat.freeze import freeze_loaded_objects
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
             )
         await state.pool.start()
         # Long-lived objects (FastAPI, pydantic, grpc) out of the GC's full collections,
-        # which otherwise pause streaming under load (see inference.server).
+        # which otherwise pause streaming under load (see tensorchat.freeze).
         freeze_loaded_objects()
         reload_task = asyncio.create_task(
             _reload_keys(state.keyring, settings.keys_reload_interval_s), name="keys-reload"

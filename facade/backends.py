@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from facade.backend_streams import BackendStreams
 from facade.errors import APIError, model_not_found
-from facade.multiplex import Multiplexer
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 
@@ -65,7 +65,7 @@ class Backend:
     target: str
     channel: grpc.aio.Channel
     stub: pb_grpc.InferenceAsyncStub  # what InferenceStub(aio channel) returns
-    generations: Multiplexer  # chat requests go over its GenerateMany streams
+    generations: BackendStreams  # chat requests go over its GenerateMany streams
     models: dict[str, pb.ModelInfo] = field(default_factory=dict)
     healthy: bool = False
     outstanding: int = 0
@@ -118,7 +118,7 @@ class BackendPool:
         for target in self.targets:
             channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
             stub = pb_grpc.InferenceStub(channel)
-            self.backends.append(Backend(target, channel, stub, Multiplexer(stub)))
+            self.backends.append(Backend(target, channel, stub, BackendStreams(stub)))
         await self.refresh()
         self._task = asyncio.create_task(self._refresh_loop(), name="backend-refresh")
 

@@ -1,6 +1,6 @@
 """The ASGI response that runs one admitted chat request (facade/admission.py) on a backend.
 
-It owns the generation (a `facade.multiplex.Generation`, read like a Generate call): it waits
+It owns the generation (a `facade.backend_streams.Generation`, read like a Generate call): it waits
 for the first message before sending a status (so an error the inference service finds, such
 as a context overflow, still gets its own status), streams or collects the rest, cancels the
 generation the moment the client disconnects, and at its end gives back the slot and lease.
@@ -18,10 +18,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from facade.admission import AdmittedChat
+from facade.backend_streams import EOF, Generation
 from facade.backends import Backend, no_backend
 from facade.deps import FacadeState
-from facade.errors import APIError, from_grpc
-from facade.multiplex import EOF, Generation
+from facade.errors import APIError, from_request_error
 from facade.schemas import ChatCompletion
 from facade.sse import DONE, SSE_HEADERS, DisconnectWatcher, error_event
 from facade.translate import (
@@ -31,6 +31,7 @@ from facade.translate import (
     UsageCounter,
     logprobs_content,
 )
+from tensorchat.request_error import RequestError
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class ChatRun(Response):
                     call.cancel()
                 try:
                     first = await call.read()
-                except grpc.aio.AioRpcError as error:
+                except RequestError as error:
                     if self._retryable(error, backend) and attempt + 1 < len(candidates):
                         continue
                     await self._send_error(send, self._api_error(error))
@@ -116,12 +117,12 @@ class ChatRun(Response):
                     await self._complete(send, call, first)
                 return
 
-    def _retryable(self, error: grpc.aio.AioRpcError, backend: Backend) -> bool:
+    def _retryable(self, error: RequestError, backend: Backend) -> bool:
         # UNAVAILABLE before any message: the request never reached a model, so another
         # replica can take it; the failed one leaves routing until it answers a probe.
-        if error.code() != grpc.StatusCode.UNAVAILABLE:
+        if error.status != grpc.StatusCode.UNAVAILABLE:
             return False
-        self.state.pool.mark_down(backend, error.details() or "UNAVAILABLE")
+        self.state.pool.mark_down(backend, error.message or "UNAVAILABLE")
         return True
 
     def _with_request_id(
@@ -129,8 +130,8 @@ class ChatRun(Response):
     ) -> list[tuple[bytes, bytes]]:
         return [*content_type, (b"x-request-id", self.chat.rpc.request_id.encode())]
 
-    def _api_error(self, error: grpc.aio.AioRpcError) -> APIError:
-        return from_grpc(error, self.chat.rpc.request_id, self.chat.req.model)
+    def _api_error(self, error: RequestError) -> APIError:
+        return from_request_error(error, self.chat.rpc.request_id, self.chat.req.model)
 
     async def _reply(self, send: Send, status: int, body: bytes, extra: dict[str, str]) -> None:
         """One whole JSON response: a completion or an error."""
@@ -153,7 +154,7 @@ class ChatRun(Response):
                     self.first_token_at = time.perf_counter()
                 builder.add(message)
                 message = await call.read()
-        except grpc.aio.AioRpcError as error:
+        except RequestError as error:
             await self._send_error(send, self._api_error(error))
             return
         self.usage = builder.usage
@@ -197,7 +198,7 @@ class ChatRun(Response):
                     await send({"type": "http.response.body", "body": pending, "more_body": True})
                     pending = b""
                 message = await call.read()
-        except grpc.aio.AioRpcError as error:
+        except RequestError as error:
             api_error = self._api_error(error)
             self.status = api_error.status
             self.state.metrics.stream_errors.labels(chat.entry.id, str(api_error.status)).inc()

@@ -22,6 +22,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from tensorchat.request_error import RequestError
+
 log = logging.getLogger(__name__)
 
 # The one table: status -> (OpenAI error type, default code). The types are the ones the
@@ -54,11 +56,6 @@ GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
 # The inference service reports a prompt that does not fit as INVALID_ARGUMENT with both
 # numbers in the message; this is how the facade recognises it without parsing numbers.
 _CONTEXT_RE = re.compile(r"context[ _-]?(length|window)|maximum context", re.IGNORECASE)
-# Trailing-metadata keys the inference service sets on refusals (inference/errors.py): the
-# parameter at fault and a machine-readable code. Repeated here because the facade is
-# deployed without the inference package.
-META_PARAM = "tensorchat-param"
-META_CODE = "tensorchat-code"
 
 
 class APIError(Exception):
@@ -118,15 +115,12 @@ def rate_limited(message: str, retry_after_s: float, code: str = "rate_limit_exc
     return APIError(429, message, code=code, headers={"Retry-After": str(seconds)})
 
 
-def from_grpc(error: grpc.aio.AioRpcError, request_id: str, model: str) -> APIError:
-    """Translate a failed Generate/ListModels RPC into the envelope its status calls for."""
-    code = error.code()
-    details = error.details() or code.name
-    meta = _metadata_dict(error.trailing_metadata())
-    status = GRPC_TO_HTTP.get(code, 500)
+def from_request_error(error: RequestError, request_id: str, model: str) -> APIError:
+    """Translate a failed request into the envelope its gRPC status calls for."""
+    details = error.message or error.status.name
+    status = GRPC_TO_HTTP.get(error.status, 500)
     if status == 400:
-        param = meta.get(META_PARAM)
-        err_code = meta.get(META_CODE)
+        param, err_code = error.param, error.code
         if err_code is None and _CONTEXT_RE.search(details):
             err_code, param = "context_length_exceeded", param or "messages"
         if param and details.startswith(f"{param}: "):
@@ -138,40 +132,18 @@ def from_grpc(error: grpc.aio.AioRpcError, request_id: str, model: str) -> APIEr
     if status == 404:
         return model_not_found(model)
     if status == 429:
-        return rate_limited(
-            details, _retry_after(meta), code=meta.get(META_CODE, "server_overloaded")
-        )
+        return rate_limited(details, 1.0, code=error.code or "server_overloaded")
     if status == 503:
         return APIError(
             503, f"The inference backend is unavailable: {details}", headers={"Retry-After": "1"}
         )
     if status == 500:
         # Internal details stay in our logs; the client gets an id to quote.
-        log.error("backend error for %s: %s %s", request_id, code.name, details)
+        log.error("backend error for %s: %s %s", request_id, error.status.name, details)
         return APIError(
             500, f"The server had an error processing your request (request id {request_id})."
         )
     return APIError(status, details)
-
-
-def _metadata_dict(metadata: Any) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in metadata or ():
-        if isinstance(value, bytes):
-            continue
-        out[key.lower()] = value
-    return out
-
-
-def _retry_after(meta: dict[str, str]) -> float:
-    try:
-        if "retry-after-ms" in meta:
-            return float(meta["retry-after-ms"]) / 1000.0
-        if "retry-after" in meta:
-            return float(meta["retry-after"])
-    except ValueError:
-        pass
-    return 1.0
 
 
 # Union-branch tags pydantic adds to an error's location ("str", "list[str]",

@@ -1,13 +1,21 @@
-"""How often a stream may send a message: its share of the servicer's message budget.
+"""Pacing: how often a stream may send a message, and the one hold that enforces it.
 
 Every stream message costs the same CPU (grpc write, protobuf, a syscall) whatever it
 carries, and one event loop writes them all, so the servicer caps the messages per second
 of all streams together. While streams make tokens slower than their share, every token goes
-out at once; past it, a stream's tokens share its messages. The engine never holds the first
-token or a finish (`inference.engines.channel.OutputChannel`).
+out at once; past it, a stream's tokens share its messages.
+
+`Hold` is the one rule for "collect, then hand over at most once per interval": a request's
+`OutputChannel` uses it with the request's share of the budget, a GenerateMany session's
+writer with the flush interval. Something urgent (a first token, a finish) is never held.
 """
 
 from __future__ import annotations
+
+import asyncio
+import math
+
+from tensorchat.wakeup import Wakeup
 
 # 256 streams get one message each per 40 ms. At the ~100 µs of service CPU a message costs
 # here all told (gRPC write, protobuf, detokenizing, the engine's hand-over) that is 0.6-0.8
@@ -15,7 +23,7 @@ from __future__ import annotations
 # (measured in benchmarks/README.md).
 DEFAULT_MESSAGES_PER_SECOND = 6400.0
 
-# GenerateMany (inference.multiplex) holds deltas this long so that generations share a
+# GenerateMany (inference.generate_many) holds deltas this long so that requests share a
 # write. At 256 paced streams (6,400 messages/s) a write carries ~13 of them; it adds at
 # most this much to the 40 ms between two messages of a stream, and nothing to the TTFT.
 DEFAULT_FLUSH_INTERVAL_S = 0.002
@@ -26,3 +34,46 @@ def stream_interval(running_streams: int, messages_per_second: float) -> float:
     if messages_per_second <= 0:
         return 0.0
     return running_streams / messages_per_second
+
+
+class Hold:
+    """Writers call `added`, or `stop` to let the reader go for good (an error, the end); the
+    reader awaits `until_due`, takes everything, then calls `taken`. All on the event loop."""
+
+    __slots__ = ("_collected", "_holding", "_stopped", "_taken_at", "_urgent", "_wakeup")
+
+    def __init__(self) -> None:
+        self._wakeup = Wakeup()
+        self._collected = self._urgent = self._stopped = False
+        self._holding = False  # the reader waits out its interval: non-urgent adds wake nobody
+        self._taken_at = -math.inf  # the first take is never held: it is the TTFT
+
+    def added(self, urgent: bool) -> None:
+        self._collected = True
+        self._urgent = self._urgent or urgent
+        if urgent or not self._holding:
+            self._wakeup.wake()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wakeup.wake()
+
+    async def until_due(self, loop: asyncio.AbstractEventLoop, hold_s: float) -> None:
+        """Returns once stopped, or once something was collected and either something urgent
+        waits or `hold_s` passed since the previous take."""
+        while not self._stopped:
+            if not self._collected:
+                await self._wakeup.wait(loop)
+                continue
+            release_at = self._taken_at + hold_s
+            if self._urgent or loop.time() >= release_at:
+                return
+            self._holding = True
+            try:
+                await self._wakeup.wait_until(loop, release_at)
+            finally:
+                self._holding = False
+
+    def taken(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._collected = self._urgent = False
+        self._taken_at = loop.time()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from inference.config import ModelsConfig
 from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MESSAGES_PER_SECOND
 from inference.registry import ModelRegistry
 from inference.servicer import InferenceServicer
+from tensorchat.freeze import freeze_loaded_objects
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 
@@ -34,7 +34,7 @@ class ServerOptions:
     max_concurrent_requests: int = 1024
     # Stream messages per second of all streams together (see inference.pacing).
     max_messages_per_second: float = DEFAULT_MESSAGES_PER_SECOND
-    # How long GenerateMany holds deltas so that generations share writes (inference.multiplex).
+    # How long GenerateMany holds deltas so that requests share writes (inference.generate_many).
     flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S
     # Seconds running requests get to finish on SIGTERM before they are cancelled.
     shutdown_grace: float = 30.0
@@ -91,18 +91,6 @@ class InferenceServer:
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
-
-
-def freeze_loaded_objects() -> None:
-    """Moves everything allocated so far out of the garbage collector's reach.
-
-    The models, tokenizers and libraries are a huge object graph that never becomes garbage;
-    left in the tracked generations, every full collection walks it and stops the event loop
-    for 150-280 ms under streaming load (measured, benchmarks/README.md). Freezing it after
-    loading brings those pauses down to a few ms, as vLLM does for the same reason.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 async def run_inference_server(config: ModelsConfig, options: ServerOptions) -> None:

@@ -1,27 +1,25 @@
-"""The Inference gRPC servicer: validates requests, runs them, and maps failures to status codes."""
+"""The Inference gRPC servicer: each RPC handed to what serves it, failures as status codes."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 
 import grpc
 
-from inference.engines.base import EngineRequestError
-from inference.errors import RequestError, invalid
-from inference.generation import stream_generation
-from inference.multiplex import MultiplexSession
-from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MESSAGES_PER_SECOND, stream_interval
-from inference.prepare import build_plan, prompt_token_ids, resolve_model
+from inference.errors import RequestError
+from inference.generate_many import GenerateManySession
+from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MESSAGES_PER_SECOND
+from inference.prepare import prompt_token_ids, resolve_model
 from inference.registry import ModelRegistry, ServedModel
+from inference.runner import RequestRunner
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 
-log = logging.getLogger(__name__)
-
 
 class InferenceServicer(pb_grpc.InferenceServicer):
+    """The gRPC adapter: Generate and GenerateMany both run requests through one runner."""
+
     def __init__(
         self,
         registry: ModelRegistry,
@@ -31,29 +29,27 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
     ) -> None:
         self._registry = registry
-        self._max_concurrent = max_concurrent_requests
-        self._messages_per_second = max_messages_per_second
+        self._runner = RequestRunner(
+            registry,
+            max_concurrent_requests=max_concurrent_requests,
+            max_messages_per_second=max_messages_per_second,
+        )
         self._flush_interval_s = flush_interval_s
-        self._running: set[str] = set()  # request ids
-        self._draining = False
-        self._sessions: set[MultiplexSession] = set()  # open GenerateMany calls
-
-    def _pace(self) -> float:
-        return stream_interval(len(self._running), self._messages_per_second)
+        self._sessions: set[GenerateManySession] = set()  # open GenerateMany calls
 
     @property
     def running_requests(self) -> int:
-        return len(self._running)
+        return self._runner.running_requests
 
     def drain(self) -> None:
-        """Refuse new generations with UNAVAILABLE from now on; running ones go on.
+        """Refuse new requests with UNAVAILABLE from now on; running ones go on.
 
         The gRPC server refuses new calls once it stops, but a GenerateMany stream opened
-        before would still take new generations: this makes its client retry them elsewhere,
+        before would still take new requests: this makes its client retry them elsewhere,
         and ends each stream once nothing runs on it, so that stopping waits only for the
         running requests, not for the whole grace period.
         """
-        self._draining = True
+        self._runner.draining = True
         for session in self._sessions:
             session.drain()
 
@@ -64,7 +60,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         try:
             # context.write (not yield) so that a cancelled RPC raises here, inside `aclosing`,
             # and the engine drops the request at once instead of when the generator is GC'd.
-            async with contextlib.aclosing(self._generate(request)) as responses:
+            async with contextlib.aclosing(self._runner.run(request)) as responses:
                 async for response in responses:
                     await context.write(response)
         except RequestError as error:
@@ -75,61 +71,14 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         request_iterator: AsyncIterator[pb.GenerateManyRequest],
         context: grpc.aio.ServicerContext,
     ) -> None:
-        session = MultiplexSession(self._generate, context.write, self._flush_interval_s)
-        if self._draining:
+        session = GenerateManySession(self._runner.run, context.write, self._flush_interval_s)
+        if self._runner.draining:
             session.drain()
         self._sessions.add(session)
         try:
             await session.run(request_iterator)
         finally:
             self._sessions.discard(session)
-
-    async def _generate(
-        self, request: pb.GenerateRequest
-    ) -> AsyncGenerator[pb.GenerateResponse, None]:
-        """One request's messages, for Generate and GenerateMany alike.
-
-        Every way it can fail is a RequestError with the status the caller gets.
-        """
-        if self._draining:
-            raise RequestError(
-                grpc.StatusCode.UNAVAILABLE,
-                "The server is shutting down; retry on another replica.",
-            )
-        plan = build_plan(self._registry, request, self._pace)
-        if len(self._running) >= self._max_concurrent:
-            raise RequestError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"The server is at capacity ({self._max_concurrent} concurrent requests); "
-                "retry after a short backoff.",
-                code="server_overloaded",
-            )
-        request_id = plan.engine_request.request_id
-        if request_id in self._running:
-            # Checked here, not left to the engines (some refuse a duplicate, some do not):
-            # the ids of all calls and GenerateMany streams share one namespace.
-            raise invalid(
-                "request_id",
-                f"{request_id!r} names a request that is still running; "
-                "running requests need distinct ids",
-            )
-        self._running.add(request_id)
-        try:
-            async with contextlib.aclosing(stream_generation(plan)) as responses:
-                async for response in responses:
-                    yield response
-        except EngineRequestError as error:
-            raise invalid("messages", str(error)) from None
-        except RequestError:
-            raise
-        except Exception:
-            log.exception("request %s failed", request_id)
-            raise RequestError(
-                grpc.StatusCode.INTERNAL,
-                f"internal error while generating (request id {request_id})",
-            ) from None
-        finally:
-            self._running.discard(request_id)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext

@@ -1,13 +1,14 @@
 """One request's outputs on their way from an engine to its reader, merged while unread.
 
-Every engine hands outputs over through an `OutputChannel`, so the three behaviours the
-stream depends on live in one place:
+Every engine puts its outputs into an `OutputChannel` and yields what iterating it gives,
+so the behaviours the stream depends on live here, not in the engines:
 
 - A reader that lags gets everything produced since its last read, merged into one output
   per choice, instead of a backlog of one-token items.
-- `take(hold_s)` paces a reader: outputs are held until `hold_s` after the previous take,
-  so a busy server sends fewer, larger messages (each message costs the same CPU, whatever
-  it carries). While it holds, new tokens wake nobody.
+- Iterating paces the reader by the request's `pace()` (`take(hold_s)` with the rule of
+  `inference.pacing.Hold`): outputs are held until `hold_s` after the previous take, so a
+  busy server sends fewer, larger messages (each message costs the same CPU, whatever it
+  carries). While it holds, new tokens wake nobody.
 - An output that finishes a choice is never held: pacing delays tokens by at most
   `hold_s`, but never the end of a request, as with vLLM's `--stream-interval`.
 - `drained` says when every choice's finishing output has been handed over: the end of
@@ -19,10 +20,10 @@ All methods run on the event loop (engines with worker threads hop over first).
 from __future__ import annotations
 
 import asyncio
-import math
+from collections.abc import Callable
 
-from inference.engines.base import SequenceOutput
-from tensorchat.wakeup import Wakeup
+from inference.engines.base import SequenceOutput, unpaced
+from inference.pacing import Hold
 
 
 def merge_output(unread: dict[int, SequenceOutput], output: SequenceOutput) -> None:
@@ -44,26 +45,16 @@ def merge_output(unread: dict[int, SequenceOutput], output: SequenceOutput) -> N
 
 
 class OutputChannel:
-    """Engine side: `put`, `fail`. Reader side: `take`. See the module docstring."""
+    """Engine side: `put`, `fail`. Reader side: iterate, or `take`. See the module docstring."""
 
-    __slots__ = (
-        "_error",
-        "_finishing",
-        "_holding",
-        "_last_take",
-        "_unfinished",
-        "_unread",
-        "_wakeup",
-    )
+    __slots__ = ("_error", "_hold", "_pace", "_unfinished", "_unread")
 
-    def __init__(self, choices: int) -> None:
+    def __init__(self, choices: int, pace: Callable[[], float] = unpaced) -> None:
         self._unfinished = set(range(choices))  # choices whose finish was not handed over
         self._unread: dict[int, SequenceOutput] = {}
         self._error: BaseException | None = None
-        self._finishing = False  # an unread output finishes a choice
-        self._holding = False  # the reader waits for its pacing interval to pass
-        self._wakeup = Wakeup()
-        self._last_take = -math.inf  # the first output is never held: it is the TTFT
+        self._pace = pace
+        self._hold = Hold()
 
     @property
     def drained(self) -> bool:
@@ -71,18 +62,27 @@ class OutputChannel:
         return not self._unfinished
 
     def put(self, outputs: list[SequenceOutput]) -> None:
+        finishing = False
         for output in outputs:
             merge_output(self._unread, output)
-            if output.finish is not None:
-                self._finishing = True
-        if outputs and (self._finishing or not self._holding):
-            self._wakeup.wake()
+            finishing = finishing or output.finish is not None
+        if outputs:
+            self._hold.added(urgent=finishing)
 
     def fail(self, error: BaseException) -> None:
         """Ends the stream with `error`: the reader's next `take` raises it."""
         if self._error is None:
             self._error = error
-        self._wakeup.wake()
+        self._hold.stop()
+
+    def __aiter__(self) -> OutputChannel:
+        return self
+
+    async def __anext__(self) -> list[SequenceOutput]:
+        """The next hand-over, paced by `pace()` (no generator: no extra frame per message)."""
+        if self.drained:
+            raise StopAsyncIteration
+        return await self.take(self._pace())
 
     async def take(self, hold_s: float = 0.0) -> list[SequenceOutput]:
         """Waits for output, then returns all of it, one output per choice in index order.
@@ -91,23 +91,11 @@ class OutputChannel:
         a choice finished meanwhile.
         """
         loop = asyncio.get_running_loop()
-        while self._error is None:
-            if self._unread:
-                release_at = self._last_take + hold_s
-                if self._finishing or loop.time() >= release_at:
-                    break
-                self._holding = True
-                try:
-                    await self._wakeup.wait_until(loop, release_at)
-                finally:
-                    self._holding = False
-            else:
-                await self._wakeup.wait(loop)
+        await self._hold.until_due(loop, hold_s)
         if self._error is not None:
             raise self._error
         unread, self._unread = self._unread, {}
-        self._finishing = False
-        self._last_take = loop.time()
+        self._hold.taken(loop)
         outputs = list(unread.values())
         if len(outputs) > 1:
             outputs.sort(key=_by_index)

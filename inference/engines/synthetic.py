@@ -182,7 +182,7 @@ class SyntheticEngine(Engine):
             limit=limit,
             limit_finish=limit_finish,
             stoppers=stoppers,
-            channel=OutputChannel(n),
+            channel=OutputChannel(n, request.pace),
         )
         req.unfinished = n
         stride = max(1, len(self._vocab) // n)
@@ -197,10 +197,9 @@ class SyntheticEngine(Engine):
         return req
 
     async def _stream(self, req: _Request) -> AsyncIterator[list[SequenceOutput]]:
-        pace = req.request.pace
         try:
-            while not req.channel.drained:
-                yield await req.channel.take(pace())
+            async for outputs in req.channel:
+                yield outputs
         finally:
             self._unregister(req)
 

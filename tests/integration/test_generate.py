@@ -11,7 +11,7 @@ from typing import Any, cast
 import grpc
 import pytest
 
-from inference.errors import CODE_METADATA_KEY, PARAM_METADATA_KEY
+from tensorchat.request_error import CODE_METADATA_KEY, PARAM_METADATA_KEY
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 from tests.integration.conftest import MISTRAL_ID, QWEN_ID, TINY_CONTEXT, wait_until_idle

@@ -53,6 +53,7 @@ class _Request:
     channel: OutputChannel
     # Set from the event loop, read by the worker at its next step.
     cancelled: bool = False
+    failed: bool = False  # its step failed: the worker dropped it
     finish_requested: set[int] = field(default_factory=set)
     # Worker-side: choices still in the batch.
     open_rows: int = 0
@@ -185,17 +186,12 @@ class TorchEngine(Engine):
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[list[SequenceOutput]]:
         req = self._submit(request)
-        failed = False  # the worker already dropped a request whose step failed
         try:
-            while not req.channel.drained:
-                try:
-                    item = await req.channel.take(request.pace())
-                except Exception as error:
-                    failed = True
-                    raise TorchEngineError(f"torch engine step failed: {error!r}") from error
-                yield item
+            async for outputs in req.channel:
+                yield outputs
         finally:
-            if not (failed or req.channel.drained):
+            # A request whose step failed was already dropped by the worker.
+            if not (req.failed or req.channel.drained):
                 self._cancel(req)
             if self._by_id.get(request.request_id) is req:
                 del self._by_id[request.request_id]
@@ -220,7 +216,7 @@ class TorchEngine(Engine):
         self._validate(request)
         if request.request_id in self._by_id:
             raise EngineRequestError(f"request id {request.request_id!r} is already running")
-        req = _Request(request, OutputChannel(request.params.n))
+        req = _Request(request, OutputChannel(request.params.n, request.pace))
         with self._cond:
             if self._stopping or self._thread is None:
                 raise EngineUnavailableError("the torch engine is not running")
@@ -265,7 +261,10 @@ class TorchEngine(Engine):
     def _deliver(self, items: list[tuple[_Request, list[SequenceOutput] | BaseException]]) -> None:
         for req, item in items:
             if isinstance(item, BaseException):
-                req.channel.fail(item)
+                req.failed = True
+                failure = TorchEngineError(f"torch engine step failed: {item!r}")
+                failure.__cause__ = item
+                req.channel.fail(failure)
             else:
                 req.channel.put(item)
 

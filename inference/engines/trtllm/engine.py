@@ -316,8 +316,8 @@ class TrtllmEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[list[SequenceOutput]]:
         stream = self._submit(request)
         try:
-            while not stream.channel.drained:
-                yield await stream.channel.take(request.pace())
+            async for outputs in stream.channel:
+                yield outputs
         finally:
             # Reader gone early (closed iterator, cancelled task): free the executor slot.
             self._retire(stream)
@@ -345,7 +345,7 @@ class TrtllmEngine(Engine):
             request=request,
             converter=converter,
             executor_id=executor_id,
-            channel=OutputChannel(len(converter.choices)),
+            channel=OutputChannel(len(converter.choices), request.pace),
         )
         self._streams[executor_id] = stream
         self._by_request_id[request.request_id] = stream

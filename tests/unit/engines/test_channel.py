@@ -124,3 +124,28 @@ async def test_a_paced_synthetic_stream_ends_when_it_finishes_not_at_the_next_in
     assert collected.finish == {0: EngineFinish.LENGTH}
     assert len(collected.batches) == 2  # the first token at once, the rest with the finish
     assert elapsed < 0.5, f"the finish waited for the pacing interval ({elapsed:.3f} s)"
+
+
+async def test_iterating_paces_by_the_requests_pace_and_never_holds_a_finish() -> None:
+    # The engines only put outputs; the channel they yield from applies the pacing.
+    paces: list[int] = []
+
+    def pace() -> float:
+        paces.append(1)
+        return 100.0
+
+    channel = OutputChannel(1, pace)
+    takes = aiter(channel)
+    channel.put([out(0, 1)])
+    assert [o.token_ids for o in await asyncio.wait_for(anext(takes), 1)] == [[1]]
+    reader = asyncio.ensure_future(anext(takes))
+    channel.put([out(0, 2)])
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not reader.done(), "a token was handed over before the pacing interval"
+    channel.put([out(0, 3, finish=EngineFinish.EOS)])
+    taken = await asyncio.wait_for(reader, 1)
+    assert [(o.token_ids, o.finish) for o in taken] == [([2, 3], EngineFinish.EOS)]
+    with pytest.raises(StopAsyncIteration):
+        await anext(takes)
+    assert len(paces) == 2  # asked before each take

@@ -13,11 +13,12 @@ from facade.errors import (
     ERROR_TABLE,
     GRPC_TO_HTTP,
     APIError,
-    from_grpc,
+    from_request_error,
     install_handlers,
     param_from_loc,
     rate_limited,
 )
+from tensorchat.request_error import RequestError
 
 ENVELOPE_KEYS = {"message", "type", "param", "code"}
 
@@ -57,14 +58,6 @@ def test_rate_limited_rounds_retry_after_up() -> None:
     assert rate_limited("slow down", 12.01).headers["Retry-After"] == "13"
 
 
-def rpc_error(
-    code: grpc.StatusCode, details: str, trailing: tuple[tuple[str, str], ...] = ()
-) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(
-        code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing), details, None
-    )
-
-
 @pytest.mark.parametrize(
     ("code", "status"),
     [
@@ -82,7 +75,7 @@ def rpc_error(
 )
 def test_grpc_status_to_http(code: grpc.StatusCode, status: int) -> None:
     assert GRPC_TO_HTTP.get(code, 500) == status
-    error = from_grpc(rpc_error(code, "details"), "chatcmpl-9", "m")
+    error = from_request_error(RequestError(code, "details"), "chatcmpl-9", "m")
     assert error.status == status
     if status == 500:
         # Internal details stay in logs; the client gets the request id to quote.
@@ -94,11 +87,12 @@ def test_context_overflow_keeps_both_numbers_and_gets_its_code() -> None:
         "messages: This model's maximum context length is 1024 tokens. However, you requested "
         "1500 tokens (1400 in the messages, 100 in the completion)."
     )
-    error = from_grpc(
-        rpc_error(
+    error = from_request_error(
+        RequestError(
             grpc.StatusCode.INVALID_ARGUMENT,
             message,
-            (("tensorchat-param", "messages"), ("tensorchat-code", "context_length_exceeded")),
+            param="messages",
+            code="context_length_exceeded",
         ),
         "r",
         "m",
@@ -108,9 +102,11 @@ def test_context_overflow_keeps_both_numbers_and_gets_its_code() -> None:
     assert error.message.startswith("This model's maximum context length")
 
 
-def test_context_overflow_is_recognised_without_metadata() -> None:
-    error = from_grpc(
-        rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "maximum context length is 10 tokens, got 12"),
+def test_context_overflow_is_recognised_without_an_error_code() -> None:
+    error = from_request_error(
+        RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT, "maximum context length is 10 tokens, got 12"
+        ),
         "r",
         "m",
     )
@@ -118,11 +114,11 @@ def test_context_overflow_is_recognised_without_metadata() -> None:
 
 
 def test_invalid_argument_names_the_param_from_metadata() -> None:
-    error = from_grpc(
-        rpc_error(
+    error = from_request_error(
+        RequestError(
             grpc.StatusCode.INVALID_ARGUMENT,
             "logit_bias: token id 99999 is outside the vocabulary (32768)",
-            (("tensorchat-param", "logit_bias"),),
+            param="logit_bias",
         ),
         "r",
         "m",
@@ -132,12 +128,8 @@ def test_invalid_argument_names_the_param_from_metadata() -> None:
 
 
 def test_overload_is_a_429_with_retry_after() -> None:
-    error = from_grpc(
-        rpc_error(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "at capacity",
-            (("tensorchat-code", "server_overloaded"),),
-        ),
+    error = from_request_error(
+        RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, "at capacity", code="server_overloaded"),
         "r",
         "m",
     )
@@ -146,7 +138,7 @@ def test_overload_is_a_429_with_retry_after() -> None:
 
 
 def test_not_found_is_model_not_found_naming_the_model_as_sent() -> None:
-    error = from_grpc(rpc_error(grpc.StatusCode.NOT_FOUND, "x"), "r", "My-Model")
+    error = from_request_error(RequestError(grpc.StatusCode.NOT_FOUND, "x"), "r", "My-Model")
     assert (error.status, error.code, error.param) == (404, "model_not_found", "model")
     assert "My-Model" in error.message
 

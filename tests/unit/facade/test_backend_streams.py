@@ -11,13 +11,14 @@ import asyncio
 import grpc
 import pytest
 
-from facade.errors import from_grpc
-from facade.multiplex import EOF, Generation, GenerationStream
+from facade.backend_streams import EOF, BackendStream, Generation
+from facade.errors import from_request_error
+from tensorchat.request_error import RequestError
 from tensorchat.v1 import inference_pb2 as pb
 
 
 class CancelLog:
-    """Stands in for the GenerationStream: what a Generation asks of it is `cancel(id)`."""
+    """Stands in for the BackendStream: what a Generation asks of it is `cancel(id)`."""
 
     def __init__(self) -> None:
         self.cancelled: list[str] = []
@@ -27,7 +28,7 @@ class CancelLog:
 
 
 def generation(cancels: CancelLog) -> Generation:
-    stream: GenerationStream = cancels  # type: ignore[assignment]
+    stream: BackendStream = cancels  # type: ignore[assignment]
     return Generation(stream, "r1")
 
 
@@ -55,11 +56,11 @@ async def test_responses_then_eof_after_an_ok_end() -> None:
     assert await gen.read() is EOF
 
 
-async def error_after(**end_fields: object) -> grpc.aio.AioRpcError:
+async def error_after(**end_fields: object) -> RequestError:
     """What reading a generation that ended this way raises."""
     gen = generation(CancelLog())
     gen.deliver(end(**end_fields))
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
+    with pytest.raises(RequestError) as raised:
         await gen.read()
     return raised.value
 
@@ -70,9 +71,9 @@ async def test_a_failed_end_raises_what_generate_would_and_maps_to_the_same_enve
         message="temperature: must be at most 2",
         param="temperature",
     )
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.details() == "temperature: must be at most 2"
-    api_error = from_grpc(error, "r1", "m")
+    assert error.status == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.message == "temperature: must be at most 2"
+    api_error = from_request_error(error, "r1", "m")
     assert (api_error.status, api_error.param) == (400, "temperature")
     assert api_error.message == "Invalid 'temperature': must be at most 2"
 
@@ -83,7 +84,7 @@ async def test_the_error_code_travels_as_generate_trailing_metadata_does() -> No
         message="The server is at capacity",
         error_code="server_overloaded",
     )
-    api_error = from_grpc(error, "r1", "m")
+    api_error = from_request_error(error, "r1", "m")
     assert (api_error.status, api_error.code) == (429, "server_overloaded")
 
 
@@ -113,9 +114,9 @@ async def test_the_deadline_ends_it_with_deadline_exceeded_and_stops_the_service
     cancels = CancelLog()
     gen = generation(cancels)
     gen.expire_after(0.01)
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
+    with pytest.raises(RequestError) as raised:
         await asyncio.wait_for(gen.read(), 2)
-    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert raised.value.status == grpc.StatusCode.DEADLINE_EXCEEDED
     assert cancels.cancelled == ["r1"]
 
 
@@ -133,14 +134,10 @@ async def test_a_broken_stream_fails_the_reader_with_its_error() -> None:
     gen = generation(CancelLog())
     reader = asyncio.create_task(gen.read())
     await asyncio.sleep(0)
-    gen.fail(
-        grpc.aio.AioRpcError(
-            grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "gone", None
-        )
-    )
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
+    gen.fail(RequestError(grpc.StatusCode.UNAVAILABLE, "gone"))
+    with pytest.raises(RequestError) as raised:
         await reader
-    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert raised.value.status == grpc.StatusCode.UNAVAILABLE
 
 
 class FakeManyCall:
@@ -181,7 +178,7 @@ async def test_a_start_cancelled_mid_write_cancels_only_its_generation() -> None
     # grpc.aio cancels the whole call when a write is cancelled half-way; a client leaving
     # while its start is being written must not take the other generations with it.
     call = FakeManyCall()
-    stream = GenerationStream(FakeStub(call))  # type: ignore[arg-type]
+    stream = BackendStream(FakeStub(call))  # type: ignore[arg-type]
     request = pb.GenerateRequest(request_id="r1", model="m")
     starting = asyncio.create_task(stream.start(request, timeout_s=None))
     await asyncio.sleep(0.01)

@@ -1,4 +1,4 @@
-"""MultiplexSession (GenerateMany's server side): batching, ends, cancellation, and closing.
+"""GenerateManySession (GenerateMany's server side): batching, ends, cancellation, and closing.
 
 The generations and the write are stand-ins driven by the test, so the timing of every
 flush is the test's to choose; tests/integration/test_generate_many.py runs the real RPC.
@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from inference.errors import invalid
-from inference.multiplex import MultiplexSession
+from inference.generate_many import GenerateManySession
 from tensorchat.v1 import inference_pb2 as pb
 
 FLUSH_S = 0.05  # long enough that a held delta is told apart from an immediate flush
@@ -95,7 +95,7 @@ def parts() -> tuple[Script, Writes, Client]:
 
 def serve(parts: tuple[Script, Writes, Client]) -> asyncio.Task[None]:
     script, writes, client = parts
-    session = MultiplexSession(script.generations, writes.write, FLUSH_S)
+    session = GenerateManySession(script.generations, writes.write, FLUSH_S)
     return asyncio.create_task(session.run(client.messages()))
 
 
@@ -264,7 +264,7 @@ async def test_draining_ends_the_call_once_its_generations_have_ended(
     parts: tuple[Script, Writes, Client],
 ) -> None:
     script, writes, client = parts
-    session = MultiplexSession(script.generations, writes.write, FLUSH_S)
+    session = GenerateManySession(script.generations, writes.write, FLUSH_S)
     task = asyncio.create_task(session.run(client.messages()))
     client.start("a")
     script.feed("a", delta("a0"))
@@ -279,7 +279,7 @@ async def test_draining_ends_the_call_once_its_generations_have_ended(
 
 async def test_a_draining_idle_call_ends_at_once(parts: tuple[Script, Writes, Client]) -> None:
     script, writes, client = parts
-    session = MultiplexSession(script.generations, writes.write, FLUSH_S)
+    session = GenerateManySession(script.generations, writes.write, FLUSH_S)
     task = asyncio.create_task(session.run(client.messages()))
     await asyncio.sleep(0)
     session.drain()

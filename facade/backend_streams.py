@@ -1,4 +1,4 @@
-"""Chat requests as generations on shared GenerateMany streams (see inference.multiplex).
+"""Chat requests as generations on shared GenerateMany streams (see inference.generate_many).
 
 The facade carries many clients' streams to the same few backends. As one Generate call
 each, every message of every stream would cost a gRPC read here (C-core's thread, the
@@ -6,9 +6,9 @@ asyncio poller thread, then the event loop); on a GenerateMany stream one read b
 messages of every generation on it, and a dict lookup hands each to its request.
 
 A `Generation` reads like the Generate call it replaces: `read()` returns the next
-GenerateResponse and then EOF, an end with an error raises the `AioRpcError` that Generate
-would have raised (same code, details and trailing metadata), and `cancel()` makes a
-pending read raise CancelledError and tells the service to stop.
+GenerateResponse and then EOF, an end with an error raises it as the `RequestError` the
+service raised (`tensorchat.request_error`), and `cancel()` makes a pending read raise
+CancelledError and tells the service to stop.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from facade.errors import META_CODE, META_PARAM
+from tensorchat.request_error import RequestError
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 from tensorchat.wakeup import Wakeup
@@ -35,19 +35,10 @@ EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 # streams also mean more, smaller flushes.
 MAX_STREAMS_PER_BACKEND = 4
 
-_STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
 
-def rpc_error(
-    status: grpc.StatusCode, details: str, trailing: grpc.aio.Metadata | None = None
-) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(
-        status, grpc.aio.Metadata(), trailing or grpc.aio.Metadata(), details, None
-    )
-
-
-def stream_ended(error: grpc.aio.AioRpcError | None) -> grpc.aio.AioRpcError:
+def stream_ended(error: grpc.aio.AioRpcError | None) -> RequestError:
     """What a generation still open on a call that ended gets: UNAVAILABLE, whatever the call.
 
     A GenerateMany call never fails on purpose (a generation's failure is its own end), and
@@ -55,18 +46,7 @@ def stream_ended(error: grpc.aio.AioRpcError | None) -> grpc.aio.AioRpcError:
     an end on that backend, which is UNAVAILABLE: retried elsewhere if nothing was streamed.
     """
     how = f": {error.code().name} {error.details()}" if error is not None else ""
-    return rpc_error(grpc.StatusCode.UNAVAILABLE, f"the GenerateMany stream ended{how}")
-
-
-def error_of(end: pb.GenerationEnd) -> grpc.aio.AioRpcError:
-    """The error Generate would have raised for a generation that ended this way."""
-    trailing = grpc.aio.Metadata()
-    if end.param:
-        trailing.add(META_PARAM, end.param)
-    if end.error_code:
-        trailing.add(META_CODE, end.error_code)
-    status = _STATUS_BY_CODE.get(end.code, grpc.StatusCode.UNKNOWN)
-    return rpc_error(status, end.message, trailing)
+    return RequestError(grpc.StatusCode.UNAVAILABLE, f"the GenerateMany stream ended{how}")
 
 
 class Generation:
@@ -74,11 +54,11 @@ class Generation:
 
     __slots__ = ("_end", "_responses", "_stream", "_timer", "_wakeup", "request_id")
 
-    def __init__(self, stream: GenerationStream, request_id: str) -> None:
+    def __init__(self, stream: BackendStream, request_id: str) -> None:
         self.request_id = request_id
         self._stream = stream
         self._responses: collections.deque[pb.GenerateResponse] = collections.deque()
-        # None while running; then EOF, an AioRpcError, or CancelledError after cancel().
+        # None while running; then EOF, a RequestError, or CancelledError after cancel().
         self._end: Any = None
         self._wakeup = Wakeup()
         self._timer: asyncio.TimerHandle | None = None
@@ -117,7 +97,7 @@ class Generation:
         self._timer = asyncio.get_running_loop().call_later(timeout_s, self._expire)
 
     def _expire(self) -> None:
-        self._stop(rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+        self._stop(RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
     def deliver(self, event: pb.GenerationEvent) -> bool:
         """Takes one event of this generation; True when it was the end."""
@@ -128,10 +108,10 @@ class Generation:
             return False
         if kind != "end":
             return False  # a kind this facade does not know yet
-        self._finish(EOF if event.end.code == 0 else error_of(event.end))
+        self._finish(EOF if event.end.code == 0 else RequestError.of_end(event.end))
         return True
 
-    def fail(self, error: grpc.aio.AioRpcError) -> None:
+    def fail(self, error: RequestError) -> None:
         """The stream broke under this generation."""
         if self._end is None:
             self._finish(error)
@@ -144,7 +124,7 @@ class Generation:
         self._wakeup.wake()
 
 
-class GenerationStream:
+class BackendStream:
     """One GenerateMany call: starts generations on it and hands each event to its reader."""
 
     def __init__(self, stub: pb_grpc.InferenceAsyncStub) -> None:
@@ -193,7 +173,7 @@ class GenerationStream:
             pb.GenerateManyRequest(cancel=request_id)
         )  # gone with the stream if it failed
 
-    async def _write(self, message: pb.GenerateManyRequest) -> grpc.aio.AioRpcError | None:
+    async def _write(self, message: pb.GenerateManyRequest) -> RequestError | None:
         """Writes `message` after those before it; the call's error if it has ended."""
         try:
             async with self._write_lock:  # grpc.aio allows one write at a time
@@ -238,19 +218,19 @@ class GenerationStream:
         await asyncio.gather(self._reader, *self._cancels, return_exceptions=True)
 
 
-class Multiplexer:
+class BackendStreams:
     """The GenerateMany streams to one backend, opened as they are needed."""
 
     def __init__(self, stub: pb_grpc.InferenceAsyncStub) -> None:
         self._stub = stub
-        self._streams: list[GenerationStream] = []
+        self._streams: list[BackendStream] = []
 
     async def start(self, request: pb.GenerateRequest, timeout_s: float | None) -> Generation:
         """Start `request` (its request_id unique) on the least loaded stream."""
         self._streams = [s for s in self._streams if not (s.broken or s.retiring)]
         stream = min(self._streams, key=_load, default=None)
         if stream is None or (stream.load and len(self._streams) < MAX_STREAMS_PER_BACKEND):
-            stream = GenerationStream(self._stub)
+            stream = BackendStream(self._stub)
             self._streams.append(stream)
         return await stream.start(request, timeout_s)
 
@@ -259,5 +239,5 @@ class Multiplexer:
         self._streams = []
 
 
-def _load(stream: GenerationStream) -> int:
+def _load(stream: BackendStream) -> int:
     return stream.load
