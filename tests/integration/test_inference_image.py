@@ -102,7 +102,7 @@ def write_stub(site_packages: Path, package: RecordedPackage) -> None:
     """Registers `package` as installed: a dist-info pip and importlib.metadata read, no code."""
     dist_info = site_packages / f"{re.sub(r'[-.]+', '_', package.name)}-{package.version}.dist-info"
     dist_info.mkdir()
-    metadata = [f"Metadata-Version: 2.1", f"Name: {package.name}", f"Version: {package.version}"]
+    metadata = ["Metadata-Version: 2.1", f"Name: {package.name}", f"Version: {package.version}"]
     metadata += [f"Requires-Dist: {requirement}" for requirement in package.requires]
     (dist_info / "METADATA").write_text("\n".join(metadata) + "\n")
     (dist_info / "INSTALLER").write_text(STUB_INSTALLER + "\n")
