@@ -131,8 +131,8 @@ class Venv:
         self.env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
 
     def run(self, command: list[str] | str, cwd: Path | None = None) -> str:
-        shell = isinstance(command, str)
-        argv: list[str] | str = ["bash", "-eo", "pipefail", "-c", command] if shell else command
+        # A string is a RUN step: docker runs it with `/bin/sh -c`.
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else command
         done = subprocess.run(
             argv, cwd=cwd, env=self.env, capture_output=True, text=True, check=False
         )
