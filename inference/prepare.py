@@ -100,6 +100,7 @@ def build_plan(
     if n > MAX_CHOICES:
         raise invalid("n", f"must be at most {MAX_CHOICES}, got {n}")
     stops = _validate_stops(list(stopping.stop))
+    _refuse_unserved(request)
     prompt = prompt_token_ids(model, request)
     max_tokens = _max_tokens(model, request, len(prompt))
     params = _sampling_params(model, request, n, max_tokens)
@@ -121,6 +122,17 @@ def build_plan(
         stops=stops,
         output=request.output,
     )
+
+
+def _refuse_unserved(request: pb.GenerateRequest) -> None:
+    # The protocol already names constrained output and tools; until the engines enforce
+    # them, a request that asks is refused rather than served unconstrained.
+    if request.HasField("constraint"):
+        raise invalid("constraint", "constrained output is not served by this server yet")
+    if request.HasField("tools") or any(
+        m.tool_calls or m.tool_call_id for m in request.messages.messages
+    ):
+        raise invalid("tools", "tool calling is not served by this server yet")
 
 
 def _sampling_params(
