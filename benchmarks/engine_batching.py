@@ -13,7 +13,7 @@ import asyncio
 import time
 
 from inference.config import default_models_config
-from inference.engines.base import GenerationRequest
+from inference.engines.base import EngineRequest
 from inference.engines.torch.engine import TorchEngine
 from inference.engines.torch.loader import prepare_gguf_checkpoint
 from inference.sampling import SamplingParams
@@ -24,7 +24,7 @@ async def measure(
 ) -> float:
     async def one(name: str) -> int:
         params = SamplingParams(max_tokens=output_tokens, temperature=0.0, ignore_eos=True)
-        request = GenerationRequest(name, list(range(100, 100 + prompt_tokens)), params)
+        request = EngineRequest(name, list(range(100, 100 + prompt_tokens)), params)
         count = 0
         async for outputs in engine.generate(request):
             count += sum(len(output.token_ids) for output in outputs)

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from inference.engines.base import GenerationRequest, unpaced
+from inference.engines.base import EngineRequest, unpaced
 from inference.errors import RequestError, invalid, model_not_found
 from inference.registry import ModelRegistry, ServedModel
 from inference.sampling import SamplingParams
@@ -28,9 +28,9 @@ CHAT_ROLES = frozenset({"system", "user", "assistant"})
 
 
 @dataclass(frozen=True, slots=True)
-class GenerationPlan:
+class RequestPlan:
     model: ServedModel
-    engine_request: GenerationRequest
+    engine_request: EngineRequest
     stops: tuple[str, ...]
     output: pb.OutputMode.ValueType
 
@@ -92,8 +92,8 @@ def build_plan(
     registry: ModelRegistry,
     request: pb.GenerateRequest,
     pace: Callable[[], float] = unpaced,
-) -> GenerationPlan:
-    """`pace` is the servicer's pacing of this stream (see `GenerationRequest.pace`)."""
+) -> RequestPlan:
+    """`pace` is the servicer's pacing of this stream (see `EngineRequest.pace`)."""
     model = resolve_model(registry, request.model)
     stopping = request.stopping
     n = request.n or 1
@@ -109,9 +109,9 @@ def build_plan(
             "min_tokens", f"({stopping.min_tokens}) must not exceed max_tokens ({max_tokens})"
         )
     deadline = time.monotonic() + stopping.time_limit_ms / 1000 if stopping.time_limit_ms else None
-    return GenerationPlan(
+    return RequestPlan(
         model=model,
-        engine_request=GenerationRequest(
+        engine_request=EngineRequest(
             request_id=request.request_id or f"req-{uuid.uuid4().hex}",
             prompt_token_ids=prompt,
             params=params,
@@ -240,4 +240,4 @@ def _check_range(param: str, value: float, low: float, high: float) -> None:
         raise invalid(param, f"must be between {low:g} and {high:g}, got {value:g}")
 
 
-__all__ = ["GenerationPlan", "RequestError", "build_plan", "prompt_token_ids", "resolve_model"]
+__all__ = ["RequestError", "RequestPlan", "build_plan", "prompt_token_ids", "resolve_model"]

@@ -20,7 +20,7 @@ from inference.choices import ChoiceAssembler
 from inference.engines.base import EngineRequestError, SequenceOutput
 from inference.errors import RequestError, invalid
 from inference.pacing import DEFAULT_MESSAGES_PER_SECOND, stream_interval
-from inference.prepare import GenerationPlan, build_plan
+from inference.prepare import RequestPlan, build_plan
 from inference.registry import ModelRegistry
 from tensorchat.v1 import inference_pb2 as pb
 
@@ -95,7 +95,7 @@ class EngineStreamError(RuntimeError):
     """The engine's stream ended without finishing every choice."""
 
 
-async def _responses(plan: GenerationPlan) -> AsyncGenerator[pb.GenerateResponse, None]:
+async def _responses(plan: RequestPlan) -> AsyncGenerator[pb.GenerateResponse, None]:
     """The request's messages; the engine's OutputChannel paces them by the request's pace."""
     engine = plan.model.engine
     request = plan.engine_request

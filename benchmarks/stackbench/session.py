@@ -32,7 +32,7 @@ from benchmarks.stackbench.servers import (
     write_models_config,
 )
 from benchmarks.stackbench.window import GeneratedCounter, added_by_layers, summarize_point
-from inference.engines.base import GenerationRequest
+from inference.engines.base import EngineRequest
 from inference.engines.synthetic import SyntheticEngine
 from inference.sampling import SamplingParams
 from tensorchat.bench.report import machine
@@ -63,7 +63,7 @@ async def _engine_point(
             await asyncio.sleep(rng.uniform(0, plan.tick_ms / 1000.0))
             counter += 1
             params = SamplingParams(max_tokens=plan.output_tokens, ignore_eos=True)
-            request = GenerationRequest(f"e{counter}", list(range(plan.prompt_tokens)), params)
+            request = EngineRequest(f"e{counter}", list(range(plan.prompt_tokens)), params)
             r = RequestResult(start=time.monotonic(), sizes_are_tokens=True)
             async for outputs in engine.generate(request):
                 now = time.monotonic()

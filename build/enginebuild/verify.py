@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from enginebuild.engine_config import built_plugin_flags
-from inference.engines.base import Engine, GenerationRequest
+from inference.engines.base import Engine, EngineRequest
 from inference.engines.manifest import (
     ENGINE_CONFIG_FILENAME,
     EngineManifest,
@@ -176,7 +176,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 async def _greedy(
     engine: Engine, prompt_ids: list[int], max_tokens: int, eos: int | None
 ) -> list[int]:
-    request = GenerationRequest(
+    request = EngineRequest(
         request_id=uuid.uuid4().hex,
         prompt_token_ids=prompt_ids,
         params=SamplingParams(max_tokens=max_tokens, temperature=0.0),

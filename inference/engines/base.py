@@ -48,7 +48,7 @@ def unpaced() -> float:
 
 
 @dataclass(slots=True)
-class GenerationRequest:
+class EngineRequest:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
@@ -102,7 +102,7 @@ class Engine(ABC):
         """Stop accepting work, cancel what is running and release resources."""
 
     @abstractmethod
-    def generate(self, request: GenerationRequest) -> AsyncIterator[list[SequenceOutput]]:
+    def generate(self, request: EngineRequest) -> AsyncIterator[list[SequenceOutput]]:
         """Run one request; see the class docstring for the contract."""
 
     @abstractmethod

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from inference.engines.base import (
     Engine,
     EngineFinish,
+    EngineRequest,
     EngineRequestError,
     EngineStats,
     EngineUnavailableError,
-    GenerationRequest,
     SequenceOutput,
     TokenLogprob,
 )
@@ -54,7 +54,7 @@ class _Choice:
 class _Request:
     """A running request: its choices and its unread outputs."""
 
-    request: GenerationRequest
+    request: EngineRequest
     start: float
     # Tokens per choice, and how a choice that reaches it ends: LENGTH at max_tokens, or EOS
     # where the fake model "ends its answer" (output_tokens) first.
@@ -153,7 +153,7 @@ class SyntheticEngine(Engine):
             req.to_finish.add(index)
             self._finish_requested.add(req)
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[list[SequenceOutput]]:
+    def generate(self, request: EngineRequest) -> AsyncIterator[list[SequenceOutput]]:
         # Register synchronously so that `finish_choice` and `stats` see the request as soon
         # as `generate` returns, before the caller first awaits the iterator.
         if self._closed:
@@ -163,7 +163,7 @@ class SyntheticEngine(Engine):
         req = self._register(request)
         return self._stream(req)
 
-    def _register(self, request: GenerationRequest) -> _Request:
+    def _register(self, request: EngineRequest) -> _Request:
         params = request.params
         now = time.monotonic()
         limit, limit_finish = params.max_tokens, EngineFinish.LENGTH

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import pytest
 
-from inference.engines.base import EngineFinish, GenerationRequest, SequenceOutput
+from inference.engines.base import EngineFinish, EngineRequest, SequenceOutput
 from inference.engines.manifest import (
     EngineManifest,
     Precision,
@@ -117,13 +117,13 @@ async def pair(
         await torch_engine.shutdown()
 
 
-def gen_request(prompt: list[int], request_id: str = "gpu", **params: Any) -> GenerationRequest:
-    return GenerationRequest(
+def gen_request(prompt: list[int], request_id: str = "gpu", **params: Any) -> EngineRequest:
+    return EngineRequest(
         request_id=request_id, prompt_token_ids=prompt, params=SamplingParams(**params)
     )
 
 
-async def run(engine: Any, req: GenerationRequest) -> dict[int, list[SequenceOutput]]:
+async def run(engine: Any, req: EngineRequest) -> dict[int, list[SequenceOutput]]:
     outputs: dict[int, list[SequenceOutput]] = {}
     async for batch in engine.generate(req):
         for output in batch:

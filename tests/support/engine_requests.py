@@ -1,4 +1,4 @@
-"""One way to build an engine-level GenerationRequest in tests (each engine suite wraps it
+"""One way to build an engine-level EngineRequest in tests (each engine suite wraps it
 with its own defaults: the prompt, the EOS ids of its model)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from inference.engines.base import GenerationRequest
+from inference.engines.base import EngineRequest
 from inference.sampling import SamplingParams
 
 
@@ -17,10 +17,10 @@ def engine_request(
     eos: frozenset[int] = frozenset(),
     deadline: float | None = None,
     **params: Any,
-) -> GenerationRequest:
+) -> EngineRequest:
     """`params` are SamplingParams fields; max_tokens defaults to 8 to keep tests short."""
     params.setdefault("max_tokens", 8)
-    return GenerationRequest(
+    return EngineRequest(
         request_id=request_id,
         prompt_token_ids=list(prompt),
         params=SamplingParams(**params),

@@ -25,10 +25,10 @@ from transformers import PreTrainedModel
 from inference.engines.base import (
     Engine,
     EngineFinish,
+    EngineRequest,
     EngineRequestError,
     EngineStats,
     EngineUnavailableError,
-    GenerationRequest,
     SequenceOutput,
 )
 from inference.engines.channel import OutputChannel
@@ -49,7 +49,7 @@ class TorchEngineError(RuntimeError):
 
 @dataclass(eq=False)
 class _Request:
-    request: GenerationRequest
+    request: EngineRequest
     channel: OutputChannel
     # Set from the event loop, read by the worker at its next step.
     cancelled: bool = False
@@ -184,7 +184,7 @@ class TorchEngine(Engine):
 
     # ---- the Engine interface (event-loop side) --------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[list[SequenceOutput]]:
+    async def generate(self, request: EngineRequest) -> AsyncIterator[list[SequenceOutput]]:
         req = self._submit(request)
         try:
             async for outputs in req.channel:
@@ -212,7 +212,7 @@ class TorchEngine(Engine):
             generated_tokens=self._generated_tokens,
         )
 
-    def _submit(self, request: GenerationRequest) -> _Request:
+    def _submit(self, request: EngineRequest) -> _Request:
         self._validate(request)
         if request.request_id in self._by_id:
             raise EngineRequestError(f"request id {request.request_id!r} is already running")
@@ -225,7 +225,7 @@ class TorchEngine(Engine):
         self._by_id[request.request_id] = req
         return req
 
-    def _validate(self, request: GenerationRequest) -> None:
+    def _validate(self, request: EngineRequest) -> None:
         params = request.params
         prompt = request.prompt_token_ids
         vocab = self.vocab_size

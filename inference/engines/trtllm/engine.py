@@ -22,10 +22,10 @@ from typing import Any
 
 from inference.engines.base import (
     Engine,
+    EngineRequest,
     EngineRequestError,
     EngineStats,
     EngineUnavailableError,
-    GenerationRequest,
     SequenceOutput,
 )
 from inference.engines.channel import OutputChannel
@@ -71,7 +71,7 @@ class TrtllmEngineError(RuntimeError):
 
 @dataclass(eq=False)
 class _Stream:
-    request: GenerationRequest
+    request: EngineRequest
     converter: ResultConverter
     executor_id: int
     channel: OutputChannel
@@ -313,7 +313,7 @@ class TrtllmEngine(Engine):
 
     # -- requests -------------------------------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[list[SequenceOutput]]:
+    async def generate(self, request: EngineRequest) -> AsyncIterator[list[SequenceOutput]]:
         stream = self._submit(request)
         try:
             async for outputs in stream.channel:
@@ -322,7 +322,7 @@ class TrtllmEngine(Engine):
             # Reader gone early (closed iterator, cancelled task): free the executor slot.
             self._retire(stream)
 
-    def _submit(self, request: GenerationRequest) -> _Stream:
+    def _submit(self, request: EngineRequest) -> _Stream:
         if not self._accepting or self._executor is None or self._trtllm is None:
             raise RuntimeError(f"{self.model_id}: the trtllm engine is not running")
         assert self._build is not None

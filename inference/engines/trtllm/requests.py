@@ -1,4 +1,4 @@
-"""Maps a `GenerationRequest` onto a `tensorrt_llm.bindings.executor.Request`, field by field.
+"""Maps a `EngineRequest` onto a `tensorrt_llm.bindings.executor.Request`, field by field.
 
 Facts behind the choices (TensorRT-LLM 1.2.1, `cpp/include/tensorrt_llm/executor/executor.h`,
 `tensorrt_llm/executor/base_worker.py`, `samplingConfig.cpp`, `llmRequest.cpp`):
@@ -24,7 +24,7 @@ from datetime import timedelta
 from types import ModuleType
 from typing import Any
 
-from inference.engines.base import EngineRequestError, GenerationRequest
+from inference.engines.base import EngineRequest, EngineRequestError
 from inference.engines.trtllm.config import EngineBuildConfig, GenerationDefaults
 
 _UINT64 = 1 << 64
@@ -43,7 +43,7 @@ class StopPlan:
     deferred_stop_ids: frozenset[int]
 
 
-def plan_stops(request: GenerationRequest, defaults: GenerationDefaults) -> StopPlan:
+def plan_stops(request: EngineRequest, defaults: GenerationDefaults) -> StopPlan:
     params = request.params
     ordered_eos = [] if params.ignore_eos else defaults.order(request.eos_token_ids)
     end_id = ordered_eos[0] if ordered_eos else -1
@@ -60,7 +60,7 @@ def plan_stops(request: GenerationRequest, defaults: GenerationDefaults) -> Stop
 
 def build_request(
     trtllm: ModuleType,
-    request: GenerationRequest,
+    request: EngineRequest,
     *,
     build: EngineBuildConfig,
     stops: StopPlan,
@@ -89,7 +89,7 @@ def build_request(
     )
 
 
-def _sampling_config(trtllm: ModuleType, request: GenerationRequest) -> Any:
+def _sampling_config(trtllm: ModuleType, request: EngineRequest) -> Any:
     params = request.params
     # Unset means the C++ default: penalties off, so neutral values stay unset.
     common: dict[str, Any] = {

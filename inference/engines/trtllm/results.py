@@ -25,7 +25,7 @@ from typing import Any
 
 from inference.engines.base import (
     EngineFinish,
-    GenerationRequest,
+    EngineRequest,
     SequenceOutput,
     TokenLogprob,
 )
@@ -55,7 +55,7 @@ class ResultConverter:
 
     def __init__(
         self,
-        request: GenerationRequest,
+        request: EngineRequest,
         stops: StopPlan,
         *,
         tokens_per_block: int,

@@ -12,9 +12,9 @@ import pytest
 from inference.engines import synthetic
 from inference.engines.base import (
     EngineFinish,
+    EngineRequest,
     EngineRequestError,
     EngineUnavailableError,
-    GenerationRequest,
     SequenceOutput,
 )
 from inference.engines.synthetic import SyntheticEngine
@@ -29,7 +29,7 @@ def make_request(
     eos: frozenset[int] = frozenset(),
     deadline: float | None = None,
     **params: object,
-) -> GenerationRequest:
+) -> EngineRequest:
     return engine_request([1, 2, 3], request_id=request_id, eos=eos, deadline=deadline, **params)
 
 
@@ -54,7 +54,7 @@ class Collected:
                 self.stop_token[out.index] = out.stop_token_id
 
 
-async def collect(engine: SyntheticEngine, request: GenerationRequest) -> Collected:
+async def collect(engine: SyntheticEngine, request: EngineRequest) -> Collected:
     got = Collected()
     async for batch in engine.generate(request):
         got.add(batch)

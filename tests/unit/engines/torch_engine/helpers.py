@@ -15,7 +15,7 @@ from transformers import PreTrainedModel
 from inference.engines.base import (
     Engine,
     EngineFinish,
-    GenerationRequest,
+    EngineRequest,
     SequenceOutput,
     TokenLogprob,
 )
@@ -31,7 +31,7 @@ def make_request(
     eos: frozenset[int] = frozenset({TINY_EOS}),
     deadline: float | None = None,
     **params: Any,
-) -> GenerationRequest:
+) -> EngineRequest:
     return engine_request(
         prompt if prompt is not None else [5, 6, 7],
         request_id=request_id,
@@ -55,7 +55,7 @@ class Collected:
 
 async def collect(
     engine: Engine,
-    request: GenerationRequest,
+    request: EngineRequest,
     on_batch: Callable[[int], None] | None = None,
 ) -> Collected:
     """Read a whole stream, checking the contract: one finish per choice, nothing after it.
@@ -99,7 +99,7 @@ async def wait_for(predicate: Callable[[], bool], within: float = 5.0) -> None:
 
 
 def open_stream(
-    engine: Engine, request: GenerationRequest
+    engine: Engine, request: EngineRequest
 ) -> AsyncGenerator[list[SequenceOutput], None]:
     """`engine.generate` typed as the async generator it is, so tests can `aclose()` it."""
     return cast(AsyncGenerator[list[SequenceOutput], None], engine.generate(request))

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference.engines.base import EngineFinish, GenerationRequest, SequenceOutput
+from inference.engines.base import EngineFinish, EngineRequest, SequenceOutput
 from inference.engines.trtllm import TrtllmEngine
 from tests.support.engine_requests import engine_request
 
@@ -44,11 +44,11 @@ def request(
     eos: frozenset[int] = frozenset(),
     deadline: float | None = None,
     **params: Any,
-) -> GenerationRequest:
+) -> EngineRequest:
     return engine_request(prompt, request_id=request_id, eos=eos, deadline=deadline, **params)
 
 
-async def collect(engine: TrtllmEngine, req: GenerationRequest) -> Collected:
+async def collect(engine: TrtllmEngine, req: EngineRequest) -> Collected:
     collected = Collected()
     async for batch in engine.generate(req):
         collected.batches.append(batch)

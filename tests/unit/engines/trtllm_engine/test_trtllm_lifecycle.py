@@ -15,9 +15,9 @@ import pytest
 
 from inference.engines.base import (
     EngineFinish,
+    EngineRequest,
     EngineRequestError,
     EngineUnavailableError,
-    GenerationRequest,
     SequenceOutput,
 )
 from inference.engines.manifest import EngineMismatchError, GpuInfo, RuntimeInfo, model_slug
@@ -32,7 +32,7 @@ from tests.unit.engines.trtllm_engine.helpers import (
 )
 
 
-def stream(engine: TrtllmEngine, req: GenerationRequest) -> AsyncGenerator[list[SequenceOutput]]:
+def stream(engine: TrtllmEngine, req: EngineRequest) -> AsyncGenerator[list[SequenceOutput]]:
     return cast(AsyncGenerator[list[SequenceOutput]], engine.generate(req))
 
 
