@@ -33,6 +33,7 @@ FINISH_REASONS: dict[int, str] = {
     pb.FINISH_REASON_LENGTH: "length",
     pb.FINISH_REASON_TIME_LIMIT: "length",
     pb.FINISH_REASON_CANCELLED: "length",
+    pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
 }
 
 # OpenAI reports impossible tokens as -9999.0; JSON has no -Infinity.
