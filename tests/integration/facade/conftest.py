@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 
 from facade.app import create_app
+from facade.httpguard import server_options
 from facade.keys import create_key
 from facade.limits import KeyLimits
 from facade.settings import FacadeSettings
@@ -41,7 +42,9 @@ class FacadeServerThread:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False)
+        config = uvicorn.Config(
+            self.app, log_level="warning", access_log=False, **server_options(settings)
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
 
