@@ -41,6 +41,12 @@ class Principal:
     def allows(self, model_id: str, aliases: tuple[str, ...] = ()) -> bool:
         return self.record is None or self.record.allows(model_id, aliases)
 
+    @property
+    def metric_label(self) -> str:
+        """The key in /metrics labels: its short id, not its name, because /metrics needs no
+        key and names often name customers (`tensorchat keys list` maps one to the other)."""
+        return self.record.short_id if self.record is not None else self.name
+
 
 NO_LIMITS = KeyLimits()
 ANONYMOUS = Principal(name="anonymous", limits=NO_LIMITS)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from facade.errors import APIError, model_not_found
+from facade.errors import APIError, clip, model_not_found
 from facade.multiplex import Multiplexer
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
@@ -198,7 +198,7 @@ class BackendPool:
         if name.lower() in self._seen or not self.ready:
             raise APIError(
                 503,
-                f"No backend is serving `{name}` right now; please retry shortly.",
+                f"No backend is serving `{clip(name)}` right now; please retry shortly.",
                 headers={"Retry-After": "1"},
             )
         raise model_not_found(name)

@@ -105,10 +105,17 @@ class APIError(Exception):
         )
 
 
+def clip(text: str, limit: int = 256) -> str:
+    """`text` as an error message may quote it: a client's 1 MB model name is not sent back."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
 def model_not_found(model: str) -> APIError:
     return APIError(
         404,
-        f"The model `{model}` does not exist or you do not have access to it.",
+        f"The model `{clip(model)}` does not exist or you do not have access to it.",
         param="model",
         code="model_not_found",
     )
@@ -241,10 +248,11 @@ def install_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == 404:
             err = APIError(
-                404, f"Invalid URL ({request.method} {request.url.path})", code="unknown_url"
+                404, f"Invalid URL ({request.method} {clip(request.url.path)})", code="unknown_url"
             )
         else:
-            err = APIError(exc.status_code, str(exc.detail))
+            # Starlette's 405 carries `Allow` (RFC 9110 section 15.5.6 requires it).
+            err = APIError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
         return err.response()
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:

@@ -60,6 +60,12 @@ class KeyRecord:
         names = {model_id.lower(), *(alias.lower() for alias in aliases)}
         return any(allowed.lower() in names for allowed in self.models)
 
+    @property
+    def short_id(self) -> str:
+        """How the key is shown where its name should not be (`keys list`, /metrics labels):
+        a prefix of its hash, which reveals nothing about the key."""
+        return f"sha256:{self.sha256[:12]}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -301,7 +307,7 @@ def _list(path: Path, out: TextIO) -> None:
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
         models = ",".join(record.models) if record.models else "*"
         print(
-            f"{record.name}\tsha256:{record.sha256[:12]}\tmodels={models}\t"
+            f"{record.name}\t{record.short_id}\tmodels={models}\t"
             f"rpm={limits.requests_per_minute or '-'}\ttpm={limits.tokens_per_minute or '-'}\t"
             f"concurrency={limits.max_concurrent or '-'}\tcreated={created}",
             file=out,

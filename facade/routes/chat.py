@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from facade.auth import Principal
 from facade.backends import Backend, ModelEntry
 from facade.deps import FacadeState, get_state, require_principal
-from facade.errors import APIError, from_grpc, from_validation, rate_limited
+from facade.errors import APIError, from_grpc, from_validation, model_not_found, rate_limited
 from facade.limits import Lease, RateLimitExceeded, estimate_tokens
 from facade.multiplex import EOF, Generation
 from facade.schemas import ChatCompletion, ChatCompletionRequest, ErrorResponse
@@ -85,12 +85,7 @@ async def create_chat_completion(
         )
     entry = state.pool.resolve(req.model)
     if not principal.allows(entry.id, entry.aliases):
-        raise APIError(
-            404,
-            f"The model `{req.model}` does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
+        raise model_not_found(req.model)
     limit = req.completion_limit
     if limit is not None and entry.info.max_output_tokens and limit > entry.info.max_output_tokens:
         param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
@@ -112,7 +107,7 @@ async def create_chat_completion(
         )
     except RateLimitExceeded as error:
         state.gate.exit()
-        state.metrics.rate_limited.labels(principal.name).inc()
+        state.metrics.rate_limited.labels(principal.metric_label).inc()
         raise rate_limited(error.message, error.retry_after_s) from None
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     time_limit_ms = int(settings.request_time_limit_s * 1000)

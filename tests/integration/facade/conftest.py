@@ -7,12 +7,14 @@ client blocks the test's thread, so a facade sharing that loop would deadlock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import openai
@@ -67,6 +69,17 @@ class FacadeServerThread:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def serve_without_backend(**settings: Any) -> Iterator[FacadeServerThread]:
+    """A facade whose backend never answers, for tests of what happens before routing."""
+    defaults: dict[str, Any] = {"backends": ["127.0.0.1:1"], "keys_file": None, "api_keys": ["k"]}
+    server = FacadeServerThread(FacadeSettings(**{**defaults, **settings})).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass(frozen=True)

@@ -7,32 +7,17 @@ appears only as small limits in the settings and as safety deadlines that fail a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import select
 import socket
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import httpx
 
-from facade.settings import FacadeSettings
-from tests.integration.facade.conftest import FacadeServerThread
+from tests.integration.facade.conftest import FacadeServerThread, serve_without_backend
 
-NO_BACKEND = "127.0.0.1:1"  # nothing listens: these tests never reach a backend
 SAFETY_S = 20.0  # a test that waits longer than this for the server has failed
 GET_LIVE = b"GET /health/live HTTP/1.1\r\nHost: facade\r\n"
-
-
-@contextlib.contextmanager
-def serve(**overrides: Any) -> Iterator[FacadeServerThread]:
-    settings = FacadeSettings(backends=[NO_BACKEND], keys_file=None, api_keys=["k"], **overrides)
-    server = FacadeServerThread(settings).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def connect(server: FacadeServerThread) -> socket.socket:
@@ -68,7 +53,7 @@ def is_live(server: FacadeServerThread) -> bool:
 
 
 def test_an_endless_header_gets_431_and_the_server_stays_responsive() -> None:
-    with serve(max_header_bytes=4096) as server, connect(server) as sock:
+    with serve_without_backend(max_header_bytes=4096) as server, connect(server) as sock:
         # A client that writes its whole (1 MB, never ending) head before reading: the
         # server refuses at 4 KiB and drains the rest, so the 431 reaches the client.
         sock.sendall(GET_LIVE + b"X-Big: " + b"a" * 1_000_000)
@@ -81,7 +66,7 @@ def test_an_endless_header_gets_431_and_the_server_stays_responsive() -> None:
 
 
 def test_a_complete_head_over_the_limit_gets_431_and_one_under_it_is_served() -> None:
-    with serve(max_header_bytes=4096) as server:
+    with serve_without_backend(max_header_bytes=4096) as server:
         with connect(server) as sock:
             sock.sendall(GET_LIVE + b"X-Big: " + b"a" * 8192 + b"\r\n\r\n")
             assert parse(read_until_closed(sock))[0] == 431
@@ -91,7 +76,7 @@ def test_a_complete_head_over_the_limit_gets_431_and_one_under_it_is_served() ->
 
 
 def test_too_many_header_fields_get_431() -> None:
-    with serve(max_headers=5) as server:
+    with serve_without_backend(max_headers=5) as server:
         with connect(server) as sock:
             fields = b"".join(b"X-%d: 1\r\n" % i for i in range(10))
             sock.sendall(GET_LIVE + fields + b"\r\n")
@@ -104,7 +89,7 @@ def test_too_many_header_fields_get_431() -> None:
 
 
 def test_a_slow_head_is_answered_408_and_closed() -> None:
-    with serve(header_timeout_s=0.5) as server, connect(server) as sock:
+    with serve_without_backend(header_timeout_s=0.5) as server, connect(server) as sock:
         sock.sendall(GET_LIVE + b"X-Slow: ")
         received = b""
         deadline = time.monotonic() + SAFETY_S
@@ -124,13 +109,13 @@ def test_a_slow_head_is_answered_408_and_closed() -> None:
 
 
 def test_a_connection_that_sends_nothing_is_closed() -> None:
-    with serve(header_timeout_s=0.5) as server, connect(server) as sock:
+    with serve_without_backend(header_timeout_s=0.5) as server, connect(server) as sock:
         assert read_until_closed(sock) == b""
 
 
 def test_an_idle_keep_alive_connection_is_closed() -> None:
     # The head timeout is long: what closes the connection is the keep-alive timeout.
-    with serve(keep_alive_timeout_s=0.5, header_timeout_s=60) as server, connect(server) as sock:
+    with serve_without_backend(keep_alive_timeout_s=0.5, header_timeout_s=60) as server, connect(server) as sock:
         sock.sendall(GET_LIVE + b"\r\n")
         status, headers, body = parse(read_until_closed(sock))
         assert status == 200 and json.loads(body) == {"status": "ok"}
@@ -138,7 +123,7 @@ def test_an_idle_keep_alive_connection_is_closed() -> None:
 
 
 def test_connections_beyond_the_cap_are_refused_with_503_until_one_closes() -> None:
-    with serve(max_connections=3, header_timeout_s=60, keep_alive_timeout_s=60) as server:
+    with serve_without_backend(max_connections=3, header_timeout_s=60, keep_alive_timeout_s=60) as server:
         kept = [connect(server) for _ in range(3)]
         for sock in kept:
             # A served request proves the server counts the connection; it stays open.
