@@ -115,7 +115,8 @@ def test_a_connection_that_sends_nothing_is_closed() -> None:
 
 def test_an_idle_keep_alive_connection_is_closed() -> None:
     # The head timeout is long: what closes the connection is the keep-alive timeout.
-    with serve_without_backend(keep_alive_timeout_s=0.5, header_timeout_s=60) as server, connect(server) as sock:
+    settings = {"keep_alive_timeout_s": 0.5, "header_timeout_s": 60}
+    with serve_without_backend(**settings) as server, connect(server) as sock:
         sock.sendall(GET_LIVE + b"\r\n")
         status, headers, body = parse(read_until_closed(sock))
         assert status == 200 and json.loads(body) == {"status": "ok"}
@@ -123,7 +124,8 @@ def test_an_idle_keep_alive_connection_is_closed() -> None:
 
 
 def test_connections_beyond_the_cap_are_refused_with_503_until_one_closes() -> None:
-    with serve_without_backend(max_connections=3, header_timeout_s=60, keep_alive_timeout_s=60) as server:
+    settings = {"max_connections": 3, "header_timeout_s": 60, "keep_alive_timeout_s": 60}
+    with serve_without_backend(**settings) as server:
         kept = [connect(server) for _ in range(3)]
         for sock in kept:
             # A served request proves the server counts the connection; it stays open.
