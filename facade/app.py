@@ -14,6 +14,7 @@ from facade.backends import BackendPool
 from facade.bodylimit import BodySizeLimit
 from facade.deps import FacadeState
 from facade.errors import install_handlers
+from facade.keywatch import start_key_reloads
 from facade.limits import ConcurrencyGate, InMemoryLimiter, KeyLimits, Limiter
 from facade.metrics import FacadeMetrics, StatusMiddleware
 from facade.routes import chat, health, models
@@ -41,24 +42,16 @@ def build_state(settings: FacadeSettings, limiter: Limiter | None = None) -> Fac
         refresh_interval_s=settings.refresh_interval_s,
         probe_timeout_s=settings.probe_timeout_s,
     )
+    metrics = FacadeMetrics()
+    metrics.watch_keys(keyring)
     return FacadeState(
         settings=settings,
         pool=pool,
         keyring=keyring,
         limiter=limiter or InMemoryLimiter(),
         gate=ConcurrencyGate(settings.max_concurrent_requests),
-        metrics=FacadeMetrics(),
+        metrics=metrics,
     )
-
-
-async def _reload_keys(keyring: KeyRing, interval_s: float) -> None:
-    # Revoking or adding a key in the file takes effect within `interval_s`, no restart.
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            keyring.reload_if_changed()
-        except OSError as error:
-            log.error("cannot read the keys file: %s", error)
 
 
 def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> FastAPI:
@@ -79,9 +72,7 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
         # Long-lived objects (FastAPI, pydantic, grpc) out of the GC's full collections,
         # which otherwise pause streaming under load (see tensorchat.freeze).
         freeze_loaded_objects()
-        reload_task = asyncio.create_task(
-            _reload_keys(state.keyring, settings.keys_reload_interval_s), name="keys-reload"
-        )
+        reload_task = start_key_reloads(state.keyring, settings.keys_reload_interval_s)
         try:
             yield
         finally:

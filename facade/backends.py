@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from facade.backend_streams import BackendStreams
-from facade.errors import APIError, model_not_found
+from facade.errors import APIError, clip, model_not_found
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 
@@ -77,7 +77,7 @@ def no_backend(model: str) -> APIError:
     """A known model with no healthy replica right now: worth retrying shortly."""
     return APIError(
         503,
-        f"No backend is serving `{model}` right now; please retry shortly.",
+        f"No backend is serving `{clip(model)}` right now; please retry shortly.",
         headers={"Retry-After": "1"},
     )
 

@@ -31,14 +31,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--no-auth", action="store_true", help="accept requests without a key (local use only)"
     )
+    _add_connection_flags(parser)
     parser.set_defaults(handler=_run_facade_command)
     add_keys_parser(subparsers, DEFAULT_KEYS_FILE)
+
+
+# Connection limits (facade/httpguard.py): setting name -> (type, help).
+CONNECTION_FLAGS: dict[str, tuple[type, str]] = {
+    "max_header_bytes": (int, "request line + headers larger than this get 431"),
+    "max_headers": (int, "more header fields than this get 431"),
+    "header_timeout_s": (float, "seconds to receive a request head (408 and close after)"),
+    "keep_alive_timeout_s": (float, "seconds an idle keep-alive connection stays open"),
+    "max_connections": (int, "connections served at once; more get 503 (0: no cap)"),
+}
+
+
+def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("HTTP connections")
+    for name, (kind, text) in CONNECTION_FLAGS.items():
+        default = FacadeSettings.model_fields[name].default
+        flag = "--" + name.replace("_", "-")
+        group.add_argument(flag, type=kind, help=f"{text} (default {default})")
 
 
 def settings_from_args(args: argparse.Namespace) -> FacadeSettings:
     """Env-derived settings with the given flags on top."""
     overrides: dict[str, Any] = {}
-    for name in ("backends", "host", "port", "keys_file"):
+    for name in ("backends", "host", "port", "keys_file", *CONNECTION_FLAGS):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -59,6 +78,7 @@ def _uvicorn_config(settings: FacadeSettings) -> Any:
     import uvicorn
 
     from facade.app import create_app
+    from facade.httpguard import server_options
 
     return uvicorn.Config(
         create_app(settings),
@@ -68,6 +88,7 @@ def _uvicorn_config(settings: FacadeSettings) -> Any:
         access_log=settings.access_log,
         # Streams get this long to finish on SIGTERM before they are cut.
         timeout_graceful_shutdown=30,
+        **server_options(settings),
     )
 
 

@@ -34,9 +34,11 @@ ERROR_TABLE: dict[int, tuple[str, str | None]] = {
     403: ("permission_error", "permission_denied"),
     404: ("invalid_request_error", "not_found"),
     405: ("invalid_request_error", "method_not_allowed"),
+    408: ("invalid_request_error", "request_timeout"),
     413: ("invalid_request_error", "request_too_large"),
     415: ("invalid_request_error", "unsupported_media_type"),
     429: ("rate_limit_error", "rate_limit_exceeded"),
+    431: ("invalid_request_error", "request_header_fields_too_large"),
     500: ("server_error", "internal_error"),
     503: ("server_error", "service_unavailable"),
     504: ("server_error", "timeout"),
@@ -100,10 +102,17 @@ class APIError(Exception):
         )
 
 
+def clip(text: str, limit: int = 256) -> str:
+    """`text` as an error message may quote it: a client's 1 MB model name is not sent back."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
 def model_not_found(model: str) -> APIError:
     return APIError(
         404,
-        f"The model `{model}` does not exist or you do not have access to it.",
+        f"The model `{clip(model)}` does not exist or you do not have access to it.",
         param="model",
         code="model_not_found",
     )
@@ -211,10 +220,11 @@ def install_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == 404:
             err = APIError(
-                404, f"Invalid URL ({request.method} {request.url.path})", code="unknown_url"
+                404, f"Invalid URL ({request.method} {clip(request.url.path)})", code="unknown_url"
             )
         else:
-            err = APIError(exc.status_code, str(exc.detail))
+            # Starlette's 405 carries `Allow` (RFC 9110 section 15.5.6 requires it).
+            err = APIError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
         return err.response()
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:

@@ -6,9 +6,17 @@ everything is recorded once per request, never per token.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from facade.auth import KeyRing
 
 # Seconds; TTFT includes the queue and prefill on the inference side.
 _TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -77,8 +85,36 @@ class FacadeMetrics:
             registry=r,
         )
 
+    def watch_keys(self, keyring: KeyRing) -> None:
+        """Export the keys file's reload state, read from `keyring` at each scrape."""
+        self.registry.register(KeysReloadCollector(keyring))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class KeysReloadCollector(Collector):
+    """When the keys file was last loaded, and how many versions of it were refused.
+
+    Alert on the failures, or on a timestamp older than the last change you made: either
+    means revocations are not taking effect.
+    """
+
+    def __init__(self, keyring: KeyRing) -> None:
+        self.keyring = keyring
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "tensorchat_facade_keys_last_reload_timestamp_seconds",
+            "Unix time of the last successful load of the keys file (0: none yet).",
+            value=self.keyring.last_reload_at or 0.0,
+        )
+        yield CounterMetricFamily(
+            "tensorchat_facade_keys_reload_failures",
+            "Versions of the keys file refused (bad content or unreadable); the last good "
+            "keys stayed in force.",
+            value=self.keyring.reload_failures,
+        )
 
 
 class StatusMiddleware:

@@ -48,6 +48,18 @@ class FacadeSettings(BaseSettings):
     max_concurrent_requests: int = Field(0, ge=0)
 
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # HTTP connections (facade/httpguard.py). A request line and headers larger than this
+    # in all, or with more header fields, get 431 before they are parsed.
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    max_headers: int = Field(100, ge=1)
+    # A connection whose request head is not complete this long after it opened (or
+    # after the head's first byte, for a later request on it) gets 408 and is closed.
+    header_timeout_s: float = Field(10.0, gt=0.0)
+    # An idle keep-alive connection is closed after this long.
+    keep_alive_timeout_s: float = Field(5.0, gt=0.0)
+    # Connections served at once; past it a new one gets 503 and is closed (0: no cap).
+    # Keep it under the process's open-file limit (`ulimit -n`).
+    max_connections: int = Field(4096, ge=0)
     # Generation wall-clock budget per request sent as StoppingCriteria.time_limit_ms
     # (0: none); the choice then ends with finish_reason "length".
     request_time_limit_s: float = Field(0.0, ge=0.0)

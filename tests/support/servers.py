@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import uvicorn
 
 from facade.app import create_app
+from facade.httpguard import server_options
 from facade.settings import FacadeSettings
 from inference.config import ModelsConfig
 from inference.engines.base import Engine
@@ -88,7 +89,9 @@ class FacadeServerThread:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False)
+        config = uvicorn.Config(
+            self.app, log_level="warning", access_log=False, **server_options(settings)
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
 

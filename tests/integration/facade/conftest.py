@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import openai
@@ -20,6 +22,17 @@ from tests.support.servers import FacadeServerThread, InferenceServerThread
 # The facade does not care which engine is behind the service: most facade tests run on the
 # torch engine only, and the cancellation tests on every engine the inference tests use.
 TORCH_ONLY = pytest.mark.parametrize("inference_server", ["torch"], indirect=True)
+
+
+@contextlib.contextmanager
+def serve_without_backend(**settings: Any) -> Iterator[FacadeServerThread]:
+    """A facade whose backend never answers, for tests of what happens before routing."""
+    defaults: dict[str, Any] = {"backends": ["127.0.0.1:1"], "keys_file": None, "api_keys": ["k"]}
+    server = FacadeServerThread(FacadeSettings(**{**defaults, **settings})).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass(frozen=True)
