@@ -41,13 +41,27 @@ def build_state(settings: FacadeSettings, limiter: Limiter | None = None) -> Fac
         refresh_interval_s=settings.refresh_interval_s,
         probe_timeout_s=settings.probe_timeout_s,
     )
+    metrics = FacadeMetrics()
     return FacadeState(
         settings=settings,
         pool=pool,
         keyring=keyring,
-        limiter=limiter or InMemoryLimiter(),
+        limiter=limiter or _build_limiter(settings, metrics),
         gate=ConcurrencyGate(settings.max_concurrent_requests),
-        metrics=FacadeMetrics(),
+        metrics=metrics,
+    )
+
+
+def _build_limiter(settings: FacadeSettings, metrics: FacadeMetrics) -> Limiter:
+    if settings.redis_url is None:
+        return InMemoryLimiter()
+    # Imported only where used: redis-py adds about 0.1 s to the facade's start.
+    from facade.limits_redis import RedisLimiter
+
+    return RedisLimiter.from_url(
+        settings.redis_url.get_secret_value(),
+        fail_open=settings.redis_failure_mode == "open",
+        on_store_error=lambda operation: metrics.limit_store_errors.labels(operation).inc(),
     )
 
 
@@ -89,6 +103,7 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
             with contextlib.suppress(asyncio.CancelledError):
                 await reload_task
             await state.pool.close()
+            await state.limiter.close()
 
     app = FastAPI(
         title="tensorchat",
