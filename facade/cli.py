@@ -31,6 +31,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--no-auth", action="store_true", help="accept requests without a key (local use only)"
     )
+    parser.add_argument(
+        "--redis-url",
+        help="share per-key limits between replicas through this Redis, e.g. "
+        "redis://redis:6379/0 (default: limits in this process only)",
+    )
+    parser.add_argument(
+        "--redis-failure-mode",
+        choices=["open", "closed"],
+        help="with Redis unreachable, admit without per-key limits (open, default) or "
+        "answer 503 (closed)",
+    )
     parser.set_defaults(handler=_run_facade_command)
     add_keys_parser(subparsers, DEFAULT_KEYS_FILE)
 
@@ -38,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def settings_from_args(args: argparse.Namespace) -> FacadeSettings:
     """Env-derived settings with the given flags on top."""
     overrides: dict[str, Any] = {}
-    for name in ("backends", "host", "port", "keys_file"):
+    for name in ("backends", "host", "port", "keys_file", "redis_url", "redis_failure_mode"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
