@@ -57,11 +57,27 @@ class LimitStoreUnavailable(Exception):
 
 
 class Lease(ABC):
-    """One admitted request; release it exactly once when the request ends."""
+    """One admitted request, charged `charged` tokens; released when the request ends."""
+
+    __slots__ = ("_released", "charged")
+
+    def __init__(self, charged: int) -> None:
+        self.charged = charged
+        self._released = False
+
+    async def release(self, tokens_used: int | None) -> None:
+        """Free the concurrency slot and correct the token charge (None: keep the estimate).
+
+        Only the first call counts, so a second release never frees a second slot.
+        """
+        if self._released:
+            return
+        self._released = True
+        await self._give_back(None if tokens_used is None else tokens_used - self.charged)
 
     @abstractmethod
-    async def release(self, tokens_used: int | None) -> None:
-        """Free the concurrency slot and correct the token charge (None: keep the estimate)."""
+    async def _give_back(self, correction: int | None) -> None:
+        """Free the slot; add `correction` tokens to the key's charge (None: no correction)."""
 
 
 class Limiter(ABC):
@@ -151,23 +167,19 @@ class _KeyState:
 
 
 class _MemoryLease(Lease):
-    __slots__ = ("_charged", "_clock", "_released", "_state")
+    __slots__ = ("_clock", "_state")
 
     def __init__(self, clock: Callable[[], float], state: _KeyState, charged: int) -> None:
+        super().__init__(charged)
         self._clock = clock
         self._state = state
-        self._charged = charged
-        self._released = False
 
-    async def release(self, tokens_used: int | None) -> None:
-        if self._released:
-            return
-        self._released = True
+    async def _give_back(self, correction: int | None) -> None:
         self._state.active -= 1
         bucket = self._state.tokens
-        if bucket is not None and tokens_used is not None:
+        if bucket is not None and correction is not None:
             bucket.refill(self._clock())
-            bucket.level -= tokens_used - self._charged
+            bucket.level -= correction
 
 
 class InMemoryLimiter(Limiter):

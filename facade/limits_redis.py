@@ -1,6 +1,6 @@
 """Per-key limits shared by every facade replica through Redis (TENSORCHAT_REDIS_URL).
 
-Each key has two Redis keys, both with the hash tag `{name}` so that a Redis Cluster puts
+Each key has two Redis keys, both with the hash tag `{name}` so that a Redis Cluster would put
 them in one slot (a script may only touch keys of one slot):
 
 - `tc:rl:{name}`, a hash: the two token buckets' levels (`rq`, `tk`), when they were last
@@ -201,31 +201,31 @@ class _StoreDown(Exception):
 
 
 class _NoLease(Lease):
-    """Admitted without the store (fail-open): nothing was charged, nothing to give back."""
+    """Admitted without the store (unlimited, or fail-open): nothing to give back."""
 
-    async def release(self, tokens_used: int | None) -> None:
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+    async def _give_back(self, correction: int | None) -> None:
         return None
 
 
 class _RedisLease(Lease):
-    __slots__ = ("_charged", "_id", "_key", "_limiter", "_limits", "_released")
+    __slots__ = ("_id", "_key", "_limiter", "_limits")
 
     def __init__(
         self, limiter: RedisLimiter, key: str, lease_id: str, limits: KeyLimits, charged: int
     ) -> None:
+        super().__init__(charged)
         self._limiter = limiter
         self._key = key
         self._id = lease_id
         self._limits = limits
-        self._charged = charged
-        self._released = False
 
-    async def release(self, tokens_used: int | None) -> None:
-        if self._released:
-            return
-        self._released = True
-        correction = 0 if tokens_used is None else tokens_used - self._charged
-        await self._limiter._release(self._key, self._id, self._limits, correction)
+    async def _give_back(self, correction: int | None) -> None:
+        await self._limiter._release(self._key, self._id, self._limits, correction or 0)
 
 
 class RedisLimiter(Limiter):
