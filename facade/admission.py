@@ -15,7 +15,7 @@ from facade.auth import Principal
 from facade.backends import ModelEntry
 from facade.deps import FacadeState
 from facade.errors import APIError, from_validation, model_not_found, rate_limited
-from facade.limits import Lease, RateLimitExceeded, estimate_tokens
+from facade.limits import Lease, LimitStoreUnavailable, RateLimitExceeded, estimate_tokens
 from facade.schemas import ChatCompletionRequest
 from facade.settings import FacadeSettings
 from facade.translate import to_generate_request
@@ -104,3 +104,7 @@ async def _take_slot_and_lease(
         state.gate.exit()
         state.metrics.rate_limited.labels(principal.name).inc()
         raise rate_limited(error.message, error.retry_after_s) from None
+    except LimitStoreUnavailable as error:  # Redis down, failing closed
+        state.gate.exit()
+        # The limiter tries Redis again about once a second (limits_redis.RETRY_INTERVAL_S).
+        raise APIError(503, str(error), headers={"Retry-After": "1"}) from None

@@ -32,6 +32,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--no-auth", action="store_true", help="accept requests without a key (local use only)"
     )
     _add_connection_flags(parser)
+    parser.add_argument(
+        "--redis-url",
+        help="share per-key limits between replicas through this Redis, e.g. "
+        "redis://redis:6379/0 (default: limits in this process only)",
+    )
+    parser.add_argument(
+        "--redis-failure-mode",
+        choices=["open", "closed"],
+        help="with Redis unreachable, admit without per-key limits (open, default) or "
+        "answer 503 (closed)",
+    )
     parser.set_defaults(handler=_run_facade_command)
     add_keys_parser(subparsers, DEFAULT_KEYS_FILE)
 
@@ -57,7 +68,15 @@ def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> FacadeSettings:
     """Env-derived settings with the given flags on top."""
     overrides: dict[str, Any] = {}
-    for name in ("backends", "host", "port", "keys_file", *CONNECTION_FLAGS):
+    for name in (
+        "backends",
+        "host",
+        "port",
+        "keys_file",
+        "redis_url",
+        "redis_failure_mode",
+        *CONNECTION_FLAGS,
+    ):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value

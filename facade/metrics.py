@@ -84,6 +84,13 @@ class FacadeMetrics:
             ["key"],
             registry=r,
         )
+        self.limit_store_errors = Counter(
+            "tensorchat_facade_limit_store_errors",
+            "Calls to the shared limits store (Redis) that failed or were skipped during an "
+            "outage, by operation (acquire, release, refresh).",
+            ["operation"],
+            registry=r,
+        )
 
     def watch_keys(self, keyring: KeyRing) -> None:
         """Export the keys file's reload state, read from `keyring` at each scrape."""

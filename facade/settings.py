@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -46,6 +46,14 @@ class FacadeSettings(BaseSettings):
     default_max_concurrent: int = Field(0, ge=0)
     # Whole-facade cap on in-flight chat requests (0: none); past it, 429 and Retry-After.
     max_concurrent_requests: int = Field(0, ge=0)
+    # Redis that every replica shares the per-key limits through, e.g. redis://redis:6379/0
+    # (facade/limits_redis.py). Unset: limits live in this process, exact for one replica.
+    # Secret: the URL may carry a password.
+    redis_url: SecretStr | None = None
+    # With Redis unreachable: "open" admits requests without per-key limits, "closed" refuses
+    # them with 503 and Retry-After. Open by default: keys are still checked and the cap
+    # above still holds, so a limits-store outage does not become an API outage.
+    redis_failure_mode: Literal["open", "closed"] = "open"
 
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # HTTP connections (facade/httpguard.py). A request line and headers larger than this

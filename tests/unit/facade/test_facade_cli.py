@@ -144,3 +144,21 @@ def test_max_n_is_at_most_what_the_inference_service_accepts() -> None:
 def test_env_keys_file_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TENSORCHAT_KEYS_FILE", os.fspath(tmp_path / "x.json"))
     assert FacadeSettings().keys_file == tmp_path / "x.json"
+
+
+def test_redis_settings_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert FacadeSettings().redis_url is None  # in-memory limits unless told otherwise
+    assert FacadeSettings().redis_failure_mode == "open"
+    monkeypatch.setenv("TENSORCHAT_REDIS_URL", "redis://:hunter2@redis:6379/0")
+    monkeypatch.setenv("TENSORCHAT_REDIS_FAILURE_MODE", "closed")
+    settings = settings_from_args(parser().parse_args(["facade"]))
+    assert settings.redis_url is not None
+    assert settings.redis_url.get_secret_value() == "redis://:hunter2@redis:6379/0"
+    assert settings.redis_failure_mode == "closed"
+    assert "hunter2" not in repr(settings)  # the URL may carry Redis' password
+
+    args = ["facade", "--redis-url", "redis://other:6380/1", "--redis-failure-mode", "open"]
+    settings = settings_from_args(parser().parse_args(args))
+    assert settings.redis_url is not None
+    assert settings.redis_url.get_secret_value() == "redis://other:6380/1"
+    assert settings.redis_failure_mode == "open"
