@@ -11,11 +11,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 
-# Settings a deploy file may already name while the change that adds them is still open. A
-# name here that has become real fails test_pending_settings_are_still_pending: remove it.
-PENDING_SETTINGS = {"TENSORCHAT_REDIS_URL": "issue 18 item 4 (limits shared through Redis)"}
-
-
 def tool(name: str) -> str:
     """A validator binary of the dev extra (next to this interpreter first, then PATH)."""
     found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
@@ -36,9 +31,9 @@ def real_settings() -> set[str]:
 
 
 def unknown_settings(names: set[str]) -> set[str]:
-    """The TENSORCHAT_* names that are neither real nor pending."""
+    """The TENSORCHAT_* names the code does not read."""
     ours = {name for name in names if name.startswith("TENSORCHAT_")}
-    return ours - real_settings() - set(PENDING_SETTINGS)
+    return ours - real_settings()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import yaml
 from enginebuild.k8s import JobOptions, render_job
 from enginebuild.targets import load_matrix
 from inference.config import ModelsConfig
-from tests.unit.deploy.helpers import PENDING_SETTINGS, REPO, real_settings, tool, unknown_settings
+from tests.unit.deploy.helpers import REPO, tool, unknown_settings
 from tests.unit.deploy.test_images import assert_real_command
 
 DEPLOY = REPO / "deploy"
@@ -164,10 +164,6 @@ def test_settings_are_real_names(overlay: str) -> None:
     for deployment in of_kind(objects, "Deployment"):
         names |= {env["name"] for env in _container(deployment).get("env", [])}
     assert not unknown_settings(names)
-
-
-def test_pending_settings_are_still_pending() -> None:
-    assert not set(PENDING_SETTINGS) & real_settings(), "now real: remove from PENDING_SETTINGS"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
