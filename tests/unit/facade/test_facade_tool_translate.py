@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletion as SDKCompletion
 from openai.types.chat import ChatCompletionChunk as SDKChunk
 
 from facade.schemas import ChatCompletion, ChatCompletionRequest
-from facade.tool_rules import legacy_call_id
+from facade.tool_rules import check_tool_fields, legacy_call_id
 from facade.translate import ChunkEncoder, CompletionBuilder, to_generate_request
 from tensorchat.v1 import inference_pb2 as pb
 
@@ -397,3 +397,27 @@ def test_legacy_functions_get_function_call_replies() -> None:
 def test_a_choice_that_ends_without_output_still_opens_with_its_role() -> None:
     events = chunks([finished(0, pb.FINISH_REASON_LENGTH, 0)], n=1)
     assert [e["choices"][0]["delta"] for e in events] == [{"role": "assistant", "content": ""}, {}]
+
+
+def test_the_sdks_own_reply_message_is_valid_history() -> None:
+    # Clients append the SDK's message object as is (README); it serialises with fields of
+    # its own (refusal, annotations, audio, parsed, tool_calls[].index, parsed_arguments).
+    state: ChatCompletionStreamState[None] = ChatCompletionStreamState()
+    for event in chunks(CALLS, n=2):
+        state.handle_chunk(SDKChunk.model_validate(event))
+    reply = state.get_final_completion().choices[0].message.model_dump(mode="json")
+    results = [
+        {"role": "tool", "tool_call_id": "call_d4e5f6", "content": "rain"},
+        {"role": "tool", "tool_call_id": "call_a1b2c3", "content": "sun"},
+    ]
+    req = request(messages=[USER, reply, *results], tools=[WEATHER])
+    check_tool_fields(req)
+    _, assistant, *answers = to_generate_request(req, "model-id", "chatcmpl-2").messages.messages
+    assert [(c.id, c.arguments) for c in assistant.tool_calls] == [
+        ("call_a1b2c3", '{"city": "Paris"}'),
+        ("call_d4e5f6", '{"city": "Rome"}'),
+    ]
+    assert [(a.tool_call_id, a.name, a.content) for a in answers] == [
+        ("call_d4e5f6", "get_weather", "rain"),
+        ("call_a1b2c3", "get_weather", "sun"),
+    ]
