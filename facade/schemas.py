@@ -43,8 +43,8 @@ class _Model(BaseModel):
 
 
 def _bounded_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    # A schema becomes a grammar that the service compiles per request: bound its size here,
-    # as OpenAI does, so that a huge one is a clear 400 and not a slow compile.
+    # A schema becomes a grammar that the service compiles for the request: bounding its size
+    # (OpenAI bounds schemas too) makes a huge one a clear 400 rather than a slow compile.
     if value is not None and len(json.dumps(value)) > MAX_SCHEMA_CHARS:
         raise ValueError(f"the schema is longer than {MAX_SCHEMA_CHARS} characters as JSON")
     return value

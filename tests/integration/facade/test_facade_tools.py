@@ -68,46 +68,42 @@ MARKERS = ("[TOOL_CALLS]", "<tool_call>", "</tool_call>")
 # The tiny checkpoints ------------------------------------------------------------------
 
 
-@NEEDS_INFERENCE
-@TORCH_ONLY
-@pytest.mark.parametrize("model", [MISTRAL_ID, QWEN_ID])
-def test_json_schema_outputs_always_validate(client: openai.OpenAI, model: str) -> None:
+def formatted_answers(
+    client: openai.OpenAI, model: str, response_format: Any, seed: int
+) -> list[str]:
+    """The contents of 8 sampled choices that ended before max_tokens (at least one)."""
     completion = client.chat.completions.create(
         model=model,
         messages=ASK,
         n=8,
         temperature=1.0,
-        seed=11,
-        max_tokens=64,
-        response_format={
-            "type": "json_schema",
-            "json_schema": {"name": "Answer", "schema": ANSWER_SCHEMA, "strict": True},
-        },
+        seed=seed,
+        max_tokens=96,
+        response_format=response_format,
     )
     finished = [c for c in completion.choices if c.finish_reason != "length"]
     assert finished, "every choice ran out of tokens: nothing was checked"
-    for choice in finished:
-        assert choice.finish_reason == "stop"
-        assert choice.message.content is not None
-        jsonschema.validate(json.loads(choice.message.content), ANSWER_SCHEMA)
+    assert all(c.finish_reason == "stop" for c in finished)
+    return [c.message.content or "" for c in finished]
+
+
+@NEEDS_INFERENCE
+@TORCH_ONLY
+@pytest.mark.parametrize("model", [MISTRAL_ID, QWEN_ID])
+def test_json_schema_outputs_always_validate(client: openai.OpenAI, model: str) -> None:
+    schema_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "Answer", "schema": ANSWER_SCHEMA, "strict": True},
+    }
+    for content in formatted_answers(client, model, schema_format, seed=11):
+        jsonschema.validate(json.loads(content), ANSWER_SCHEMA)
 
 
 @NEEDS_INFERENCE
 @TORCH_ONLY
 def test_json_object_outputs_are_objects(client: openai.OpenAI) -> None:
-    completion = client.chat.completions.create(
-        model=QWEN_ID,
-        messages=ASK,
-        n=8,
-        temperature=1.0,
-        seed=5,
-        max_tokens=96,
-        response_format={"type": "json_object"},
-    )
-    finished = [c for c in completion.choices if c.finish_reason != "length"]
-    assert finished, "every choice ran out of tokens: nothing was checked"
-    for choice in finished:
-        assert isinstance(json.loads(choice.message.content or ""), dict)
+    for content in formatted_answers(client, QWEN_ID, {"type": "json_object"}, seed=5):
+        assert isinstance(json.loads(content), dict)
 
 
 @NEEDS_INFERENCE
