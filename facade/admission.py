@@ -5,6 +5,7 @@ admitted request holds a gate slot and a lease that facade/chat_run.py gives bac
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from facade.errors import APIError, from_validation, model_not_found, rate_limit
 from facade.limits import Lease, LimitStoreUnavailable, RateLimitExceeded, estimate_tokens
 from facade.schemas import ChatCompletionRequest
 from facade.settings import FacadeSettings
+from facade.tool_rules import check_tool_fields, offered_functions
 from facade.translate import to_generate_request
 from tensorchat.v1 import inference_pb2 as pb
 
@@ -72,6 +74,7 @@ def _check_fields(req: ChatCompletionRequest, settings: FacadeSettings) -> None:
     if req.top_logprobs and not req.logprobs:
         message = "'logprobs' must be set to true when 'top_logprobs' is used."
         raise _invalid("top_logprobs", message)
+    check_tool_fields(req)
 
 
 def _check_completion_limit(req: ChatCompletionRequest, entry: ModelEntry) -> None:
@@ -96,15 +99,26 @@ async def _take_slot_and_lease(
         state.gate.enter()
     except RateLimitExceeded as error:
         raise rate_limited(error.message, error.retry_after_s, code="server_overloaded") from None
-    prompt_chars = sum(len(m.content) for m in req.messages)
+    prompt_chars = _prompt_chars(req)
     estimate = estimate_tokens(prompt_chars, req.completion_limit, req.n)
     try:
         return await state.limiter.acquire(principal.name, principal.limits, estimate)
     except RateLimitExceeded as error:
         state.gate.exit()
-        state.metrics.rate_limited.labels(principal.name).inc()
+        state.metrics.rate_limited.labels(principal.metric_label).inc()
         raise rate_limited(error.message, error.retry_after_s) from None
     except LimitStoreUnavailable as error:  # Redis down, failing closed
         state.gate.exit()
         # The limiter tries Redis again about once a second (limits_redis.RETRY_INTERVAL_S).
         raise APIError(503, str(error), headers={"Retry-After": "1"}) from None
+
+
+def _prompt_chars(req: ChatCompletionRequest) -> int:
+    """Characters the prompt holds: messages, their calls' arguments, the offered tools."""
+    chars = sum(len(m.content) for m in req.messages)
+    chars += sum(len(call.arguments) for m in req.messages for call in m.calls)
+    for function in offered_functions(req):
+        # Rendered in the prompt: the name, the description and the parameters schema.
+        chars += len(function.name) + len(function.description or "")
+        chars += len(json.dumps(function.parameters)) if function.parameters else 0
+    return chars

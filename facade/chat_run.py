@@ -24,13 +24,7 @@ from facade.deps import FacadeState
 from facade.errors import APIError, from_request_error
 from facade.schemas import ChatCompletion
 from facade.sse import DONE, SSE_HEADERS, DisconnectWatcher, error_event
-from facade.translate import (
-    FINISH_REASONS,
-    ChunkEncoder,
-    CompletionBuilder,
-    UsageCounter,
-    logprobs_content,
-)
+from facade.translate import ChunkEncoder, CompletionBuilder, UsageCounter
 from tensorchat.request_error import RequestError
 
 log = logging.getLogger(__name__)
@@ -146,7 +140,7 @@ class ChatRun(Response):
 
     async def _complete(self, send: Send, call: Generation, first: Any) -> None:
         chat = self.chat
-        builder = CompletionBuilder(chat.req.n, bool(chat.req.logprobs))
+        builder = CompletionBuilder(chat.req.n, bool(chat.req.logprobs), chat.req.legacy_functions)
         message = first
         try:
             while message is not EOF:
@@ -162,56 +156,48 @@ class ChatRun(Response):
             chat.rpc.request_id, chat.created, chat.req.model, chat.entry.fingerprint
         )
         self._began = True
-        await self._reply(
-            send, 200, ChatCompletion.model_validate(reply).model_dump_json().encode(), {}
-        )
+        # Validated against the documented shape; exclude_unset keeps what to_json left out
+        # (tool_calls when no call was made) out of the reply.
+        body = ChatCompletion.model_validate(reply).model_dump_json(exclude_unset=True)
+        await self._reply(send, 200, body.encode(), {})
 
     async def _stream(self, send: Send, call: Generation, first: Any) -> None:
         chat, req = self.chat, self.chat.req
         encoder = ChunkEncoder(
-            chat.rpc.request_id, chat.created, req.model, chat.entry.fingerprint, req.include_usage
+            chat.rpc.request_id,
+            chat.created,
+            req.model,
+            chat.entry.fingerprint,
+            req.include_usage,
+            n=req.n,
+            want_logprobs=bool(req.logprobs),
+            legacy_functions=req.legacy_functions,
         )
-        want_logprobs = bool(req.logprobs)
         self.status = 200
         self._began = True
         headers = self._with_request_id(SSE_HEADERS)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        # The role chunks go out with the first content, in one write.
-        pending = b"".join(encoder.role(i) for i in range(req.n))
         usage = self.usage
         message = first
         try:
             while message is not EOF:
-                if message.HasField("delta"):
-                    delta = message.delta
-                    if delta.text or delta.logprobs:
-                        if self.first_token_at is None:
-                            self.first_token_at = time.perf_counter()
-                        lps = logprobs_content(delta.logprobs) if want_logprobs else None
-                        pending += encoder.content(message.index, delta.text, lps)
-                else:
-                    finished = message.finished
-                    usage.add(finished.usage)
-                    reason = FINISH_REASONS.get(finished.reason, "stop")
-                    pending += encoder.finish(message.index, reason)
-                if pending:
-                    await send({"type": "http.response.body", "body": pending, "more_body": True})
-                    pending = b""
+                if message.HasField("finished"):
+                    usage.add(message.finished.usage)
+                elif self.first_token_at is None:
+                    self.first_token_at = time.perf_counter()
+                body = encoder.response(message)
+                if body:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
                 message = await call.read()
         except RequestError as error:
             api_error = self._api_error(error)
             self.status = api_error.status
             self.state.metrics.stream_errors.labels(chat.entry.id, str(api_error.status)).inc()
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": pending + error_event(api_error) + DONE,
-                    "more_body": False,
-                }
-            )
+            body = error_event(api_error) + DONE
+            await send({"type": "http.response.body", "body": body, "more_body": False})
             return
         tail = encoder.usage(usage) + DONE if req.include_usage else DONE
-        await send({"type": "http.response.body", "body": pending + tail, "more_body": False})
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     def _record(self) -> None:
         chat, metrics, model = self.chat, self.state.metrics, self.chat.entry.id

@@ -22,6 +22,7 @@ HELLO = [{"role": "user", "content": "Hello! Tell me a story."}]
 # Requests meant to run long set no max_tokens and ignore EOS: they generate until the
 # (tiny) context is full, whatever the template adds to the prompt.
 ENVELOPE = {"message", "type", "param", "code"}
+TOOL = {"type": "function", "function": {"name": "get_weather"}}
 
 
 def headers(key: str) -> dict[str, str]:
@@ -156,8 +157,39 @@ TABLE: list[tuple[str, bytes | dict[str, Any], int, str | None, str | None]] = [
         "logit_bias",
         None,
     ),
-    ("tools", chat(tools=[{"type": "function"}]), 400, "tools", None),
-    ("json mode", chat(response_format={"type": "json_object"}), 400, "response_format", None),
+    ("tool without function", chat(tools=[{"type": "function"}]), 400, "tools[0].function", None),
+    (
+        "tool_choice naming no tool",
+        chat(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "nope"}}),
+        400,
+        "tool_choice",
+        None,
+    ),
+    (
+        "tool message without a call",
+        chat(messages=[*HELLO, {"role": "tool", "tool_call_id": "call_1", "content": "4"}]),
+        400,
+        "messages[1].tool_call_id",
+        None,
+    ),
+    (
+        "non-JSON arguments in history",
+        chat(
+            messages=[
+                *HELLO,
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{"}}
+                    ],
+                },
+            ]
+        ),
+        400,
+        "messages[1].tool_calls[0].function.arguments",
+        None,
+    ),
+    ("129 tools", chat(tools=[TOOL] * 129), 400, "tools", None),
     (
         "stream_options without stream",
         chat(stream_options={"include_usage": True}),
