@@ -140,7 +140,9 @@ def parse_keys(text: str) -> list[KeyRecord]:
     shape is checked here so that a reader gets one exception type for any bad content.
     """
     if not text.strip():
-        return []
+        # What an editor or a non-atomic copy leaves mid-write: taking it as "no keys" would
+        # revoke every key until the next good version. Revoking all is `{"keys": []}`.
+        raise KeysFileError('empty (write {"keys": []} to revoke every key)')
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as error:  # RecursionError: absurdly deep nesting
