@@ -18,7 +18,7 @@ import heapq
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from inference.engines.base import (
@@ -95,7 +95,10 @@ class SyntheticEngine(Engine):
         tokens_per_second: float = 120.0,
         output_tokens: int | None = None,
         tick_ms: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        # The token schedule's clock, the one `EngineRequest.deadline` is on; a test on a
+        # virtual-time loop passes `loop.time`, so that the ticker's sleeps agree with it.
         ids = tuple(int(i) for i in vocab_ids)
         if not ids:
             raise ValueError("vocab_ids must name at least one token id")
@@ -111,6 +114,7 @@ class SyntheticEngine(Engine):
         self._rate = float(tokens_per_second)
         self._output_tokens = output_tokens
         self._tick = tick_ms / 1000.0
+        self._clock = clock
         self._requests: dict[str, _Request] = {}
         # (due time, tie-breaker, choice): the next token of each live choice.
         self._heap: list[tuple[float, int, _Choice]] = []
@@ -132,7 +136,7 @@ class SyntheticEngine(Engine):
 
     async def shutdown(self) -> None:
         self._closed = True
-        now = time.monotonic()
+        now = self._clock()
         for req in list(self._requests.values()):
             for choice in req.choices:
                 if not choice.done:
@@ -165,7 +169,7 @@ class SyntheticEngine(Engine):
 
     def _register(self, request: EngineRequest) -> _Request:
         params = request.params
-        now = time.monotonic()
+        now = self._clock()
         limit, limit_finish = params.max_tokens, EngineFinish.LENGTH
         if self._output_tokens is not None and not params.ignore_eos:
             # Like EOS, the fake model's own end is suppressed until min_tokens.
@@ -218,12 +222,12 @@ class SyntheticEngine(Engine):
     async def _run_ticker(self) -> None:
         # Ticks on an absolute schedule so sleep overshoot does not accumulate; it stops when
         # no request is left and `_register` restarts it.
-        next_tick = time.monotonic()
+        next_tick = self._clock()
         while self._requests:
-            now = time.monotonic()
+            now = self._clock()
             self._step(now)
             next_tick = max(next_tick + self._tick, now)
-            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            await asyncio.sleep(max(0.0, next_tick - self._clock()))
 
     def _step(self, now: float) -> None:
         """Emit every due token, apply requested finishes and deadlines (via the channels)."""
