@@ -1,14 +1,11 @@
 """A benchmark-only engine that emits token ids on a clock and does no compute.
 
-It measures the stack around an engine (servicer, gRPC, facade, SSE): every choice
-emits `tokens_per_second` tokens on the wall clock, so whatever the stack does not
-carry shows up as lag at the client. It is never a default: a model uses it only
-when its config says `engine: synthetic`.
+It measures the stack around an engine (servicer, gRPC, facade, SSE): every choice emits
+`tokens_per_second` tokens, so whatever the stack does not carry shows up as lag at the
+client. A model uses it only when its config says `engine: synthetic`.
 
-Cost model: one timer task ticks every `tick_ms` and emits for every choice that is
-due, using a heap ordered by each choice's next due time. There is no task, sleep or
-future per token: 256 streams at 120 tokens/s cost one wake-up per tick plus a heap
-pop and push per emitting choice.
+Cost: one timer task ticks every `tick_ms` and emits for every choice that is due (a heap
+ordered by due time); no task, sleep or future per token.
 """
 
 from __future__ import annotations
