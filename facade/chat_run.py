@@ -29,7 +29,7 @@ from tensorchat.request_error import RequestError
 
 log = logging.getLogger(__name__)
 
-# Past the generation time limit, give the service this long to report the finish itself.
+# Past the request's time limit, give the service this long to report the finish itself.
 _DEADLINE_SLACK_S = 30.0
 
 
@@ -77,7 +77,7 @@ class ChatRun(Response):
         if self.usage.prompt_tokens:
             return self.usage.total_tokens
         if self.status >= 400 and self.status != 499 and not self._began:
-            return 0  # refused before any generation (context overflow, overload, ...)
+            return 0  # refused before it ran (context overflow, overload, ...)
         return None  # cut short without a usage report: keep the admission estimate
 
     def _cancel_rpc(self) -> None:

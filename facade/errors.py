@@ -44,7 +44,7 @@ ERROR_TABLE: dict[int, tuple[str, str | None]] = {
     504: ("server_error", "timeout"),
 }
 
-# gRPC status of the inference service -> HTTP status (DESIGN.md); anything else is a 500.
+# gRPC status of the inference service -> HTTP status; anything else is a 500.
 GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.NOT_FOUND: 404,

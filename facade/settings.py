@@ -68,8 +68,8 @@ class FacadeSettings(BaseSettings):
     # Connections served at once; past it a new one gets 503 and is closed (0: no cap).
     # Keep it under the process's open-file limit (`ulimit -n`).
     max_connections: int = Field(4096, ge=0)
-    # Generation wall-clock budget per request sent as StoppingCriteria.time_limit_ms
-    # (0: none); the choice then ends with finish_reason "length".
+    # Each request's wall-clock budget, sent as StoppingCriteria.time_limit_ms (0: none);
+    # its unfinished choices then end with finish_reason "length".
     request_time_limit_s: float = Field(0.0, ge=0.0)
     # How often backends are asked for their models (a lost backend comes back within this).
     refresh_interval_s: float = Field(5.0, gt=0.0)

@@ -1,10 +1,7 @@
 """Admits requests and runs each on its engine: the one path Generate and GenerateMany share.
 
 Every way a request can fail comes out as the RequestError whose status its caller gets.
-
-Engines yield everything produced since the stream last read (see `Engine.generate`), and
-each read becomes at most one merged Delta per choice: a reader that keeps up gets one
-message per engine step, a lagging reader fewer, larger messages instead of a backlog.
+Each hand-over of the engine (one output per choice) becomes at most one Delta per choice.
 """
 
 from __future__ import annotations
@@ -116,8 +113,9 @@ async def _responses(plan: RequestPlan) -> AsyncGenerator[pb.GenerateResponse, N
     # the engine knew; the client went away; a failure) makes the engine drop the request.
     async with contextlib.aclosing(outputs_stream):
         async for outputs in outputs_stream:
-            for index, choice_outputs in _by_choice(outputs):
-                delta, finished = assemblers[index].feed(choice_outputs)
+            for output in outputs:  # one per choice, in index order (`Engine.generate`)
+                index = output.index
+                delta, finished = assemblers[index].feed((output,))
                 if delta is not None:
                     yield pb.GenerateResponse(index=index, delta=delta)
                 if finished is not None:
@@ -131,14 +129,3 @@ async def _responses(plan: RequestPlan) -> AsyncGenerator[pb.GenerateResponse, N
         f"engine {engine.name} ended request {request.request_id} with "
         f"{unfinished} unfinished choice(s)"
     )
-
-
-def _by_choice(outputs: list[SequenceOutput]) -> list[tuple[int, list[SequenceOutput]]]:
-    """Outputs grouped by choice index, in index order (the common n == 1 case without work)."""
-    first = outputs[0].index if outputs else 0
-    if all(output.index == first for output in outputs):
-        return [(first, outputs)] if outputs else []
-    groups: dict[int, list[SequenceOutput]] = {}
-    for output in outputs:
-        groups.setdefault(output.index, []).append(output)
-    return sorted(groups.items())

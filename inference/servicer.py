@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 
 import grpc
@@ -42,24 +43,18 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         return self._runner.running_requests
 
     def drain(self) -> None:
-        """Refuse new requests with UNAVAILABLE from now on; running ones go on.
-
-        The gRPC server refuses new calls once it stops, but a GenerateMany stream opened
-        before would still take new requests: this makes its client retry them elsewhere,
-        and ends each stream once nothing runs on it, so that stopping waits only for the
-        running requests, not for the whole grace period.
-        """
+        """Refuse new requests with UNAVAILABLE (open GenerateMany streams would still take
+        them after the server stops); running ones go on, and each stream ends once idle."""
         self._runner.draining = True
         for session in self._sessions:
-            session.drain()
+            session.close()
 
-    # Streams with context.write rather than yield, so it returns None.
     async def Generate(  # type: ignore[override]
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> None:
         try:
-            # context.write (not yield) so that a cancelled RPC raises here, inside `aclosing`,
-            # and the engine drops the request at once instead of when the generator is GC'd.
+            # context.write, not yield: a cancelled RPC raises here, inside `aclosing`, and the
+            # engine drops the request at once instead of when the generator is collected.
             async with contextlib.aclosing(self._runner.run(request)) as responses:
                 async for response in responses:
                     await context.write(response)
@@ -73,7 +68,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     ) -> None:
         session = GenerateManySession(self._runner.run, context.write, self._flush_interval_s)
         if self._runner.draining:
-            session.drain()
+            session.close()
         self._sessions.add(session)
         try:
             await session.run(request_iterator)
@@ -116,19 +111,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def GetStats(
         self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStatsResponse:
-        stats = []
-        for model in self._registry:
-            engine_stats = model.engine.stats()
-            stats.append(
-                pb.ModelStats(
-                    model=model.id,
-                    active_requests=engine_stats.active_requests,
-                    queued_requests=engine_stats.queued_requests,
-                    kv_cache_usage=engine_stats.kv_cache_usage,
-                    kv_cache_hit_rate=engine_stats.kv_cache_hit_rate,
-                    generated_tokens=engine_stats.generated_tokens,
-                )
-            )
+        # EngineStats' fields are ModelStats' (but the model), by name.
+        stats = [
+            pb.ModelStats(model=model.id, **dataclasses.asdict(model.engine.stats()))
+            for model in self._registry
+        ]
         return pb.GetStatsResponse(models=stats)
 
 

@@ -1,7 +1,7 @@
 """POST /v1/chat/completions (and the other base URLs clients use): admit, then run.
 
 Admission (facade/admission.py) refuses with a 4xx/5xx envelope whatever can fail before
-generation; the `ChatRun` response (facade/chat_run.py) runs the admitted request.
+the request runs; the `ChatRun` response (facade/chat_run.py) runs the admitted request.
 """
 
 from __future__ import annotations

@@ -93,11 +93,16 @@ def stub(inference_server: InferenceServerThread) -> Iterator[pb_grpc.InferenceS
         yield pb_grpc.InferenceStub(channel)
 
 
-def wait_until_idle(server: InferenceServerThread, timeout: float = 1.0) -> float:
-    """Seconds until no engine has an active request; fails the test past `timeout`."""
-    started = time.monotonic()
+def wait_until_idle(server: InferenceServerThread) -> None:
+    """Until no engine holds a request. No time limit of its own: how long it takes depends on
+    the machine, so a test asserts what happened instead (`idle_tokens`); pytest-timeout
+    stops a wait for a request that never leaves."""
     while server.active_requests():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"engines still have {server.active_requests()} active request(s)")
         time.sleep(0.01)
-    return time.monotonic() - started
+
+
+def idle_tokens(server: InferenceServerThread) -> int:
+    """Once no engine holds a request, the tokens they generated so far: two readings tell
+    that a cancelled request left before its end, whatever the machine's speed."""
+    wait_until_idle(server)
+    return server.generated_tokens()

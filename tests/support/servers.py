@@ -68,6 +68,10 @@ class InferenceServerThread:
     def active_requests(self) -> int:
         return sum(engine.stats().active_requests for engine in self.engines.values())
 
+    def generated_tokens(self) -> int:
+        """Tokens the engines generated so far (a counter: compare two readings)."""
+        return sum(engine.stats().generated_tokens for engine in self.engines.values())
+
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         """Runs a coroutine on the server's loop and waits for its result."""
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)

@@ -269,7 +269,7 @@ async def test_draining_ends_the_call_once_its_generations_have_ended(
     client.start("a")
     script.feed("a", delta("a0"))
     await writes.until(1)
-    session.drain()  # the client never half-closes: the server is stopping
+    session.close()  # the client never half-closes: the server is stopping (drains)
     await asyncio.sleep(FLUSH_S)
     assert not task.done()  # a generation still runs
     script.feed("a", None)
@@ -282,6 +282,6 @@ async def test_a_draining_idle_call_ends_at_once(parts: tuple[Script, Writes, Cl
     session = GenerateManySession(script.generations, writes.write, FLUSH_S)
     task = asyncio.create_task(session.run(client.messages()))
     await asyncio.sleep(0)
-    session.drain()
+    session.close()
     await asyncio.wait_for(task, 2)
     assert writes.batches == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +13,13 @@ import pytest
 from facade.schemas import ChatCompletionChunk
 from facade.settings import FacadeSettings
 from tensorchat.limits import MAX_CHOICES
-from tests.integration.conftest import MISTRAL_ID, QWEN_ID, TINY_CONTEXT, wait_until_idle
+from tests.integration.conftest import (
+    MISTRAL_ID,
+    QWEN_ID,
+    TINY_CONTEXT,
+    idle_tokens,
+    wait_until_idle,
+)
 from tests.integration.facade.conftest import TORCH_ONLY, FacadeServerThread, Keys, Replica
 from tests.support.servers import InferenceServerThread
 
@@ -99,16 +104,17 @@ def test_non_streaming_body_is_plain_json(http: httpx.Client) -> None:
 def test_disconnect_mid_stream_frees_the_engine_and_the_key_slot(
     facade: FacadeServerThread, facade_keys: Keys, inference_server: InferenceServerThread
 ) -> None:
-    body = chat(model=QWEN_ID, stream=True, ignore_eos=True)
+    body = chat(model=QWEN_ID, stream=True, ignore_eos=True, max_tokens=200)
+    tokens_before = idle_tokens(inference_server)
     with httpx.Client(base_url=facade.url, headers=headers(facade_keys.single), timeout=30) as c:
         with c.stream("POST", "/v1/chat/completions", json=body) as response:
             lines = (line for line in response.iter_lines() if line)
             for _ in range(3):
                 assert next(lines).startswith("data: ")
             assert inference_server.active_requests() == 1
-        # Leaving the block closed the connection mid-stream.
-        freed_in = wait_until_idle(inference_server, timeout=1.0)
-        assert freed_in < 1.0
+        # Leaving the block closed the connection mid-stream: the engine dropped the request
+        # before its 200 tokens.
+        assert idle_tokens(inference_server) - tokens_before < 200
         # The key allows one request at a time: the slot is already back.
         again = c.post("/v1/chat/completions", json=chat(max_tokens=1))
         assert again.status_code == 200, again.text
@@ -124,7 +130,7 @@ def test_disconnect_while_waiting_for_a_completion_cancels_it(
             json=chat(ignore_eos=True),
             timeout=httpx.Timeout(10, read=0.3),
         )
-    wait_until_idle(inference_server, timeout=1.0)
+    wait_until_idle(inference_server)
     metrics = httpx.get(f"{facade.url}/metrics").text
     assert 'tensorchat_facade_requests_total{route="/v1/chat/completions",status="499"}' in metrics
 
@@ -371,7 +377,7 @@ def test_error_after_streaming_began_is_an_event_then_done(
         error = json.loads(payloads[-2])["error"]
         assert set(error) == ENVELOPE and error["type"] == "server_error"
         assert all("error" not in json.loads(p) for p in payloads[:-2])
-        wait_until_idle(inference_server, timeout=1.0)
+        wait_until_idle(inference_server)
     finally:
         server.stop()
         replica.stop()
@@ -389,8 +395,7 @@ def test_no_backend_is_503(facade_keys: Keys) -> None:
         )
         assert response.status_code == 503 and response.headers["retry-after"] == "1"
         assert response.json()["error"]["type"] == "server_error"
-        started = time.monotonic()
+        # Alive while not ready: liveness does not depend on any backend.
         assert httpx.get(f"{server.url}/health/live").status_code == 200
-        assert time.monotonic() - started < 1.0
     finally:
         server.stop()
