@@ -106,6 +106,9 @@ class Generation:
             self._responses.append(event.response)
             self._wakeup.wake()
             return False
+        if kind == "refused":  # its start was refused: this side sends only fresh ids
+            self._finish(RequestError.of_end(event.refused))
+            return True
         if kind != "end":
             return False  # a kind this facade does not know yet
         self._finish(EOF if event.end.code == 0 else RequestError.of_end(event.end))

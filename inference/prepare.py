@@ -100,6 +100,9 @@ def build_plan(
     if n > MAX_CHOICES:
         raise invalid("n", f"must be at most {MAX_CHOICES}, got {n}")
     stops = _validate_stops(list(stopping.stop))
+    if request.output not in pb.OutputMode.values():
+        # proto3 enums are open: an unknown number parses, and would be served as text.
+        raise invalid("output", f"unknown output mode {request.output}")
     _refuse_unserved(request)
     prompt = prompt_token_ids(model, request)
     max_tokens = _max_tokens(model, request, len(prompt))

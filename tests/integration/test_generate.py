@@ -302,6 +302,8 @@ INVALID_REQUESTS = [
     ("prompt", {"prompt": ""}),
     ("constraint", {"constraint": pb.OutputConstraint(json_object=pb.JsonObject())}),
     ("tools", {"tools": pb.Tools(tools=[pb.Tool(name="get_weather")])}),
+    # proto3 enums are open: a number no OutputMode names parses, and must be refused.
+    ("output", {"output": 7}),
 ]
 
 
