@@ -66,8 +66,9 @@ def _uvicorn_config(settings: FacadeSettings) -> Any:
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=settings.access_log,
-        # Streams get this long to finish on SIGTERM before they are cut.
-        timeout_graceful_shutdown=30,
+        # Streams get this long to finish on SIGTERM before they are cut (facade.chat_run
+        # ends those with an error event).
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
 
 

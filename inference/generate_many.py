@@ -13,7 +13,8 @@ time, share a write. While a write waits on the reader, events keep collecting f
 
 Each generation (a request on this stream) gets what Generate would stream, then exactly one
 `GenerationEnd` with the status Generate would have ended with (`_ended`); a start refused
-before it ran (no request_id, or one already running here) gets a `refused` event instead. `Phase` says when the call ends.
+before it ran (no request_id, or one already running here) gets a `refused` event instead.
+`Phase` says when the call ends.
 """
 
 from __future__ import annotations

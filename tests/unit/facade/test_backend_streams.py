@@ -91,7 +91,9 @@ async def test_the_error_code_travels_as_generate_trailing_metadata_does() -> No
 async def test_a_refused_start_ends_the_generation_with_the_refusal() -> None:
     gen = generation(CancelLog())
     refusal = pb.GenerationEnd(
-        code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message="request_id: ...", param="request_id"
+        code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        message="request_id: ...",
+        param="request_id",
     )
     assert gen.deliver(pb.GenerationEvent(request_id="r1", refused=refusal))
     with pytest.raises(RequestError) as raised:
