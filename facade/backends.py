@@ -177,10 +177,13 @@ class BackendPool:
                 pb.ListModelsRequest(), timeout=self.probe_timeout_s
             )
         except grpc.aio.AioRpcError as error:
-            if backend.healthy:
-                log.warning("backend %s is down: %s", backend.target, error.code().name)
+            reason = f"{error.code().name}: {error.details()}"
+            # Logged when it goes down, and when the reason changes: a target that never came
+            # up (wrong address, nothing listening) is logged too, once per reason.
+            if backend.healthy or reason != backend.last_error:
+                log.warning("backend %s is down: %s", backend.target, reason)
             backend.healthy, backend.models = False, {}
-            backend.last_error = f"{error.code().name}: {error.details()}"
+            backend.last_error = reason
             return
         if not backend.healthy:
             log.info("backend %s is up with %d model(s)", backend.target, len(response.models))
