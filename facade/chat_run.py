@@ -109,6 +109,8 @@ class ChatRun(Response):
             if backend is None:
                 break
             tried.append(backend)
+            if len(tried) > 1:
+                self.state.metrics.retries.labels(self.chat.entry.id).inc()
             with pool.use(backend):
                 call = await backend.generations.start(self.chat.rpc, timeout)
                 self._call = call

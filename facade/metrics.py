@@ -44,6 +44,12 @@ class FacadeMetrics:
             ["model", "status"],
             registry=r,
         )
+        self.retries = Counter(
+            "tensorchat_facade_retries",
+            "Requests run again on another replica after failing before reaching their client.",
+            ["model"],
+            registry=r,
+        )
         self.ttft = Histogram(
             "tensorchat_facade_time_to_first_token_seconds",
             "From the request's arrival to its first generated text.",
