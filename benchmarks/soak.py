@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # Run as a script: the repository root is what makes `benchmarks.stackbench` importable.
@@ -135,25 +135,29 @@ def hostile(port: int, stop: threading.Event, idle: int = 50, slow: int = 5) -> 
             i += 1
 
 
-def chaos(reps: list[Replica], log: list[str], stop: threading.Event) -> None:
-    """SIGKILL + restart of one replica, SIGSTOP/SIGCONT of the other, a drain + restart."""
+def chaos(reps: list[Replica], log: list[str]) -> None:
+    """SIGKILL + restart of one replica, SIGSTOP/SIGCONT of the other, a drain + restart.
+
+    Always run to its end (a frozen replica is always thawed): the leak check needs both up.
+    """
     first, second = reps
 
-    def step(wait_s: float, what: str, action: object) -> bool:
-        if stop.wait(wait_s):
-            return False
-        log.append(f"{time.strftime('%H:%M:%S')} {what}")
-        action()  # type: ignore[operator]
-        return True
+    def drain_and_wait() -> None:
+        first.drain()
+        first.wait()
 
-    _ = (
-        step(8, "SIGKILL replica-0", first.kill)
-        and step(2, "restart replica-0", first.start)
-        and step(5, "SIGSTOP replica-1", second.freeze)
-        and step(8, "SIGCONT replica-1", second.thaw)
-        and step(8, "SIGTERM (drain) replica-0", lambda: (first.drain(), first.wait()))
-        and step(1, "restart replica-0", first.start)
-    )
+    steps: list[tuple[float, str, Callable[[], object]]] = [
+        (8.0, "SIGKILL replica-0", first.kill),
+        (2.0, "restart replica-0", first.start),
+        (5.0, "SIGSTOP replica-1", second.freeze),
+        (8.0, "SIGCONT replica-1", second.thaw),
+        (8.0, "SIGTERM (drain) replica-0", drain_and_wait),
+        (1.0, "restart replica-0", first.start),
+    ]
+    for wait_s, what, action in steps:
+        time.sleep(wait_s)
+        log.append(f"{time.strftime('%H:%M:%S')} {what}")
+        action()
 
 
 async def leaked(url: str, reps: list[Replica]) -> dict[str, float]:
@@ -190,7 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--disconnect", type=float, default=0.1, help="share dropped by clients")
-    parser.add_argument("--rate", type=float, default=50.0, help="tokens/s per stream")
+    # 20 tokens/s: a stream lasts a few seconds, so the load outlasts the chaos schedule.
+    parser.add_argument("--rate", type=float, default=20.0, help="tokens/s per stream")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="tensorchat-soak-"))
@@ -215,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             wait_until(lambda: http_ready(url), "facade", facade, facade_log, 120)
             stop = threading.Event()
             helpers = [
-                threading.Thread(target=chaos, args=(reps, events, stop), daemon=True),
+                threading.Thread(target=chaos, args=(reps, events), daemon=True),
                 threading.Thread(target=hostile, args=(port, stop), daemon=True),
             ]
             for helper in helpers:

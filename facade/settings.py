@@ -65,7 +65,7 @@ class FacadeSettings(BaseSettings):
     progress_timeout_s: float = Field(30.0, ge=0.0)
     # On SIGTERM, running requests get this long to finish; those still running then end with
     # a 503 (a stream: an error event and [DONE]).
-    shutdown_grace_s: float = Field(30.0, ge=0.0)
+    shutdown_grace_s: int = Field(30, ge=0)  # whole seconds, as uvicorn takes it
     # How often the keys file is checked for changes.
     keys_reload_interval_s: float = Field(2.0, gt=0.0)
     # The largest `n` accepted; n choices cost n times the compute. At most what the

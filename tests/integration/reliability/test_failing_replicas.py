@@ -211,7 +211,7 @@ def test_streams_cut_at_the_facade_shutdown_grace_end_with_an_error_event(
     two_replicas: list[Replica],
 ) -> None:
     settings = FacadeSettings(
-        backends=[r.address for r in two_replicas], **SETTINGS, shutdown_grace_s=0.5
+        backends=[r.address for r in two_replicas], **SETTINGS, shutdown_grace_s=1
     )
     server = FacadeServerThread(settings).start()
     wait_for(lambda: server.app.state.facade.pool.ready, "a replica up")
