@@ -51,7 +51,7 @@ async def stream_gaps(
                 request = pb.GenerateRequest(
                     model=MODEL,
                     prompt=f"stream {i}",
-                    stopping=pb.StoppingCriteria(max_tokens=100_000, ignore_eos=True),
+                    stopping=pb.StoppingCriteria(ignore_eos=True),  # up to the context
                 )
                 call = stub.Generate(request)
                 last = None
