@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint format typecheck protos bench clean
+.PHONY: serve test lint format typecheck protos bench soak clean
 
 ## Set up (first run only) and serve the embedded default model: OpenAI API on :8000, gRPC on :50051.
 serve: $(VENV)/.installed
@@ -26,6 +26,12 @@ typecheck: $(VENV)/.installed-dev
 ## `make bench ARGS="--streams 64 --duration 20 --json stack.json"` (benchmarks/README.md).
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/stack.py $(ARGS)
+
+## Reliability under failures (not part of `make test`, a few minutes): streams while replicas
+## are killed, frozen and drained, with hostile connections; fails on any hung, duplicated or
+## leaked request (benchmarks/soak.py).
+soak: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/soak.py $(ARGS)
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .

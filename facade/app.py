@@ -41,6 +41,9 @@ def build_state(settings: FacadeSettings, limiter: Limiter | None = None) -> Fac
         settings.backends,
         refresh_interval_s=settings.refresh_interval_s,
         probe_timeout_s=settings.probe_timeout_s,
+        keepalive_s=settings.backend_keepalive_s,
+        keepalive_timeout_s=settings.backend_keepalive_timeout_s,
+        progress_timeout_s=settings.progress_timeout_s,
     )
     metrics = FacadeMetrics()
     metrics.watch_keys(keyring)

@@ -52,10 +52,12 @@ def stream_ended(error: grpc.aio.AioRpcError | None) -> RequestError:
 class Generation:
     """One request on a GenerateMany stream, read like a Generate call (module docstring)."""
 
-    __slots__ = ("_end", "_responses", "_stream", "_timer", "_wakeup", "request_id")
+    __slots__ = ("_end", "_responses", "_stream", "_timer", "_wakeup", "last_event", "request_id")
 
     def __init__(self, stream: BackendStream, request_id: str) -> None:
         self.request_id = request_id
+        # Loop time of its start or latest event: the stream's watchdog ends it if too old.
+        self.last_event = asyncio.get_running_loop().time()
         self._stream = stream
         self._responses: collections.deque[pb.GenerateResponse] = collections.deque()
         # None while running; then EOF, a RequestError, or CancelledError after cancel().
@@ -99,6 +101,12 @@ class Generation:
     def _expire(self) -> None:
         self._stop(RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
+    def stall(self, silent_s: float) -> None:
+        """No event for `silent_s`: end it, and stop the service's work, as not run to an end
+        there (UNAVAILABLE: retried elsewhere if nothing reached the client)."""
+        message = f"the backend sent nothing for this request in {silent_s:g} s"
+        self._stop(RequestError(grpc.StatusCode.UNAVAILABLE, message))
+
     def deliver(self, event: pb.GenerationEvent) -> bool:
         """Takes one event of this generation; True when it was the end."""
         kind = event.WhichOneof("kind")
@@ -106,6 +114,9 @@ class Generation:
             self._responses.append(event.response)
             self._wakeup.wake()
             return False
+        if kind == "refused":  # its start was refused: this side sends only fresh ids
+            self._finish(RequestError.of_end(event.refused))
+            return True
         if kind != "end":
             return False  # a kind this facade does not know yet
         self._finish(EOF if event.end.code == 0 else RequestError.of_end(event.end))
@@ -127,7 +138,7 @@ class Generation:
 class BackendStream:
     """One GenerateMany call: starts generations on it and hands each event to its reader."""
 
-    def __init__(self, stub: pb_grpc.InferenceAsyncStub) -> None:
+    def __init__(self, stub: pb_grpc.InferenceAsyncStub, progress_timeout_s: float = 0.0) -> None:
         # No request iterator: this side writes its messages as requests come.
         self._call = stub.GenerateMany()  # type: ignore[call-arg]  # grpc-stubs require one
         self._generations: dict[str, Generation] = {}
@@ -137,6 +148,11 @@ class BackendStream:
         # The backend refused a generation as UNAVAILABLE (it drains): new ones go elsewhere.
         self.retiring = False
         self._reader = asyncio.create_task(self._read_events(), name="generate-many-reader")
+        self._watchdog: asyncio.Task[None] | None = None
+        if progress_timeout_s > 0:
+            self._watchdog = asyncio.create_task(
+                self._end_stalled(progress_timeout_s), name="generate-many-watchdog"
+            )
 
     @property
     def load(self) -> int:
@@ -188,15 +204,33 @@ class BackendStream:
             return stream_ended(None)  # the call was cancelled under the write (shutdown)
         return None
 
+    async def _end_stalled(self, timeout_s: float) -> None:
+        """Ends each generation that got no event for `timeout_s` (a hung engine or replica).
+
+        One sweep a fraction of the timeout apart, rather than a timer reset per event: the
+        reader only stamps each generation's `last_event`, at no cost per token.
+        """
+        loop = asyncio.get_running_loop()
+        while not self.broken:
+            await asyncio.sleep(min(timeout_s / 4, 1.0))
+            too_old = loop.time() - timeout_s
+            for generation in [g for g in self._generations.values() if g.last_event < too_old]:
+                generation.stall(timeout_s)
+
     async def _read_events(self) -> None:
         generations = self._generations
         failure: grpc.aio.AioRpcError | None = None
+        loop = asyncio.get_running_loop()
         try:
             async for response in self._call:
+                now = loop.time()
                 for event in response.events:
                     generation = generations.get(event.request_id)
                     # Events of a generation this side cancelled may still come: drop them.
-                    if generation is not None and generation.deliver(event):
+                    if generation is None:
+                        continue
+                    generation.last_event = now
+                    if generation.deliver(event):
                         del generations[event.request_id]
                         if event.end.code == _UNAVAILABLE:
                             self.retiring = True  # draining: no new generations here
@@ -215,14 +249,19 @@ class BackendStream:
     async def aclose(self) -> None:
         self._call.cancel()
         self._reader.cancel()
-        await asyncio.gather(self._reader, *self._cancels, return_exceptions=True)
+        tasks = [self._reader, *self._cancels]
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            tasks.append(self._watchdog)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class BackendStreams:
     """The GenerateMany streams to one backend, opened as they are needed."""
 
-    def __init__(self, stub: pb_grpc.InferenceAsyncStub) -> None:
+    def __init__(self, stub: pb_grpc.InferenceAsyncStub, progress_timeout_s: float = 0.0) -> None:
         self._stub = stub
+        self._progress_timeout_s = progress_timeout_s  # 0: none (see BackendStream)
         self._streams: list[BackendStream] = []
 
     async def start(self, request: pb.GenerateRequest, timeout_s: float | None) -> Generation:
@@ -230,7 +269,7 @@ class BackendStreams:
         self._streams = [s for s in self._streams if not (s.broken or s.retiring)]
         stream = min(self._streams, key=_load, default=None)
         if stream is None or (stream.load and len(self._streams) < MAX_STREAMS_PER_BACKEND):
-            stream = BackendStream(self._stub)
+            stream = BackendStream(self._stub, self._progress_timeout_s)
             self._streams.append(stream)
         return await stream.start(request, timeout_s)
 

@@ -42,6 +42,21 @@ _CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
 ]
 
 
+def _channel_options(keepalive_s: float, keepalive_timeout_s: float) -> list[tuple[str, str | int]]:
+    """The channel options with keepalive: a backend that stops answering pings (SIGSTOP, a
+    lost host) is disconnected, and every call on it fails, instead of hanging for ever."""
+    return [
+        *_CHANNEL_OPTIONS,
+        ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(keepalive_timeout_s * 1000)),
+        # Ping idle channels too (a stream waiting for its first token carries no data), and
+        # without a limit on pings between data frames; the service permits both
+        # (inference.server.KEEPALIVE_PERMIT_OPTIONS).
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class ModelEntry:
     """A model as the facade knows it: its info and fingerprint, from any replica."""
@@ -97,10 +112,15 @@ class BackendPool:
         *,
         refresh_interval_s: float = 5.0,
         probe_timeout_s: float = 2.0,
+        keepalive_s: float = 10.0,
+        keepalive_timeout_s: float = 5.0,
+        progress_timeout_s: float = 0.0,
         on_change: Callable[[BackendPool], None] | None = None,
     ) -> None:
         self.refresh_interval_s = refresh_interval_s
         self.probe_timeout_s = probe_timeout_s
+        self._channel_options = _channel_options(keepalive_s, keepalive_timeout_s)
+        self._progress_timeout_s = progress_timeout_s
         self._on_change = on_change
         self.targets = list(targets)
         # Channels are made in start(): a grpc.aio channel belongs to the loop it is made on.
@@ -116,9 +136,10 @@ class BackendPool:
     async def start(self) -> None:
         """Open the channels, probe once (a target being down is fine), start the refresh loop."""
         for target in self.targets:
-            channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            channel = grpc.aio.insecure_channel(target, options=self._channel_options)
             stub = pb_grpc.InferenceStub(channel)
-            self.backends.append(Backend(target, channel, stub, BackendStreams(stub)))
+            streams = BackendStreams(stub, self._progress_timeout_s)
+            self.backends.append(Backend(target, channel, stub, streams))
         await self.refresh()
         self._task = asyncio.create_task(self._refresh_loop(), name="backend-refresh")
 
@@ -156,10 +177,13 @@ class BackendPool:
                 pb.ListModelsRequest(), timeout=self.probe_timeout_s
             )
         except grpc.aio.AioRpcError as error:
-            if backend.healthy:
-                log.warning("backend %s is down: %s", backend.target, error.code().name)
+            reason = f"{error.code().name}: {error.details()}"
+            # Logged when it goes down, and when the reason changes: a target that never came
+            # up (wrong address, nothing listening) is logged too, once per reason.
+            if backend.healthy or reason != backend.last_error:
+                log.warning("backend %s is down: %s", backend.target, reason)
             backend.healthy, backend.models = False, {}
-            backend.last_error = f"{error.code().name}: {error.details()}"
+            backend.last_error = reason
             return
         if not backend.healthy:
             log.info("backend %s is up with %d model(s)", backend.target, len(response.models))

@@ -105,8 +105,6 @@ def _uvicorn_config(settings: FacadeSettings) -> Any:
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=settings.access_log,
-        # Streams get this long to finish on SIGTERM before they are cut.
-        timeout_graceful_shutdown=30,
         **server_options(settings),
     )
 

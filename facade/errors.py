@@ -20,8 +20,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from tensorchat.logs import quoted
 from tensorchat.request_error import RequestError
 
 log = logging.getLogger(__name__)
@@ -227,11 +229,18 @@ def install_handlers(app: FastAPI) -> None:
             err = APIError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
         return err.response()
 
+    async def on_client_disconnect(request: Request, _: Exception) -> Response:
+        # The client went away while sending its body: nothing failed here. 499 is what
+        # the metrics count; the connection is gone, so no one reads this response.
+        log.info("client left during the upload of %s %s", request.method, quoted(request.url.path))
+        return Response(status_code=499)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error on %s %s", request.method, quoted(request.url.path))
         return APIError(500, "The server had an error processing your request.").response()
 
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(ClientDisconnect, on_client_disconnect)
     app.add_exception_handler(Exception, on_unexpected)

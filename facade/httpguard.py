@@ -60,12 +60,16 @@ class ConnectionLimits:
 
 
 def server_options(settings: FacadeSettings) -> dict[str, Any]:
-    """The `uvicorn.Config` arguments that bound connections; every way of serving uses them."""
+    """The `uvicorn.Config` arguments that bound connections and shutdown; every way of serving
+    uses them."""
     return {
         "http": functools.partial(
             GuardedHttpToolsProtocol, limits=ConnectionLimits.from_settings(settings)
         ),
         "timeout_keep_alive": settings.keep_alive_timeout_s,
+        # Streams get this long to finish on SIGTERM before they are cut (facade.chat_run
+        # ends those with an error event).
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
     }
 
 

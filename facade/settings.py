@@ -75,6 +75,17 @@ class FacadeSettings(BaseSettings):
     refresh_interval_s: float = Field(5.0, gt=0.0)
     # Deadline of the ListModels probe.
     probe_timeout_s: float = Field(2.0, gt=0.0)
+    # gRPC keepalive on the backend channels: a ping every this many seconds, and a backend
+    # that does not answer one within the timeout (frozen, its host gone) is disconnected, so
+    # its streams fail instead of waiting for ever.
+    backend_keepalive_s: float = Field(10.0, gt=0.0)
+    backend_keepalive_timeout_s: float = Field(5.0, gt=0.0)
+    # A generation with no event (token, finish) from its backend for this long ends: retried
+    # on another replica if nothing reached the client yet, else with an error event (0: never).
+    progress_timeout_s: float = Field(30.0, ge=0.0)
+    # On SIGTERM, running requests get this long to finish; those still running then end with
+    # a 503 (a stream: an error event and [DONE]).
+    shutdown_grace_s: int = Field(30, ge=0)  # whole seconds, as uvicorn takes it
     # How often the keys file is checked for changes.
     keys_reload_interval_s: float = Field(2.0, gt=0.0)
     # The largest `n` accepted; n choices cost n times the compute. At most what the

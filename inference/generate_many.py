@@ -4,8 +4,9 @@ One write carries what every generation on the stream produced since the previou
 gRPC's per-message cost (a write here, a read in the facade) is paid per write, not per
 message of every request (docs/architecture.md). An event that starts or ends a generation
 goes out at once; other deltas wait at most `flush_interval_s` (`inference.pacing.Hold`).
-Each generation gets what Generate would stream, then exactly one `GenerationEnd` (`_ended`,
-or a refusal in `_start`); `Phase` says when the call ends.
+Each generation gets what Generate would stream, then exactly one `GenerationEnd` (`_ended`);
+a start refused before it ran (no request_id, or one already running here) gets a `refused`
+event instead. `Phase` says when the call ends.
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ class GenerateManySession:
         request_id = request.request_id
         if not request_id or request_id in self._pumps:
             reason = "is required" if not request_id else "names a generation already running"
-            self._push(request_id, end=invalid("request_id", f"{reason} on this stream").end())
+            # `refused`, not `end`: an end under this id would read as the running one's.
+            refusal = invalid("request_id", f"{reason} on this stream").end()
+            self._push(request_id, refused=refusal)
             return
         pump = asyncio.create_task(self._pump(request), name=request_id)
         self._pumps[request_id] = pump
@@ -157,10 +160,14 @@ class GenerateManySession:
         *,
         response: pb.GenerateResponse | None = None,
         end: pb.GenerationEnd | None = None,
+        refused: pb.GenerationEnd | None = None,
         urgent: bool = False,
     ) -> None:
-        self._events.append(pb.GenerationEvent(request_id=request_id, response=response, end=end))
-        self._hold.added(urgent=urgent or end is not None)
+        event = pb.GenerationEvent(
+            request_id=request_id, response=response, end=end, refused=refused
+        )
+        self._events.append(event)
+        self._hold.added(urgent=urgent or end is not None or refused is not None)
 
     async def _write_events(self) -> None:
         loop = asyncio.get_running_loop()

@@ -24,6 +24,11 @@ from tensorchat.v1 import inference_pb2 as pb
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 512
 MAX_LOGIT_BIAS = 100.0
+# A prompt longer than max_input_tokens x this many characters cannot fit whatever the
+# tokenizer: real text averages 3-5 characters per token, and even a prompt made only of a
+# vocabulary's longest tokens (runs of spaces or dashes) stays under 32 over its length. So
+# it is refused by its length alone, before templating and tokenizing cost seconds of CPU.
+MAX_PROMPT_CHARS_PER_TOKEN = 32
 CHAT_ROLES = frozenset({"system", "user", "assistant"})
 
 
@@ -54,6 +59,7 @@ def prompt_token_ids(
 ) -> list[int]:
     """The prompt exactly as the engine will see it (shared by Generate and Tokenize)."""
     kind = request.WhichOneof("input")
+    _refuse_oversize(model, request)
     if kind == "messages":
         return _encode_messages(model, request.messages.messages)
     if kind == "prompt":
@@ -71,6 +77,26 @@ def prompt_token_ids(
             raise invalid("token_ids", f"token id {bad} is outside the vocabulary (size {vocab})")
         return ids
     raise invalid("messages", "one of messages, prompt or token_ids is required")
+
+
+def _refuse_oversize(model: ServedModel, request: pb.GenerateRequest | pb.TokenizeRequest) -> None:
+    """Refuses input that cannot fit the context, by its length alone (see the bound above)."""
+    kind = request.WhichOneof("input")
+    if kind == "messages":
+        size = sum(len(m.content) for m in request.messages.messages)
+    elif kind == "prompt":
+        size = len(request.prompt)
+    else:
+        return  # token ids: counted exactly, and as cheaply, by _max_tokens
+    most = model.max_input_tokens * MAX_PROMPT_CHARS_PER_TOKEN
+    if size > most:
+        raise invalid(
+            "messages" if kind == "messages" else "prompt",
+            f"This model accepts prompts of at most {model.max_input_tokens} tokens. However, "
+            f"your {kind} hold {size} characters, more than any {model.max_input_tokens} "
+            "tokens can. Please reduce the length of the messages.",
+            code="context_length_exceeded",
+        )
 
 
 def _encode_messages(model: ServedModel, messages: Sequence[pb.ChatMessage]) -> list[int]:
@@ -100,6 +126,9 @@ def build_plan(
     if n > MAX_CHOICES:
         raise invalid("n", f"must be at most {MAX_CHOICES}, got {n}")
     stops = _validate_stops(list(stopping.stop))
+    if request.output not in pb.OutputMode.values():
+        # proto3 enums are open: an unknown number parses, and would be served as text.
+        raise invalid("output", f"unknown output mode {request.output}")
     _refuse_unserved(request)
     prompt = prompt_token_ids(model, request)
     max_tokens = _max_tokens(model, request, len(prompt))

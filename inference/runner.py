@@ -6,10 +6,12 @@ Each hand-over of the engine (one output per choice) becomes at most one Delta p
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator
-from typing import cast
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -22,6 +24,9 @@ from inference.registry import ModelRegistry
 from tensorchat.v1 import inference_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+PREPARE_THREADS = 4
+T = TypeVar("T")
 
 
 class RequestRunner:
@@ -37,10 +42,17 @@ class RequestRunner:
         self._messages_per_second = max_messages_per_second
         self._running: set[str] = set()  # request ids
         self.draining = False  # new requests are refused with UNAVAILABLE
+        # Few threads: enough that one long prompt does not queue the short ones behind it,
+        # few enough that a burst of long prompts leaves cores to the engine and the loop.
+        self._prepare_pool = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="prepare")
 
     @property
     def running_requests(self) -> int:
         return len(self._running)
+
+    async def off_loop(self, prepare: Callable[..., T], *args: Any) -> T:
+        """`prepare(*args)` (templating, tokenizing) on the preparation threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._prepare_pool, prepare, *args)
 
     def _pace(self) -> float:
         return stream_interval(len(self._running), self._messages_per_second)
@@ -52,7 +64,10 @@ class RequestRunner:
                 grpc.StatusCode.UNAVAILABLE,
                 "The server is shutting down; retry on another replica.",
             )
-        plan = build_plan(self._registry, request, self._pace)
+        # Templating and tokenizing a long prompt takes up to seconds of CPU: in a thread, so
+        # that the event loop goes on streaming every other request meanwhile (the tokenizers
+        # library releases the GIL while it encodes).
+        plan = await self.off_loop(build_plan, self._registry, request, self._pace)
         if len(self._running) >= self._max_concurrent:
             raise RequestError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 # Streams carry small messages, but Tokenize/Generate requests may hold long conversations.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# The facade pings its channels every few seconds (facade.backends, keepalive) to notice a
+# frozen replica; by default gRPC servers count pings more often than every 5 minutes as
+# abuse and close the connection (GOAWAY "too_many_pings"). Permit them, down to one a second.
+KEEPALIVE_PERMIT_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
 
 
 @dataclass
@@ -58,6 +66,7 @@ class InferenceServer:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
+                *KEEPALIVE_PERMIT_OPTIONS,
             ]
         )
         pb_grpc.add_InferenceServicer_to_server(self.servicer, self._server)

@@ -94,7 +94,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     ) -> pb.TokenizeResponse:
         try:
             model = resolve_model(self._registry, request.model)
-            ids = prompt_token_ids(model, request)
+            ids = await self._runner.off_loop(prompt_token_ids, model, request)
         except RequestError as error:
             await _abort(context, error)
             raise

@@ -1,8 +1,9 @@
 """`tensorchat serve`: the whole stack for development, one process per part, supervised.
 
 The inference service and the facade run as separate processes (as in production) so the
-facade's HTTP work never competes with the engine loop for one interpreter's GIL. If either
-exits, the other is stopped; SIGINT/SIGTERM stop both cleanly.
+facade's HTTP work never competes with the engine loop for one interpreter's GIL. A port
+already in use stops it before anything starts; if either part exits, the other is stopped
+and the command fails; SIGINT/SIGTERM stop both cleanly.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -67,6 +69,20 @@ def _run(args: argparse.Namespace) -> int:
     if args.keys_file:
         facade_cmd += ["--keys-file", str(args.keys_file)]
 
+    # A port held by another server would let the health check below reach that server and
+    # announce a stack that is not running: refuse before starting anything.
+    taken = _taken_ports(args.host, {"gRPC": args.grpc_port, "HTTP": args.http_port})
+    if taken:
+        for what, port in taken:
+            flag = "--grpc-port" if what == "gRPC" else "--http-port"
+            print(
+                f"tensorchat serve: the {what} port {port} on {args.host} is already in use "
+                f"(another server?); stop it or choose another port with {flag}",
+                file=sys.stderr,
+            )
+        return 1
+
+    names = ("the inference service", "the facade")
     children = [
         subprocess.Popen(inference_cmd, env=env),
         subprocess.Popen(facade_cmd, env=env),
@@ -101,9 +117,33 @@ def _run(args: argparse.Namespace) -> int:
             )
         time.sleep(0.5)
     if not stopping:
+        for name, child in zip(names, children, strict=True):
+            if child.poll() is not None:
+                print(
+                    f"tensorchat serve: {name} exited with code {child.returncode}", file=sys.stderr
+                )
         stop(signal.SIGTERM, None)
     codes = [child.wait() for child in children]
-    return 0 if stopping else max(codes, key=abs) or 1
+    # Stopped by a signal, with both parts stopping cleanly: success. Anything else (a part
+    # that died on its own, or one that failed while stopping) is a failure.
+    failed = [code for code in codes if code != 0]
+    if stopping and not failed:
+        return 0
+    return next(iter(failed), 1)
+
+
+def _taken_ports(host: str, ports: dict[str, int]) -> list[tuple[str, int]]:
+    """The (name, port) pairs that cannot be bound on `host` now."""
+    taken = []
+    for what, port in ports.items():
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            # As the servers bind: a port in TIME_WAIT is free, one with a listener is not.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                taken.append((what, port))
+    return taken
 
 
 def _keys_configured(env: dict[str, str], keys_file: Path | None) -> bool:

@@ -857,23 +857,32 @@ class GenerationEvent(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     RESPONSE_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     @_builtins.property
     def response(self) -> Global___GenerateResponse: ...
     @_builtins.property
     def end(self) -> Global___GenerationEnd: ...
+    @_builtins.property
+    def refused(self) -> Global___GenerationEnd:
+        """A start this stream refused without running it (request_id missing, or naming a
+        generation already running on this stream): it ends the start just sent, not the
+        generation running under the same id, which goes on to its own end.
+        """
+
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         response: Global___GenerateResponse | None = ...,
         end: Global___GenerationEnd | None = ...,
+        refused: Global___GenerationEnd | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "kind", b"kind", "response", b"response"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "kind", b"kind", "refused", b"refused", "response", b"response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "kind", b"kind", "request_id", b"request_id", "response", b"response"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "kind", b"kind", "refused", b"refused", "request_id", b"request_id", "response", b"response"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["response", "end"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["response", "end", "refused"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

@@ -149,3 +149,42 @@ def test_serve_runs_the_stack_prints_a_key_and_stops_on_ctrl_c(
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_serve_fails_naming_a_port_another_server_holds(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # another server that answers /health with 200
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthy)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    http_port = other.server_address[1]
+    try:
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tensorchat",
+                "serve",
+                "--grpc-port",
+                str(free_port()),
+                "--http-port",
+                str(http_port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "TENSORCHAT_API_KEYS": "k"},
+        )
+    finally:
+        other.shutdown()
+    assert run.returncode != 0
+    assert "ready" not in run.stdout
+    assert f"HTTP port {http_port} on 127.0.0.1 is already in use" in run.stderr

@@ -11,6 +11,7 @@ from typing import Any, cast
 import grpc
 import pytest
 
+from inference.prepare import MAX_PROMPT_CHARS_PER_TOKEN
 from tensorchat.request_error import CODE_METADATA_KEY, PARAM_METADATA_KEY
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
@@ -310,6 +311,8 @@ INVALID_REQUESTS = [
     ("prompt", {"prompt": ""}),
     ("constraint", {"constraint": pb.OutputConstraint(json_object=pb.JsonObject())}),
     ("tools", {"tools": pb.Tools(tools=[pb.Tool(name="get_weather")])}),
+    # proto3 enums are open: a number no OutputMode names parses, and must be refused.
+    ("output", {"output": 7}),
 ]
 
 
@@ -409,3 +412,55 @@ def test_health_and_reflection(inference_server: InferenceServerThread) -> None:
         response = next(reflection.ServerReflectionInfo(iter([request])))
         names = {s.name for s in response.list_services_response.service}
         assert "tensorchat.v1.Inference" in names
+
+
+def test_an_oversize_prompt_is_refused_before_it_is_templated_or_tokenized(
+    stub: pb_grpc.InferenceStub,
+    inference_server: InferenceServerThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = inference_server.model(MISTRAL_ID)
+    encoded: list[int] = []
+    encode_chat = model.tokenizer.encode_chat
+
+    def counted(messages: Any) -> list[int]:
+        encoded.append(len(messages))
+        return encode_chat(messages)
+
+    monkeypatch.setattr(model.tokenizer, "encode_chat", counted)
+    too_long = "x" * (model.max_input_tokens * MAX_PROMPT_CHARS_PER_TOKEN + 1)
+    huge = pb.ChatMessages(messages=[pb.ChatMessage(role="user", content=too_long)])
+    with pytest.raises(grpc.RpcError) as caught:
+        generate(stub, messages=huge)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (CODE_METADATA_KEY, "context_length_exceeded") in tuple(caught.value.trailing_metadata())
+    assert encoded == []  # refused by its length alone
+    generate(stub, **greedy(max_tokens=2))  # a prompt under the bound is still tokenized
+    assert encoded == [1]
+
+
+def test_a_prompt_being_tokenized_holds_up_no_other_call(
+    stub: pb_grpc.InferenceStub,
+    inference_server: InferenceServerThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = inference_server.model(MISTRAL_ID)
+    entered, release = threading.Event(), threading.Event()
+    encode_chat = model.tokenizer.encode_chat
+
+    def slow(messages: Any) -> list[int]:  # a long prompt's tokenization, held by the test
+        entered.set()
+        release.wait(30)
+        return encode_chat(messages)
+
+    monkeypatch.setattr(model.tokenizer, "encode_chat", slow)
+    held = threading.Thread(target=generate, args=(stub,), kwargs=greedy(max_tokens=2))
+    held.start()
+    try:
+        assert entered.wait(30)
+        # The service still answers while that prompt is being tokenized.
+        listed = stub.ListModels(pb.ListModelsRequest(), timeout=5)
+        assert MISTRAL_ID in [m.id for m in listed.models]
+    finally:
+        release.set()
+        held.join(30)

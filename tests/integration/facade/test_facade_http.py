@@ -399,3 +399,43 @@ def test_no_backend_is_503(facade_keys: Keys) -> None:
         assert httpx.get(f"{server.url}/health/live").status_code == 200
     finally:
         server.stop()
+
+
+def test_a_client_leaving_during_its_upload_is_counted_499_and_logged_at_info(
+    facade: FacadeServerThread, facade_keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    registry = facade.app.state.facade.metrics.registry
+    labels = {"route": "/v1/chat/completions", "status": "499"}
+
+    def left() -> float:
+        return registry.get_sample_value("tensorchat_facade_requests_total", labels) or 0.0
+
+    before = left()
+    caplog.set_level("INFO")
+    with socket.create_connection(("127.0.0.1", facade.port)) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {facade_keys.full}\r\n".encode()
+            + b'Content-Length: 100000\r\n\r\n{"model": "'
+        )
+        sock.shutdown(socket.SHUT_RDWR)  # gone half-way through the body
+    deadline = time.monotonic() + 10
+    while left() == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left() == before + 1
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert any("client left during the upload" in r.getMessage() for r in caplog.records)
+
+
+def test_client_text_in_the_request_log_cannot_forge_a_line(
+    http: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = 'u1 status=200\n2026-01-01 00:00:00 INFO facade.chat_run: chat forged "'
+    with caplog.at_level("INFO", logger="facade.chat_run"):
+        reply = http.post("/v1/chat/completions", json=chat(max_tokens=1, user=user))
+        assert reply.status_code == 200
+    (line,) = [r.getMessage() for r in caplog.records if "user=" in r.getMessage()]
+    assert "\n" not in line
+    assert f"user={json.dumps(user)} " in line

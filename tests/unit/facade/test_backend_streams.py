@@ -88,6 +88,22 @@ async def test_the_error_code_travels_as_generate_trailing_metadata_does() -> No
     assert (api_error.status, api_error.code) == (429, "server_overloaded")
 
 
+async def test_a_refused_start_ends_the_generation_with_the_refusal() -> None:
+    gen = generation(CancelLog())
+    refusal = pb.GenerationEnd(
+        code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        message="request_id: ...",
+        param="request_id",
+    )
+    assert gen.deliver(pb.GenerationEvent(request_id="r1", refused=refusal))
+    with pytest.raises(RequestError) as raised:
+        await gen.read()
+    assert (raised.value.status, raised.value.param) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "request_id",
+    )
+
+
 async def test_cancel_interrupts_a_pending_read_and_tells_the_stream_once() -> None:
     cancels = CancelLog()
     gen = generation(cancels)
