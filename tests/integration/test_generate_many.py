@@ -119,6 +119,10 @@ class ManyCall:
         event = self.read_until(lambda e: e.request_id == request_id and e.HasField("end"))
         return event.end
 
+    def refusal_of(self, request_id: str) -> pb.GenerationEnd:
+        event = self.read_until(lambda e: e.request_id == request_id and e.HasField("refused"))
+        return event.refused
+
     def finish(self) -> None:
         """Half-closes, reads every remaining event; the call must end OK."""
         self.half_close()
@@ -274,21 +278,21 @@ def test_empty_or_running_request_id_is_rejected(
         many.first_response("a")
         many.start("", **greedy(max_tokens=4))
         many.start("a", model=QWEN_ID, **greedy(max_tokens=4))
-        rejected = many.end_of("")
-        duplicate = many.end_of("a")
+        rejected = many.refusal_of("")
+        duplicate = many.refusal_of("a")
         many.finish()
 
-    for end in (rejected, duplicate):
-        assert end.code == INVALID_ARGUMENT
-        assert end.param == "request_id"
-        assert end.message.startswith("request_id: ")
+    for refusal in (rejected, duplicate):
+        assert refusal.code == INVALID_ARGUMENT
+        assert refusal.param == "request_id"
+        assert refusal.message.startswith("request_id: ")
     assert len(many.of("")) == 1
-    # The original "a" ran on: its responses, then its own OK end after the rejection.
+    # The refusal ends the start just sent, not the running "a": that one runs on to its own
+    # single OK end, its last event.
     events = many.of("a")
+    assert [e.refused for e in events if e.HasField("refused")] == [duplicate]
     ends = [i for i, event in enumerate(events) if event.HasField("end")]
-    assert len(ends) == 2, f"'a' ended {len(ends)} times; the original must still be running"
-    assert events[ends[0]].end == duplicate
-    assert ends[1] == len(events) - 1
+    assert ends == [len(events) - 1], f"'a' ended {len(ends)} times"
     assert events[-1].end == pb.GenerationEnd(code=OK)
     original = fold(event.response for event in events if event.HasField("response"))
     assert outcome(original) == reference
