@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from facade.auth import KeyRing
+from facade.backend_streams import StreamLimits
 from facade.backends import BackendPool
 from facade.bodylimit import BodySizeLimit
 from facade.deps import FacadeState
@@ -41,6 +42,7 @@ def build_state(settings: FacadeSettings, limiter: Limiter | None = None) -> Fac
         settings.backends,
         refresh_interval_s=settings.refresh_interval_s,
         probe_timeout_s=settings.probe_timeout_s,
+        stream_limits=StreamLimits(settings.stream_max_age_s, settings.stream_max_generations),
     )
     metrics = FacadeMetrics()
     metrics.watch_keys(keyring)
