@@ -94,7 +94,17 @@ def _refuse(
     return handler
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _register_listed(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], part: Part
+) -> None:
+    """The part's commands in `tensorchat --help` without importing it (another command runs)."""
+    for command in part.commands:
+        subparsers.add_parser(command, help=part.summary, add_help=False)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every part's real parser; with `command`, only its part's (so that a facade process
+    imports no inference code) and the others listed by name."""
     parser = argparse.ArgumentParser(
         prog="tensorchat",
         description="Self-hosted OpenAI-compatible chat completions over a gRPC inference service.",
@@ -107,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for part in PARTS:
+        if command is not None and command not in part.commands:
+            _register_listed(subparsers, part)
+            continue
         try:
             module = importlib.import_module(part.module)
         except ModuleNotFoundError as error:
@@ -123,7 +136,10 @@ def _part_of(command: str) -> Part:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The first word naming a command picks it: the only global option takes a level name.
+    command = next((word for word in argv if any(word in p.commands for p in PARTS)), None)
+    parser = build_parser(command)
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "missing_part", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # as parse_args does

@@ -79,7 +79,7 @@ def test_a_dependency_missing_when_the_command_runs_names_the_extra(
     parser = cli.build_parser()
     subcommands = _subcommands(parser)
     subcommands["inference"].set_defaults(handler=run)
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli, "build_parser", lambda command=None: parser)
     assert cli.main(["inference"]) == 2
     error = capsys.readouterr().err
     assert "'grpc_health'" in error and "pip install 'tensorchat[inference]'" in error
@@ -91,6 +91,22 @@ def test_a_bug_when_the_command_runs_is_not_hidden(monkeypatch: pytest.MonkeyPat
 
     parser = cli.build_parser()
     _subcommands(parser)["facade"].set_defaults(handler=run)
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli, "build_parser", lambda command=None: parser)
     with pytest.raises(ModuleNotFoundError):
         cli.main(["facade"])
+
+
+def test_running_a_command_imports_only_its_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A facade process must load no inference code, not even the inference command's flags.
+    imported: list[str] = []
+    real = importlib.import_module
+
+    def import_module(name: str, package: str | None = None) -> ModuleType:
+        imported.append(name)
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    parser = cli.build_parser("facade")
+    assert [name for name in imported if name in {p.module for p in cli.PARTS}] == ["facade.cli"]
+    assert {"serve", "inference", "engines", "bench"} <= set(_subcommands(parser))  # listed
+    assert parser.parse_args(["facade", "--port", "1"]).port == 1
