@@ -5,22 +5,16 @@ make way for fresh ones that reach it, and no generation is lost on the way."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 from facade.backend_streams import EOF, BackendStreams, StreamLimits
 from facade.backends import BackendPool
 from tensorchat.v1 import inference_pb2 as pb
 from tests.integration.facade.conftest import SYNTHETIC, synthetic_models
+from tests.support.facade_process import free_port
 from tests.support.servers import InferenceServerThread
 
 HELLO = pb.ChatMessages(messages=[pb.ChatMessage(role="user", content="hi")])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def generated_tokens(server: InferenceServerThread) -> int:
