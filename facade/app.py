@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from facade.auth import KeyRing
+from facade.backend_streams import StreamLimits
 from facade.backends import BackendPool
 from facade.bodylimit import BodySizeLimit
 from facade.deps import FacadeState
@@ -44,6 +45,7 @@ def build_state(settings: FacadeSettings, limiter: Limiter | None = None) -> Fac
         keepalive_s=settings.backend_keepalive_s,
         keepalive_timeout_s=settings.backend_keepalive_timeout_s,
         progress_timeout_s=settings.progress_timeout_s,
+        stream_limits=StreamLimits(settings.stream_max_age_s, settings.stream_max_generations),
     )
     metrics = FacadeMetrics()
     metrics.watch_keys(keyring)

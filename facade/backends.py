@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from facade.backend_streams import BackendStreams
+from facade.backend_streams import BackendStreams, StreamLimits
 from facade.errors import APIError, clip, model_not_found
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
@@ -116,12 +116,14 @@ class BackendPool:
         keepalive_timeout_s: float = 5.0,
         progress_timeout_s: float = 0.0,
         on_change: Callable[[BackendPool], None] | None = None,
+        stream_limits: StreamLimits | None = None,
     ) -> None:
         self.refresh_interval_s = refresh_interval_s
         self.probe_timeout_s = probe_timeout_s
         self._channel_options = _channel_options(keepalive_s, keepalive_timeout_s)
         self._progress_timeout_s = progress_timeout_s
         self._on_change = on_change
+        self._stream_limits = stream_limits
         self.targets = list(targets)
         # Channels are made in start(): a grpc.aio channel belongs to the loop it is made on.
         self.backends: list[Backend] = []
@@ -138,7 +140,9 @@ class BackendPool:
         for target in self.targets:
             channel = grpc.aio.insecure_channel(target, options=self._channel_options)
             stub = pb_grpc.InferenceStub(channel)
-            streams = BackendStreams(stub, self._progress_timeout_s)
+            streams = BackendStreams(
+                stub, self._stream_limits, progress_timeout_s=self._progress_timeout_s
+            )
             self.backends.append(Backend(target, channel, stub, streams))
         await self.refresh()
         self._task = asyncio.create_task(self._refresh_loop(), name="backend-refresh")

@@ -73,6 +73,12 @@ class FacadeSettings(BaseSettings):
     request_time_limit_s: float = Field(0.0, ge=0.0)
     # How often backends are asked for their models (a lost backend comes back within this).
     refresh_interval_s: float = Field(5.0, gt=0.0)
+    # A GenerateMany stream stays on the inference replica it opened on; after this many
+    # seconds, or generations started on it, new requests go to a fresh stream (placed by
+    # gRPC's round_robin), so scaled-out or restarted replicas get traffic. Running
+    # generations finish on the old stream. 0: no such limit (facade/backend_streams.py).
+    stream_max_age_s: float = Field(60.0, ge=0.0)
+    stream_max_generations: int = Field(1000, ge=0)
     # Deadline of the ListModels probe.
     probe_timeout_s: float = Field(2.0, gt=0.0)
     # gRPC keepalive on the backend channels: a ping every this many seconds, and a backend

@@ -33,7 +33,8 @@ class InferenceServerThread:
 
     def __init__(self, config: ModelsConfig, **options: Any) -> None:
         self._config = config
-        self._options = ServerOptions(host="127.0.0.1", port=0, shutdown_grace=1.0, **options)
+        defaults: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "shutdown_grace": 1.0}
+        self._options = ServerOptions(**{**defaults, **options})
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.server: InferenceServer | None = None
