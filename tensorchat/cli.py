@@ -7,6 +7,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from tensorchat.logs import LOG_FORMATS
+
 # Modules exposing `register(subparsers)`; each imports its heavy dependencies only when run,
 # so `tensorchat --help` stays fast.
 COMMAND_MODULES = (
@@ -28,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="info",
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (default info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="text lines, or one JSON object per line for log collectors (default text)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
