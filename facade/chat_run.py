@@ -22,6 +22,7 @@ from facade.backend_streams import EOF, Generation
 from facade.backends import Backend, no_backend
 from facade.deps import FacadeState
 from facade.errors import APIError, from_request_error
+from facade.request_context import reason_name
 from facade.schemas import ChatCompletion
 from facade.sse import DONE, SSE_HEADERS, DisconnectWatcher, error_event
 from facade.translate import ChunkEncoder, CompletionBuilder, UsageCounter
@@ -119,18 +120,13 @@ class ChatRun(Response):
         self.state.pool.mark_down(backend, error.message or "UNAVAILABLE")
         return True
 
-    def _with_request_id(
-        self, content_type: list[tuple[bytes, bytes]]
-    ) -> list[tuple[bytes, bytes]]:
-        return [*content_type, (b"x-request-id", self.chat.rpc.request_id.encode())]
-
     def _api_error(self, error: RequestError) -> APIError:
         return from_request_error(error, self.chat.rpc.request_id, self.chat.req.model)
 
     async def _reply(self, send: Send, status: int, body: bytes, extra: dict[str, str]) -> None:
         """One whole JSON response: a completion or an error."""
         self.status = status
-        headers = self._with_request_id([(b"content-type", b"application/json")])
+        headers = [(b"content-type", b"application/json")]
         headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -147,13 +143,15 @@ class ChatRun(Response):
                 if self.first_token_at is None and message.HasField("delta"):
                     self.first_token_at = time.perf_counter()
                 builder.add(message)
+                if message.HasField("finished"):
+                    self.chat.record.finish_reasons.append(reason_name(message.finished.reason))
                 message = await call.read()
         except RequestError as error:
             await self._send_error(send, self._api_error(error))
             return
         self.usage = builder.usage
         reply = builder.to_json(
-            chat.rpc.request_id, chat.created, chat.req.model, chat.entry.fingerprint
+            chat.completion_id, chat.created, chat.req.model, chat.entry.fingerprint
         )
         self._began = True
         # Validated against the documented shape; exclude_unset keeps what to_json left out
@@ -164,7 +162,7 @@ class ChatRun(Response):
     async def _stream(self, send: Send, call: Generation, first: Any) -> None:
         chat, req = self.chat, self.chat.req
         encoder = ChunkEncoder(
-            chat.rpc.request_id,
+            chat.completion_id,
             chat.created,
             req.model,
             chat.entry.fingerprint,
@@ -175,14 +173,14 @@ class ChatRun(Response):
         )
         self.status = 200
         self._began = True
-        headers = self._with_request_id(SSE_HEADERS)
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         usage = self.usage
         message = first
         try:
             while message is not EOF:
                 if message.HasField("finished"):
                     usage.add(message.finished.usage)
+                    chat.record.finish_reasons.append(reason_name(message.finished.reason))
                 elif self.first_token_at is None:
                     self.first_token_at = time.perf_counter()
                 body = encoder.response(message)
@@ -208,14 +206,9 @@ class ChatRun(Response):
             metrics.latency.labels(model, "true" if chat.req.stream else "false").observe(elapsed)
             metrics.prompt_tokens.labels(model).inc(self.usage.prompt_tokens)
             metrics.completion_tokens.labels(model).inc(self.usage.completion_tokens)
-        log.info(
-            "chat %s key=%s user=%s model=%s status=%s prompt=%d completion=%d %.3fs",
-            chat.rpc.request_id,
-            chat.principal.name,
-            chat.req.user or "-",
-            model,
-            self.status or 499,
-            self.usage.prompt_tokens,
-            self.usage.completion_tokens,
-            elapsed,
-        )
+        # The access log line is written after the last byte (facade/request_context.py).
+        record = chat.record
+        record.prompt_tokens = self.usage.prompt_tokens
+        record.completion_tokens = self.usage.completion_tokens
+        if self.first_token_at is not None:
+            record.ttft_s = self.first_token_at - chat.started
