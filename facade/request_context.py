@@ -2,8 +2,9 @@
 
 Request ids: the client's `X-Request-Id` when it is 1-128 characters of [A-Za-z0-9._:=+/@-]
 (anything else could forge log fields or headers, and is replaced), else `req_<32 hex>`. It is
-the `x-request-id` header of every response, errors included (401, 404, 413, 429, 431 from
-the server...), and the access log's `request_id`.
+the `x-request-id` header of every response, errors included (401, 404, 413, 429, 500...; the
+431 and 503 that facade/httpguard.py writes before a request exists get a fresh id), and the
+access log's `request_id`.
 
 The generation on the inference service gets `RequestRecord.generation_id`: the request id
 itself when the facade made it (unique), else `<client id>.<8 hex>`. The service refuses a
@@ -63,8 +64,12 @@ class RequestRecord:
     def from_client_id(cls, client_id: str | None) -> RequestRecord:
         if client_id is not None and _VALID_REQUEST_ID.fullmatch(client_id):
             return cls(client_id, f"{client_id}.{secrets.token_hex(4)}")
-        request_id = f"req_{uuid.uuid4().hex}"
+        request_id = new_request_id()
         return cls(request_id, request_id)
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
 
 
 def reason_name(reason: int) -> str:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -77,6 +78,15 @@ def spans() -> Iterator[InMemorySpanExporter]:
         tracing.use_tracer_provider(None)
 
 
+def eventually(condition: Callable[[], bool]) -> None:
+    """The facade ends its span and writes its log line just after the response's last byte,
+    which the client may read first: wait (bounded) for that to happen."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def chat(**fields: object) -> dict[str, object]:
     return {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **fields}
 
@@ -86,6 +96,7 @@ def test_one_chat_request_is_one_trace_across_facade_and_service(
 ) -> None:
     response = http.post("/chat/completions", json=chat(max_tokens=4))
     assert response.status_code == 200
+    eventually(lambda: len(spans.get_finished_spans()) >= 5)
     by_name = {span.name: span for span in spans.get_finished_spans()}
     assert {"POST /v1/chat/completions", "inference.generate", "queue", "prefill", "decode"} <= (
         set(by_name)
@@ -115,6 +126,7 @@ def test_a_client_traceparent_becomes_the_parent(
         "/chat/completions", json=chat(max_tokens=2), headers={"traceparent": traceparent}
     )
     assert response.status_code == 200
+    eventually(lambda: len(spans.get_finished_spans()) >= 5)
     finished = spans.get_finished_spans()
     assert finished and all(format(span.context.trace_id, "032x") == trace_id for span in finished)
 
@@ -157,7 +169,10 @@ def test_every_response_carries_a_request_id(
         http.post("/chat/completions", json=chat(n=0)),  # 400
         http.post("/chat/completions", json=chat(model="no-such-model")),  # 404 model
     ]
-    assert [r.status_code for r in refusals] == [401, 404, 400, 404]
+    # 431 is written by the connection guard before any request reaches the app.
+    oversized = {"x-big": "a" * (stack[1].settings.max_header_bytes + 1)}
+    refusals.append(httpx.get(f"{base}/v1/models", headers=oversized))
+    assert [r.status_code for r in refusals] == [401, 404, 400, 404, 431]
     for response in [*refusals, http.get("/models")]:
         assert re.fullmatch(r"req_[0-9a-f]{32}", response.headers["x-request-id"]), response
 
@@ -196,6 +211,7 @@ def test_each_process_logs_one_access_line_per_request(
             "/chat/completions", json=chat(max_tokens=3), headers={"x-request-id": "trace-me"}
         )
         http.get("/nowhere", headers={"x-request-id": "trace-me-404"})
+        eventually(lambda: sum(r.name == "tensorchat.facade.access" for r in caplog.records) >= 2)
     assert response.status_code == 200
     facade_lines = [r for r in caplog.records if r.name == "tensorchat.facade.access"]
     service_lines = [r for r in caplog.records if r.name == "tensorchat.inference.access"]
