@@ -146,21 +146,9 @@ class EngineStatsCollector(Collector):
         self.models = list(models)
 
     def collect(self) -> Iterator[Metric]:
-        running = GaugeMetricFamily(
-            PREFIX + "num_requests_running",
-            "Number of requests in model execution batches.",
-            labels=[MODEL_LABEL],
-        )
-        waiting = GaugeMetricFamily(
-            PREFIX + "num_requests_waiting",
-            "Number of requests waiting to be processed.",
-            labels=[MODEL_LABEL],
-        )
-        kv_usage = GaugeMetricFamily(
-            PREFIX + "kv_cache_usage_perc",
-            "KV-cache usage. 1 means 100 percent usage.",
-            labels=[MODEL_LABEL],
-        )
+        running = _gauge("num_requests_running", "Number of requests in model execution batches.")
+        waiting = _gauge("num_requests_waiting", "Number of requests waiting to be processed.")
+        kv_usage = _gauge("kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.")
         engine_tokens = CounterMetricFamily(
             PREFIX + "engine_generated_tokens",
             "Output tokens the engine generated, delivered or not (GetStats' generated_tokens).",
@@ -173,6 +161,10 @@ class EngineStatsCollector(Collector):
             kv_usage.add_metric([model.id], stats.kv_cache_usage)
             engine_tokens.add_metric([model.id], stats.generated_tokens)
         yield from (running, waiting, kv_usage, engine_tokens)
+
+
+def _gauge(name: str, documentation: str) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, documentation, labels=[MODEL_LABEL])
 
 
 def serve_metrics(

@@ -27,8 +27,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 from facade.settings import FacadeSettings
-from inference.config import ModelConfig, ModelsConfig
 from tensorchat import tracing
+from tests.integration.conftest import synthetic_models_config
 from tests.support.servers import FacadeServerThread, InferenceServerThread
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "tensorchat.json"
@@ -38,17 +38,7 @@ API_KEY = "tc-observability-test-key"
 
 @pytest.fixture(scope="module")
 def stack(tiny_qwen2_dir: Path) -> Iterator[tuple[InferenceServerThread, FacadeServerThread]]:
-    config = ModelsConfig(
-        models=[
-            ModelConfig(
-                id=MODEL,
-                engine="synthetic",
-                checkpoint=tiny_qwen2_dir,
-                context_length=256,
-                options={"tokens_per_second": 2000, "tick_ms": 1},
-            )
-        ]
-    )
+    config = synthetic_models_config(MODEL, tiny_qwen2_dir)
     inference = InferenceServerThread(config, metrics_port=0).start()
     settings = FacadeSettings(backends=[inference.address], keys_file=None, api_keys=[API_KEY])
     facade = FacadeServerThread(settings).start()

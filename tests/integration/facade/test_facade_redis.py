@@ -21,7 +21,7 @@ import pytest
 from facade.keys import create_key
 from facade.limits import KeyLimits
 from facade.settings import FacadeSettings
-from inference.config import ModelConfig, ModelsConfig
+from tests.integration.conftest import synthetic_models_config
 from tests.support.redis_server import RedisServer
 from tests.support.servers import FacadeServerThread, InferenceServerThread
 
@@ -31,19 +31,7 @@ UNREACHABLE = "is unreachable"
 
 @pytest.fixture(scope="module")
 def synthetic_inference(tiny_qwen2_dir: Path) -> Iterator[InferenceServerThread]:
-    # The synthetic engine borrows the checkpoint's tokenizer and computes nothing.
-    config = ModelsConfig(
-        models=[
-            ModelConfig(
-                id=MODEL,
-                engine="synthetic",
-                checkpoint=tiny_qwen2_dir,
-                context_length=256,
-                options={"tokens_per_second": 1000.0, "tick_ms": 1.0},
-            )
-        ]
-    )
-    server = InferenceServerThread(config).start()
+    server = InferenceServerThread(synthetic_models_config(MODEL, tiny_qwen2_dir)).start()
     yield server
     server.stop()
 
