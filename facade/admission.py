@@ -17,10 +17,12 @@ from facade.backends import ModelEntry
 from facade.deps import FacadeState
 from facade.errors import APIError, from_validation, model_not_found, rate_limited
 from facade.limits import Lease, LimitStoreUnavailable, RateLimitExceeded, estimate_tokens
+from facade.request_context import RequestRecord
 from facade.schemas import ChatCompletionRequest
 from facade.settings import FacadeSettings
 from facade.tool_rules import check_tool_fields, offered_functions
 from facade.translate import to_generate_request
+from tensorchat import tracing
 from tensorchat.v1 import inference_pb2 as pb
 
 
@@ -34,11 +36,13 @@ class AdmittedChat:
     rpc: pb.GenerateRequest
     lease: Lease
     started: float  # perf_counter() when the request arrived: latency and TTFT
+    record: RequestRecord  # the access log's (facade/request_context.py)
+    completion_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))  # the reply's `created`
 
 
 async def admit(
-    body: bytes, principal: Principal, state: FacadeState, started: float
+    body: bytes, principal: Principal, state: FacadeState, started: float, record: RequestRecord
 ) -> AdmittedChat:
     """The admitted request, or the APIError (4xx/5xx) that refuses it."""
     try:
@@ -48,20 +52,23 @@ async def admit(
         raise from_validation(error) from None
     _check_fields(req, state.settings)
     entry = state.pool.resolve(req.model)
+    record.model = entry.id
     if not principal.allows(entry.id, entry.aliases):
         raise model_not_found(req.model)
     _check_completion_limit(req, entry)
     lease = await _take_slot_and_lease(req, principal, state)
-    request_id = f"chatcmpl-{uuid.uuid4().hex}"
     time_limit_ms = int(state.settings.request_time_limit_s * 1000)
     try:
-        rpc = to_generate_request(req, entry.id, request_id, time_limit_ms=time_limit_ms)
+        # The generation's id: unique on the service even when clients reuse an X-Request-Id.
+        rpc = to_generate_request(req, entry.id, record.generation_id, time_limit_ms=time_limit_ms)
     except Exception:
         # Nothing ran: give back the slot and the whole token charge.
         state.gate.exit()
         await lease.release(0)
         raise
-    return AdmittedChat(principal, req, entry, rpc, lease, started)
+    if tracing.tracer() is not None:
+        tracing.inject_context(rpc.trace_context)  # the service's spans join the request's
+    return AdmittedChat(principal, req, entry, rpc, lease, started, record)
 
 
 def _check_fields(req: ChatCompletionRequest, settings: FacadeSettings) -> None:

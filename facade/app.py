@@ -18,6 +18,7 @@ from facade.errors import install_handlers
 from facade.keywatch import start_key_reloads
 from facade.limits import ConcurrencyGate, InMemoryLimiter, KeyLimits, Limiter
 from facade.metrics import FacadeMetrics, StatusMiddleware
+from facade.request_context import RequestContext
 from facade.routes import chat, health, models
 from facade.settings import FacadeSettings
 from tensorchat.freeze import freeze_loaded_objects
@@ -114,7 +115,9 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(health.router)
-    # Added last = outermost: count every response, then refuse oversized bodies early.
+    # Added last = outermost: the request id, span and access log see every response; then
+    # count every response, then refuse oversized bodies early.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(StatusMiddleware, metrics=state.metrics)
+    app.add_middleware(RequestContext, access_log=settings.access_log)
     return app

@@ -23,10 +23,10 @@ from facade.backends import Backend, no_backend
 from facade.deps import FacadeState
 from facade.errors import APIError, from_request_error
 from facade.metrics import record_final_status
+from facade.request_context import reason_name
 from facade.schemas import ChatCompletion
 from facade.sse import DONE, SSE_HEADERS, DisconnectWatcher, error_event
 from facade.translate import ChunkEncoder, CompletionBuilder, UsageCounter
-from tensorchat.logs import quoted
 from tensorchat.request_error import RequestError
 
 log = logging.getLogger(__name__)
@@ -143,18 +143,13 @@ class ChatRun(Response):
                 body = error_event(error) + DONE
                 await send({"type": "http.response.body", "body": body, "more_body": False})
 
-    def _with_request_id(
-        self, content_type: list[tuple[bytes, bytes]]
-    ) -> list[tuple[bytes, bytes]]:
-        return [*content_type, (b"x-request-id", self.chat.rpc.request_id.encode())]
-
     def _api_error(self, error: RequestError) -> APIError:
         return from_request_error(error, self.chat.rpc.request_id, self.chat.req.model)
 
     async def _reply(self, send: Send, status: int, body: bytes, extra: dict[str, str]) -> None:
         """One whole JSON response: a completion or an error."""
         self.status = status
-        headers = self._with_request_id([(b"content-type", b"application/json")])
+        headers = [(b"content-type", b"application/json")]
         headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -172,11 +167,13 @@ class ChatRun(Response):
                 if self.first_token_at is None and message.HasField("delta"):
                     self.first_token_at = time.perf_counter()
                 builder.add(message)
+                if message.HasField("finished"):
+                    self.chat.record.finish_reasons.append(reason_name(message.finished.reason))
         except RequestError as error:
             return error
         self.usage = builder.usage
         reply = builder.to_json(
-            chat.rpc.request_id, chat.created, chat.req.model, chat.entry.fingerprint
+            chat.completion_id, chat.created, chat.req.model, chat.entry.fingerprint
         )
         self._began = True
         # Validated against the documented shape; exclude_unset keeps what to_json left out
@@ -194,7 +191,7 @@ class ChatRun(Response):
             return error
         chat, req = self.chat, self.chat.req
         encoder = ChunkEncoder(
-            chat.rpc.request_id,
+            chat.completion_id,
             chat.created,
             req.model,
             chat.entry.fingerprint,
@@ -205,14 +202,14 @@ class ChatRun(Response):
         )
         self.status = 200
         self._began = True
-        headers = self._with_request_id(SSE_HEADERS)
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         usage = self.usage
         message = first
         try:
             while message is not EOF:
                 if message.HasField("finished"):
                     usage.add(message.finished.usage)
+                    chat.record.finish_reasons.append(reason_name(message.finished.reason))
                 elif self.first_token_at is None:
                     self.first_token_at = time.perf_counter()
                 body = encoder.response(message)
@@ -239,14 +236,10 @@ class ChatRun(Response):
             metrics.latency.labels(model, "true" if chat.req.stream else "false").observe(elapsed)
             metrics.prompt_tokens.labels(model).inc(self.usage.prompt_tokens)
             metrics.completion_tokens.labels(model).inc(self.usage.completion_tokens)
-        log.info(
-            "chat %s key=%s user=%s model=%s status=%s prompt=%d completion=%d %.3fs",
-            chat.rpc.request_id,
-            chat.principal.name,
-            quoted(chat.req.user) if chat.req.user else "-",
-            model,
-            self.status or 499,
-            self.usage.prompt_tokens,
-            self.usage.completion_tokens,
-            elapsed,
-        )
+        # The access log line is written after the last byte (facade/request_context.py).
+        record = chat.record
+        record.prompt_tokens = self.usage.prompt_tokens
+        record.completion_tokens = self.usage.completion_tokens
+        record.user = chat.req.user
+        if self.first_token_at is not None:
+            record.ttft_s = self.first_token_at - chat.started

@@ -207,6 +207,11 @@ def from_validation(exc: RequestValidationError | ValidationError) -> APIError:
     return APIError(400, f"Invalid value for '{param}': {message}.", param=param)
 
 
+def unexpected_error() -> APIError:
+    """The 500 for a bug: no detail for the client (the log has it)."""
+    return APIError(500, "The server had an error processing your request.")
+
+
 def install_handlers(app: FastAPI) -> None:
     """Route every failure through the envelope."""
 
@@ -237,7 +242,7 @@ def install_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, quoted(request.url.path))
-        return APIError(500, "The server had an error processing your request.").response()
+        return unexpected_error().response()
 
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -33,6 +33,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from facade.errors import APIError
+from facade.request_context import new_request_id
 from facade.settings import FacadeSettings
 
 log = logging.getLogger(__name__)
@@ -277,6 +278,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             "content-type": "application/json",
             "content-length": str(len(body)),
             "connection": "close",
+            "x-request-id": new_request_id(),  # as on every response (facade/request_context.py)
             **{name.lower(): value for name, value in error.headers.items()},
         }
         lines += [f"{name}: {value}".encode() for name, value in headers.items()]

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tensorchat.limits import MAX_CHOICES
+from tensorchat.logs import LogFormat
 
 DEFAULT_KEYS_FILE = Path("~/.config/tensorchat/keys.json").expanduser()
 
@@ -102,8 +103,10 @@ class FacadeSettings(BaseSettings):
     # and metrics needs a key.
     openapi_docs: bool = False
 
+    # One line per request (facade/request_context.py), in the log format.
     access_log: bool = True
     log_level: str = "info"
+    log_format: LogFormat = "text"
 
     @field_validator("backends", "api_keys", mode="before")
     @classmethod

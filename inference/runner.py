@@ -18,6 +18,8 @@ import grpc
 from inference.choices import ChoiceAssembler
 from inference.engines.base import EngineRequestError, SequenceOutput
 from inference.errors import RequestError, invalid
+from inference.metrics import InferenceMetrics
+from inference.observation import RequestObservation
 from inference.pacing import DEFAULT_MESSAGES_PER_SECOND, stream_interval
 from inference.prepare import RequestPlan, build_plan
 from inference.registry import ModelRegistry
@@ -36,8 +38,10 @@ class RequestRunner:
         *,
         max_concurrent_requests: int = 1024,
         max_messages_per_second: float = DEFAULT_MESSAGES_PER_SECOND,
+        metrics: InferenceMetrics | None = None,
     ) -> None:
         self._registry = registry
+        self._metrics = metrics
         self._max_concurrent = max_concurrent_requests
         self._messages_per_second = max_messages_per_second
         self._running: set[str] = set()  # request ids
@@ -59,6 +63,39 @@ class RequestRunner:
 
     async def run(self, request: pb.GenerateRequest) -> AsyncGenerator[pb.GenerateResponse, None]:
         """One request's messages; every way it can fail is a RequestError."""
+        observation = RequestObservation(request, self._metrics)
+        try:
+            plan = await self._admit(request)
+            observation.planned(plan)
+            request_id = plan.engine_request.request_id
+            self._running.add(request_id)
+            try:
+                async with contextlib.aclosing(_responses(plan, observation)) as responses:
+                    async for response in responses:
+                        yield response
+            except EngineRequestError as error:
+                raise invalid("messages", str(error)) from None
+            except RequestError:
+                raise
+            except Exception:
+                log.exception("request %s failed", request_id)
+                raise RequestError(
+                    grpc.StatusCode.INTERNAL,
+                    f"internal error while generating (request id {request_id})",
+                ) from None
+            finally:
+                self._running.discard(request_id)
+        except RequestError as error:
+            observation.status = error.status
+            raise
+        except (GeneratorExit, asyncio.CancelledError):
+            observation.status = grpc.StatusCode.CANCELLED  # the caller went away
+            raise
+        finally:
+            observation.end()
+
+    async def _admit(self, request: pb.GenerateRequest) -> RequestPlan:
+        """The request's plan, or the RequestError that refuses it."""
         if self.draining:
             raise RequestError(
                 grpc.StatusCode.UNAVAILABLE,
@@ -84,30 +121,16 @@ class RequestRunner:
                 f"{request_id!r} names a request that is still running; "
                 "running requests need distinct ids",
             )
-        self._running.add(request_id)
-        try:
-            async with contextlib.aclosing(_responses(plan)) as responses:
-                async for response in responses:
-                    yield response
-        except EngineRequestError as error:
-            raise invalid("messages", str(error)) from None
-        except RequestError:
-            raise
-        except Exception:
-            log.exception("request %s failed", request_id)
-            raise RequestError(
-                grpc.StatusCode.INTERNAL,
-                f"internal error while generating (request id {request_id})",
-            ) from None
-        finally:
-            self._running.discard(request_id)
+        return plan
 
 
 class EngineStreamError(RuntimeError):
     """The engine's stream ended without finishing every choice."""
 
 
-async def _responses(plan: RequestPlan) -> AsyncGenerator[pb.GenerateResponse, None]:
+async def _responses(
+    plan: RequestPlan, observation: RequestObservation
+) -> AsyncGenerator[pb.GenerateResponse, None]:
     """The request's messages; the engine's OutputChannel paces them by the request's pace."""
     engine = plan.model.engine
     request = plan.engine_request
@@ -128,12 +151,14 @@ async def _responses(plan: RequestPlan) -> AsyncGenerator[pb.GenerateResponse, N
     # the engine knew; the client went away; a failure) makes the engine drop the request.
     async with contextlib.aclosing(outputs_stream):
         async for outputs in outputs_stream:
+            observation.outputs(outputs)
             for output in outputs:  # one per choice, in index order (`Engine.generate`)
                 index = output.index
                 delta, finished = assemblers[index].feed((output,))
                 if delta is not None:
                     yield pb.GenerateResponse(index=index, delta=delta)
                 if finished is not None:
+                    observation.finished(finished)
                     unfinished -= 1
                     if finished.reason == pb.FINISH_REASON_STOP_SEQUENCE and unfinished:
                         engine.finish_choice(request.request_id, index)

@@ -10,12 +10,16 @@ import grpc
 
 from inference.errors import RequestError
 from inference.generate_many import GenerateManySession
+from inference.metrics import InferenceMetrics
 from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MESSAGES_PER_SECOND
 from inference.prepare import prompt_token_ids, resolve_model
 from inference.registry import ModelRegistry, ServedModel
 from inference.runner import RequestRunner
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+
+# The W3C trace context headers (tensorchat/tracing.py).
+TRACE_METADATA_KEYS = frozenset({"traceparent", "tracestate"})
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
@@ -28,12 +32,14 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         max_concurrent_requests: int = 1024,
         max_messages_per_second: float = DEFAULT_MESSAGES_PER_SECOND,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+        metrics: InferenceMetrics | None = None,
     ) -> None:
         self._registry = registry
         self._runner = RequestRunner(
             registry,
             max_concurrent_requests=max_concurrent_requests,
             max_messages_per_second=max_messages_per_second,
+            metrics=metrics,
         )
         self._flush_interval_s = flush_interval_s
         self._sessions: set[GenerateManySession] = set()  # open GenerateMany calls
@@ -52,6 +58,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def Generate(  # type: ignore[override]
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> None:
+        if not request.trace_context:
+            # A Generate caller carries its trace context as gRPC metadata (W3C keys).
+            for key, value in context.invocation_metadata() or ():
+                if key in TRACE_METADATA_KEYS and isinstance(value, str):
+                    request.trace_context[key] = value
         try:
             # context.write, not yield: a cancelled RPC raises here, inside `aclosing`, and the
             # engine drops the request at once instead of when the generator is collected.

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from tensorchat.logs import LOG_FORMATS
+
 # The top-level packages of this distribution. A missing module below one of them that exists
 # is a bug in tensorchat, not a missing part, and must surface as the error it is.
 FIRST_PARTY = frozenset({"tensorchat", "inference", "facade", "enginebuild"})
@@ -114,6 +116,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         default="info",
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (default info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="text lines, or one JSON object per line for log collectors (default text)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for part in PARTS:

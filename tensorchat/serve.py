@@ -53,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
         dev_key = f"tc-dev-{secrets.token_urlsafe(24)}"
         env[API_KEYS_ENV_VAR] = dev_key
     python = [sys.executable, "-m", "tensorchat", "--log-level", args.log_level]
+    python += ["--log-format", args.log_format]
     inference_cmd = [*python, "inference", "--host", args.host, "--port", str(args.grpc_port)]
     if args.models:
         inference_cmd += ["--models", str(args.models)]

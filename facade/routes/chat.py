@@ -16,6 +16,7 @@ from facade.admission import admit
 from facade.auth import Principal
 from facade.chat_run import ChatRun
 from facade.deps import FacadeState, get_state, require_principal
+from facade.request_context import request_record
 from facade.schemas import ChatCompletion, ErrorResponse
 
 router = APIRouter()
@@ -38,7 +39,8 @@ async def create_chat_completion(
     started = time.perf_counter()
     # The body is read here rather than as a parameter so that a bad key is a 401 before any
     # body is looked at.
-    return ChatRun(state, await admit(await request.body(), principal, state, started))
+    body = await request.body()
+    return ChatRun(state, await admit(body, principal, state, started, request_record(request)))
 
 
 for _path in CHAT_PATHS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,27 @@ def unpaced() -> float:
 
 
 @dataclass(slots=True)
+class RequestTimings:
+    """When a request reached each phase, in `time.monotonic()` seconds (None: not yet).
+
+    `arrived` is set when the request is built. Engines set `scheduled` when it first enters
+    their batch (the end of its queueing; TensorRT-LLM reports its own time); the runner sets
+    the token times as outputs reach it. Queue = arrived -> scheduled, prefill = scheduled ->
+    first_token, decode = first_token -> last_token: vLLM's phases (inference/metrics.py).
+    """
+
+    arrived: float = field(default_factory=time.monotonic)
+    scheduled: float | None = None
+    first_token: float | None = None
+    last_token: float | None = None
+
+    def mark_scheduled(self, at: float) -> None:
+        """The first time only: a preempted and rescheduled request keeps its first."""
+        if self.scheduled is None:
+            self.scheduled = at
+
+
+@dataclass(slots=True)
 class EngineRequest:
     request_id: str
     prompt_token_ids: list[int]
@@ -60,6 +82,7 @@ class EngineRequest:
     # The reader's pacing, asked before each hand-over: the least seconds since the previous
     # one (0: as soon as there is output). Finishing outputs are never held (OutputChannel).
     pace: Callable[[], float] = field(default=unpaced, compare=False, repr=False)
+    timings: RequestTimings = field(default_factory=RequestTimings, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,6 +192,7 @@ class SyntheticEngine(Engine):
             req.choices.append(choice)
             heapq.heappush(self._heap, (now, next(self._seq), choice))
         self._requests[request.request_id] = req
+        request.timings.mark_scheduled(now)  # no queue: every request runs at once
         if request.deadline is not None:
             heapq.heappush(self._deadlines, (request.deadline, next(self._seq), req))
         self._ensure_ticker()

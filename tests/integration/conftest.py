@@ -21,6 +21,22 @@ QWEN_ID = "Qwen/Qwen2.5-Coder-7B-Instruct"
 TINY_CONTEXT = 256
 
 
+def synthetic_models_config(model_id: str, checkpoint: Path) -> ModelsConfig:
+    """One model on the synthetic engine, which borrows the checkpoint's tokenizer and computes
+    nothing: 1000 tokens/s per choice."""
+    return ModelsConfig(
+        models=[
+            ModelConfig(
+                id=model_id,
+                engine="synthetic",
+                checkpoint=checkpoint,
+                context_length=TINY_CONTEXT,
+                options={"tokens_per_second": 1000.0, "tick_ms": 1.0},
+            )
+        ]
+    )
+
+
 def tiny_models_config(
     mistral_dir: Path, qwen2_dir: Path, *, engine: str = "torch", engines_root: Path | None = None
 ) -> ModelsConfig:

@@ -346,6 +346,7 @@ class TorchEngine(Engine):
                 if new and (len(new) + 1) * width > _PREFILL_TOKEN_BUDGET:
                     break
                 self._waiting.popleft()
+                req.request.timings.mark_scheduled(now)
                 new.append(req)
                 rows += req.n
                 longest = width

@@ -39,6 +39,7 @@ from inference.engines.trtllm.config import (
 )
 from inference.engines.trtllm.requests import build_request, plan_stops
 from inference.engines.trtllm.results import ResultConverter
+from inference.engines.trtllm.timing import first_scheduled_at
 
 log = logging.getLogger(__name__)
 
@@ -424,6 +425,7 @@ class TrtllmEngine(Engine):
                 self._retire(stream)
                 continue
             result = response.result
+            stream.request.timings.mark_scheduled(first_scheduled_at(result))
             if result.is_final:
                 stream.executor_done = True
             output = stream.converter.convert(result)

@@ -535,8 +535,25 @@ class KvCacheMetrics:
         self.kv_cache_hit_rate = 0.0
 
 
+class TimingMetrics:
+    """steady_clock time points, which the bindings return as timedelta since the clock's
+    epoch (CLOCK_MONOTONIC: time.monotonic()); unset ones are the epoch, timedelta(0)
+    (cpp/include/tensorrt_llm/executor/types.h RequestPerfMetrics::TimingMetrics, bound in
+    cpp/tensorrt_llm/nanobind/executor/request.cpp, commit 008b2b8d)."""
+
+    def __init__(self) -> None:
+        self.arrival_time = timedelta(0)
+        self.first_scheduled_time = timedelta(0)
+        self.first_token_time = timedelta(0)
+        self.last_token_time = timedelta(0)
+        self.kv_cache_transfer_start = timedelta(0)
+        self.kv_cache_transfer_end = timedelta(0)
+        self.kv_cache_size = 0
+
+
 class RequestPerfMetrics:
     def __init__(self) -> None:
+        self.timing_metrics = TimingMetrics()
         self.kv_cache_metrics = KvCacheMetrics()
         self.first_iter: int | None = None
         self.last_iter: int | None = None
@@ -670,6 +687,7 @@ class _Active:
     missed_blocks: int = 0
     validated: bool = False
     scheduled: bool = False
+    scheduled_at: float = 0.0  # time.monotonic() when first scheduled
     cancelled: bool = False
 
 
@@ -956,6 +974,7 @@ class Executor:
         self._reused_total += reused
         self._missed_total += active.missed_blocks
         active.scheduled = True
+        active.scheduled_at = time.monotonic()
 
     def _pick(self, active: _Active, seq: _Sequence) -> int:
         request = active.request
@@ -1117,6 +1136,8 @@ class Executor:
             )
         if output.return_perf_metrics:
             metrics = RequestPerfMetrics()
+            metrics.timing_metrics.arrival_time = timedelta(seconds=active.arrival)
+            metrics.timing_metrics.first_scheduled_time = timedelta(seconds=active.scheduled_at)
             metrics.kv_cache_metrics.num_reused_blocks = active.reused_blocks
             metrics.kv_cache_metrics.num_missed_blocks = active.missed_blocks
             total = active.reused_blocks + active.missed_blocks
