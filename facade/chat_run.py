@@ -22,6 +22,7 @@ from facade.backend_streams import EOF, Generation
 from facade.backends import Backend, no_backend
 from facade.deps import FacadeState
 from facade.errors import APIError, from_request_error
+from facade.ratelimit_headers import rate_limit_headers
 from facade.schemas import ChatCompletion
 from facade.sse import DONE, SSE_HEADERS, DisconnectWatcher, error_event
 from facade.translate import ChunkEncoder, CompletionBuilder, UsageCounter
@@ -119,10 +120,16 @@ class ChatRun(Response):
         self.state.pool.mark_down(backend, error.message or "UNAVAILABLE")
         return True
 
-    def _with_request_id(
+    def _response_headers(
         self, content_type: list[tuple[bytes, bytes]]
     ) -> list[tuple[bytes, bytes]]:
-        return [*content_type, (b"x-request-id", self.chat.rpc.request_id.encode())]
+        """The headers of every response: the request id and the key's rate-limit levels."""
+        limits = rate_limit_headers(self.chat.lease.levels)
+        return [
+            *content_type,
+            (b"x-request-id", self.chat.rpc.request_id.encode()),
+            *((name.encode(), value.encode()) for name, value in limits.items()),
+        ]
 
     def _api_error(self, error: RequestError) -> APIError:
         return from_request_error(error, self.chat.rpc.request_id, self.chat.req.model)
@@ -130,7 +137,7 @@ class ChatRun(Response):
     async def _reply(self, send: Send, status: int, body: bytes, extra: dict[str, str]) -> None:
         """One whole JSON response: a completion or an error."""
         self.status = status
-        headers = self._with_request_id([(b"content-type", b"application/json")])
+        headers = self._response_headers([(b"content-type", b"application/json")])
         headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -175,7 +182,7 @@ class ChatRun(Response):
         )
         self.status = 200
         self._began = True
-        headers = self._with_request_id(SSE_HEADERS)
+        headers = self._response_headers(SSE_HEADERS)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         usage = self.usage
         message = first

@@ -15,6 +15,7 @@ import pytest
 from facade.keys import create_key
 from facade.limits import KeyLimits
 from facade.settings import FacadeSettings
+from inference.config import ModelConfig, ModelsConfig
 from inference.servicer import InferenceServicer
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 from tests.support.servers import FacadeServerThread, InferenceServerThread
@@ -22,6 +23,29 @@ from tests.support.servers import FacadeServerThread, InferenceServerThread
 # The facade does not care which engine is behind the service: most facade tests run on the
 # torch engine only, and the cancellation tests on every engine the inference tests use.
 TORCH_ONLY = pytest.mark.parametrize("inference_server", ["torch"], indirect=True)
+
+
+SYNTHETIC = "synthetic"
+
+
+@pytest.fixture(scope="module")
+def synthetic_inference(tiny_qwen2_dir: Path) -> Iterator[InferenceServerThread]:
+    """An inference service on the synthetic engine: fast, no model to load."""
+    # The synthetic engine borrows the checkpoint's tokenizer and computes nothing.
+    config = ModelsConfig(
+        models=[
+            ModelConfig(
+                id=SYNTHETIC,
+                engine="synthetic",
+                checkpoint=tiny_qwen2_dir,
+                context_length=256,
+                options={"tokens_per_second": 1000.0, "tick_ms": 1.0},
+            )
+        ]
+    )
+    server = InferenceServerThread(config).start()
+    yield server
+    server.stop()
 
 
 @contextlib.contextmanager

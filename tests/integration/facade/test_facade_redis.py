@@ -21,31 +21,11 @@ import pytest
 from facade.keys import create_key
 from facade.limits import KeyLimits
 from facade.settings import FacadeSettings
-from inference.config import ModelConfig, ModelsConfig
+from tests.integration.facade.conftest import SYNTHETIC as MODEL
 from tests.support.redis_server import RedisServer
 from tests.support.servers import FacadeServerThread, InferenceServerThread
 
-MODEL = "synthetic"
 UNREACHABLE = "is unreachable"
-
-
-@pytest.fixture(scope="module")
-def synthetic_inference(tiny_qwen2_dir: Path) -> Iterator[InferenceServerThread]:
-    # The synthetic engine borrows the checkpoint's tokenizer and computes nothing.
-    config = ModelsConfig(
-        models=[
-            ModelConfig(
-                id=MODEL,
-                engine="synthetic",
-                checkpoint=tiny_qwen2_dir,
-                context_length=256,
-                options={"tokens_per_second": 1000.0, "tick_ms": 1.0},
-            )
-        ]
-    )
-    server = InferenceServerThread(config).start()
-    yield server
-    server.stop()
 
 
 @dataclass
