@@ -17,7 +17,9 @@ from facade.errors import install_handlers
 from facade.keywatch import start_key_reloads
 from facade.limits import ConcurrencyGate, InMemoryLimiter, KeyLimits, Limiter
 from facade.metrics import FacadeMetrics, StatusMiddleware
+from facade.openapi import install_openapi
 from facade.routes import chat, health, models
+from facade.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from facade.settings import FacadeSettings
 from tensorchat.freeze import freeze_loaded_objects
 
@@ -106,6 +108,11 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
     )
     app.state.facade = state
     install_handlers(app)
+    install_openapi(
+        app,
+        request_models=[ChatCompletionRequest],
+        reply_models=[ChatCompletion, ChatCompletionChunk],
+    )
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(health.router)
