@@ -18,6 +18,7 @@ from facade.keywatch import start_key_reloads
 from facade.limits import ConcurrencyGate, InMemoryLimiter, KeyLimits, Limiter
 from facade.metrics import FacadeMetrics, StatusMiddleware
 from facade.openapi import install_openapi
+from facade.readiness import ReadyNotifier
 from facade.routes import chat, health, models
 from facade.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from facade.settings import FacadeSettings
@@ -43,6 +44,7 @@ def build_state(settings: FacadeSettings, limiter: Limiter | None = None) -> Fac
         settings.backends,
         refresh_interval_s=settings.refresh_interval_s,
         probe_timeout_s=settings.probe_timeout_s,
+        on_change=ReadyNotifier.from_environment(),
     )
     metrics = FacadeMetrics()
     metrics.watch_keys(keyring)

