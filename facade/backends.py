@@ -90,7 +90,8 @@ def no_backend(model: str) -> APIError:
 
 
 def fingerprint(info: pb.ModelInfo) -> str:
-    # Changes whenever the serving configuration does (engine, reload), as OpenAI's does.
+    # Changes whenever the serving configuration does (engine, checkpoint: `created` is the
+    # checkpoint's time), as OpenAI's does; a restart on the same model keeps it.
     digest = hashlib.sha256(f"{info.id}|{info.engine}|{info.created}".encode()).hexdigest()
     return f"fp_{digest[:10]}"
 
