@@ -41,13 +41,12 @@ format: $(VENV)/.installed-dev
 protos: $(VENV)/.installed-dev
 	$(BIN)/python -m tensorchat.protogen
 
+# scripts/setup itself touches these when it succeeds, whoever runs it.
 $(VENV)/.installed: pyproject.toml scripts/setup
 	scripts/setup
-	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml scripts/setup
 	scripts/setup --dev
-	touch $(VENV)/.installed $@
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -17,6 +17,7 @@ from facade.backends import ModelEntry
 from facade.deps import FacadeState
 from facade.errors import APIError, from_validation, model_not_found, rate_limited
 from facade.limits import Lease, LimitStoreUnavailable, RateLimitExceeded, estimate_tokens
+from facade.ratelimit_headers import rate_limit_headers
 from facade.request_context import RequestRecord
 from facade.schemas import ChatCompletionRequest
 from facade.settings import FacadeSettings
@@ -113,7 +114,9 @@ async def _take_slot_and_lease(
     except RateLimitExceeded as error:
         state.gate.exit()
         state.metrics.rate_limited.labels(principal.metric_label).inc()
-        raise rate_limited(error.message, error.retry_after_s) from None
+        refusal = rate_limited(error.message, error.retry_after_s)
+        refusal.headers.update(rate_limit_headers(error.levels))
+        raise refusal from None
     except LimitStoreUnavailable as error:  # Redis down, failing closed
         state.gate.exit()
         # The limiter tries Redis again about once a second (limits_redis.RETRY_INTERVAL_S).

@@ -18,8 +18,11 @@ from facade.errors import install_handlers
 from facade.keywatch import start_key_reloads
 from facade.limits import ConcurrencyGate, InMemoryLimiter, KeyLimits, Limiter
 from facade.metrics import FacadeMetrics, StatusMiddleware
+from facade.openapi import install_openapi
+from facade.readiness import ReadyNotifier
 from facade.request_context import RequestContext
 from facade.routes import chat, health, models
+from facade.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from facade.settings import FacadeSettings
 from tensorchat.freeze import freeze_loaded_objects
 
@@ -47,6 +50,7 @@ def build_state(settings: FacadeSettings, limiter: Limiter | None = None) -> Fac
         keepalive_timeout_s=settings.backend_keepalive_timeout_s,
         progress_timeout_s=settings.progress_timeout_s,
         stream_limits=StreamLimits(settings.stream_max_age_s, settings.stream_max_generations),
+        on_change=ReadyNotifier.from_environment(),
     )
     metrics = FacadeMetrics()
     metrics.watch_keys(keyring)
@@ -112,6 +116,11 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
     )
     app.state.facade = state
     install_handlers(app)
+    install_openapi(
+        app,
+        request_models=[ChatCompletionRequest],
+        reply_models=[ChatCompletion, ChatCompletionChunk],
+    )
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(health.router)

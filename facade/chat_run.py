@@ -23,6 +23,7 @@ from facade.backends import Backend, no_backend
 from facade.deps import FacadeState
 from facade.errors import APIError, from_request_error
 from facade.metrics import record_final_status
+from facade.ratelimit_headers import rate_limit_headers
 from facade.request_context import reason_name
 from facade.schemas import ChatCompletion
 from facade.sse import DONE, SSE_HEADERS, DisconnectWatcher, error_event
@@ -143,13 +144,21 @@ class ChatRun(Response):
                 body = error_event(error) + DONE
                 await send({"type": "http.response.body", "body": body, "more_body": False})
 
+    def _response_headers(
+        self, content_type: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """The headers of every response after admission: the key's rate-limit levels (the
+        request id comes from facade/request_context.py, on every response)."""
+        limits = rate_limit_headers(self.chat.lease.levels)
+        return [*content_type, *((name.encode(), value.encode()) for name, value in limits.items())]
+
     def _api_error(self, error: RequestError) -> APIError:
         return from_request_error(error, self.chat.rpc.request_id, self.chat.req.model)
 
     async def _reply(self, send: Send, status: int, body: bytes, extra: dict[str, str]) -> None:
         """One whole JSON response: a completion or an error."""
         self.status = status
-        headers = [(b"content-type", b"application/json")]
+        headers = self._response_headers([(b"content-type", b"application/json")])
         headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -202,7 +211,8 @@ class ChatRun(Response):
         )
         self.status = 200
         self._began = True
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        headers = self._response_headers(SSE_HEADERS)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         usage = self.usage
         message = first
         try:

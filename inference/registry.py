@@ -109,7 +109,7 @@ async def load_model(config: ModelConfig) -> ServedModel:
         context_length=context_length,
         max_input_tokens=max_input_tokens,
         max_output_tokens=max_output_tokens,
-        created=int(time.time()),
+        created=checkpoint_created(checkpoint_dir),
     )
 
 
@@ -125,6 +125,14 @@ def _checkpoint_dir(config: ModelConfig) -> Path:
             "(no config.json)"
         )
     return config.checkpoint
+
+
+def checkpoint_created(checkpoint_dir: Path) -> int:
+    """When the checkpoint was written (its newest config or weights file): the model's
+    `created`, from which the facade derives `system_fingerprint`. Not the load time, so a
+    restart on the same model and engine keeps the fingerprint, as OpenAI's does."""
+    files = [checkpoint_dir / "config.json", *checkpoint_dir.glob("*.safetensors")]
+    return int(max(file.stat().st_mtime for file in files if file.is_file()))
 
 
 def _checkpoint_context_length(checkpoint_dir: Path) -> int:

@@ -15,9 +15,10 @@ import pytest
 from facade.keys import create_key
 from facade.limits import KeyLimits
 from facade.settings import FacadeSettings
-from inference.config import ModelConfig, ModelsConfig
+from inference.config import ModelsConfig
 from inference.servicer import InferenceServicer
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+from tests.integration.conftest import synthetic_models_config
 from tests.support.servers import FacadeServerThread, InferenceServerThread
 
 # The facade does not care which engine is behind the service: most facade tests run on the
@@ -28,13 +29,9 @@ SYNTHETIC = "synthetic"
 
 
 def synthetic_models(checkpoint: Path) -> ModelsConfig:
-    """The synthetic engine as SYNTHETIC: it borrows the checkpoint's tokenizer and computes
-    nothing, for tests of what surrounds the engine (processes, limits, streams)."""
-    options = {"tokens_per_second": 1000.0, "tick_ms": 1.0}
-    model = ModelConfig(
-        id=SYNTHETIC, engine="synthetic", checkpoint=checkpoint, context_length=256, options=options
-    )
-    return ModelsConfig(models=[model])
+    """The synthetic engine as SYNTHETIC, for tests of what surrounds the engine (processes,
+    limits, streams)."""
+    return synthetic_models_config(SYNTHETIC, checkpoint)
 
 
 @pytest.fixture(scope="module")
