@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from inference.engines.base import EngineRequest, unpaced
 from inference.errors import RequestError, invalid, model_not_found
+from inference.grammar import CompiledConstraint, ConstraintError, GrammarSpec
 from inference.registry import ModelRegistry, ServedModel
 from inference.sampling import SamplingParams
 from inference.text.messages import ChatMessage
@@ -88,12 +89,15 @@ def _encode_messages(model: ServedModel, messages: Sequence[pb.ChatMessage]) -> 
         raise invalid("messages", str(error)) from error
 
 
-def build_plan(
+async def build_plan(
     registry: ModelRegistry,
     request: pb.GenerateRequest,
     pace: Callable[[], float] = unpaced,
 ) -> RequestPlan:
-    """`pace` is the servicer's pacing of this stream (see `EngineRequest.pace`)."""
+    """`pace` is the servicer's pacing of this stream (see `EngineRequest.pace`).
+
+    Async because a constraint's grammar is compiled here (off the event loop, bounded in time).
+    """
     model = resolve_model(registry, request.model)
     stopping = request.stopping
     n = request.n or 1
@@ -108,6 +112,7 @@ def build_plan(
         raise invalid(
             "min_tokens", f"({stopping.min_tokens}) must not exceed max_tokens ({max_tokens})"
         )
+    constraint = await _compile_constraint(model, request, params)
     deadline = time.monotonic() + stopping.time_limit_ms / 1000 if stopping.time_limit_ms else None
     return RequestPlan(
         model=model,
@@ -118,6 +123,7 @@ def build_plan(
             eos_token_ids=model.tokenizer.eos_token_ids,
             deadline=deadline,
             pace=pace,
+            constraint=constraint,
         ),
         stops=stops,
         output=request.output,
@@ -125,14 +131,50 @@ def build_plan(
 
 
 def _refuse_unserved(request: pb.GenerateRequest) -> None:
-    # The protocol already names constrained output and tools; until the engines enforce
-    # them, a request that asks is refused rather than served unconstrained.
-    if request.HasField("constraint"):
-        raise invalid("constraint", "constrained output is not served by this server yet")
+    # The protocol already names tools; until the engines enforce them, a request that asks
+    # is refused rather than served unconstrained.
     if request.HasField("tools") or any(
         m.tool_calls or m.tool_call_id for m in request.messages.messages
     ):
         raise invalid("tools", "tool calling is not served by this server yet")
+
+
+def constraint_spec(constraint: pb.OutputConstraint) -> GrammarSpec | None:
+    """The grammar an OutputConstraint asks for (None when it names none)."""
+    kind = constraint.WhichOneof("kind")
+    if kind is None:
+        return None
+    if kind == "json_object":
+        return GrammarSpec("json_object")
+    if kind == "grammar":
+        return GrammarSpec("ebnf", constraint.grammar)
+    if kind == "json_schema":
+        return GrammarSpec("json_schema", constraint.json_schema)
+    return GrammarSpec("regex", constraint.regex)
+
+
+async def _compile_constraint(
+    model: ServedModel, request: pb.GenerateRequest, params: SamplingParams
+) -> CompiledConstraint | None:
+    if not request.HasField("constraint"):
+        return None
+    spec = constraint_spec(request.constraint)
+    if spec is None:
+        raise invalid("constraint", "name one of json_object, json_schema, regex or grammar")
+    if not model.engine.constrains_output:
+        raise invalid(
+            "constraint", f"the {model.engine.name} engine of {model.id} cannot constrain output"
+        )
+    # Both would fight the grammar over the end of the output: the grammar only allows EOS
+    # where it may end, ignore_eos never ends there, min_tokens could forbid the only choice.
+    if params.ignore_eos:
+        raise invalid("ignore_eos", "cannot be combined with a constraint")
+    if params.min_tokens:
+        raise invalid("min_tokens", "cannot be combined with a constraint")
+    try:
+        return await model.grammar.compile(spec)
+    except ConstraintError as error:
+        raise invalid("constraint", str(error)) from None
 
 
 def _sampling_params(
@@ -240,4 +282,11 @@ def _check_range(param: str, value: float, low: float, high: float) -> None:
         raise invalid(param, f"must be between {low:g} and {high:g}, got {value:g}")
 
 
-__all__ = ["RequestError", "RequestPlan", "build_plan", "prompt_token_ids", "resolve_model"]
+__all__ = [
+    "RequestError",
+    "RequestPlan",
+    "build_plan",
+    "constraint_spec",
+    "prompt_token_ids",
+    "resolve_model",
+]

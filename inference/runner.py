@@ -55,7 +55,7 @@ class RequestRunner:
                 grpc.StatusCode.UNAVAILABLE,
                 "The server is shutting down; retry on another replica.",
             )
-        plan = build_plan(self._registry, request, self._pace)
+        plan = await build_plan(self._registry, request, self._pace)
         if len(self._running) >= self._max_concurrent:
             raise RequestError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
