@@ -176,11 +176,11 @@ class Sampler:
             return
         first = rows[constrained[0]].constraint
         assert first is not None
-        bitmask = first.allocate_bitmask(len(constrained))
-        for j, i in enumerate(constrained):
+        bitmask = first.allocate_bitmask(len(rows))
+        for i in constrained:
             matcher = rows[i].matcher
             assert matcher is not None
-            matcher.fill_bitmask(bitmask, j)
+            matcher.fill_bitmask(bitmask, i)
         apply_bitmask(x, bitmask, constrained)
 
     def _apply_logit_bias(self, x: torch.Tensor, rows: Sequence[RowSampler]) -> None:
