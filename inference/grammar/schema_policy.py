@@ -130,7 +130,10 @@ def enforceable_form(schema: Any) -> Any:
     """
     schema = copy.deepcopy(schema)
     for _pointer, node in _subschemas(schema, ""):
-        if "minLength" in node or "maxLength" in node:
+        # Next to a pattern or format the lengths are refused (check_enforceable).
+        if ("minLength" in node or "maxLength" in node) and not (
+            "pattern" in node or "format" in node
+        ):
             low = int(node.pop("minLength", 0))
             high = node.pop("maxLength", None)
             node["pattern"] = f"^.{{{low},{'' if high is None else int(high)}}}$"

@@ -119,7 +119,7 @@ def test_an_unenforceable_keyword_is_refused_by_name(
         ("constraint", {"constraint": pb.OutputConstraint(json_schema="{not json")}),
         ("constraint", {"constraint": pb.OutputConstraint(json_schema='{"type": 5}')}),
         ("constraint", {"constraint": pb.OutputConstraint(regex="((")}),
-        ("constraint", {"constraint": pb.OutputConstraint(grammar='root ::= missing')}),
+        ("constraint", {"constraint": pb.OutputConstraint(grammar="root ::= missing")}),
         ("constraint", {"constraint": pb.OutputConstraint()}),
         (
             "ignore_eos",
