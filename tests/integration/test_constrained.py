@@ -53,6 +53,7 @@ def finished_texts(choices: dict[int, Choice]) -> list[str]:
 
 
 def grammar_of(server: InferenceServerThread, model: str) -> GrammarCompiler:
+    assert server.server is not None
     return next(m.grammar for m in server.server.registry if m.id == model)
 
 

@@ -244,10 +244,15 @@ class TorchEngine(Engine):
                 f"{len(prompt)} and max_tokens asks for {params.max_tokens} more"
             )
         constraint = request.constraint
-        if constraint is not None and constraint.vocab_size < vocab:
-            raise EngineRequestError(
-                f"the constraint covers {constraint.vocab_size} token ids, the model has {vocab}"
-            )
+        if constraint is not None:
+            if constraint.vocab_size < vocab:
+                raise EngineRequestError(
+                    f"the constraint covers {constraint.vocab_size} token ids, the model has "
+                    f"{vocab}"
+                )
+            # The grammar decides where the output ends (EOS only once it may end).
+            if params.ignore_eos or params.min_tokens:
+                raise EngineRequestError("a constraint excludes ignore_eos and min_tokens")
         for name, ids in (
             ("logit_bias", params.logit_bias.keys()),
             ("stop_token_ids", params.stop_token_ids),
