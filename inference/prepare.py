@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from inference.engines.base import EngineRequest, unpaced
 from inference.errors import RequestError, invalid, model_not_found
+from inference.grammar import CompiledConstraint, ConstraintError, GrammarSpec
 from inference.registry import ModelRegistry, ServedModel
 from inference.sampling import SamplingParams
 from inference.text.messages import ChatMessage
@@ -114,12 +116,26 @@ def _encode_messages(model: ServedModel, messages: Sequence[pb.ChatMessage]) -> 
         raise invalid("messages", str(error)) from error
 
 
-def build_plan(
+# Runs a preparation step (templating, tokenizing) somewhere, e.g. on a thread pool.
+OffLoop = Callable[..., Awaitable[Any]]
+
+
+async def _on_loop(step: Callable[..., Any], *args: Any) -> Any:
+    return step(*args)
+
+
+async def build_plan(
     registry: ModelRegistry,
     request: pb.GenerateRequest,
     pace: Callable[[], float] = unpaced,
+    off_loop: OffLoop = _on_loop,
 ) -> RequestPlan:
-    """`pace` is the servicer's pacing of this stream (see `EngineRequest.pace`)."""
+    """`pace` is the servicer's pacing of this stream (see `EngineRequest.pace`).
+
+    Templating and tokenizing run through `off_loop` (the runner's preparation threads: a long
+    prompt costs up to seconds of CPU, and the tokenizers library releases the GIL while it
+    encodes); a constraint's grammar compiles on the compiler's own threads, bounded in time.
+    """
     model = resolve_model(registry, request.model)
     stopping = request.stopping
     n = request.n or 1
@@ -130,13 +146,14 @@ def build_plan(
         # proto3 enums are open: an unknown number parses, and would be served as text.
         raise invalid("output", f"unknown output mode {request.output}")
     _refuse_unserved(request)
-    prompt = prompt_token_ids(model, request)
+    prompt = await off_loop(prompt_token_ids, model, request)
     max_tokens = _max_tokens(model, request, len(prompt))
     params = _sampling_params(model, request, n, max_tokens)
     if stopping.min_tokens > max_tokens:
         raise invalid(
             "min_tokens", f"({stopping.min_tokens}) must not exceed max_tokens ({max_tokens})"
         )
+    constraint = await _compile_constraint(model, request, params)
     deadline = time.monotonic() + stopping.time_limit_ms / 1000 if stopping.time_limit_ms else None
     return RequestPlan(
         model=model,
@@ -147,6 +164,7 @@ def build_plan(
             eos_token_ids=model.tokenizer.eos_token_ids,
             deadline=deadline,
             pace=pace,
+            constraint=constraint,
         ),
         stops=stops,
         output=request.output,
@@ -154,14 +172,50 @@ def build_plan(
 
 
 def _refuse_unserved(request: pb.GenerateRequest) -> None:
-    # The protocol already names constrained output and tools; until the engines enforce
-    # them, a request that asks is refused rather than served unconstrained.
-    if request.HasField("constraint"):
-        raise invalid("constraint", "constrained output is not served by this server yet")
+    # The protocol already names tools; until the engines enforce them, a request that asks
+    # is refused rather than served unconstrained.
     if request.HasField("tools") or any(
         m.tool_calls or m.tool_call_id for m in request.messages.messages
     ):
         raise invalid("tools", "tool calling is not served by this server yet")
+
+
+def constraint_spec(constraint: pb.OutputConstraint) -> GrammarSpec | None:
+    """The grammar an OutputConstraint asks for (None when it names none)."""
+    kind = constraint.WhichOneof("kind")
+    if kind is None:
+        return None
+    if kind == "json_object":
+        return GrammarSpec("json_object")
+    if kind == "grammar":
+        return GrammarSpec("ebnf", constraint.grammar)
+    if kind == "json_schema":
+        return GrammarSpec("json_schema", constraint.json_schema)
+    return GrammarSpec("regex", constraint.regex)
+
+
+async def _compile_constraint(
+    model: ServedModel, request: pb.GenerateRequest, params: SamplingParams
+) -> CompiledConstraint | None:
+    if not request.HasField("constraint"):
+        return None
+    spec = constraint_spec(request.constraint)
+    if spec is None:
+        raise invalid("constraint", "name one of json_object, json_schema, regex or grammar")
+    if not model.engine.constrains_output:
+        raise invalid(
+            "constraint", f"the {model.engine.name} engine of {model.id} cannot constrain output"
+        )
+    # Both would fight the grammar over the end of the output: the grammar only allows EOS
+    # where it may end, ignore_eos never ends there, min_tokens could forbid the only choice.
+    if params.ignore_eos:
+        raise invalid("ignore_eos", "cannot be combined with a constraint")
+    if params.min_tokens:
+        raise invalid("min_tokens", "cannot be combined with a constraint")
+    try:
+        return await model.grammar.compile(spec)
+    except ConstraintError as error:
+        raise invalid("constraint", str(error)) from None
 
 
 def _sampling_params(
@@ -269,4 +323,11 @@ def _check_range(param: str, value: float, low: float, high: float) -> None:
         raise invalid(param, f"must be between {low:g} and {high:g}, got {value:g}")
 
 
-__all__ = ["RequestError", "RequestPlan", "build_plan", "prompt_token_ids", "resolve_model"]
+__all__ = [
+    "RequestError",
+    "RequestPlan",
+    "build_plan",
+    "constraint_spec",
+    "prompt_token_ids",
+    "resolve_model",
+]

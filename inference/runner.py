@@ -101,10 +101,7 @@ class RequestRunner:
                 grpc.StatusCode.UNAVAILABLE,
                 "The server is shutting down; retry on another replica.",
             )
-        # Templating and tokenizing a long prompt takes up to seconds of CPU: in a thread, so
-        # that the event loop goes on streaming every other request meanwhile (the tokenizers
-        # library releases the GIL while it encodes).
-        plan = await self.off_loop(build_plan, self._registry, request, self._pace)
+        plan = await build_plan(self._registry, request, self._pace, self.off_loop)
         if len(self._running) >= self._max_concurrent:
             raise RequestError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,

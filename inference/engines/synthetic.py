@@ -81,9 +81,12 @@ class SyntheticEngine(Engine):
       iterator take effect at the next tick.
     - The first token is due at once (on the next tick), token k at `start + k / rate`;
       a late tick emits every token that came due meanwhile, in one output.
+    - It cannot follow a grammar (its tokens are a fixed cycle), so a constrained request is
+      refused: the service checks `constrains_output` first.
     """
 
     name = "synthetic"
+    constrains_output = False
 
     def __init__(
         self,
@@ -161,6 +164,8 @@ class SyntheticEngine(Engine):
             raise EngineUnavailableError("the synthetic engine is shut down")
         if request.request_id in self._requests:
             raise EngineRequestError(f"request id {request.request_id!r} is already running")
+        if request.constraint is not None:
+            raise EngineRequestError("the synthetic engine cannot follow a grammar")
         req = self._register(request)
         return self._stream(req)
 

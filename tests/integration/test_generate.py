@@ -309,7 +309,6 @@ INVALID_REQUESTS = [
     ("messages[0].role", {"messages": pb.ChatMessages(messages=[pb.ChatMessage(role="tool")])}),
     ("token_ids", {"token_ids": pb.TokenIds(ids=[10_000_000])}),
     ("prompt", {"prompt": ""}),
-    ("constraint", {"constraint": pb.OutputConstraint(json_object=pb.JsonObject())}),
     ("tools", {"tools": pb.Tools(tools=[pb.Tool(name="get_weather")])}),
     # proto3 enums are open: a number no OutputMode names parses, and must be refused.
     ("output", {"output": 7}),
