@@ -215,7 +215,7 @@ def test_gpu_checks_drive_both_engines(tiny_mistral_dir: Path, tmp_path: Path) -
     real torch engine on CPU: the flow, not the numbers, is what this can check."""
     import asyncio
 
-    from enginebuild.verify import PARITY_TOKENS, gpu_checks
+    from enginebuild.verify import gpu_checks
     from tests.fakes.trtllm_fixtures import FAKE_RUNTIME, fake_trtllm_installed, write_fake_engine
 
     engine = write_fake_engine(
@@ -229,6 +229,7 @@ def test_gpu_checks_drive_both_engines(tiny_mistral_dir: Path, tmp_path: Path) -
     assert [c.name for c in checks] == ["smoke prompt", "greedy parity with torch"]
     assert checks[0].ok, checks[0].detail
     assert checks[0].detail.startswith("'The capital of France is' -> ")
-    assert f"of {PARITY_TOKENS} tokens over 3 prompts (need 75% for bf16 weights)" in (
-        checks[1].detail
-    )
+    # The fake's tokens are a hash, not the model's: the rule names where they part.
+    assert not checks[1].ok
+    assert checks[1].detail.startswith("prompt 0: token 0: the engine chose ")
+    assert checks[1].detail.endswith("(logprob tolerance 0.1 for bf16 weights)")
