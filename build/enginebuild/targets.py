@@ -317,15 +317,11 @@ def review_recipe(target: Target) -> RecipeReview:
                 "without it the executor turns chunked context and KV reuse off",
             )
         )
-    for name, value in (
-        ("max_num_tokens", lim.max_num_tokens),
-        ("max_batch_size", lim.max_batch_size),
-    ):
-        if not is_power_of_two(value):
+    for limit in ("max_num_tokens", "max_batch_size"):
+        size: int = getattr(lim, limit)
+        if not is_power_of_two(size):
             advice.append(
-                _ours(
-                    f"{name} {value} is not a power of two", "the tuning guide sweeps powers of two"
-                )
+                _ours(f"{limit} {size} is not a power of two", "the tuning guide sweeps them so")
             )
     return RecipeReview(tuple(refusals), tuple(advice))
 

@@ -183,7 +183,8 @@ async def _greedy(
     steps: list[Step] = []
     async for outputs in engine.generate(request):
         for output in outputs:
-            steps.extend(Step(lp.token_id, lp.logprob, dict(lp.top)) for lp in output.logprobs or ())
+            logprobs = output.logprobs or ()
+            steps.extend(Step(lp.token_id, lp.logprob, dict(lp.top)) for lp in logprobs)
     return steps
 
 
@@ -243,9 +244,7 @@ async def gpu_checks(
         async def along(prefix: list[int], count: int) -> list[Step]:
             return await _greedy(reference, prefix, count, top_logprobs=PARITY_TOP_LOGPROBS)
 
-        checks.append(
-            await parity_check(prompts, engine_steps, along, manifest.precision.weights)
-        )
+        checks.append(await parity_check(prompts, engine_steps, along, manifest.precision.weights))
     finally:
         await reference.shutdown()
     return checks

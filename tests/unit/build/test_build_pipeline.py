@@ -137,7 +137,7 @@ def test_a_recipe_that_trtllm_build_would_change_is_refused_before_any_step(
     err = capsys.readouterr().err
     assert f"error: {MISTRAL} on a100-40gb: the recipe cannot be built as written" in err
     assert (
-        "trtllm-build 1.2.1 builds --use_paged_context_fmha disable, not enable: \"Paged Context "
+        'trtllm-build 1.2.1 builds --use_paged_context_fmha disable, not enable: "Paged Context '
         "FMHA is disabled because it doesn't work with int8 kv cache currently.\" [builder.py "
         "build(); rule int8-kv-disables-paged-context-fmha in trtllm_1_2_1_rules.yaml]"
     ) in err
