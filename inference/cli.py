@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 from inference.config import MODELS_ENV_VAR
+from inference.defaults import MAX_CONCURRENT_REQUESTS, SHUTDOWN_GRACE_S
 from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MESSAGES_PER_SECOND
 
 
@@ -40,8 +41,8 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, port_flag: str =
     parser.add_argument(
         "--max-concurrent-requests",
         type=int,
-        default=1024,
-        help="requests beyond this get RESOURCE_EXHAUSTED (default 1024)",
+        default=MAX_CONCURRENT_REQUESTS,
+        help="requests beyond this get RESOURCE_EXHAUSTED (default %(default)d)",
     )
     parser.add_argument(
         "--max-messages-per-second",
@@ -69,8 +70,8 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, port_flag: str =
     parser.add_argument(
         "--shutdown-grace",
         type=float,
-        default=30.0,
-        help="seconds running requests get to finish on SIGTERM (default 30)",
+        default=SHUTDOWN_GRACE_S,
+        help="seconds running requests get to finish on SIGTERM (default %(default)g)",
     )
 
 

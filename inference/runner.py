@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 import grpc
 
 from inference.choices import ChoiceAssembler
+from inference.defaults import MAX_CONCURRENT_REQUESTS
 from inference.engines.base import EngineRequestError, SequenceOutput
 from inference.errors import RequestError, invalid
 from inference.metrics import InferenceMetrics
@@ -36,7 +37,7 @@ class RequestRunner:
         self,
         registry: ModelRegistry,
         *,
-        max_concurrent_requests: int = 1024,
+        max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS,
         max_messages_per_second: float = DEFAULT_MESSAGES_PER_SECOND,
         metrics: InferenceMetrics | None = None,
     ) -> None:

@@ -14,6 +14,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from inference.config import ModelsConfig
+from inference.defaults import MAX_CONCURRENT_REQUESTS, SHUTDOWN_GRACE_S
 from inference.metrics import InferenceMetrics, serve_metrics
 from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MESSAGES_PER_SECOND
 from inference.registry import ModelRegistry
@@ -44,13 +45,12 @@ KEEPALIVE_PERMIT_OPTIONS: list[tuple[str, int]] = [
 class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 50051
-    max_concurrent_requests: int = 1024
+    max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS
     # Stream messages per second of all streams together (see inference.pacing).
     max_messages_per_second: float = DEFAULT_MESSAGES_PER_SECOND
     # How long GenerateMany holds deltas so that requests share writes (inference.generate_many).
     flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S
-    # Seconds running requests get to finish on SIGTERM before they are cancelled.
-    shutdown_grace: float = 30.0
+    shutdown_grace: float = SHUTDOWN_GRACE_S
     # Prometheus metrics over HTTP on this port (0: a free one; None: no metrics server).
     metrics_port: int | None = None
 

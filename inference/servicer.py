@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from inference.defaults import MAX_CONCURRENT_REQUESTS
 from inference.errors import RequestError
 from inference.generate_many import GenerateManySession
 from inference.metrics import InferenceMetrics
@@ -29,7 +30,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self,
         registry: ModelRegistry,
         *,
-        max_concurrent_requests: int = 1024,
+        max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS,
         max_messages_per_second: float = DEFAULT_MESSAGES_PER_SECOND,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         metrics: InferenceMetrics | None = None,

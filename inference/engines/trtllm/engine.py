@@ -29,7 +29,13 @@ from inference.engines.base import (
     SequenceOutput,
 )
 from inference.engines.channel import OutputChannel
-from inference.engines.manifest import RuntimeInfo, check_engine, detect_runtime, select_engine
+from inference.engines.manifest import (
+    PINNED_TENSORRT_LLM_VERSION,
+    RuntimeInfo,
+    check_engine,
+    detect_runtime,
+    select_engine,
+)
 from inference.engines.trtllm.config import (
     EngineBuildConfig,
     GenerationDefaults,
@@ -47,12 +53,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PINNED_VERSION = "1.2.1"
 INSTALL_HINT = (
-    f"The trtllm engine needs an NVIDIA GPU and tensorrt-llm=={PINNED_VERSION}: run the GPU "
-    f"image built from inference/Dockerfile (FROM nvcr.io/nvidia/tensorrt-llm/release:"
-    f"{PINNED_VERSION}), or `pip install tensorrt-llm=={PINNED_VERSION}` with NVIDIA's package "
-    "index reachable (PyPI only hosts a stub that downloads the wheel from it); see docs/gpu.md. "
+    "The trtllm engine needs an NVIDIA GPU and "
+    f"tensorrt-llm=={PINNED_TENSORRT_LLM_VERSION}: run the GPU image built from "
+    "inference/Dockerfile (FROM nvcr.io/nvidia/tensorrt-llm/release:"
+    f"{PINNED_TENSORRT_LLM_VERSION}), or `pip install tensorrt-llm=={PINNED_TENSORRT_LLM_VERSION}` "
+    "with NVIDIA's package index reachable (PyPI only hosts a stub that downloads the wheel "
+    "from it); see docs/gpu.md. "
     "Without a GPU use `engine: torch`."
 )
 SCHEDULER_POLICIES = {
@@ -215,7 +222,7 @@ class TrtllmEngine(Engine):
                 "TensorRT-LLM %s is installed; this adapter is written for %s (later releases "
                 "removed compiled engines)",
                 version,
-                PINNED_VERSION,
+                PINNED_TENSORRT_LLM_VERSION,
             )
         engine_dir = self._pick_engine(runtime)
         build = EngineBuildConfig.read(engine_dir)
