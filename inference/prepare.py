@@ -14,17 +14,18 @@ from dataclasses import dataclass
 
 from inference.engines.base import EngineRequest, unpaced
 from inference.errors import RequestError, invalid, model_not_found
+from inference.grammar import GrammarSpec
 from inference.registry import ModelRegistry, ServedModel
 from inference.sampling import SamplingParams
-from inference.text.messages import ChatMessage
 from inference.text.tokenizer import ChatTemplateError
+from inference.tool_grammar import tool_call_grammar
+from inference.tool_request import ToolUse, chat_messages, tool_use
 from tensorchat.limits import MAX_CHOICES, MAX_TOP_LOGPROBS
 from tensorchat.v1 import inference_pb2 as pb
 
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 512
 MAX_LOGIT_BIAS = 100.0
-CHAT_ROLES = frozenset({"system", "user", "assistant"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,16 @@ class RequestPlan:
     engine_request: EngineRequest
     stops: tuple[str, ...]
     output: pb.OutputMode.ValueType
+    # The tools the model may call; the choices' text is read for calls when the choice is not
+    # "none".
+    tools: ToolUse | None = None
+    # The grammar of the tool calls (compiled by inference/grammar into the EngineRequest's
+    # constraint).
+    tool_grammar: GrammarSpec | None = None
+
+    @property
+    def reads_tool_calls(self) -> bool:
+        return self.tool_grammar is not None
 
     @property
     def prompt_tokens(self) -> int:
@@ -51,11 +62,13 @@ def resolve_model(registry: ModelRegistry, name: str) -> ServedModel:
 def prompt_token_ids(
     model: ServedModel,
     request: pb.GenerateRequest | pb.TokenizeRequest,
+    tools: ToolUse | None = None,
 ) -> list[int]:
-    """The prompt exactly as the engine will see it (shared by Generate and Tokenize)."""
+    """The prompt exactly as the engine will see it (shared by Generate and Tokenize);
+    `tools`: the request's validated tools, shown in the prompt."""
     kind = request.WhichOneof("input")
     if kind == "messages":
-        return _encode_messages(model, request.messages.messages)
+        return _encode_messages(model, request.messages.messages, tools)
     if kind == "prompt":
         if not request.prompt:
             raise invalid("prompt", "must not be empty")
@@ -73,17 +86,11 @@ def prompt_token_ids(
     raise invalid("messages", "one of messages, prompt or token_ids is required")
 
 
-def _encode_messages(model: ServedModel, messages: Sequence[pb.ChatMessage]) -> list[int]:
-    if not messages:
-        raise invalid("messages", "must contain at least one message")
-    for i, message in enumerate(messages):
-        if message.role not in CHAT_ROLES:
-            raise invalid(
-                f"messages[{i}].role",
-                f"must be one of {', '.join(sorted(CHAT_ROLES))}, got {message.role!r}",
-            )
+def _encode_messages(
+    model: ServedModel, messages: Sequence[pb.ChatMessage], tools: ToolUse | None
+) -> list[int]:
     try:
-        return model.tokenizer.encode_chat([ChatMessage(m.role, m.content) for m in messages])
+        return model.tokenizer.encode_chat(chat_messages(messages), tools.tools if tools else ())
     except ChatTemplateError as error:
         raise invalid("messages", str(error)) from error
 
@@ -101,7 +108,10 @@ def build_plan(
         raise invalid("n", f"must be at most {MAX_CHOICES}, got {n}")
     stops = _validate_stops(list(stopping.stop))
     _refuse_unserved(request)
-    prompt = prompt_token_ids(model, request)
+    tools = tool_use(request)
+    if tools is not None and request.WhichOneof("input") != "messages":
+        raise invalid("tools", "tools need messages (a chat), not a raw prompt")
+    prompt = prompt_token_ids(model, request, tools)
     max_tokens = _max_tokens(model, request, len(prompt))
     params = _sampling_params(model, request, n, max_tokens)
     if stopping.min_tokens > max_tokens:
@@ -121,18 +131,18 @@ def build_plan(
         ),
         stops=stops,
         output=request.output,
+        tools=tools,
+        tool_grammar=(
+            tool_call_grammar(model.tokenizer.tool_format.syntax, tools) if tools else None
+        ),
     )
 
 
 def _refuse_unserved(request: pb.GenerateRequest) -> None:
-    # The protocol already names constrained output and tools; until the engines enforce
-    # them, a request that asks is refused rather than served unconstrained.
+    # The protocol already names constrained output; until the engines enforce it, a request
+    # that asks is refused rather than served unconstrained.
     if request.HasField("constraint"):
         raise invalid("constraint", "constrained output is not served by this server yet")
-    if request.HasField("tools") or any(
-        m.tool_calls or m.tool_call_id for m in request.messages.messages
-    ):
-        raise invalid("tools", "tool calling is not served by this server yet")
 
 
 def _sampling_params(

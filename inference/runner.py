@@ -22,6 +22,7 @@ from inference.errors import RequestError, invalid
 from inference.pacing import DEFAULT_MESSAGES_PER_SECOND, stream_interval
 from inference.prepare import RequestPlan, build_plan
 from inference.registry import ModelRegistry
+from inference.tool_call_parser import ToolCallParser
 from tensorchat.v1 import inference_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ async def _responses(plan: RequestPlan) -> AsyncGenerator[pb.GenerateResponse, N
             stops=plan.stops,
             output=plan.output,
             logprobs=request.params.logprobs,
+            tool_calls=_tool_call_parser(plan),
         )
         for index in range(request.params.n)
     ]
@@ -131,6 +133,14 @@ async def _responses(plan: RequestPlan) -> AsyncGenerator[pb.GenerateResponse, N
         f"engine {engine.name} ended request {request.request_id} with "
         f"{unfinished} unfinished choice(s)"
     )
+
+
+def _tool_call_parser(plan: RequestPlan) -> ToolCallParser | None:
+    """A parser per choice when the choices may call tools (each makes its own calls)."""
+    if not plan.reads_tool_calls:
+        return None
+    tool_format = plan.model.tokenizer.tool_format
+    return ToolCallParser(tool_format.syntax, tool_format.new_call_id)
 
 
 def _by_choice(outputs: list[SequenceOutput]) -> list[tuple[int, list[SequenceOutput]]]:
