@@ -111,6 +111,10 @@ def build_plan(
     tools = tool_use(request)
     if tools is not None and request.WhichOneof("input") != "messages":
         raise invalid("tools", "tools need messages (a chat), not a raw prompt")
+    if tools is not None and tools.callable_tools:
+        # Calls are served only under their grammar (never prompt-only): this refusal goes
+        # when build_plan compiles `tool_grammar` into the EngineRequest's constraint.
+        raise invalid("tool_choice", "tool calls are not enforced by this server yet; use none")
     prompt = prompt_token_ids(model, request, tools)
     max_tokens = _max_tokens(model, request, len(prompt))
     params = _sampling_params(model, request, n, max_tokens)
