@@ -87,7 +87,6 @@ class ToolFormat(ABC):
         consistent across requests)."""
         return call_id
 
-    @abstractmethod
     def prompt_ids(
         self,
         chat: SafeChatEncoder,
@@ -95,6 +94,25 @@ class ToolFormat(ABC):
         tools: Sequence[FunctionTool],
     ) -> list[int]:
         """The conversation and tools as the model's prompt, ending with the assistant cue."""
+        return chat.encode(self.conversation(messages, tools))
+
+    @abstractmethod
+    def conversation(
+        self, messages: Sequence[ChatMessage], tools: Sequence[FunctionTool]
+    ) -> TemplateInput:
+        """What the chat template renders for this conversation and these tools."""
+
+
+def _tagged_calls(block_open: str, block_close: str) -> CallSyntax:
+    """Calls each in its own <tool_call> block; blocks one per line where only calls may come."""
+    return CallSyntax(
+        trigger="<tool_call>",
+        trigger_token=None,
+        block_open=block_open,
+        block_close=block_close,
+        call_separator=None,
+        block_separator="\n",
+    )
 
 
 def _template_message(message: ChatMessage, mark: Callable[[str], str]) -> dict[str, Any]:
@@ -140,22 +158,12 @@ class TemplateToolFormat(ToolFormat):
     """The model's own template renders tools, calls and results (Qwen2.5's Hermes style)."""
 
     name = "qwen"
-    syntax = CallSyntax(
-        trigger="<tool_call>",
-        trigger_token=None,
-        block_open="\n",
-        block_close="\n</tool_call>",
-        call_separator=None,
-        block_separator="\n",
-    )
+    syntax = _tagged_calls("\n", "\n</tool_call>")
 
-    def prompt_ids(
-        self,
-        chat: SafeChatEncoder,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[FunctionTool],
-    ) -> list[int]:
-        return chat.encode(template_conversation(messages, tools))
+    def conversation(
+        self, messages: Sequence[ChatMessage], tools: Sequence[FunctionTool]
+    ) -> TemplateInput:
+        return template_conversation(messages, tools)
 
 
 GENERIC_TOOLS_INTRO = (
@@ -173,25 +181,15 @@ class GenericToolFormat(ToolFormat):
     """For templates that know nothing of tools: everything is said in ordinary turns."""
 
     name = "generic"
-    syntax = CallSyntax(
-        trigger="<tool_call>",
-        trigger_token=None,
-        block_open="",
-        block_close="</tool_call>",
-        call_separator=None,
-        block_separator="\n",
-    )
+    syntax = _tagged_calls("", "</tool_call>")
 
-    def prompt_ids(
-        self,
-        chat: SafeChatEncoder,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[FunctionTool],
-    ) -> list[int]:
+    def conversation(
+        self, messages: Sequence[ChatMessage], tools: Sequence[FunctionTool]
+    ) -> TemplateInput:
         def build(mark: Callable[[str], str]) -> TemplateArgs:
             return self.template_messages(messages, tools, mark), None
 
-        return chat.encode(build)
+        return build
 
     @staticmethod
     def template_messages(
@@ -257,6 +255,12 @@ class MistralToolFormat(ToolFormat):
     def new_call_id(self) -> str:
         return random_alphanumerics(9)
 
+    def conversation(
+        self, messages: Sequence[ChatMessage], tools: Sequence[FunctionTool]
+    ) -> TemplateInput:
+        """Plain chat only: the template's tool rendering is not mistral-common's."""
+        return template_conversation(messages, ())
+
     def history_call_id(self, call_id: str) -> str:
         # Ids this server made are already valid and stay as they are; others (a client's
         # own, OpenAI's "call_...") get a stable 9-alphanumeric stand-in.
@@ -270,7 +274,7 @@ class MistralToolFormat(ToolFormat):
     ) -> list[int]:
         if not tools and all(m.role != "tool" and not m.tool_calls for m in messages):
             # Plain chat keeps the template's encoding (which equals mistral-common's there).
-            return chat.encode(template_conversation(messages, ()))
+            return chat.encode(self.conversation(messages, tools))
         return encode_mistral_v3(
             messages,
             tools,

@@ -36,7 +36,8 @@ def run(
         logprobs=False,
         tool_calls=ToolCallParser(tool_format.syntax, tool_format.new_call_id),
     )
-    text, calls, finished = "", [], None
+    text, finished = "", None
+    calls: list[pb.ToolCallDelta] = []
     for output in outputs(ids, finish):
         delta, done = assembler.feed([output])
         if delta is not None:
