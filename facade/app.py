@@ -10,13 +10,19 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from facade.auth import KeyRing
+from facade.backend_streams import StreamLimits
 from facade.backends import BackendPool
 from facade.bodylimit import BodySizeLimit
 from facade.deps import FacadeState
 from facade.errors import install_handlers
+from facade.keywatch import start_key_reloads
 from facade.limits import ConcurrencyGate, InMemoryLimiter, KeyLimits, Limiter
 from facade.metrics import FacadeMetrics, StatusMiddleware
+from facade.openapi import install_openapi
+from facade.readiness import ReadyNotifier
+from facade.request_context import RequestContext
 from facade.routes import chat, health, models
+from facade.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from facade.settings import FacadeSettings
 from tensorchat.freeze import freeze_loaded_objects
 
@@ -40,25 +46,35 @@ def build_state(settings: FacadeSettings, limiter: Limiter | None = None) -> Fac
         settings.backends,
         refresh_interval_s=settings.refresh_interval_s,
         probe_timeout_s=settings.probe_timeout_s,
+        keepalive_s=settings.backend_keepalive_s,
+        keepalive_timeout_s=settings.backend_keepalive_timeout_s,
+        progress_timeout_s=settings.progress_timeout_s,
+        stream_limits=StreamLimits(settings.stream_max_age_s, settings.stream_max_generations),
+        on_change=ReadyNotifier.from_environment(),
     )
+    metrics = FacadeMetrics()
+    metrics.watch_keys(keyring)
     return FacadeState(
         settings=settings,
         pool=pool,
         keyring=keyring,
-        limiter=limiter or InMemoryLimiter(),
+        limiter=limiter or _build_limiter(settings, metrics),
         gate=ConcurrencyGate(settings.max_concurrent_requests),
-        metrics=FacadeMetrics(),
+        metrics=metrics,
     )
 
 
-async def _reload_keys(keyring: KeyRing, interval_s: float) -> None:
-    # Revoking or adding a key in the file takes effect within `interval_s`, no restart.
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            keyring.reload_if_changed()
-        except OSError as error:
-            log.error("cannot read the keys file: %s", error)
+def _build_limiter(settings: FacadeSettings, metrics: FacadeMetrics) -> Limiter:
+    if settings.redis_url is None:
+        return InMemoryLimiter()
+    # Imported only where used: redis-py adds about 0.1 s to the facade's start.
+    from facade.limits_redis import RedisLimiter
+
+    return RedisLimiter.from_url(
+        settings.redis_url.get_secret_value(),
+        fail_open=settings.redis_failure_mode == "open",
+        on_store_error=lambda operation: metrics.limit_store_errors.labels(operation).inc(),
+    )
 
 
 def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> FastAPI:
@@ -79,9 +95,7 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
         # Long-lived objects (FastAPI, pydantic, grpc) out of the GC's full collections,
         # which otherwise pause streaming under load (see tensorchat.freeze).
         freeze_loaded_objects()
-        reload_task = asyncio.create_task(
-            _reload_keys(state.keyring, settings.keys_reload_interval_s), name="keys-reload"
-        )
+        reload_task = start_key_reloads(state.keyring, settings.keys_reload_interval_s)
         try:
             yield
         finally:
@@ -89,6 +103,7 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
             with contextlib.suppress(asyncio.CancelledError):
                 await reload_task
             await state.pool.close()
+            await state.limiter.close()
 
     app = FastAPI(
         title="tensorchat",
@@ -101,10 +116,17 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
     )
     app.state.facade = state
     install_handlers(app)
+    install_openapi(
+        app,
+        request_models=[ChatCompletionRequest],
+        reply_models=[ChatCompletion, ChatCompletionChunk],
+    )
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(health.router)
-    # Added last = outermost: count every response, then refuse oversized bodies early.
+    # Added last = outermost: the request id, span and access log see every response; then
+    # count every response, then refuse oversized bodies early.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(StatusMiddleware, metrics=state.metrics)
+    app.add_middleware(RequestContext, access_log=settings.access_log)
     return app

@@ -9,9 +9,9 @@ generation the moment the client disconnects, and at its end gives back the slot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from typing import Any
 
 import grpc
 from starlette.responses import Response
@@ -22,21 +22,20 @@ from facade.backend_streams import EOF, Generation
 from facade.backends import Backend, no_backend
 from facade.deps import FacadeState
 from facade.errors import APIError, from_request_error
+from facade.metrics import record_final_status
+from facade.ratelimit_headers import rate_limit_headers
+from facade.request_context import reason_name
 from facade.schemas import ChatCompletion
 from facade.sse import DONE, SSE_HEADERS, DisconnectWatcher, error_event
-from facade.translate import (
-    FINISH_REASONS,
-    ChunkEncoder,
-    CompletionBuilder,
-    UsageCounter,
-    logprobs_content,
-)
+from facade.translate import ChunkEncoder, CompletionBuilder, UsageCounter
 from tensorchat.request_error import RequestError
 
 log = logging.getLogger(__name__)
 
-# Past the generation time limit, give the service this long to report the finish itself.
+# Past the request's time limit, give the service this long to report the finish itself.
 _DEADLINE_SLACK_S = 30.0
+# A request that failed before anything reached its client runs once more, on another replica.
+_MAX_ATTEMPTS = 2
 
 
 class ChatRun(Response):
@@ -62,9 +61,10 @@ class ChatRun(Response):
             await self._run(send, watcher)
             finished = True
         except asyncio.CancelledError:
-            # A cancelled read means our own cancel after a disconnect; anything else
-            # (server shutdown) propagates.
+            # A cancelled read means our own cancel after a disconnect; anything else is the
+            # server cutting the request at the end of its shutdown grace: say so, then stop.
             if not watcher.disconnected:
+                await self._cut_short(send)
                 raise
         finally:
             self._done = True
@@ -76,6 +76,7 @@ class ChatRun(Response):
             self.state.gate.exit()
             self.state.metrics.in_flight.dec()
             await self.chat.lease.release(self._tokens_used())
+            record_final_status(scope, self.status or 499)
             self._record()
 
     def _tokens_used(self) -> int | None:
@@ -83,7 +84,7 @@ class ChatRun(Response):
         if self.usage.prompt_tokens:
             return self.usage.total_tokens
         if self.status >= 400 and self.status != 499 and not self._began:
-            return 0  # refused before any generation (context overflow, overload, ...)
+            return 0  # refused before it ran (context overflow, overload, ...)
         return None  # cut short without a usage report: keep the admission estimate
 
     def _cancel_rpc(self) -> None:
@@ -91,44 +92,65 @@ class ChatRun(Response):
             self._call.cancel()
 
     async def _run(self, send: Send, watcher: DisconnectWatcher) -> None:
+        """Runs the request on a replica; once more on another if the first failed before
+        anything reached the client (see `_retryable`)."""
         pool = self.state.pool
-        candidates = pool.candidates(self.chat.entry.id)
-        if not candidates:
-            await self._send_error(send, no_backend(self.chat.req.model))
-            return
         limit = self.state.settings.request_time_limit_s
         timeout = limit + _DEADLINE_SLACK_S if limit else None
-        for attempt, backend in enumerate(candidates):
+        tried: list[Backend] = []
+        failure: RequestError | None = None
+        while len(tried) < _MAX_ATTEMPTS:
+            backend = next((b for b in pool.candidates(self.chat.entry.id) if b not in tried), None)
+            if backend is None:
+                break
+            tried.append(backend)
+            if len(tried) > 1:
+                self.state.metrics.retries.labels(self.chat.entry.id).inc()
             with pool.use(backend):
                 call = await backend.generations.start(self.chat.rpc, timeout)
                 self._call = call
                 if watcher.disconnected:
                     call.cancel()
-                try:
-                    first = await call.read()
-                except RequestError as error:
-                    if self._retryable(error, backend) and attempt + 1 < len(candidates):
-                        continue
-                    await self._send_error(send, self._api_error(error))
-                    return
                 if self.chat.req.stream:
-                    await self._stream(send, call, first)
+                    failure = await self._stream(send, call)
                 else:
-                    await self._complete(send, call, first)
-                return
+                    failure = await self._complete(send, call)
+            if failure is None or not self._retryable(failure, backend):
+                break
+        if failure is not None:
+            await self._send_error(send, self._api_error(failure))
+        elif not tried:
+            await self._send_error(send, no_backend(self.chat.req.model))
 
     def _retryable(self, error: RequestError, backend: Backend) -> bool:
-        # UNAVAILABLE before any message: the request never reached a model, so another
-        # replica can take it; the failed one leaves routing until it answers a probe.
+        # UNAVAILABLE with nothing sent to the client: the request did not run to an end on
+        # that replica (it died, froze, drains, or its stream broke), so another can take it;
+        # the failed one leaves routing until it answers a probe.
         if error.status != grpc.StatusCode.UNAVAILABLE:
             return False
         self.state.pool.mark_down(backend, error.message or "UNAVAILABLE")
         return True
 
-    def _with_request_id(
+    async def _cut_short(self, send: Send) -> None:
+        """The server stops before this request ended: a 503, or the stream's error event."""
+        error = APIError(
+            503, "The server is shutting down; please retry.", headers={"Retry-After": "1"}
+        )
+        with contextlib.suppress(Exception):  # the connection may be gone as well
+            if not self._began:
+                await self._send_error(send, error)
+            elif self.chat.req.stream:
+                self.status = 503
+                body = error_event(error) + DONE
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _response_headers(
         self, content_type: list[tuple[bytes, bytes]]
     ) -> list[tuple[bytes, bytes]]:
-        return [*content_type, (b"x-request-id", self.chat.rpc.request_id.encode())]
+        """The headers of every response after admission: the key's rate-limit levels (the
+        request id comes from facade/request_context.py, on every response)."""
+        limits = rate_limit_headers(self.chat.lease.levels)
+        return [*content_type, *((name.encode(), value.encode()) for name, value in limits.items())]
 
     def _api_error(self, error: RequestError) -> APIError:
         return from_request_error(error, self.chat.rpc.request_id, self.chat.req.model)
@@ -136,7 +158,7 @@ class ChatRun(Response):
     async def _reply(self, send: Send, status: int, body: bytes, extra: dict[str, str]) -> None:
         """One whole JSON response: a completion or an error."""
         self.status = status
-        headers = self._with_request_id([(b"content-type", b"application/json")])
+        headers = self._response_headers([(b"content-type", b"application/json")])
         headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -144,74 +166,76 @@ class ChatRun(Response):
     async def _send_error(self, send: Send, error: APIError) -> None:
         await self._reply(send, error.status, error.body(), error.headers)
 
-    async def _complete(self, send: Send, call: Generation, first: Any) -> None:
+    async def _complete(self, send: Send, call: Generation) -> RequestError | None:
+        """Collects the whole completion and replies; a failure is returned unsent (nothing
+        reached the client, so the caller may run the request elsewhere)."""
         chat = self.chat
-        builder = CompletionBuilder(chat.req.n, bool(chat.req.logprobs))
-        message = first
+        builder = CompletionBuilder(chat.req.n, bool(chat.req.logprobs), chat.req.legacy_functions)
         try:
-            while message is not EOF:
+            while (message := await call.read()) is not EOF:
                 if self.first_token_at is None and message.HasField("delta"):
                     self.first_token_at = time.perf_counter()
                 builder.add(message)
-                message = await call.read()
+                if message.HasField("finished"):
+                    self.chat.record.finish_reasons.append(reason_name(message.finished.reason))
         except RequestError as error:
-            await self._send_error(send, self._api_error(error))
-            return
+            return error
         self.usage = builder.usage
         reply = builder.to_json(
-            chat.rpc.request_id, chat.created, chat.req.model, chat.entry.fingerprint
+            chat.completion_id, chat.created, chat.req.model, chat.entry.fingerprint
         )
         self._began = True
-        await self._reply(
-            send, 200, ChatCompletion.model_validate(reply).model_dump_json().encode(), {}
-        )
+        # Validated against the documented shape; exclude_unset keeps what to_json left out
+        # (tool_calls when no call was made) out of the reply.
+        body = ChatCompletion.model_validate(reply).model_dump_json(exclude_unset=True)
+        await self._reply(send, 200, body.encode(), {})
+        return None
 
-    async def _stream(self, send: Send, call: Generation, first: Any) -> None:
+    async def _stream(self, send: Send, call: Generation) -> RequestError | None:
+        """Streams the request; a failure before its first message is returned unsent (the
+        caller may run it elsewhere), a later one ends the stream with an error event."""
+        try:
+            first = await call.read()
+        except RequestError as error:
+            return error
         chat, req = self.chat, self.chat.req
         encoder = ChunkEncoder(
-            chat.rpc.request_id, chat.created, req.model, chat.entry.fingerprint, req.include_usage
+            chat.completion_id,
+            chat.created,
+            req.model,
+            chat.entry.fingerprint,
+            req.include_usage,
+            n=req.n,
+            want_logprobs=bool(req.logprobs),
+            legacy_functions=req.legacy_functions,
         )
-        want_logprobs = bool(req.logprobs)
         self.status = 200
         self._began = True
-        headers = self._with_request_id(SSE_HEADERS)
+        headers = self._response_headers(SSE_HEADERS)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        # The role chunks go out with the first content, in one write.
-        pending = b"".join(encoder.role(i) for i in range(req.n))
         usage = self.usage
         message = first
         try:
             while message is not EOF:
-                if message.HasField("delta"):
-                    delta = message.delta
-                    if delta.text or delta.logprobs:
-                        if self.first_token_at is None:
-                            self.first_token_at = time.perf_counter()
-                        lps = logprobs_content(delta.logprobs) if want_logprobs else None
-                        pending += encoder.content(message.index, delta.text, lps)
-                else:
-                    finished = message.finished
-                    usage.add(finished.usage)
-                    reason = FINISH_REASONS.get(finished.reason, "stop")
-                    pending += encoder.finish(message.index, reason)
-                if pending:
-                    await send({"type": "http.response.body", "body": pending, "more_body": True})
-                    pending = b""
+                if message.HasField("finished"):
+                    usage.add(message.finished.usage)
+                    chat.record.finish_reasons.append(reason_name(message.finished.reason))
+                elif self.first_token_at is None:
+                    self.first_token_at = time.perf_counter()
+                body = encoder.response(message)
+                if body:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
                 message = await call.read()
         except RequestError as error:
             api_error = self._api_error(error)
             self.status = api_error.status
             self.state.metrics.stream_errors.labels(chat.entry.id, str(api_error.status)).inc()
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": pending + error_event(api_error) + DONE,
-                    "more_body": False,
-                }
-            )
-            return
+            body = error_event(api_error) + DONE
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return None
         tail = encoder.usage(usage) + DONE if req.include_usage else DONE
-        await send({"type": "http.response.body", "body": pending + tail, "more_body": False})
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        return None
 
     def _record(self) -> None:
         chat, metrics, model = self.chat, self.state.metrics, self.chat.entry.id
@@ -222,14 +246,10 @@ class ChatRun(Response):
             metrics.latency.labels(model, "true" if chat.req.stream else "false").observe(elapsed)
             metrics.prompt_tokens.labels(model).inc(self.usage.prompt_tokens)
             metrics.completion_tokens.labels(model).inc(self.usage.completion_tokens)
-        log.info(
-            "chat %s key=%s user=%s model=%s status=%s prompt=%d completion=%d %.3fs",
-            chat.rpc.request_id,
-            chat.principal.name,
-            chat.req.user or "-",
-            model,
-            self.status or 499,
-            self.usage.prompt_tokens,
-            self.usage.completion_tokens,
-            elapsed,
-        )
+        # The access log line is written after the last byte (facade/request_context.py).
+        record = chat.record
+        record.prompt_tokens = self.usage.prompt_tokens
+        record.completion_tokens = self.usage.completion_tokens
+        record.user = chat.req.user
+        if self.first_token_at is not None:
+            record.ttft_s = self.first_token_at - chat.started

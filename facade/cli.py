@@ -31,22 +31,61 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--no-auth", action="store_true", help="accept requests without a key (local use only)"
     )
+    _add_connection_flags(parser)
+    parser.add_argument(
+        "--redis-url",
+        help="share per-key limits between replicas through this Redis, e.g. "
+        "redis://redis:6379/0 (default: limits in this process only)",
+    )
+    parser.add_argument(
+        "--redis-failure-mode",
+        choices=["open", "closed"],
+        help="with Redis unreachable, admit without per-key limits (open, default) or "
+        "answer 503 (closed)",
+    )
     parser.set_defaults(handler=_run_facade_command)
     add_keys_parser(subparsers, DEFAULT_KEYS_FILE)
+
+
+# Connection limits (facade/httpguard.py): setting name -> (type, help).
+CONNECTION_FLAGS: dict[str, tuple[type, str]] = {
+    "max_header_bytes": (int, "request line + headers larger than this get 431"),
+    "max_headers": (int, "more header fields than this get 431"),
+    "header_timeout_s": (float, "seconds to receive a request head (408 and close after)"),
+    "keep_alive_timeout_s": (float, "seconds an idle keep-alive connection stays open"),
+    "max_connections": (int, "connections served at once; more get 503 (0: no cap)"),
+}
+
+
+def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("HTTP connections")
+    for name, (kind, text) in CONNECTION_FLAGS.items():
+        default = FacadeSettings.model_fields[name].default
+        flag = "--" + name.replace("_", "-")
+        group.add_argument(flag, type=kind, help=f"{text} (default {default})")
 
 
 def settings_from_args(args: argparse.Namespace) -> FacadeSettings:
     """Env-derived settings with the given flags on top."""
     overrides: dict[str, Any] = {}
-    for name in ("backends", "host", "port", "keys_file"):
+    for name in (
+        "backends",
+        "host",
+        "port",
+        "keys_file",
+        "redis_url",
+        "redis_failure_mode",
+        *CONNECTION_FLAGS,
+    ):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
     if getattr(args, "no_auth", False):
         overrides["auth_disabled"] = True
-    log_level = getattr(args, "log_level", None)
-    if log_level:
-        overrides["log_level"] = log_level
+    for name in ("log_level", "log_format"):
+        value = getattr(args, name, None)
+        if value:
+            overrides[name] = value
     return FacadeSettings(**overrides)
 
 
@@ -59,15 +98,15 @@ def _uvicorn_config(settings: FacadeSettings) -> Any:
     import uvicorn
 
     from facade.app import create_app
+    from facade.httpguard import server_options
 
     return uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        access_log=settings.access_log,
-        # Streams get this long to finish on SIGTERM before they are cut.
-        timeout_graceful_shutdown=30,
+        access_log=False,  # the facade writes its own (facade/request_context.py)
+        **server_options(settings),
     )
 
 
@@ -80,7 +119,10 @@ async def serve_facade(settings: FacadeSettings) -> None:
 
 def run_facade(settings: FacadeSettings) -> None:
     """Run the facade in this process (blocking), with logging set up."""
-    configure_logging(settings.log_level)
+    from tensorchat.tracing import configure_tracing
+
+    configure_logging(settings.log_level, settings.log_format)
+    configure_tracing("tensorchat-facade")
     try:
         # uvloop's event loop costs a fraction of asyncio's per event, and every streamed
         # token is a few events; grpc.aio runs on it. (uvicorn[standard] installs it.)

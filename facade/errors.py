@@ -20,8 +20,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from tensorchat.logs import quoted
 from tensorchat.request_error import RequestError
 
 log = logging.getLogger(__name__)
@@ -34,15 +36,17 @@ ERROR_TABLE: dict[int, tuple[str, str | None]] = {
     403: ("permission_error", "permission_denied"),
     404: ("invalid_request_error", "not_found"),
     405: ("invalid_request_error", "method_not_allowed"),
+    408: ("invalid_request_error", "request_timeout"),
     413: ("invalid_request_error", "request_too_large"),
     415: ("invalid_request_error", "unsupported_media_type"),
     429: ("rate_limit_error", "rate_limit_exceeded"),
+    431: ("invalid_request_error", "request_header_fields_too_large"),
     500: ("server_error", "internal_error"),
     503: ("server_error", "service_unavailable"),
     504: ("server_error", "timeout"),
 }
 
-# gRPC status of the inference service -> HTTP status (DESIGN.md); anything else is a 500.
+# gRPC status of the inference service -> HTTP status; anything else is a 500.
 GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.NOT_FOUND: 404,
@@ -100,10 +104,17 @@ class APIError(Exception):
         )
 
 
+def clip(text: str, limit: int = 256) -> str:
+    """`text` as an error message may quote it: a client's 1 MB model name is not sent back."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
 def model_not_found(model: str) -> APIError:
     return APIError(
         404,
-        f"The model `{model}` does not exist or you do not have access to it.",
+        f"The model `{clip(model)}` does not exist or you do not have access to it.",
         param="model",
         code="model_not_found",
     )
@@ -196,6 +207,11 @@ def from_validation(exc: RequestValidationError | ValidationError) -> APIError:
     return APIError(400, f"Invalid value for '{param}': {message}.", param=param)
 
 
+def unexpected_error() -> APIError:
+    """The 500 for a bug: no detail for the client (the log has it)."""
+    return APIError(500, "The server had an error processing your request.")
+
+
 def install_handlers(app: FastAPI) -> None:
     """Route every failure through the envelope."""
 
@@ -211,17 +227,25 @@ def install_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == 404:
             err = APIError(
-                404, f"Invalid URL ({request.method} {request.url.path})", code="unknown_url"
+                404, f"Invalid URL ({request.method} {clip(request.url.path)})", code="unknown_url"
             )
         else:
-            err = APIError(exc.status_code, str(exc.detail))
+            # Starlette's 405 carries `Allow` (RFC 9110 section 15.5.6 requires it).
+            err = APIError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
         return err.response()
 
+    async def on_client_disconnect(request: Request, _: Exception) -> Response:
+        # The client went away while sending its body: nothing failed here. 499 is what
+        # the metrics count; the connection is gone, so no one reads this response.
+        log.info("client left during the upload of %s %s", request.method, quoted(request.url.path))
+        return Response(status_code=499)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return APIError(500, "The server had an error processing your request.").response()
+        log.exception("unhandled error on %s %s", request.method, quoted(request.url.path))
+        return unexpected_error().response()
 
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(ClientDisconnect, on_client_disconnect)
     app.add_exception_handler(Exception, on_unexpected)

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import secrets
 import sys
 import tempfile
@@ -59,6 +60,12 @@ class KeyRecord:
         names = {model_id.lower(), *(alias.lower() for alias in aliases)}
         return any(allowed.lower() in names for allowed in self.models)
 
+    @property
+    def short_id(self) -> str:
+        """How the key is shown where its name should not be (`keys list`, /metrics labels):
+        a prefix of its hash, which reveals nothing about the key."""
+        return f"sha256:{self.sha256[:12]}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -69,19 +76,83 @@ class KeyRecord:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> KeyRecord:
-        digest = str(data["sha256"]).lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError(f"key {data.get('name')!r}: sha256 must be 64 hex characters")
+    def from_json(cls, data: object) -> KeyRecord:
+        """One entry of the file; KeysFileError names what is wrong with it."""
+        if not isinstance(data, dict):
+            raise KeysFileError(f"a key must be an object, got {_kind(data)}")
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            raise KeysFileError(f"a key's name must be a non-empty string, got {_kind(name)}")
+        digest = data.get("sha256")
+        if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest.lower()):
+            raise KeysFileError(f"key {name!r}: sha256 must be 64 hex characters")
         models = data.get("models")
-        limits = data.get("limits")
+        if models is not None and (
+            not isinstance(models, list) or not all(isinstance(m, str) for m in models)
+        ):
+            raise KeysFileError(f"key {name!r}: models must be null or a list of strings")
+        created = data.get("created", 0)
+        if not _is_int(created):
+            raise KeysFileError(f"key {name!r}: created must be an integer")
         return cls(
-            name=str(data["name"]),
-            sha256=digest,
-            models=tuple(str(m) for m in models) if models is not None else None,
-            limits=KeyLimits(**limits) if limits else None,
-            created=int(data.get("created", 0)),
+            name=name,
+            sha256=digest.lower(),
+            models=tuple(models) if models is not None else None,
+            limits=_limits_from_json(name, data.get("limits")),
+            created=created,
         )
+
+
+class KeysFileError(ValueError):
+    """The keys file's content is not what `save_keys` writes (wrong JSON shape or types)."""
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_LIMIT_FIELDS = tuple(field.name for field in dataclasses.fields(KeyLimits))
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _is_int(value: object) -> bool:
+    # JSON true/false arrive as bool, which is an int subclass: not a count.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _limits_from_json(name: str, limits: object) -> KeyLimits | None:
+    if not limits:
+        return None
+    if not isinstance(limits, dict):
+        raise KeysFileError(f"key {name!r}: limits must be an object or null")
+    unknown = set(limits) - set(_LIMIT_FIELDS)
+    if unknown:
+        raise KeysFileError(f"key {name!r}: unknown limits {sorted(unknown)}")
+    if not all(_is_int(value) and value >= 0 for value in limits.values()):
+        raise KeysFileError(f"key {name!r}: limits must be non-negative integers")
+    return KeyLimits(**limits)
+
+
+def parse_keys(text: str) -> list[KeyRecord]:
+    """The records in a keys file's text; KeysFileError for anything `save_keys` would not write.
+
+    The file is input like any other (an operator's editor, a half-synced secret): every
+    shape is checked here so that a reader gets one exception type for any bad content.
+    """
+    if not text.strip():
+        # What an editor or a non-atomic copy leaves mid-write: taking it as "no keys" would
+        # revoke every key until the next good version. Revoking all is `{"keys": []}`.
+        raise KeysFileError('empty (write {"keys": []} to revoke every key)')
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as error:  # RecursionError: absurdly deep nesting
+        raise KeysFileError(f"not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise KeysFileError(f'expected an object {{"keys": [...]}}, got {_kind(data)}')
+    items = data.get("keys", [])
+    if not isinstance(items, list):
+        raise KeysFileError(f'"keys" must be a list, got {_kind(items)}')
+    return [KeyRecord.from_json(item) for item in items]
 
 
 def load_keys(path: Path) -> list[KeyRecord]:
@@ -90,8 +161,7 @@ def load_keys(path: Path) -> list[KeyRecord]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
-    data = json.loads(text) if text.strip() else {"keys": []}
-    return [KeyRecord.from_json(item) for item in data.get("keys", [])]
+    return parse_keys(text)
 
 
 def save_keys(path: Path, records: list[KeyRecord]) -> None:
@@ -102,11 +172,30 @@ def save_keys(path: Path, records: list[KeyRecord]) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(body + "\n")
-        os.chmod(tmp, 0o600)
+            # On disk before the rename: after a crash the file is the old or the new one,
+            # never an empty one (a rename can reach the disk before the data it names).
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)  # mkstemp's mode already; kept explicit, it is the contract
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; some filesystems cannot open a directory: best effort.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def create_key(
@@ -150,21 +239,26 @@ def add_keys_parser(
 ) -> None:
     """`tensorchat keys create|list|revoke`."""
     keys = subparsers.add_parser("keys", help="create, list and revoke facade API keys")
-    keys.add_argument(
-        "--keys-file",
-        type=Path,
-        default=Path(os.environ.get("TENSORCHAT_KEYS_FILE", default_file)),
-        help="keys file (default: $TENSORCHAT_KEYS_FILE or %(default)s)",
-    )
+    default = Path(os.environ.get("TENSORCHAT_KEYS_FILE", default_file))
+    keys_file_help = f"keys file (default: $TENSORCHAT_KEYS_FILE or {default})"
+    keys.add_argument("--keys-file", type=Path, default=default, help=keys_file_help)
+    # Also after the action (`keys create NAME --keys-file F`), where `serve` and `facade`
+    # take it; SUPPRESS: an action that is not given one keeps the value above.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--keys-file", type=Path, default=argparse.SUPPRESS, help=keys_file_help)
     actions = keys.add_subparsers(dest="keys_action", required=True)
-    create = actions.add_parser("create", help="create a key and print it once")
+    create = actions.add_parser("create", parents=[after], help="create a key and print it once")
     create.add_argument("name")
     create.add_argument("--models", help="comma-separated model ids or aliases (default: all)")
     create.add_argument("--rpm", type=int, default=None, help="requests per minute")
     create.add_argument("--tpm", type=int, default=None, help="tokens per minute")
     create.add_argument("--concurrency", type=int, default=None, help="concurrent requests")
-    actions.add_parser("list", help="list keys (names, models, limits; never the keys)")
-    revoke = actions.add_parser("revoke", help="delete a key; it stops working within seconds")
+    actions.add_parser(
+        "list", parents=[after], help="list keys (names, models, limits; never the keys)"
+    )
+    revoke = actions.add_parser(
+        "revoke", parents=[after], help="delete a key; it stops working within seconds"
+    )
     revoke.add_argument("name")
     keys.set_defaults(handler=run_keys_command)
 
@@ -173,6 +267,15 @@ def run_keys_command(args: argparse.Namespace, out: TextIO | None = None) -> int
     """Runs `keys create|list|revoke`; the exit status."""
     out = out or sys.stdout
     path: Path = args.keys_file
+    try:
+        return _run_keys_action(args, path, out)
+    except KeysFileError as error:
+        # Never rewrite a file we could not read: the keys in it would be lost.
+        print(f"error: {path} is not a valid keys file ({error}); fix it first", file=sys.stderr)
+        return 1
+
+
+def _run_keys_action(args: argparse.Namespace, path: Path, out: TextIO) -> int:
     if args.keys_action == "create":
         return _create(args, path, out)
     if args.keys_action == "list":
@@ -194,6 +297,8 @@ def _create(args: argparse.Namespace, path: Path, out: TextIO) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     try:
         key, _ = create_key(path, args.name, models=models, limits=limits)
+    except KeysFileError:
+        raise  # the file, not the request: reported by run_keys_command
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -209,7 +314,7 @@ def _list(path: Path, out: TextIO) -> None:
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
         models = ",".join(record.models) if record.models else "*"
         print(
-            f"{record.name}\tsha256:{record.sha256[:12]}\tmodels={models}\t"
+            f"{record.name}\t{record.short_id}\tmodels={models}\t"
             f"rpm={limits.requests_per_minute or '-'}\ttpm={limits.tokens_per_minute or '-'}\t"
             f"concurrency={limits.max_concurrent or '-'}\tcreated={created}",
             file=out,

@@ -1,22 +1,19 @@
 """Per-key budgets: requests/min, tokens/min and concurrent requests, with Retry-After.
 
 The facade asks a `Limiter` for a `Lease` before it starts an RPC and releases the lease
-when the request ends, reporting the tokens it really used. `InMemoryLimiter` keeps the
-counters in this process, which is exact for one facade replica.
+when the request ends, reporting the tokens it really used. Two implementations:
 
-Several replicas must share the counters, or each replica grants the full budget. The
-interface is small on purpose so that a shared implementation can drop in:
+- `InMemoryLimiter` (here, the default) keeps the counters in this process, which is exact
+  for one facade replica.
+- `RedisLimiter` (facade/limits_redis.py, with TENSORCHAT_REDIS_URL) shares them between
+  replicas, which otherwise each grant the full budget: Lua scripts refill and charge the
+  buckets atomically on Redis' clock, and concurrency slots are leases with an expiry that
+  a live request refreshes, so a crashed replica holds nothing longer than the lease TTL.
 
-- Redis, one hash per key (`tc:rl:{key}`) updated by a Lua script, so check-and-charge is
-  atomic: the script refills both token buckets from the stored timestamp (use Redis
-  `TIME`, not the replica's clock), refuses or charges, and returns the wait time that
-  becomes Retry-After. `release` runs a second script that adds the difference between
-  the estimated and the real token count.
-- Concurrency as a sorted set per key (`tc:cc:{key}`) of lease ids scored by expiry; a
-  replica refreshes its leases while they stream, and `ZREMRANGEBYSCORE` drops leases of a
-  replica that died, so a crash never leaks a slot.
-- Every call has a short timeout; if the store is unreachable the limiter fails open or
-  closed according to configuration (open is the usual choice for paid traffic).
+Both follow the rules below, which live only here: the window (`WINDOW_S`), what a request
+is charged (`token_charge`), when it must wait and for how long (`budget_refusal`) and the
+refusal messages. The Lua script repeats only the bucket arithmetic, on the constants it is
+given, and tests/unit/facade/limit_scenarios.py runs one scenario table against both.
 
 Tokens are charged up front from an estimate (prompt characters / 4 plus max_tokens for
 each choice; the facade has no tokenizer) and corrected when the request ends with the
@@ -31,6 +28,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+# Budgets are per minute, refilled continuously over this window.
+WINDOW_S = 60.0
+# When a concurrency slot frees is unknown; one second is a polite first backoff.
+CONCURRENCY_RETRY_S = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class KeyLimits:
@@ -41,48 +43,149 @@ class KeyLimits:
     max_concurrent: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetLevels:
+    """A key's two rate buckets as admission left them (or as they stood at a refusal).
+
+    What the x-ratelimit-* response headers report (facade/ratelimit_headers.py); a level
+    is meaningless, and not reported, where its limit is 0 (unlimited).
+    """
+
+    limits: KeyLimits
+    requests: float
+    tokens: float
+
+
+def budget_levels(limits: KeyLimits, requests: float, tokens: float) -> BudgetLevels | None:
+    """The levels to report, or None for a key without a request or token budget."""
+    if not (limits.requests_per_minute or limits.tokens_per_minute):
+        return None
+    return BudgetLevels(limits, requests, tokens)
+
+
 class RateLimitExceeded(Exception):
     """The key is over one of its budgets; retry after `retry_after_s` seconds."""
 
-    def __init__(self, message: str, retry_after_s: float) -> None:
+    def __init__(
+        self, message: str, retry_after_s: float, levels: BudgetLevels | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s
+        self.levels = levels
+
+
+class LimitStoreUnavailable(Exception):
+    """The shared limits store cannot be reached and the limiter fails closed (a 503)."""
 
 
 class Lease(ABC):
-    """One admitted request; release it exactly once when the request ends."""
+    """One admitted request, charged `charged` tokens; released when the request ends.
+
+    `levels`: the key's buckets right after this admission (None: no rate budget, or the
+    limits could not be checked), which the response reports in its x-ratelimit-* headers.
+    """
+
+    __slots__ = ("_released", "charged", "levels")
+
+    def __init__(self, charged: int, levels: BudgetLevels | None = None) -> None:
+        self.charged = charged
+        self.levels = levels
+        self._released = False
+
+    async def release(self, tokens_used: int | None) -> None:
+        """Free the concurrency slot and correct the token charge (None: keep the estimate).
+
+        Only the first call counts, so a second release never frees a second slot.
+        """
+        if self._released:
+            return
+        self._released = True
+        await self._give_back(None if tokens_used is None else tokens_used - self.charged)
 
     @abstractmethod
-    async def release(self, tokens_used: int | None) -> None:
-        """Free the concurrency slot and correct the token charge (None: keep the estimate)."""
+    async def _give_back(self, correction: int | None) -> None:
+        """Free the slot; add `correction` tokens to the key's charge (None: no correction)."""
 
 
 class Limiter(ABC):
-    """Admission control per key; implementations: in memory (here), Redis (see above)."""
+    """Admission control per key: in memory (here) or shared through Redis (limits_redis)."""
 
     @abstractmethod
     async def acquire(self, key: str, limits: KeyLimits, estimated_tokens: int) -> Lease:
         """Admit one request or raise RateLimitExceeded; nothing is charged on refusal."""
 
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to close by default
+        """Give back connections and background tasks (the app's shutdown)."""
+
+
+def token_charge(limits: KeyLimits, estimated_tokens: int) -> int:
+    """What admission charges the token budget.
+
+    A single request larger than the whole budget is charged the budget, so it runs once
+    the bucket is full instead of never.
+    """
+    if not limits.tokens_per_minute:
+        return 0
+    return min(estimated_tokens, limits.tokens_per_minute)
+
+
+def seconds_until(capacity: float, level: float, amount: float) -> float:
+    """Seconds until a bucket of `capacity` per window at `level` holds `amount` (0: now)."""
+    missing = amount - level
+    return 0.0 if missing <= 0 else missing / (capacity / WINDOW_S)
+
+
+def budget_refusal(
+    limits: KeyLimits, requests_level: float, tokens_level: float, charge: int
+) -> RateLimitExceeded | None:
+    """The refusal for buckets at these (refilled) levels, or None if the request fits.
+
+    A level is ignored where its limit is 0 (unlimited). The longest wait wins, so a client
+    that obeys Retry-After is admitted.
+    """
+    waits: list[tuple[float, str, int]] = []
+    if limits.requests_per_minute:
+        rpm = limits.requests_per_minute
+        waits.append((seconds_until(rpm, requests_level, 1.0), "requests", rpm))
+    if limits.tokens_per_minute:
+        tpm = limits.tokens_per_minute
+        waits.append((seconds_until(tpm, tokens_level, charge), "tokens", tpm))
+    wait, what, limit = max(waits, default=(0.0, "", 0))
+    if wait <= 0:
+        return None
+    return RateLimitExceeded(
+        f"Rate limit reached for {what} per minute (limit {limit}). "
+        f"Please try again in {math.ceil(wait)}s.",
+        wait,
+        budget_levels(limits, requests_level, tokens_level),
+    )
+
+
+def concurrency_refusal(limits: KeyLimits, levels: BudgetLevels | None) -> RateLimitExceeded:
+    return RateLimitExceeded(
+        f"Too many concurrent requests for this key (limit {limits.max_concurrent}).",
+        CONCURRENCY_RETRY_S,
+        levels,
+    )
+
 
 @dataclass(slots=True)
 class TokenBucket:
-    """`capacity` units per minute, refilled continuously; the level may go negative (debt)."""
+    """`capacity` units per window, refilled continuously; the level may go negative (debt)."""
 
     capacity: float
     level: float
     updated: float
 
     def refill(self, now: float) -> None:
-        rate = self.capacity / 60.0
+        rate = self.capacity / WINDOW_S
         self.level = min(self.capacity, self.level + (now - self.updated) * rate)
         self.updated = now
 
     def wait_for(self, amount: float) -> float:
         """Seconds until `amount` is available (0 if it is now)."""
-        missing = amount - self.level
-        return 0.0 if missing <= 0 else missing / (self.capacity / 60.0)
+        return seconds_until(self.capacity, self.level, amount)
 
 
 @dataclass(slots=True)
@@ -94,23 +197,25 @@ class _KeyState:
 
 
 class _MemoryLease(Lease):
-    __slots__ = ("_charged", "_clock", "_released", "_state")
+    __slots__ = ("_clock", "_state")
 
-    def __init__(self, clock: Callable[[], float], state: _KeyState, charged: int) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        state: _KeyState,
+        charged: int,
+        levels: BudgetLevels | None,
+    ) -> None:
+        super().__init__(charged, levels)
         self._clock = clock
         self._state = state
-        self._charged = charged
-        self._released = False
 
-    async def release(self, tokens_used: int | None) -> None:
-        if self._released:
-            return
-        self._released = True
+    async def _give_back(self, correction: int | None) -> None:
         self._state.active -= 1
         bucket = self._state.tokens
-        if bucket is not None and tokens_used is not None:
+        if bucket is not None and correction is not None:
             bucket.refill(self._clock())
-            bucket.level -= tokens_used - self._charged
+            bucket.level -= correction
 
 
 class InMemoryLimiter(Limiter):
@@ -136,36 +241,31 @@ class InMemoryLimiter(Limiter):
     async def acquire(self, key: str, limits: KeyLimits, estimated_tokens: int) -> Lease:
         now = self.clock()
         state = self._state(key, limits, now)
+        for bucket in (state.requests, state.tokens):
+            if bucket is not None:
+                bucket.refill(now)
         if limits.max_concurrent and state.active >= limits.max_concurrent:
-            # When a slot frees is unknown; one second is a polite first backoff.
-            raise RateLimitExceeded(
-                f"Too many concurrent requests for this key (limit {limits.max_concurrent}).",
-                1.0,
-            )
-        waits: list[tuple[float, str, int]] = []
-        if state.requests is not None:
-            state.requests.refill(now)
-            waits.append((state.requests.wait_for(1.0), "requests", limits.requests_per_minute))
-        # A single request larger than the whole budget is charged the budget, so it runs
-        # once the bucket is full instead of never.
-        charge = 0
-        if state.tokens is not None:
-            state.tokens.refill(now)
-            charge = min(estimated_tokens, int(state.tokens.capacity))
-            waits.append((state.tokens.wait_for(charge), "tokens", limits.tokens_per_minute))
-        wait, what, limit = max(waits, default=(0.0, "", 0))
-        if wait > 0:
-            raise RateLimitExceeded(
-                f"Rate limit reached for {what} per minute (limit {limit}). "
-                f"Please try again in {math.ceil(wait)}s.",
-                wait,
-            )
+            raise concurrency_refusal(limits, self._levels(state))
+        charge = token_charge(limits, estimated_tokens)
+        refusal = budget_refusal(limits, *self._levels_of(state), charge)
+        if refusal is not None:
+            raise refusal
         if state.requests is not None:
             state.requests.level -= 1.0
         if state.tokens is not None:
             state.tokens.level -= charge
         state.active += 1
-        return _MemoryLease(self.clock, state, charge)
+        return _MemoryLease(self.clock, state, charge, self._levels(state))
+
+    @staticmethod
+    def _levels_of(state: _KeyState) -> tuple[float, float]:
+        return (
+            state.requests.level if state.requests else 0.0,
+            state.tokens.level if state.tokens else 0.0,
+        )
+
+    def _levels(self, state: _KeyState) -> BudgetLevels | None:
+        return budget_levels(state.limits, *self._levels_of(state))
 
 
 class ConcurrencyGate:

@@ -6,15 +6,32 @@ everything is recorded once per request, never per token.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from facade.auth import KeyRing
 
 # Seconds; TTFT includes the queue and prefill on the inference side.
 _TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Where a response that began with one status and ended with another (a stream that failed
+# or was cut after its 200, a client that left) leaves the status it ended with.
+_FINAL_STATUS_KEY = "tensorchat.final_status"
+
+
+def record_final_status(scope: Scope, status: int) -> None:
+    """Count this request under `status`, whatever status its response began with."""
+    scope[_FINAL_STATUS_KEY] = status
 
 
 class FacadeMetrics:
@@ -33,6 +50,12 @@ class FacadeMetrics:
             "tensorchat_facade_stream_errors",
             "Streams that failed after the 200 was sent, by the error's status.",
             ["model", "status"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "tensorchat_facade_retries",
+            "Requests run again on another replica after failing before reaching their client.",
+            ["model"],
             registry=r,
         )
         self.ttft = Histogram(
@@ -76,9 +99,44 @@ class FacadeMetrics:
             ["key"],
             registry=r,
         )
+        self.limit_store_errors = Counter(
+            "tensorchat_facade_limit_store_errors",
+            "Calls to the shared limits store (Redis) that failed or were skipped during an "
+            "outage, by operation (acquire, release, refresh).",
+            ["operation"],
+            registry=r,
+        )
+
+    def watch_keys(self, keyring: KeyRing) -> None:
+        """Export the keys file's reload state, read from `keyring` at each scrape."""
+        self.registry.register(KeysReloadCollector(keyring))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class KeysReloadCollector(Collector):
+    """When the keys file was last loaded, and how many versions of it were refused.
+
+    Alert on the failures, or on a timestamp older than the last change you made: either
+    means revocations are not taking effect.
+    """
+
+    def __init__(self, keyring: KeyRing) -> None:
+        self.keyring = keyring
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "tensorchat_facade_keys_last_reload_timestamp_seconds",
+            "Unix time of the last successful load of the keys file (0: none yet).",
+            value=self.keyring.last_reload_at or 0.0,
+        )
+        yield CounterMetricFamily(
+            "tensorchat_facade_keys_reload_failures",
+            "Versions of the keys file refused (bad content or unreadable); the last good "
+            "keys stayed in force.",
+            value=self.keyring.reload_failures,
+        )
 
 
 class StatusMiddleware:
@@ -108,4 +166,5 @@ class StatusMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             # Nothing sent and nothing raised: the client left before the response began.
-            self.metrics.requests.labels(path, str(status[0] or 499)).inc()
+            final = scope.get(_FINAL_STATUS_KEY) or status[0] or 499
+            self.metrics.requests.labels(path, str(final)).inc()

@@ -1,44 +1,168 @@
 """OpenAI chat-completions wire format as pydantic models: what clients send and get back.
 
 Requests are validated strictly (a string where a number belongs is a 400, as in OpenAI's
-own API) and unknown fields are ignored. Features this server cannot honour (tools,
-functions, JSON response formats, non-text content) are refused with the parameter named
-rather than dropped silently. Response models document the format and are used for
+own API) and unknown fields are ignored. Features this server cannot honour (non-text
+content, tool types other than functions) are refused with the parameter named rather than
+dropped silently. Rules that span fields (a tool message must answer a call, tool_choice must
+name a tool) are in facade/tool_rules.py. Response models document the format and are used for
 non-streaming replies; streaming chunks are written from byte templates (see translate.py)
 and only checked against `ChatCompletionChunk` in tests.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
-from tensorchat.limits import MAX_TOP_LOGPROBS
+from tensorchat.limits import MAX_SCHEMA_CHARS, MAX_TOOLS, MAX_TOP_LOGPROBS
 
-# Roles the chat templates of our models know; "developer" is OpenAI's newer name for system.
-Role = Literal["system", "developer", "user", "assistant"]
+# Roles the chat templates of our models know; "developer" is OpenAI's newer name for system,
+# "function" the legacy name for a tool result (with `functions`/`function_call`).
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 MAX_STOP = 4
 INT64_MIN, UINT64_MAX, UINT32_MAX = -(2**63), 2**64 - 1, 2**32 - 1
+# OpenAI's rule for function and response-format names. It also keeps a name from ever
+# spelling a template's control tokens ("[TOOL_CALLS]", "<tool_call>") in the prompt.
+NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+# What `content` accepts: a string, text parts, or null (assistant turns that made calls).
+MESSAGE_CONTENT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string"},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+                "required": ["type", "text"],
+            },
+        },
+        {"type": "null"},
+    ],
+    "title": "Content",
+}
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
+def _bounded_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    # A schema becomes a grammar that the service compiles for the request: bounding its size
+    # (OpenAI bounds schemas too) makes a huge one a clear 400 rather than a slow compile.
+    if value is not None and len(json.dumps(value)) > MAX_SCHEMA_CHARS:
+        raise ValueError(f"the schema is longer than {MAX_SCHEMA_CHARS} characters as JSON")
+    return value
+
+
+class FunctionDefinition(_Model):
+    """A function the model may call (`tools[].function`, or an entry of legacy `functions`)."""
+
+    name: Name
+    description: str | None = None
+    # JSON Schema of the arguments object; absent: a function without parameters.
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    _parameters = field_validator("parameters")(_bounded_schema)
+
+
+class FunctionTool(_Model):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Model):
+    name: Name
+
+
+class NamedToolChoice(_Model):
+    """tool_choice {"type": "function", "function": {"name": ...}}: call this function."""
+
+    type: Literal["function"]
+    function: FunctionName
+
+
+def _by_shape(value: Any) -> str:
+    # Tags are capitalised so that an error's location names the parameter alone (errors.py).
+    return "Mode" if isinstance(value, str) else "Named"
+
+
+ToolChoice = Annotated[
+    Annotated[Literal["none", "auto", "required"], Tag("Mode")]
+    | Annotated[NamedToolChoice, Tag("Named")],
+    Discriminator(_by_shape),
+]
+# Legacy `function_call`: "none", "auto" or {"name": ...}.
+FunctionChoice = Annotated[
+    Annotated[Literal["none", "auto"], Tag("Mode")] | Annotated[FunctionName, Tag("Named")],
+    Discriminator(_by_shape),
+]
+
+
+class FunctionCall(_Model):
+    """A call the model made, in the history: `tool_calls[].function` or legacy `function_call`."""
+
+    name: Name
+    # JSON text of the arguments object, as the server returned it.
+    arguments: str
+
+    @field_validator("arguments")
+    @classmethod
+    def _json_object(cls, value: str) -> str:
+        # The service renders the arguments in the model's own format (Mistral's template
+        # re-serialises them), so they must be what the model could have produced: an object.
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            raise ValueError("must be a JSON object, got text that is not JSON") from None
+        if not isinstance(parsed, dict):
+            raise ValueError(f"must be a JSON object, got {type(parsed).__name__}")
+        return value
+
+
+class ToolCall(_Model):
+    id: Annotated[str, Field(min_length=1)]
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class ChatMessage(_Model):
     role: Role
-    # Normalised to one string: text parts are joined with newlines.
-    content: str
+    # Normalised to one string: text parts are joined with newlines. The schema documents
+    # what clients may send (OpenAPI), not the normalised string.
+    content: Annotated[str, WithJsonSchema(MESSAGE_CONTENT_SCHEMA)]
+    # role "assistant": the calls it made (its content may then be null).
+    tool_calls: list[ToolCall] | None = None
+    # role "assistant", legacy: the one function it called.
+    function_call: FunctionCall | None = None
+    # role "tool": the call this message answers.
+    tool_call_id: str | None = None
+    # role "function" (legacy): the function that answered; role "tool": optional.
+    name: str | None = None
 
-    @field_validator("role", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _role(cls, value: Any) -> Any:
-        if value in ("tool", "function"):
-            raise ValueError(
-                f"'{value}' messages are not supported: this server has no tool calling"
-            )
-        return value
+    def _assistant_content_optional(cls, data: Any) -> Any:
+        # OpenAI: an assistant message's content is "required unless tool_calls or
+        # function_call is specified"; clients then send null or leave it out.
+        if isinstance(data, dict) and data.get("role") == "assistant" and "content" not in data:
+            return {**data, "content": None}
+        return data
 
     @field_validator("content", mode="before")
     @classmethod
@@ -61,6 +185,53 @@ class ChatMessage(_Model):
             return "\n".join(texts)
         return value
 
+    @field_validator("tool_calls", "function_call")
+    @classmethod
+    def _assistant_only(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("role") != "assistant":
+            raise ValueError("only assistant messages carry tool calls")
+        return value
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _tool_only(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("role") != "tool":
+            raise ValueError("only tool messages carry a tool_call_id")
+        return value
+
+    @property
+    def calls(self) -> list[FunctionCall]:
+        """The functions this (assistant) message called, legacy `function_call` included."""
+        if self.tool_calls:
+            return [call.function for call in self.tool_calls]
+        return [self.function_call] if self.function_call else []
+
+
+class JsonSchemaFormat(_Model):
+    name: Name
+    description: str | None = None
+    # `schema` would shadow a BaseModel attribute; the wire name is the alias.
+    schema_: Annotated[dict[str, Any] | None, Field(alias="schema")] = None
+    strict: bool | None = None
+
+    _schema = field_validator("schema_")(_bounded_schema)
+
+
+class ResponseFormat(_Model):
+    """`text` (the default), `json_object` (any JSON object) or `json_schema`."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @field_validator("json_schema")
+    @classmethod
+    def _only_with_its_type(
+        cls, value: JsonSchemaFormat | None, info: ValidationInfo
+    ) -> JsonSchemaFormat | None:
+        if value is not None and info.data.get("type") != "json_schema":
+            raise ValueError("is only allowed with type 'json_schema'")
+        return value
+
 
 class StreamOptions(_Model):
     include_usage: bool = False
@@ -70,7 +241,8 @@ class ChatCompletionRequest(_Model):
     """POST /v1/chat/completions body."""
 
     model: Annotated[str, Field(min_length=1)]
-    messages: list[ChatMessage]
+    # Checked by `_messages` (OpenAI's wording); the schema says it too.
+    messages: Annotated[list[ChatMessage], Field(json_schema_extra={"minItems": 1})]
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None
@@ -94,12 +266,14 @@ class ChatCompletionRequest(_Model):
     min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
     stop_token_ids: list[Annotated[int, Field(ge=0, le=UINT32_MAX)]] | None = None
-    # Refused when used (see the validators); declared so that the error names them.
-    tools: list[Any] | None = None
-    tool_choice: Any = None
-    functions: list[Any] | None = None
-    function_call: Any = None
-    response_format: dict[str, Any] | None = None
+    tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    # Legacy function calling: mapped to tools (at most one call per choice), and answered
+    # with `message.function_call` as OpenAI does.
+    functions: Annotated[list[FunctionDefinition], Field(max_length=MAX_TOOLS)] | None = None
+    function_call: FunctionChoice | None = None
+    response_format: ResponseFormat | None = None
 
     @field_validator("messages")
     @classmethod
@@ -128,25 +302,11 @@ class ChatCompletionRequest(_Model):
                 raise ValueError(f"bias for token {token} must be between -100 and 100")
         return value
 
-    @field_validator("tools", "functions")
-    @classmethod
-    def _no_tools(cls, value: list[Any] | None) -> list[Any] | None:
-        if value:
-            raise ValueError("tool calling is not supported by this server")
-        return value
-
-    @field_validator("tool_choice", "function_call")
-    @classmethod
-    def _no_tool_choice(cls, value: Any) -> Any:
-        if value not in (None, "none"):
-            raise ValueError("tool calling is not supported by this server")
-        return value
-
     @field_validator("response_format")
     @classmethod
-    def _text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and value.get("type", "text") != "text":
-            raise ValueError(f"only type 'text' is supported, got {value.get('type')!r}")
+    def _schema_present(cls, value: ResponseFormat | None) -> ResponseFormat | None:
+        if value is not None and value.type == "json_schema" and value.json_schema is None:
+            raise ValueError("type 'json_schema' needs a 'json_schema' object")
         return value
 
     @property
@@ -156,6 +316,27 @@ class ChatCompletionRequest(_Model):
     @property
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
+
+    @property
+    def choice_param(self) -> str:
+        """The parameter that says whether to call a function: legacy or current."""
+        return "function_call" if self.function_call is not None else "tool_choice"
+
+    @property
+    def choice(self) -> tuple[Literal["none", "auto", "required", "function"], str]:
+        """(mode, function name) from tool_choice or function_call; unset means "auto"."""
+        choice = self.function_call if self.function_call is not None else self.tool_choice
+        if choice is None:
+            return "auto", ""
+        if isinstance(choice, str):
+            return choice, ""
+        name = choice.function.name if isinstance(choice, NamedToolChoice) else choice.name
+        return "function", name
+
+    @property
+    def legacy_functions(self) -> bool:
+        """The request uses `functions`: replies carry `function_call`, not `tool_calls`."""
+        return bool(self.functions)
 
     @property
     def completion_limit(self) -> int | None:
@@ -181,10 +362,29 @@ class ChoiceLogprobs(BaseModel):
     refusal: list[TokenLogprob] | None = None
 
 
+class CalledFunction(BaseModel):
+    name: str
+    # JSON text; a whole object unless the choice was cut short (finish_reason "length").
+    arguments: str
+
+
+class MessageToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class AssistantMessage(BaseModel):
+    """The reply's message. `tool_calls` / `function_call` appear only when calls were made
+    (the reply is dumped with exclude_unset, as OpenAI omits them)."""
+
     role: Literal["assistant"] = "assistant"
+    # Null when the model only called tools.
     content: str | None
     refusal: str | None = None
+    tool_calls: list[MessageToolCall] | None = None
+    # Legacy, for requests that used `functions`.
+    function_call: CalledFunction | None = None
 
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
@@ -218,9 +418,25 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class ChunkFunction(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ChunkToolCall(BaseModel):
+    """A piece of a call: the first has id, type and function.name; later ones arguments."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ChunkFunction | None = None
+
+
 class ChunkDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ChunkToolCall] | None = None
+    function_call: ChunkFunction | None = None
 
 
 class ChunkChoice(BaseModel):

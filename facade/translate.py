@@ -4,23 +4,34 @@ Streaming is the hot path (hundreds of streams, tens of thousands of tokens a se
 couple of cores), so a chunk is never built as a pydantic model or a dict: the constant
 head of every chunk (id, object, created, model, fingerprint) is serialised once per
 request and each delta only adds its index and JSON-escaped text (the C string encoder of
-the standard `json` module).
+the standard `json` module). Tool calls map to the request's Tools and back through
+facade/tool_rules.py (history) and facade/tool_output.py (calls the model made).
 
 Finish reasons. OpenAI clients accept `stop`, `length`, `tool_calls`, `content_filter` and
 `function_call`. EOS, a stop string and a stop token are `stop`. `length` covers max_tokens
 and the context limit, and also the two ways a completion is cut short before the model
 ended it: the request's time limit and a cancellation by the server (draining). Both leave a
 truncated answer, which is exactly what clients take `length` to mean (vLLM's "abort" is
-not a value OpenAI SDKs or LangChain expect).
+not a value OpenAI SDKs or LangChain expect). A choice that made tool calls ends with
+`tool_calls` (`function_call` for a legacy `functions` request).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
-from facade.schemas import ChatCompletionRequest
+from facade.schemas import ChatCompletionRequest, ChatMessage, FunctionDefinition, ResponseFormat
+from facade.tool_output import CallAssembler, delta_fields
+from facade.tool_rules import (
+    CallRef,
+    answered_calls,
+    call_ids,
+    has_tool_history,
+    offered_functions,
+)
 from tensorchat.v1 import inference_pb2 as pb
 
 _encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
@@ -33,12 +44,21 @@ FINISH_REASONS: dict[int, str] = {
     pb.FINISH_REASON_LENGTH: "length",
     pb.FINISH_REASON_TIME_LIMIT: "length",
     pb.FINISH_REASON_CANCELLED: "length",
+    pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
 }
 
 # OpenAI reports impossible tokens as -9999.0; JSON has no -Infinity.
 _MIN_LOGPROB = -9999.0
 _UINT64 = 1 << 64
-_ROLES = {"developer": "system"}
+_ROLES = {"developer": "system", "function": "tool"}
+_CHOICE_MODES = {
+    "auto": pb.TOOL_CHOICE_MODE_AUTO,
+    "none": pb.TOOL_CHOICE_MODE_NONE,
+    "required": pb.TOOL_CHOICE_MODE_REQUIRED,
+    "function": pb.TOOL_CHOICE_MODE_FUNCTION,
+}
+# OpenAI: "Omitting `parameters` defines a function with an empty parameter list."
+_NO_PARAMETERS = json.dumps({"type": "object", "properties": {}, "additionalProperties": False})
 
 
 def to_generate_request(
@@ -63,14 +83,70 @@ def to_generate_request(
     _fill_messages(rpc.messages, req)
     _fill_sampling(rpc.sampling, req)
     _fill_stopping(rpc.stopping, req, time_limit_ms)
+    functions = offered_functions(req)
+    if functions:
+        _fill_tools(rpc.tools, req, functions)
+    if req.response_format is not None and req.response_format.type != "text":
+        _fill_constraint(rpc.constraint, req.response_format)
     return rpc
 
 
 def _fill_messages(messages: pb.ChatMessages, req: ChatCompletionRequest) -> None:
     messages.SetInParent()  # selects the `input` oneof
     add = messages.messages.add
-    for m in req.messages:
-        add(role=_ROLES.get(m.role, m.role), content=m.content)
+    history = req.messages
+    if not has_tool_history(history):
+        for m in history:  # the common case, kept lean
+            add(role=_ROLES.get(m.role, m.role), content=m.content)
+        return
+    for i, (m, answers) in enumerate(zip(history, answered_calls(history), strict=True)):
+        _fill_message(add(role=_ROLES.get(m.role, m.role), content=m.content), m, i, answers)
+
+
+def _fill_message(
+    message: pb.ChatMessage, m: ChatMessage, index: int, answers: CallRef | None
+) -> None:
+    """The tool parts of one history message: an assistant's calls, or a tool's result."""
+    if answers is not None:
+        message.tool_call_id = answers.id
+        # The template may show which function answered; the call says it when the client
+        # (OpenAI's tool messages have no name) did not.
+        message.name = m.name or answers.name
+        return
+    for call_id, call in zip(call_ids(m, index), m.calls, strict=True):
+        message.tool_calls.add(id=call_id, name=call.name, arguments=call.arguments)
+
+
+def _fill_tools(
+    tools: pb.Tools, req: ChatCompletionRequest, functions: list[FunctionDefinition]
+) -> None:
+    for function in functions:
+        tools.tools.add(
+            name=function.name,
+            description=function.description or "",
+            parameters=(
+                _NO_PARAMETERS if function.parameters is None else json.dumps(function.parameters)
+            ),
+            strict=bool(function.strict),
+        )
+    mode, name = req.choice
+    tools.choice.mode = _CHOICE_MODES[mode]
+    tools.choice.function_name = name
+    if req.legacy_functions:
+        tools.parallel_tool_calls = False  # `function_call` is one call
+    elif req.parallel_tool_calls is not None:
+        tools.parallel_tool_calls = req.parallel_tool_calls
+
+
+def _fill_constraint(constraint: pb.OutputConstraint, response_format: ResponseFormat) -> None:
+    if response_format.type == "json_object":
+        constraint.json_object.SetInParent()
+        return
+    spec = response_format.json_schema
+    assert spec is not None  # the schema requires it with type json_schema
+    # No schema: any JSON value, as OpenAI's optional `schema` leaves it.
+    constraint.json_schema = json.dumps({} if spec.schema_ is None else spec.schema_)
+    constraint.strict = bool(spec.strict)
 
 
 def _fill_sampling(sampling: pb.SamplingParams, req: ChatCompletionRequest) -> None:
@@ -109,6 +185,12 @@ def _fill_stopping(
     stopping.time_limit_ms = time_limit_ms
     if req.completion_limit is not None:
         stopping.max_tokens = req.completion_limit
+
+
+def finish_reason(reason: int, legacy_functions: bool) -> str:
+    """OpenAI's finish reason; a `functions` request's calls end with "function_call"."""
+    name = FINISH_REASONS.get(reason, "stop")
+    return "function_call" if legacy_functions and name == "tool_calls" else name
 
 
 def _logprob(value: float) -> float:
@@ -168,12 +250,26 @@ class UsageCounter:
 
 
 class ChunkEncoder:
-    """Byte-level `data: {...}\\n\\n` chunks for one streaming request."""
+    """Byte-level `data: {...}\\n\\n` chunks for one streaming request.
 
-    __slots__ = ("_close", "_head", "_usage_head")
+    A choice's first chunk carries the role: with `content: ""` before text, or, as OpenAI
+    sends it, with `content: null` and the first piece of a call when the choice opens with
+    a tool call (so the SDK's stream helper rebuilds the non-streaming message exactly).
+    """
+
+    __slots__ = ("_close", "_head", "_legacy", "_opened", "_usage_head", "_want_logprobs")
 
     def __init__(
-        self, completion_id: str, created: int, model: str, fingerprint: str, include_usage: bool
+        self,
+        completion_id: str,
+        created: int,
+        model: str,
+        fingerprint: str,
+        include_usage: bool,
+        *,
+        n: int = 1,
+        want_logprobs: bool = False,
+        legacy_functions: bool = False,
     ) -> None:
         common = (
             f'{{"id":{_encode_str(completion_id)},"object":"chat.completion.chunk",'
@@ -184,6 +280,32 @@ class ChunkEncoder:
         self._usage_head = f'data: {common}"choices":[],"usage":'.encode()
         # With include_usage every chunk carries "usage": null until the last one (as OpenAI).
         self._close = b"]" + (b',"usage":null' if include_usage else b"") + b"}\n\n"
+        self._opened = [False] * n
+        self._want_logprobs = want_logprobs
+        self._legacy = legacy_functions
+
+    def response(self, message: pb.GenerateResponse) -> bytes:
+        """The chunks for one message of the generation (b"" when it has nothing to send)."""
+        index = message.index
+        if message.HasField("finished"):
+            reason = finish_reason(message.finished.reason, self._legacy)
+            return self._open(index) + self.finish(index, reason)
+        delta = message.delta
+        out = b""
+        if delta.text or delta.logprobs:
+            lps = logprobs_content(delta.logprobs) if self._want_logprobs else None
+            out = self._open(index) + self.content(index, delta.text, lps)
+        if delta.tool_calls:
+            opening = not self._opened[index]
+            self._opened[index] = True
+            out += self.tool_calls(index, delta.tool_calls, opening=opening)
+        return out
+
+    def _open(self, index: int) -> bytes:
+        if self._opened[index]:
+            return b""
+        self._opened[index] = True
+        return self.role(index)
 
     def role(self, index: int) -> bytes:
         return (
@@ -198,6 +320,16 @@ class ChunkEncoder:
             index,
             _encode_str(text).encode(),
             lp,
+            self._close,
+        )
+
+    def tool_calls(self, index: int, pieces: Sequence[pb.ToolCallDelta], *, opening: bool) -> bytes:
+        role = b'"role":"assistant","content":null,' if opening else b""
+        return b'%s%d,"delta":{%s%s},"logprobs":null,"finish_reason":null}%s' % (
+            self._head,
+            index,
+            role,
+            delta_fields(pieces, self._legacy),
             self._close,
         )
 
@@ -220,12 +352,14 @@ def _logprobs_json(content: list[dict[str, Any]]) -> bytes:
 class CompletionBuilder:
     """Collects a non-streaming request's responses into one `chat.completion` object."""
 
-    def __init__(self, n: int, want_logprobs: bool) -> None:
+    def __init__(self, n: int, want_logprobs: bool, legacy_functions: bool = False) -> None:
         self._texts: list[list[str]] = [[] for _ in range(n)]
+        self._calls = [CallAssembler() for _ in range(n)]
         self._logprobs: list[list[dict[str, Any]]] | None = (
             [[] for _ in range(n)] if want_logprobs else None
         )
         self._finish: list[str | None] = [None] * n
+        self._legacy = legacy_functions
         self.usage = UsageCounter()
 
     def add(self, response: pb.GenerateResponse) -> None:
@@ -234,11 +368,20 @@ class CompletionBuilder:
             delta = response.delta
             if delta.text:
                 self._texts[index].append(delta.text)
+            if delta.tool_calls:
+                self._calls[index].add(delta.tool_calls)
             if self._logprobs is not None and delta.logprobs:
                 self._logprobs[index].extend(logprobs_content(delta.logprobs))
         elif response.HasField("finished"):
-            self._finish[index] = FINISH_REASONS.get(response.finished.reason, "stop")
+            self._finish[index] = finish_reason(response.finished.reason, self._legacy)
             self.usage.add(response.finished.usage)
+
+    def _message(self, index: int) -> dict[str, Any]:
+        text, calls = "".join(self._texts[index]), self._calls[index]
+        # OpenAI: content is null when the model only called tools.
+        message = {"role": "assistant", "content": text or (None if calls else ""), "refusal": None}
+        message.update(calls.message_fields(self._legacy))
+        return message
 
     def to_json(
         self, completion_id: str, created: int, model: str, fingerprint: str
@@ -246,7 +389,7 @@ class CompletionBuilder:
         choices = [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": "".join(texts), "refusal": None},
+                "message": self._message(i),
                 "logprobs": (
                     {"content": self._logprobs[i], "refusal": None}
                     if self._logprobs is not None
@@ -254,7 +397,7 @@ class CompletionBuilder:
                 ),
                 "finish_reason": self._finish[i] or "stop",
             }
-            for i, texts in enumerate(self._texts)
+            for i in range(len(self._texts))
         ]
         return {
             "id": completion_id,

@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from inference.engines.base import EngineRequest, unpaced
 from inference.errors import RequestError, invalid, model_not_found
-from inference.grammar import GrammarSpec
+from inference.grammar import CompiledConstraint, ConstraintError, GrammarSpec
 from inference.registry import ModelRegistry, ServedModel
 from inference.sampling import SamplingParams
 from inference.text.tokenizer import ChatTemplateError
@@ -26,6 +27,11 @@ from tensorchat.v1 import inference_pb2 as pb
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 512
 MAX_LOGIT_BIAS = 100.0
+# A prompt longer than max_input_tokens x this many characters cannot fit whatever the
+# tokenizer: real text averages 3-5 characters per token, and even a prompt made only of a
+# vocabulary's longest tokens (runs of spaces or dashes) stays under 32 over its length. So
+# it is refused by its length alone, before templating and tokenizing cost seconds of CPU.
+MAX_PROMPT_CHARS_PER_TOKEN = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +43,7 @@ class RequestPlan:
     # The tools the model may call; the choices' text is read for calls when the choice is not
     # "none".
     tools: ToolUse | None = None
-    # The grammar of the tool calls (compiled by inference/grammar into the EngineRequest's
-    # constraint).
+    # The grammar of the tool calls (compiled into the EngineRequest's constraint).
     tool_grammar: GrammarSpec | None = None
 
     @property
@@ -67,6 +72,7 @@ def prompt_token_ids(
     """The prompt exactly as the engine will see it (shared by Generate and Tokenize);
     `tools`: the request's validated tools, shown in the prompt."""
     kind = request.WhichOneof("input")
+    _refuse_oversize(model, request)
     if kind == "messages":
         return _encode_messages(model, request.messages.messages, tools)
     if kind == "prompt":
@@ -86,6 +92,26 @@ def prompt_token_ids(
     raise invalid("messages", "one of messages, prompt or token_ids is required")
 
 
+def _refuse_oversize(model: ServedModel, request: pb.GenerateRequest | pb.TokenizeRequest) -> None:
+    """Refuses input that cannot fit the context, by its length alone (see the bound above)."""
+    kind = request.WhichOneof("input")
+    if kind == "messages":
+        size = sum(len(m.content) for m in request.messages.messages)
+    elif kind == "prompt":
+        size = len(request.prompt)
+    else:
+        return  # token ids: counted exactly, and as cheaply, by _max_tokens
+    most = model.max_input_tokens * MAX_PROMPT_CHARS_PER_TOKEN
+    if size > most:
+        raise invalid(
+            "messages" if kind == "messages" else "prompt",
+            f"This model accepts prompts of at most {model.max_input_tokens} tokens. However, "
+            f"your {kind} hold {size} characters, more than any {model.max_input_tokens} "
+            "tokens can. Please reduce the length of the messages.",
+            code="context_length_exceeded",
+        )
+
+
 def _encode_messages(
     model: ServedModel, messages: Sequence[pb.ChatMessage], tools: ToolUse | None
 ) -> list[int]:
@@ -95,33 +121,45 @@ def _encode_messages(
         raise invalid("messages", str(error)) from error
 
 
-def build_plan(
+# Runs a preparation step (templating, tokenizing) somewhere, e.g. on a thread pool.
+OffLoop = Callable[..., Awaitable[Any]]
+
+
+async def _on_loop(step: Callable[..., Any], *args: Any) -> Any:
+    return step(*args)
+
+
+async def build_plan(
     registry: ModelRegistry,
     request: pb.GenerateRequest,
     pace: Callable[[], float] = unpaced,
+    off_loop: OffLoop = _on_loop,
 ) -> RequestPlan:
-    """`pace` is the servicer's pacing of this stream (see `EngineRequest.pace`)."""
+    """`pace` is the servicer's pacing of this stream (see `EngineRequest.pace`).
+
+    Templating and tokenizing run through `off_loop` (the runner's preparation threads: a long
+    prompt costs up to seconds of CPU, and the tokenizers library releases the GIL while it
+    encodes); a constraint's grammar compiles on the compiler's own threads, bounded in time.
+    """
     model = resolve_model(registry, request.model)
     stopping = request.stopping
     n = request.n or 1
     if n > MAX_CHOICES:
         raise invalid("n", f"must be at most {MAX_CHOICES}, got {n}")
     stops = _validate_stops(list(stopping.stop))
-    _refuse_unserved(request)
-    tools = tool_use(request)
-    if tools is not None and request.WhichOneof("input") != "messages":
-        raise invalid("tools", "tools need messages (a chat), not a raw prompt")
-    if tools is not None and tools.callable_tools:
-        # Calls are served only under their grammar (never prompt-only): this refusal goes
-        # when build_plan compiles `tool_grammar` into the EngineRequest's constraint.
-        raise invalid("tool_choice", "tool calls are not enforced by this server yet; use none")
-    prompt = prompt_token_ids(model, request, tools)
+    if request.output not in pb.OutputMode.values():
+        # proto3 enums are open: an unknown number parses, and would be served as text.
+        raise invalid("output", f"unknown output mode {request.output}")
+    tools = _tool_use(request)
+    prompt = await off_loop(prompt_token_ids, model, request, tools)
     max_tokens = _max_tokens(model, request, len(prompt))
     params = _sampling_params(model, request, n, max_tokens)
     if stopping.min_tokens > max_tokens:
         raise invalid(
             "min_tokens", f"({stopping.min_tokens}) must not exceed max_tokens ({max_tokens})"
         )
+    tool_grammar = tool_call_grammar(model.tokenizer.tool_format.syntax, tools) if tools else None
+    constraint = await _compile_constraint(model, request, params, tool_grammar)
     deadline = time.monotonic() + stopping.time_limit_ms / 1000 if stopping.time_limit_ms else None
     return RequestPlan(
         model=model,
@@ -132,21 +170,76 @@ def build_plan(
             eos_token_ids=model.tokenizer.eos_token_ids,
             deadline=deadline,
             pace=pace,
+            constraint=constraint,
         ),
         stops=stops,
         output=request.output,
         tools=tools,
-        tool_grammar=(
-            tool_call_grammar(model.tokenizer.tool_format.syntax, tools) if tools else None
-        ),
+        tool_grammar=tool_grammar,
     )
 
 
-def _refuse_unserved(request: pb.GenerateRequest) -> None:
-    # The protocol already names constrained output; until the engines enforce it, a request
-    # that asks is refused rather than served unconstrained.
+def _tool_use(request: pb.GenerateRequest) -> ToolUse | None:
+    """The request's validated tools, if it offers any."""
+    tools = tool_use(request)
+    if tools is None:
+        return None
+    if request.WhichOneof("input") != "messages":
+        raise invalid("tools", "tools need messages (a chat), not a raw prompt")
     if request.HasField("constraint"):
-        raise invalid("constraint", "constrained output is not served by this server yet")
+        # One grammar per choice: it either calls functions or answers in the format (the
+        # facade refuses the same pair naming response_format).
+        raise invalid(
+            "constraint", "cannot be combined with tools; offer the output format as a tool"
+        )
+    return tools
+
+
+def constraint_spec(constraint: pb.OutputConstraint) -> GrammarSpec | None:
+    """The grammar an OutputConstraint asks for (None when it names none)."""
+    kind = constraint.WhichOneof("kind")
+    if kind is None:
+        return None
+    if kind == "json_object":
+        return GrammarSpec("json_object")
+    if kind == "grammar":
+        return GrammarSpec("ebnf", constraint.grammar)
+    if kind == "json_schema":
+        return GrammarSpec("json_schema", constraint.json_schema)
+    return GrammarSpec("regex", constraint.regex)
+
+
+async def _compile_constraint(
+    model: ServedModel,
+    request: pb.GenerateRequest,
+    params: SamplingParams,
+    tool_grammar: GrammarSpec | None,
+) -> CompiledConstraint | None:
+    """The grammar of the output: the tool calls' (tool_choice other than none), or the
+    requested constraint's; None when the output is free."""
+    if tool_grammar is not None:
+        param, spec, what = "tools", tool_grammar, "tool calls"
+    elif request.HasField("constraint"):
+        param, what = "constraint", "a constraint"
+        found = constraint_spec(request.constraint)
+        if found is None:
+            raise invalid(param, "name one of json_object, json_schema, regex or grammar")
+        spec = found
+    else:
+        return None
+    if not model.engine.constrains_output:
+        engine = model.engine.name
+        raise invalid(param, f"the {engine} engine of {model.id} cannot constrain output")
+    # Both would fight the grammar over the end of the output: the grammar only allows EOS
+    # where it may end, ignore_eos never ends there, min_tokens could forbid the only choice.
+    if params.ignore_eos:
+        raise invalid("ignore_eos", f"cannot be combined with {what}")
+    if params.min_tokens:
+        raise invalid("min_tokens", f"cannot be combined with {what}")
+    try:
+        return await model.grammar.compile(spec)
+    except ConstraintError as error:
+        raise invalid(param, str(error)) from None
 
 
 def _sampling_params(
@@ -254,4 +347,11 @@ def _check_range(param: str, value: float, low: float, high: float) -> None:
         raise invalid(param, f"must be between {low:g} and {high:g}, got {value:g}")
 
 
-__all__ = ["RequestError", "RequestPlan", "build_plan", "prompt_token_ids", "resolve_model"]
+__all__ = [
+    "RequestError",
+    "RequestPlan",
+    "build_plan",
+    "constraint_spec",
+    "prompt_token_ids",
+    "resolve_model",
+]

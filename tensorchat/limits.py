@@ -11,3 +11,8 @@ them in ListModels (`ModelInfo`).
 MAX_CHOICES = 16
 # Most alternatives per position (`top_logprobs`): OpenAI's own bound.
 MAX_TOP_LOGPROBS = 20
+# Most functions one request may offer (`tools`, legacy `functions`): OpenAI's own bound.
+MAX_TOOLS = 128
+# Longest JSON Schema (a tool's parameters, a json_schema response format), as JSON text:
+# each is compiled into a grammar for the request, so its size bounds the compile time.
+MAX_SCHEMA_CHARS = 65536

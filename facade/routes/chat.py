@@ -1,7 +1,7 @@
 """POST /v1/chat/completions (and the other base URLs clients use): admit, then run.
 
 Admission (facade/admission.py) refuses with a 4xx/5xx envelope whatever can fail before
-generation; the `ChatRun` response (facade/chat_run.py) runs the admitted request.
+the request runs; the `ChatRun` response (facade/chat_run.py) runs the admitted request.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from facade.admission import admit
 from facade.auth import Principal
 from facade.chat_run import ChatRun
 from facade.deps import FacadeState, get_state, require_principal
-from facade.schemas import ChatCompletion, ErrorResponse
+from facade.openapi import error_responses, json_body, json_or_event_stream
+from facade.request_context import request_record
+from facade.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
 router = APIRouter()
 
@@ -38,7 +40,8 @@ async def create_chat_completion(
     started = time.perf_counter()
     # The body is read here rather than as a parameter so that a bad key is a 401 before any
     # body is looked at.
-    return ChatRun(state, await admit(await request.body(), principal, state, started))
+    body = await request.body()
+    return ChatRun(state, await admit(body, principal, state, started, request_record(request)))
 
 
 for _path in CHAT_PATHS:
@@ -49,18 +52,14 @@ for _path in CHAT_PATHS:
         include_in_schema=_path == CHAT_PATHS[0],
         response_model=None,
         responses={
-            200: {"model": ChatCompletion, "description": "A completion, or an SSE stream"},
-            400: {"model": ErrorResponse},
-            401: {"model": ErrorResponse},
-            404: {"model": ErrorResponse},
-            429: {"model": ErrorResponse},
-            503: {"model": ErrorResponse},
+            **json_or_event_stream(
+                ChatCompletion,
+                ChatCompletionChunk,
+                "A chat completion, or with `stream` its chunks",
+            ),
+            **error_responses(400, 401, 404, 413, 429, 500, 503, 504),
         },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        },
+        # The body is read by hand (above); this documents what it is parsed as.
+        openapi_extra=json_body(ChatCompletionRequest),
         summary="Create chat completion",
     )

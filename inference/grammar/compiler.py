@@ -18,8 +18,12 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from inference.grammar.constraint import JSON_OBJECT_SCHEMA, CompiledConstraint
-from inference.grammar.schema_policy import UnenforceableSchemaError, check_enforceable
+from inference.grammar.constraint import JSON_OBJECT_SCHEMA, CompiledConstraint, Guide
+from inference.grammar.schema_policy import (
+    UnenforceableSchemaError,
+    check_enforceable,
+    enforceable_form,
+)
 from inference.grammar.spec import GrammarSpec
 
 if TYPE_CHECKING:
@@ -130,7 +134,8 @@ class GrammarCompiler:
     def _compile_and_cache(self, spec: GrammarSpec) -> CompiledConstraint:
         key = spec.cache_key
         try:
-            compiled = CompiledConstraint(spec, self._compile_now(spec), self.vocab_size)
+            grammar, guide = self._compile_now(spec)
+            compiled = CompiledConstraint(spec, grammar, self.vocab_size, guide)
         except Exception as error:
             raise ConstraintError(_native_message(error)) from None
         finally:
@@ -142,21 +147,36 @@ class GrammarCompiler:
                 self._cache.popitem(last=False)
         return compiled
 
-    def _compile_now(self, spec: GrammarSpec) -> xgrammar.CompiledGrammar:
-        """The native compile (in a worker thread). The JSON settings are TensorRT-LLM's, which
-        calls xgrammar's CompileJSONSchema with its defaults (any whitespace, strict mode;
-        cpp/tensorrt_llm/batch_manager/guidedDecoder.cpp, GuidedDecoder::build, commit
-        2a9abd95), so that both engines allow the same outputs for one schema."""
+    def _compile_now(self, spec: GrammarSpec) -> tuple[xgrammar.CompiledGrammar, Guide]:
+        """The native compile (in a worker thread), and the executor's guide for the same grammar.
+
+        JSON is compact (", " and ": " between items, no other whitespace): xgrammar's default
+        allows any whitespace anywhere, where a weak or random model can loop until max_tokens
+        (vLLM's --disable-any-whitespace exists for that). Strict mode (no properties or items
+        the schema does not declare) is xgrammar's default, which TensorRT-LLM uses too. The
+        executor gets the converted grammar as EBNF so both engines enforce the same one
+        (TensorRT-LLM's own JSON_SCHEMA guide would compile with any whitespace:
+        cpp/tensorrt_llm/batch_manager/guidedDecoder.cpp, GuidedDecoder::build, commit 2a9abd95).
+        """
+        import xgrammar
+
         compiler = self._compiler
-        if spec.kind == "json_object":
-            return compiler.compile_json_schema(JSON_OBJECT_SCHEMA)
-        if spec.kind == "json_schema":
-            return compiler.compile_json_schema(spec.source)
+        if spec.kind in ("json_object", "json_schema"):
+            schema = (
+                JSON_OBJECT_SCHEMA
+                if spec.kind == "json_object"
+                else json.dumps(enforceable_form(json.loads(spec.source)))
+            )
+            grammar = xgrammar.Grammar.from_json_schema(schema, any_whitespace=False)
+            return compiler.compile_grammar(grammar), Guide("EBNF_GRAMMAR", str(grammar))
         if spec.kind == "regex":
-            return compiler.compile_regex(spec.source)
+            return compiler.compile_regex(spec.source), Guide("REGEX", spec.source)
         if spec.kind == "ebnf":
-            return compiler.compile_grammar(spec.source)
-        return compiler.compile_structural_tag(spec.source)
+            return compiler.compile_grammar(spec.source), Guide("EBNF_GRAMMAR", spec.source)
+        return (
+            compiler.compile_structural_tag(spec.source),
+            Guide("STRUCTURAL_TAG", spec.source),
+        )
 
 
 def _check(spec: GrammarSpec) -> None:

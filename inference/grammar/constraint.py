@@ -16,23 +16,15 @@ if TYPE_CHECKING:
 # which also allows a top-level array: OpenAI's json_object promises an object.
 JSON_OBJECT_SCHEMA = '{"type": "object"}'
 
-# TensorRT-LLM's guide type for each grammar kind (GuidedDecodingParams.GuideType names,
-# cpp/include/tensorrt_llm/executor/executor.h: kJSON, kJSON_SCHEMA, kREGEX, kEBNF_GRAMMAR,
-# kSTRUCTURAL_TAG; executor.h read at commit 879039f6).
-_GUIDE_TYPES = {
-    "json_object": "JSON_SCHEMA",
-    "json_schema": "JSON_SCHEMA",
-    "regex": "REGEX",
-    "ebnf": "EBNF_GRAMMAR",
-    "structural_tag": "STRUCTURAL_TAG",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Guide:
-    """How TensorRT-LLM's executor is told the grammar (its GuidedDecodingParams)."""
+    """How TensorRT-LLM's executor is told the grammar (its GuidedDecodingParams): a GuideType
+    member name (cpp/include/tensorrt_llm/executor/executor.h, GuidedDecodingParams::GuideType:
+    kJSON, kJSON_SCHEMA, kREGEX, kEBNF_GRAMMAR, kSTRUCTURAL_TAG; read at commit 879039f6) and
+    the guide string the executor compiles."""
 
-    guide_type: str  # a GuidedDecodingParams.GuideType member name
+    guide_type: str
     guide: str
 
 
@@ -64,6 +56,8 @@ class CompiledConstraint:
     grammar: xgrammar.CompiledGrammar = field(repr=False)
     # Width of the logits the bitmask covers (the model's vocabulary, padding included).
     vocab_size: int
+    # The same grammar for TensorRT-LLM's executor, which compiles it itself.
+    guide: Guide = field(repr=False)
 
     def new_matcher(self) -> SequenceMatcher:
         """A fresh matcher for one sequence (each of n choices gets its own)."""
@@ -72,28 +66,20 @@ class CompiledConstraint:
         return SequenceMatcher(xgrammar.GrammarMatcher(self.grammar))
 
     def allocate_bitmask(self, rows: int) -> torch.Tensor:
-        """An int32 bitmask [rows, ceil(vocab / 32)] for `SequenceMatcher.fill_bitmask`."""
+        """An int32 bitmask [rows, ceil(vocab / 32)] for `SequenceMatcher.fill_bitmask`, every
+        token allowed until a row is filled."""
         import xgrammar
 
         return xgrammar.allocate_token_bitmask(rows, self.vocab_size)
-
-    @property
-    def guide(self) -> Guide:
-        """The TensorRT-LLM executor compiles the grammar itself from its source."""
-        kind = self.spec.kind
-        source = JSON_OBJECT_SCHEMA if kind == "json_object" else self.spec.source
-        return Guide(_GUIDE_TYPES[kind], source)
 
 
 def apply_bitmask(logits: torch.Tensor, bitmask: torch.Tensor, rows: list[int]) -> None:
     """Set the logits of forbidden tokens to -inf in `rows` of `logits` ([B, V]), in place.
 
-    Row j of `bitmask` holds the allowed tokens of logits row rows[j]; only those rows pay.
-    The bitmask must cover the whole logits width (`CompiledConstraint.vocab_size`): xgrammar
-    leaves ids past it unmasked.
+    `bitmask` has one row per logits row (only `rows` need be filled): the others, and their
+    logits, are not touched, so only constrained rows pay. The bitmask must cover the whole
+    logits width (`CompiledConstraint.vocab_size`): xgrammar leaves ids past it unmasked.
     """
     import xgrammar
 
-    picked = logits[rows]
-    xgrammar.apply_token_bitmask_inplace(picked, bitmask.to(picked.device))
-    logits[rows] = picked
+    xgrammar.apply_token_bitmask_inplace(logits, bitmask.to(logits.device), indices=rows)

@@ -10,6 +10,7 @@ what it enforces fails that test (run it where the GPU image's xgrammar is insta
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -120,12 +121,37 @@ def check_enforceable(schema: Any) -> None:
         _check_node(node, pointer)
 
 
+def enforceable_form(schema: Any) -> Any:
+    """The schema as it is compiled: string lengths rewritten as patterns (a copy).
+
+    xgrammar (0.2.9) compiles minLength/maxLength into a character class that lets raw control
+    characters through (`"a<NUL>"` is accepted for maxLength 6), which is not JSON. A pattern
+    compiles as a JSON string regex that refuses them, so `.{min,max}` carries the length.
+    """
+    schema = copy.deepcopy(schema)
+    for _pointer, node in _subschemas(schema, ""):
+        # Next to a pattern or format the lengths are refused (check_enforceable).
+        if ("minLength" in node or "maxLength" in node) and not (
+            "pattern" in node or "format" in node
+        ):
+            low = int(node.pop("minLength", 0))
+            high = node.pop("maxLength", None)
+            node["pattern"] = f"^.{{{low},{'' if high is None else int(high)}}}$"
+    return schema
+
+
 def _check_node(node: dict[str, Any], pointer: str) -> None:
     for keyword in node:
         if keyword in UNENFORCED:
             raise UnenforceableSchemaError(keyword, pointer, "xgrammar does not check it")
     if "allOf" in node and isinstance(node["allOf"], list) and len(node["allOf"]) > 1:
         raise UnenforceableSchemaError("allOf", pointer, "only a single subschema is enforced")
+    for length in ("minLength", "maxLength"):
+        for other in ("pattern", "format"):
+            if length in node and other in node:
+                raise UnenforceableSchemaError(
+                    length, pointer, f"xgrammar ignores it next to {other!r}"
+                )
     fmt = node.get("format")
     if fmt is not None and fmt not in ENFORCED_FORMATS:
         raise UnenforceableSchemaError(

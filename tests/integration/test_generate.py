@@ -11,10 +11,17 @@ from typing import Any, cast
 import grpc
 import pytest
 
+from inference.prepare import MAX_PROMPT_CHARS_PER_TOKEN
 from tensorchat.request_error import CODE_METADATA_KEY, PARAM_METADATA_KEY
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
-from tests.integration.conftest import MISTRAL_ID, QWEN_ID, TINY_CONTEXT, wait_until_idle
+from tests.integration.conftest import (
+    MISTRAL_ID,
+    QWEN_ID,
+    TINY_CONTEXT,
+    idle_tokens,
+    wait_until_idle,
+)
 from tests.support.servers import InferenceServerThread
 
 HELLO = pb.ChatMessages(messages=[pb.ChatMessage(role="user", content="Hello! Tell me a story.")])
@@ -221,6 +228,7 @@ def test_concurrent_requests_interleave(inference_server: InferenceServerThread)
 def test_cancelled_call_leaves_the_batch(
     stub: pb_grpc.InferenceStub, inference_server: InferenceServerThread
 ) -> None:
+    tokens_before = idle_tokens(inference_server)
     call = stub.Generate(
         pb.GenerateRequest(model=MISTRAL_ID, messages=HELLO, **greedy(max_tokens=200)),
         timeout=60,
@@ -230,7 +238,8 @@ def test_cancelled_call_leaves_the_batch(
     next(responses)
     assert inference_server.active_requests() >= 1
     call.cancel()
-    assert wait_until_idle(inference_server, timeout=1.0) < 1.0
+    # It left the batch before its 200 tokens.
+    assert idle_tokens(inference_server) - tokens_before < 200
 
 
 def test_a_running_request_id_is_refused_on_every_engine(stub: pb_grpc.InferenceStub) -> None:
@@ -257,7 +266,7 @@ def test_expired_deadline(
         ):
             pass
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    wait_until_idle(inference_server, timeout=1.0)
+    wait_until_idle(inference_server)
 
 
 def test_time_limit_finishes_with_partial_output(stub: pb_grpc.InferenceStub) -> None:
@@ -300,7 +309,6 @@ INVALID_REQUESTS = [
     ("messages[0].role", {"messages": pb.ChatMessages(messages=[pb.ChatMessage(role="robot")])}),
     ("token_ids", {"token_ids": pb.TokenIds(ids=[10_000_000])}),
     ("prompt", {"prompt": ""}),
-    ("constraint", {"constraint": pb.OutputConstraint(json_object=pb.JsonObject())}),
     ("tools[0].function.name", {"tools": pb.Tools(tools=[pb.Tool(name="get weather")])}),
     (
         "tools[0].function.parameters",
@@ -342,6 +350,8 @@ INVALID_REQUESTS = [
             )
         },
     ),
+    # proto3 enums are open: a number no OutputMode names parses, and must be refused.
+    ("output", {"output": 7}),
 ]
 
 
@@ -466,3 +476,55 @@ def test_tools_and_tool_history_are_shown_to_the_model(
     finished = choices[0].finished
     assert finished is not None and finished.reason == pb.FINISH_REASON_LENGTH
     assert finished.usage.prompt_tokens > plain  # the tool list is in the prompt
+
+
+def test_an_oversize_prompt_is_refused_before_it_is_templated_or_tokenized(
+    stub: pb_grpc.InferenceStub,
+    inference_server: InferenceServerThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = inference_server.model(MISTRAL_ID)
+    encoded: list[int] = []
+    encode_chat = model.tokenizer.encode_chat
+
+    def counted(messages: Any, tools: Any = ()) -> list[int]:
+        encoded.append(len(messages))
+        return encode_chat(messages, tools)
+
+    monkeypatch.setattr(model.tokenizer, "encode_chat", counted)
+    too_long = "x" * (model.max_input_tokens * MAX_PROMPT_CHARS_PER_TOKEN + 1)
+    huge = pb.ChatMessages(messages=[pb.ChatMessage(role="user", content=too_long)])
+    with pytest.raises(grpc.RpcError) as caught:
+        generate(stub, messages=huge)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (CODE_METADATA_KEY, "context_length_exceeded") in tuple(caught.value.trailing_metadata())
+    assert encoded == []  # refused by its length alone
+    generate(stub, **greedy(max_tokens=2))  # a prompt under the bound is still tokenized
+    assert encoded == [1]
+
+
+def test_a_prompt_being_tokenized_holds_up_no_other_call(
+    stub: pb_grpc.InferenceStub,
+    inference_server: InferenceServerThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = inference_server.model(MISTRAL_ID)
+    entered, release = threading.Event(), threading.Event()
+    encode_chat = model.tokenizer.encode_chat
+
+    def slow(messages: Any, tools: Any = ()) -> list[int]:  # a long prompt's tokenization
+        entered.set()
+        release.wait(30)
+        return encode_chat(messages, tools)
+
+    monkeypatch.setattr(model.tokenizer, "encode_chat", slow)
+    held = threading.Thread(target=generate, args=(stub,), kwargs=greedy(max_tokens=2))
+    held.start()
+    try:
+        assert entered.wait(30)
+        # The service still answers while that prompt is being tokenized.
+        listed = stub.ListModels(pb.ListModelsRequest(), timeout=5)
+        assert MISTRAL_ID in [m.id for m in listed.models]
+    finally:
+        release.set()
+        held.join(30)

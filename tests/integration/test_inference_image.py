@@ -18,6 +18,7 @@ generated `tensorchat.v1` code and the trtllm adapter import and run over the fa
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -91,6 +92,12 @@ def copy_build_context(workdir: Path) -> None:
                 shutil.copy2(REPO_ROOT / source, target / Path(source).name)
 
 
+def run_shell() -> list[str]:
+    """What docker runs a RUN step's string with: the Dockerfile's SHELL, else `/bin/sh -c`."""
+    shells = [json.loads(a) for k, a in dockerfile_instructions() if k == "SHELL"]
+    return shells[-1] if shells else ["/bin/sh", "-c"]
+
+
 def constraint_steps() -> list[str]:
     """The RUN steps that write or use base-constraints.txt, in Dockerfile order."""
     steps = [a for k, a in dockerfile_instructions() if k == "RUN" and "base-constraints" in a]
@@ -131,8 +138,8 @@ class Venv:
         self.env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
 
     def run(self, command: list[str] | str, cwd: Path | None = None) -> str:
-        # A string is a RUN step: docker runs it with `/bin/sh -c`.
-        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else command
+        # A string is a RUN step, run as docker runs it (with the Dockerfile's SHELL).
+        argv = [*run_shell(), command] if isinstance(command, str) else command
         done = subprocess.run(
             argv, cwd=cwd, env=self.env, capture_output=True, text=True, check=False
         )

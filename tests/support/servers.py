@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import uvicorn
 
 from facade.app import create_app
+from facade.httpguard import server_options
 from facade.settings import FacadeSettings
 from inference.config import ModelsConfig
 from inference.engines.base import Engine
@@ -32,7 +33,8 @@ class InferenceServerThread:
 
     def __init__(self, config: ModelsConfig, **options: Any) -> None:
         self._config = config
-        self._options = ServerOptions(host="127.0.0.1", port=0, shutdown_grace=1.0, **options)
+        defaults: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "shutdown_grace": 1.0}
+        self._options = ServerOptions(**{**defaults, **options})
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.server: InferenceServer | None = None
@@ -67,6 +69,10 @@ class InferenceServerThread:
     def active_requests(self) -> int:
         return sum(engine.stats().active_requests for engine in self.engines.values())
 
+    def generated_tokens(self) -> int:
+        """Tokens the engines generated so far (a counter: compare two readings)."""
+        return sum(engine.stats().generated_tokens for engine in self.engines.values())
+
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         """Runs a coroutine on the server's loop and waits for its result."""
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -88,7 +94,9 @@ class FacadeServerThread:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False)
+        config = uvicorn.Config(
+            self.app, log_level="warning", access_log=False, **server_options(settings)
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
 

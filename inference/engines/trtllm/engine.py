@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inference.engines.base import (
     Engine,
@@ -37,8 +37,13 @@ from inference.engines.trtllm.config import (
     clip_runtime_limits,
     longest_prompt,
 )
+from inference.engines.trtllm.guided import guided_decoding_config
 from inference.engines.trtllm.requests import build_request, plan_stops
 from inference.engines.trtllm.results import ResultConverter
+from inference.engines.trtllm.timing import first_scheduled_at
+
+if TYPE_CHECKING:
+    from inference.text.tokenizer import ModelTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +102,13 @@ class TrtllmEngine(Engine):
         scheduler_policy: str = "guaranteed_no_evict",
         runtime: RuntimeInfo | None = None,
         await_timeout_ms: int = 50,
+        tokenizer: ModelTokenizer | None = None,
     ) -> None:
         """Configure only; `start()` picks the engine, imports TensorRT-LLM and loads it.
 
         `runtime` replaces GPU/version detection (tests); `await_timeout_ms` bounds how long
-        shutdown waits for the awaiter thread.
+        shutdown waits for the awaiter thread. `tokenizer` turns on the executor's guided
+        decoding (constrained requests are refused without it).
         """
         if (engine_dir is None) == (engines_root is None):
             raise ValueError("give exactly one of engine_dir or engines_root")
@@ -123,6 +130,7 @@ class TrtllmEngine(Engine):
         self._max_num_tokens = max_num_tokens
         self._scheduler_policy = scheduler_policy
         self._runtime = runtime
+        self._tokenizer = tokenizer
         self._await_timeout = timedelta(milliseconds=await_timeout_ms)
         self._trtllm: ModuleType | None = None
         self._executor: Any = None
@@ -154,6 +162,11 @@ class TrtllmEngine(Engine):
             build, max_batch_size=self._max_batch_size, max_num_tokens=self._max_num_tokens
         )
         return longest_prompt(build, limits, chunked_context=self._chunked_context_on(build))
+
+    @property
+    def vocab_size(self) -> int:
+        """Width of the engine's logits (pretrained_config.vocab_size, padding included)."""
+        return self._build_config().vocab_size
 
     def _chunked_context_on(self, build: EngineBuildConfig) -> bool:
         # The executor turns chunked context off without paged context FMHA (executorImpl.cpp,
@@ -205,7 +218,8 @@ class TrtllmEngine(Engine):
         limits = clip_runtime_limits(
             build, max_batch_size=self._max_batch_size, max_num_tokens=self._max_num_tokens
         )
-        config = self._executor_config(trtllm, build, limits)
+        defaults = GenerationDefaults.read(self.tokenizer_dir)
+        config = self._executor_config(trtllm, build, limits, defaults)
         try:
             executor = trtllm.Executor(engine_dir, trtllm.ModelType.DECODER_ONLY, config)
         except Exception as exc:
@@ -229,7 +243,7 @@ class TrtllmEngine(Engine):
         self._trtllm = trtllm
         self._build = build
         self.runtime_limits = limits
-        self._defaults = GenerationDefaults.read(self.tokenizer_dir)
+        self._defaults = defaults
         self._executor = executor
 
     def _pick_engine(self, runtime: RuntimeInfo) -> Path:
@@ -250,7 +264,11 @@ class TrtllmEngine(Engine):
         )
 
     def _executor_config(
-        self, trtllm: ModuleType, build: EngineBuildConfig, limits: RuntimeLimits
+        self,
+        trtllm: ModuleType,
+        build: EngineBuildConfig,
+        limits: RuntimeLimits,
+        defaults: GenerationDefaults,
     ) -> Any:
         reuse, chunked = self._block_reuse, self._chunked_context_on(build)
         if not build.paged_context_fmha and (reuse or self._chunked_context):
@@ -277,6 +295,13 @@ class TrtllmEngine(Engine):
             # getGatherGenerationLogits ORs the two); only requests with top_logprobs ask for
             # logits, and only they pay the host copy (max_tokens x vocab x 4 bytes).
             gather_generation_logits=True,
+            guided_decoding_config=(
+                guided_decoding_config(
+                    trtllm, self._tokenizer, defaults.order(self._tokenizer.eos_token_ids)
+                )
+                if self._tokenizer is not None
+                else None
+            ),
         )
 
     async def shutdown(self) -> None:
@@ -326,6 +351,10 @@ class TrtllmEngine(Engine):
         if not self._accepting or self._executor is None or self._trtllm is None:
             raise RuntimeError(f"{self.model_id}: the trtllm engine is not running")
         assert self._build is not None
+        if request.constraint is not None and self._tokenizer is None:
+            raise EngineRequestError(
+                f"{self.model_id}: constrained output needs the engine started with a tokenizer"
+            )
         stops = plan_stops(request, self._defaults)
         try:
             trt_request = build_request(self._trtllm, request, build=self._build, stops=stops)
@@ -424,6 +453,7 @@ class TrtllmEngine(Engine):
                 self._retire(stream)
                 continue
             result = response.result
+            stream.request.timings.mark_scheduled(first_scheduled_at(result))
             if result.is_final:
                 stream.executor_done = True
             output = stream.converter.convert(result)

@@ -249,11 +249,8 @@ def test_unknown_model(client: openai.OpenAI) -> None:
         ({"temperature": 2.5}, "temperature"),
         ({"top_p": 1.5}, "top_p"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
-        (
-            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
-            "tools",
-        ),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools[0].type"),
         ({"max_tokens": 10**6}, "max_tokens"),
     ],
 )

@@ -12,6 +12,7 @@ import pytest
 from facade.cli import register, settings_from_args
 from facade.keys import hash_key, load_keys
 from facade.settings import FacadeSettings
+from tensorchat.cli import main
 from tensorchat.limits import MAX_CHOICES
 
 
@@ -101,6 +102,23 @@ def test_keys_file_defaults_to_the_env_var(
     assert [r.name for r in load_keys(keys)] == ["x"]
 
 
+def test_keys_file_may_follow_the_action_as_in_serve_and_facade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TENSORCHAT_KEYS_FILE", str(tmp_path / "not-this.json"))
+    keys = tmp_path / "keys.json"
+    # The `tensorchat` entry point, as a user types it.
+    assert main(["keys", "create", "ci", "--rpm", "5", "--keys-file", str(keys)]) == 0
+    assert main(["keys", "list", "--keys-file", str(keys)]) == 0
+    assert "ci" in capsys.readouterr().out
+    assert main(["keys", "revoke", "ci", "--keys-file", str(keys)]) == 0
+    assert load_keys(keys) == []
+    # Before the action, as until now, still works; the action's default does not undo it.
+    assert main(["keys", "--keys-file", str(keys), "create", "ops"]) == 0
+    assert [r.name for r in load_keys(keys)] == ["ops"]
+    assert not (tmp_path / "not-this.json").exists()
+
+
 def test_facade_flags_override_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TENSORCHAT_BACKENDS", "a:1, b:2")
     monkeypatch.setenv("TENSORCHAT_API_KEYS", "k1,k2")
@@ -144,3 +162,21 @@ def test_max_n_is_at_most_what_the_inference_service_accepts() -> None:
 def test_env_keys_file_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TENSORCHAT_KEYS_FILE", os.fspath(tmp_path / "x.json"))
     assert FacadeSettings().keys_file == tmp_path / "x.json"
+
+
+def test_redis_settings_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert FacadeSettings().redis_url is None  # in-memory limits unless told otherwise
+    assert FacadeSettings().redis_failure_mode == "open"
+    monkeypatch.setenv("TENSORCHAT_REDIS_URL", "redis://:hunter2@redis:6379/0")
+    monkeypatch.setenv("TENSORCHAT_REDIS_FAILURE_MODE", "closed")
+    settings = settings_from_args(parser().parse_args(["facade"]))
+    assert settings.redis_url is not None
+    assert settings.redis_url.get_secret_value() == "redis://:hunter2@redis:6379/0"
+    assert settings.redis_failure_mode == "closed"
+    assert "hunter2" not in repr(settings)  # the URL may carry Redis' password
+
+    args = ["facade", "--redis-url", "redis://other:6380/1", "--redis-failure-mode", "open"]
+    settings = settings_from_args(parser().parse_args(args))
+    assert settings.redis_url is not None
+    assert settings.redis_url.get_secret_value() == "redis://other:6380/1"
+    assert settings.redis_failure_mode == "open"

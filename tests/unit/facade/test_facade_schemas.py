@@ -10,8 +10,23 @@ from pydantic import ValidationError
 
 from facade.errors import from_validation
 from facade.schemas import ChatCompletionRequest
+from tensorchat.limits import MAX_SCHEMA_CHARS, MAX_TOOLS
 
 USER = [{"role": "user", "content": "hi"}]
+
+
+def tool(name: str, **function: Any) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, **function}}
+
+
+def assistant_call(call_id: str = "call_1", arguments: str = "{}") -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": "f", "arguments": arguments}}
+        ],
+    }
 
 
 def parse(body: dict[str, Any] | str) -> ChatCompletionRequest:
@@ -40,7 +55,7 @@ BAD = [
     ("empty messages", body(messages=[]), "messages"),
     ("messages not a list", body(messages="hi"), "messages"),
     ("unknown role", body(messages=[{"role": "wizard", "content": "x"}]), "messages[0].role"),
-    ("tool role", body(messages=[{"role": "tool", "content": "x"}]), "messages[0].role"),
+    ("tool message without content", body(messages=[{"role": "tool"}]), "messages[0].content"),
     ("user without content", body(messages=[{"role": "user"}]), "messages[0].content"),
     (
         "null user content",
@@ -84,10 +99,92 @@ BAD = [
         body(stream=True, stream_options={"include_usage": "y"}),
         "stream_options.include_usage",
     ),
-    ("tools", body(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
-    ("tool_choice", body(tool_choice="auto"), "tool_choice"),
-    ("functions", body(functions=[{"name": "f"}]), "functions"),
-    ("json response_format", body(response_format={"type": "json_object"}), "response_format"),
+    ("custom tool", body(tools=[{"type": "custom", "custom": {"name": "f"}}]), "tools[0].type"),
+    ("tool without function", body(tools=[{"type": "function"}]), "tools[0].function"),
+    ("function name with a space", body(tools=[tool("get weather")]), "tools[0].function.name"),
+    ("function name 65 chars", body(tools=[tool("f" * 65)]), "tools[0].function.name"),
+    ("function name a control token", body(tools=[tool("<tool_call>")]), "tools[0].function.name"),
+    (
+        "parameters not an object",
+        body(tools=[tool("f", parameters=["x"])]),
+        "tools[0].function.parameters",
+    ),
+    (
+        "parameters too large",
+        body(tools=[tool("f", parameters={"description": "x" * MAX_SCHEMA_CHARS})]),
+        "tools[0].function.parameters",
+    ),
+    ("129 tools", body(tools=[tool(f"f{i}") for i in range(MAX_TOOLS + 1)]), "tools"),
+    ("tools not a list", body(tools={"type": "function"}), "tools"),
+    ("tool_choice unknown mode", body(tool_choice="any"), "tool_choice"),
+    ("tool_choice a number", body(tool_choice=1), "tool_choice"),
+    (
+        "tool_choice allowed_tools",
+        body(tool_choice={"type": "allowed_tools", "allowed_tools": {}}),
+        "tool_choice.type",
+    ),
+    ("tool_choice without name", body(tool_choice={"type": "function"}), "tool_choice.function"),
+    ("parallel_tool_calls string", body(parallel_tool_calls="yes"), "parallel_tool_calls"),
+    ("functions entry without name", body(functions=[{"description": "d"}]), "functions[0].name"),
+    ("function_call required", body(function_call="required"), "function_call"),
+    ("function_call empty", body(function_call={}), "function_call.name"),
+    ("response_format unknown", body(response_format={"type": "xml"}), "response_format.type"),
+    ("response_format a string", body(response_format="json"), "response_format"),
+    (
+        "json_schema missing",
+        body(response_format={"type": "json_schema"}),
+        "response_format",
+    ),
+    (
+        "json_schema without name",
+        body(response_format={"type": "json_schema", "json_schema": {"schema": {}}}),
+        "response_format.json_schema.name",
+    ),
+    (
+        "json_schema schema a list",
+        body(response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": []}}),
+        "response_format.json_schema.schema",
+    ),
+    (
+        "json_schema with json_object",
+        body(response_format={"type": "json_object", "json_schema": {"name": "a"}}),
+        "response_format.json_schema",
+    ),
+    (
+        "call arguments not JSON",
+        body(messages=[*USER, assistant_call(arguments="{'city': 'Paris'}")]),
+        "messages[1].tool_calls[0].function.arguments",
+    ),
+    (
+        "call arguments a JSON list",
+        body(messages=[*USER, assistant_call(arguments="[1]")]),
+        "messages[1].tool_calls[0].function.arguments",
+    ),
+    (
+        "call without id",
+        body(messages=[*USER, {"role": "assistant", "tool_calls": [{"type": "function"}]}]),
+        "messages[1].tool_calls[0].id",
+    ),
+    (
+        "tool calls on a user message",
+        body(messages=[{**assistant_call(), "role": "user", "content": "x"}]),
+        "messages[0].tool_calls",
+    ),
+    (
+        "tool_call_id on a user message",
+        body(messages=[{"role": "user", "content": "x", "tool_call_id": "c"}]),
+        "messages[0].tool_call_id",
+    ),
+    (
+        "legacy function_call arguments not JSON",
+        body(
+            messages=[
+                *USER,
+                {"role": "assistant", "function_call": {"name": "f", "arguments": "{"}},
+            ]
+        ),
+        "messages[1].function_call.arguments",
+    ),
     ("min_p high", body(min_p=1.5), "min_p"),
     ("repetition_penalty zero", body(repetition_penalty=0), "repetition_penalty"),
     ("top_k below -1", body(top_k=-2), "top_k"),
@@ -121,6 +218,61 @@ GOOD = [
     ("unknown fields ignored", body(store=True, metadata={"a": "b"}, reasoning_effort="low")),
     ("empty tools", body(tools=[], tool_choice="none")),
     ("text response_format", body(response_format={"type": "text"})),
+    ("json_object", body(response_format={"type": "json_object"})),
+    (
+        "json_schema",
+        body(
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "Person", "schema": {"type": "object"}, "strict": True},
+            }
+        ),
+    ),
+    (
+        "json_schema without schema",
+        body(response_format={"type": "json_schema", "json_schema": {"name": "a"}}),
+    ),
+    (
+        "tools with every choice",
+        body(
+            tools=[
+                tool("get_weather", description="d", parameters={"type": "object"}, strict=True)
+            ],
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            parallel_tool_calls=False,
+        ),
+    ),
+    ("tool without parameters", body(tools=[tool("now")], tool_choice="required")),
+    ("128 tools", body(tools=[tool(f"f{i}") for i in range(MAX_TOOLS)])),
+    ("legacy functions", body(functions=[{"name": "f"}], function_call={"name": "f"})),
+    (
+        "tool history",
+        body(
+            messages=[
+                *USER,
+                assistant_call(),
+                {
+                    "role": "tool",
+                    "tool_call_id": "call_1",
+                    "content": [{"type": "text", "text": "4"}],
+                },
+            ]
+        ),
+    ),
+    (
+        "legacy function history",
+        body(
+            messages=[
+                *USER,
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "function_call": {"name": "f", "arguments": "{}"},
+                },
+                {"role": "function", "name": "f", "content": "4"},
+            ]
+        ),
+    ),
     ("negative seed", body(seed=-5)),
     (
         "extensions",

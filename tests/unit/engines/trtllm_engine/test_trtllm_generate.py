@@ -403,21 +403,36 @@ async def test_max_tokens_past_the_sequence_limit_ends_with_length(
     assert out.finish() == EngineFinish.LENGTH
 
 
-async def test_deadline_becomes_allotted_time_and_ends_with_time_limit(
+async def test_a_deadline_becomes_the_time_left_as_allotted_time(
     fake_trtllm: ModuleType, start_engine: EngineFactory
 ) -> None:
     engine = await start_engine()
-    deadline = time.monotonic() + 0.1
+    before = time.monotonic()
+    deadline = before + 60.0
+    await collect(engine, request([1, 2], temperature=0.0, max_tokens=2, deadline=deadline))
+    after = time.monotonic()
+    allotted = last_request(fake_trtllm).allotted_time_ms
+    assert isinstance(allotted, timedelta)
+    # What was left of the deadline when the request was made (between the two readings).
+    tick = timedelta(microseconds=1)  # timedelta's own rounding
+    assert timedelta(seconds=deadline - after) - tick <= allotted
+    assert allotted <= timedelta(seconds=deadline - before) + tick
+
+
+async def test_a_passed_deadline_still_runs_and_ends_with_time_limit(
+    fake_trtllm: ModuleType, start_engine: EngineFactory
+) -> None:
+    engine = await start_engine()
+    deadline = time.monotonic() - 1.0
     out = await collect(
         engine,
         request([1, 2], temperature=0.0, max_tokens=500, ignore_eos=True, deadline=deadline),
     )
-    allotted = last_request(fake_trtllm).allotted_time_ms
-    assert isinstance(allotted, timedelta)
-    assert timedelta(milliseconds=1) <= allotted <= timedelta(milliseconds=100)
+    # The executor is given its least allotted time, so that it ends the request TIMED_OUT.
+    assert last_request(fake_trtllm).allotted_time_ms == timedelta(milliseconds=1)
     assert out.finish() == EngineFinish.TIME_LIMIT
-    # The fake needs at least 2 ms per token, so the limit cuts the sequence short.
-    assert 0 < len(out.tokens()) < MAX_SEQ_LEN - 2
+    # The fake's steps are FAKE_STEP_INTERVAL_S (2 ms) apart: the second is past 1 ms.
+    assert len(out.tokens()) <= 1
 
 
 async def test_closing_the_iterator_cancels_the_executor_request(

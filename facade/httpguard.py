@@ -1,0 +1,285 @@
+"""The facade's HTTP connections against hostile clients: head size, head timeout, connection cap.
+
+uvicorn's httptools protocol (read in uvicorn 0.55.0, uvicorn/protocols/http/httptools_impl.py)
+bounds none of these:
+
+- it feeds every byte to llhttp, which hands a header to Python only once it is complete,
+  growing a long one by bytes concatenation (httptools 0.9.0 parser.pyx, `_on_header_value`;
+  uvicorn's `on_url` grows the URL the same way): one 150 MB header line cost 25 s of CPU;
+- its keep-alive timer is armed only after a response (`on_response_complete`), so a
+  connection that never completes a request head stays open for ever (slowloris);
+- `limit_concurrency` answers 503 only once a request head has arrived (`on_headers_complete`),
+  so connections that send nothing are never refused.
+
+`GuardedHttpToolsProtocol` adds the three bounds and leaves the parsing and the streaming
+to uvicorn. Why not uvicorn's h11 protocol, whose `h11_max_incomplete_event_size` bounds
+the head: h11 parses and frames every response event in Python, a cost paid for each
+streamed chunk, and it has no head timeout or connection cap either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import http
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from facade.errors import APIError
+from facade.request_context import new_request_id
+from facade.settings import FacadeSettings
+
+log = logging.getLogger(__name__)
+
+END_OF_HEAD = b"\r\n\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one facade process accepts from HTTP clients (see FacadeSettings for each)."""
+
+    max_header_bytes: int
+    max_headers: int
+    header_timeout_s: float
+    max_connections: int  # 0: no cap
+
+    @classmethod
+    def from_settings(cls, settings: FacadeSettings) -> ConnectionLimits:
+        return cls(
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            header_timeout_s=settings.header_timeout_s,
+            max_connections=settings.max_connections,
+        )
+
+
+def server_options(settings: FacadeSettings) -> dict[str, Any]:
+    """The `uvicorn.Config` arguments that bound connections and shutdown; every way of serving
+    uses them."""
+    return {
+        "http": functools.partial(
+            GuardedHttpToolsProtocol, limits=ConnectionLimits.from_settings(settings)
+        ),
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+        # Streams get this long to finish on SIGTERM before they are cut (facade.chat_run
+        # ends those with an error event).
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
+    }
+
+
+class HeadMeter:
+    """Counts one request head's bytes and lines as they arrive, up to its blank line.
+
+    It sees the raw bytes before the parser does, so a head over the limits costs no more
+    than the limits. Only a chunk's bytes up to the end of the head count: a body in the
+    same chunk is the body limit's business (facade/bodylimit.py).
+    """
+
+    def __init__(self, max_bytes: int, max_fields: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_fields = max_fields
+        self.restart()
+
+    def restart(self) -> None:
+        """Start counting the next request's head."""
+        self.size = 0
+        self.complete = False
+        self._lines = 0
+        self._tail = b""  # the last bytes seen, for an end of head split over two chunks
+
+    def feed(self, data: bytes) -> str | None:
+        """Count `data`; the refusal message when the head is now over a limit, else None."""
+        if self.complete:
+            return None
+        if not self.size:
+            # Empty lines before a request line are allowed (RFC 9112 section 2.2) and
+            # skipped by llhttp; counted as the end of a head they would end the count.
+            data = data.lstrip(b"\r\n")
+        keep = len(END_OF_HEAD) - 1
+        # The end of the head may straddle the previous chunk and this one.
+        end = (self._tail + data[:keep]).find(END_OF_HEAD)
+        if end >= 0:
+            head = data[: end + len(END_OF_HEAD) - len(self._tail)]
+        else:
+            end = data.find(END_OF_HEAD)
+            head = data if end < 0 else data[: end + len(END_OF_HEAD)]
+        self.complete = end >= 0
+        self._tail = (self._tail + head[-keep:])[-keep:]
+        self.size += len(head)
+        self._lines += head.count(b"\n")
+        if self.size > self.max_bytes:
+            return (
+                f"The request line and headers are larger than the {self.max_bytes} bytes "
+                "this server accepts."
+            )
+        # Lines so far: the request line, one per header field, and the blank line last.
+        fields = self._lines - 1 - (1 if self.complete else 0)
+        if fields > self.max_fields:
+            return (
+                f"The request has more than the {self.max_fields} header fields "
+                "this server accepts."
+            )
+        return None
+
+
+class _Throttled:
+    """Logs a repeated warning at most once per `interval_s`, with the count in between."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last = -interval_s
+        self._since = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        self._since += 1
+        now = self._clock()
+        if now - self._last >= self.interval_s:
+            log.warning(message + " (%d since the last report)", *args, self._since)
+            self._last, self._since = now, 0
+
+
+# Per process: under attack, one line every 10 s rather than one per connection.
+_refusals = _Throttled(10.0)
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the request head bounded in size, fields and time,
+    and a cap on the connections served at once."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: ConnectionLimits,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits
+        self._meter = HeadMeter(limits.max_header_bytes, limits.max_headers)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    # Connection -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        cap = self.limits.max_connections
+        # Before uvicorn counts this one: `connections` holds those being served.
+        if cap and len(self.connections) >= cap:
+            self.transport = transport
+            self._refuse_connection(cap)
+            return
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def _refuse_connection(self, cap: int) -> None:
+        _refusals.warning("refused a connection: %d connections are open (the cap)", cap)
+        self._refuse(
+            APIError(
+                503,
+                f"The server has {cap} connections open, its limit; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        )
+
+    def _refuse(self, error: APIError) -> None:
+        """Answer `error` and end the connection; whatever the client sends is dropped."""
+        self._refused = True
+        self._cancel_head_timer()
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined request is refused while the previous response is being sent:
+            # an answer now would land inside that response. Such a client gets a close.
+            self.transport.close()
+            return
+        self._write_error(error)
+        # Half-close and read on (discarding) until the client closes or the head timer
+        # fires: closing with unread input would reset the connection, and a client still
+        # sending its request could lose the answer before reading it (nginx's lingering
+        # close does the same).
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self._arm_head_timer()
+        else:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # a refused connection's request is read and dropped, never parsed
+        problem = self._meter.feed(data)
+        if problem is not None:
+            _refusals.warning("refused a request head: %s", problem)
+            self._refuse(APIError(431, problem))
+            return
+        super().data_received(data)
+
+    # Parser callbacks (llhttp calls them from `data_received`) ---------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        # A later request on a kept-alive connection gets its own head deadline from its
+        # first byte; until then the keep-alive timeout applies.
+        if self._head_timer is None:
+            self._arm_head_timer()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
+        self._meter.complete = True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._meter.restart()
+
+    # The head deadline -------------------------------------------------------------------
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined request's head is late while the previous response is still
+            # being sent: finish that response, then close (uvicorn's graceful way).
+            self.cycle.keep_alive = False
+            return
+        if self._meter.size and not self._refused:
+            message = (
+                f"The request head was not received within {self.limits.header_timeout_s:g} s."
+            )
+            self._write_error(APIError(408, message))
+        self.transport.close()
+
+    def _write_error(self, error: APIError) -> None:
+        """An error response written straight to the socket: no request reached the app."""
+        body = error.body()
+        lines = [f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}".encode()]
+        lines += [name + b": " + value for name, value in self.server_state.default_headers]
+        headers = {
+            "content-type": "application/json",
+            "content-length": str(len(body)),
+            "connection": "close",
+            "x-request-id": new_request_id(),  # as on every response (facade/request_context.py)
+            **{name.lower(): value for name, value in error.headers.items()},
+        }
+        lines += [f"{name}: {value}".encode() for name, value in headers.items()]
+        self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
