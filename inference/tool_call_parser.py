@@ -27,7 +27,9 @@ class ToolCallParser:
     def __init__(self, syntax: CallSyntax, new_id: Callable[[], str]) -> None:
         self._syntax = syntax
         self._new_id = new_id
-        self._text_trigger = syntax.trigger if syntax.trigger_token is None else None
+        # The grammar matches the trigger as text (tool_grammar.py): a trigger token, or its
+        # text written in ordinary tokens, both start the calls.
+        self._text_trigger = syntax.trigger
         self.trigger_token = syntax.trigger_token
         self.calls = 0  # calls started so far
         self._state = _TEXT
@@ -73,13 +75,13 @@ class ToolCallParser:
         """Consumes text up to and including a trigger; returns where reading stops."""
         buffer = self._pending + text[pos:]
         trigger = self._text_trigger
-        if trigger is not None and (at := buffer.find(trigger)) >= 0:
+        if (at := buffer.find(trigger)) >= 0:
             self._pending = ""
             self._show(buffer[:at].rstrip())
             self._start_block()
             # What follows the trigger in `text`: the buffer is pending + text[pos:].
             return len(text) - (len(buffer) - at - len(trigger))
-        keep = self._possible_trigger_start(buffer) if trigger is not None else len(buffer)
+        keep = self._possible_trigger_start(buffer)
         body = buffer[:keep]
         stripped = body.rstrip()
         self._show(stripped)
@@ -88,7 +90,7 @@ class ToolCallParser:
 
     def _possible_trigger_start(self, buffer: str) -> int:
         """Where the longest suffix of `buffer` that could begin the trigger starts."""
-        trigger = self._text_trigger or ""
+        trigger = self._text_trigger
         for k in range(min(len(trigger) - 1, len(buffer)), 0, -1):
             if trigger.startswith(buffer[-k:]):
                 return len(buffer) - k

@@ -8,9 +8,16 @@
 - parallel_tool_calls false: at most one call.
 Each call's arguments follow the function's parameters schema.
 
-Structural tag formats as xgrammar 0.2.9 defines them (xgrammar/structural_tag.py: TagFormat
-:180-211, TriggeredTagsFormat :214-267, TokenTriggeredTagsFormat :270-289,
-TagsWithSeparatorFormat :292-327, TokenFormat :100-107, SequenceFormat :162-168).
+Only structural tag formats that both the torch engine's xgrammar (0.2.9) and the one TensorRT-LLM
+1.2.1's executor links (v0.1.32: 3rdparty/fetch_content.json names tag v0.1.32) parse: "tag",
+"triggered_tags", "tags_with_separator", "json_schema" (xgrammar v0.1.32, commit 62e13551,
+python/xgrammar/structural_tag.py: TagFormat :123-154, TriggeredTagsFormat :157-206,
+TagsWithSeparatorFormat :210-244; parsed by cpp/structural_tag.cc ParseFormat :105-130). Not
+0.2's token-level formats (TokenFormat, TokenTriggeredTagsFormat: xgrammar PR #560, after
+v0.1.32), and no "sequence" whose calls list is followed by anything: v0.1.32 refuses a
+sequence with an unbounded element before its last ("Only the last element in a sequence can
+be unlimited"), so Mistral's closing "]" is the end of a tag around the list.
+tests/unit/text/test_tool_calls.py compiles every shape on the installed xgrammar.
 """
 
 from __future__ import annotations
@@ -39,35 +46,16 @@ def tool_call_grammar(syntax: CallSyntax, use: ToolUse) -> GrammarSpec | None:
         if forced:
             format_ = _tags_with_separator(tags, syntax.block_separator, one_call)
         else:
-            format_ = {
-                "type": "triggered_tags",
-                "triggers": [syntax.trigger],
-                "tags": tags,
-                "stop_after_first": one_call,
-            }
+            format_ = _triggered(syntax.trigger, tags, one_call)
     else:
         calls = _tags_with_separator(
             [_call_tag(tool, "", "") for tool in tools], syntax.call_separator, one_call
         )
-        trigger = _trigger(syntax)
-        if forced:
-            format_ = _sequence(
-                trigger, _const(syntax.block_open), calls, _const(syntax.block_close)
-            )
-        else:
-            block = {
-                "type": "tag",
-                "begin": trigger,
-                "content": _sequence(_const(syntax.block_open), calls),
-                "end": syntax.block_close,
-            }
-            # One block holds all the calls, so the output ends after it.
-            format_ = {
-                "type": "token_triggered_tags",
-                "trigger_tokens": [trigger["token"]],
-                "tags": [block],
-                "stop_after_first": True,
-            }
+        # One block holds all the calls, so the output ends after it. The trigger is matched
+        # as text: a control token (Mistral's [TOOL_CALLS]) is its text to xgrammar, and the
+        # executor's xgrammar (0.1.32) has no token-level formats.
+        block = _tag(syntax.trigger + syntax.block_open, calls, syntax.block_close)
+        format_ = block if forced else _triggered(syntax.trigger, [block], True)
     return GrammarSpec("structural_tag", json.dumps({"type": "structural_tag", "format": format_}))
 
 
@@ -77,12 +65,18 @@ def arguments_schema(tool: FunctionTool) -> dict[str, Any]:
 
 
 def _call_tag(tool: FunctionTool, before: str, after: str) -> dict[str, Any]:
-    return {
-        "type": "tag",
-        "begin": before + CALL_OPEN + tool.name + CALL_NAME_END,
-        "content": {"type": "json_schema", "json_schema": arguments_schema(tool)},
-        "end": CALL_CLOSE + after,
-    }
+    # The arguments compile compact (inference/grammar/compiler.py) like every JSON output.
+    arguments = {"type": "json_schema", "json_schema": arguments_schema(tool)}
+    return _tag(before + CALL_OPEN + tool.name + CALL_NAME_END, arguments, CALL_CLOSE + after)
+
+
+def _tag(begin: str, content: dict[str, Any], end: str) -> dict[str, Any]:
+    return {"type": "tag", "begin": begin, "content": content, "end": end}
+
+
+def _triggered(trigger: str, tags: list[dict[str, Any]], one: bool) -> dict[str, Any]:
+    """Free text until `trigger`, then one of `tags` (each begins with it)."""
+    return {"type": "triggered_tags", "triggers": [trigger], "tags": tags, "stop_after_first": one}
 
 
 def _tags_with_separator(tags: list[dict[str, Any]], separator: str, one: bool) -> dict[str, Any]:
@@ -93,17 +87,3 @@ def _tags_with_separator(tags: list[dict[str, Any]], separator: str, one: bool) 
         "at_least_one": True,
         "stop_after_first": one,
     }
-
-
-def _trigger(syntax: CallSyntax) -> dict[str, Any]:
-    if syntax.trigger_token is None:
-        raise ValueError("a format with calls in one list needs a trigger token")
-    return {"type": "token", "token": syntax.trigger_token}
-
-
-def _const(value: str) -> dict[str, Any]:
-    return {"type": "const_string", "value": value}
-
-
-def _sequence(*elements: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "sequence", "elements": list(elements)}

@@ -3,9 +3,10 @@ on the real tokenizers), and the parser that turns the constrained text into Too
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jsonschema
@@ -13,6 +14,7 @@ import pytest
 import torch
 import xgrammar as xgr
 
+from inference.grammar import GrammarCompiler
 from inference.text import FunctionTool, ModelTokenizer
 from inference.text.tool_format import GenericToolFormat, ToolFormat
 from inference.tool_call_parser import ToolCallParser
@@ -49,18 +51,18 @@ def formats(mistral_tokenizer: ModelTokenizer, qwen2_tokenizer: ModelTokenizer) 
     }
 
 
-_COMPILERS: dict[int, xgr.GrammarCompiler] = {}
+_COMPILERS: dict[int, GrammarCompiler] = {}
 
 
 def compiled(tok: ModelTokenizer, tool_format: ToolFormat, use: ToolUse) -> xgr.CompiledGrammar:
+    """The tool grammar as the service compiles it (inference/grammar: compact JSON)."""
     if id(tok) not in _COMPILERS:
-        info = xgr.TokenizerInfo.from_huggingface(
-            tok.hf, vocab_size=tok.vocab_size, stop_token_ids=sorted(tok.eos_token_ids)
+        _COMPILERS[id(tok)] = GrammarCompiler(
+            tok.hf, vocab_size=tok.vocab_size, stop_token_ids=tok.eos_token_ids
         )
-        _COMPILERS[id(tok)] = xgr.GrammarCompiler(info)
     spec = tool_call_grammar(tool_format.syntax, use)
     assert spec is not None and spec.kind == "structural_tag"
-    return _COMPILERS[id(tok)].compile_structural_tag(spec.source)
+    return asyncio.run(_COMPILERS[id(tok)].compile(spec)).grammar
 
 
 def call_text(
@@ -82,9 +84,13 @@ def accepts(
     prefix: str,
     calls: Any,
     suffix: str = "",
+    spacing: Callable[[str], str] = lambda text: text,
 ) -> bool:
+    """Whether the grammar takes `prefix`, then `calls` (their text passed through `spacing`),
+    then `suffix`, then the end."""
     matcher = xgr.GrammarMatcher(compiled(tok, tool_format, use))
     token_start, text = call_text(tool_format, calls, use.choice != "auto")
+    text = spacing(text)
     # Free text goes in as tokens: in Mistral's format it is matched token by token.
     if not all(matcher.accept_token(t) for t in tok.hf.encode(prefix, add_special_tokens=False)):
         return False
@@ -140,6 +146,53 @@ def test_auto_allows_text_then_only_valid_calls(formats: dict[str, Any], name: s
     assert not accepts(tok, tool_format, use, "Let me look.\n", [("get_stock", {})])
     assert not accepts(tok, tool_format, use, "Let me look.\n", [("get_time", {"zone": None})])
     assert tool_call_grammar(tool_format.syntax, ToolUse(TOOLS, "none", "", True)) is None
+
+
+@pytest.mark.parametrize("name", ["mistral", "qwen", "generic"])
+def test_arguments_are_compact_json(formats: dict[str, Any], name: str) -> None:
+    """Whitespace inside the arguments only as json.dumps writes it: a random-weight model
+    given any whitespace loops on it until max_tokens."""
+    tok, tool_format = formats[name]
+    use = ToolUse(TOOLS, "required", "", parallel=True)
+    assert accepts(tok, tool_format, use, "", [PARIS])
+    for loose in ('{ "city"', '"city":  "', '"Paris" ,', '"C"\n}'):
+        compact = loose.replace(" ,", ",").replace("{ ", "{").replace(":  ", ": ")
+        compact = compact.replace("\n", "")
+
+        def spaced(text: str, loose: str = loose, compact: str = compact) -> str:
+            assert compact in text
+            return text.replace(compact, loose)
+
+        assert not accepts(tok, tool_format, use, "", [PARIS], spacing=spaced), loose
+
+
+def _format_types(node: Any) -> set[str]:
+    """The structural tag format types a tool grammar uses."""
+    if isinstance(node, list):
+        return set().union(*(_format_types(item) for item in node))
+    if not isinstance(node, dict):
+        return set()
+    found = {node["type"]}
+    for key in ("format", "content", "elements", "tags"):
+        if key in node:
+            found |= _format_types(node[key])
+    return found
+
+
+@pytest.mark.parametrize("name", ["mistral", "qwen", "generic"])
+@pytest.mark.parametrize("choice", ["required", "function", "auto"])
+@pytest.mark.parametrize("parallel", [True, False])
+def test_grammar_uses_formats_the_executor_xgrammar_parses(
+    formats: dict[str, Any], name: str, choice: str, parallel: bool
+) -> None:
+    """TensorRT-LLM 1.2.1's executor compiles the guide with xgrammar v0.1.32, which has no
+    token-level formats and no unbounded element before a sequence's last (tool_grammar.py)."""
+    _, tool_format = formats[name]
+    use = ToolUse(TOOLS, choice, "get_time" if choice == "function" else "", parallel)  # type: ignore[arg-type]
+    spec = tool_call_grammar(tool_format.syntax, use)
+    assert spec is not None
+    used = _format_types(json.loads(spec.source))
+    assert used <= {"structural_tag", "tag", "triggered_tags", "tags_with_separator", "json_schema"}
 
 
 # -- parser ------------------------------------------------------------------------------
@@ -244,7 +297,7 @@ def test_sampled_outputs_are_valid_calls(formats: dict[str, Any], name: str, cho
         for s in ['"', "}", "]", ",", "C", "1", '"}', "}}"]
         for i in tok.hf.encode(s, add_special_tokens=False)
     }
-    # The grammar allows any JSON whitespace, which a random walk would mostly pick.
+    # Whitespace tokens (where the grammar allows them, in strings) would be most of a walk.
     blank = {i for i in range(tok.vocab_size) if not tok.token_text(i).strip()} - {eos}
     rnd = random.Random(f"{name}-{choice}")
     schemas = {t.name: arguments_schema(t) for t in TOOLS}
