@@ -350,6 +350,13 @@ INVALID_REQUESTS = [
             )
         },
     ),
+    (
+        "constraint",
+        {
+            "tools": pb.Tools(tools=[pb.Tool(name="f")]),
+            "constraint": pb.OutputConstraint(json_object=pb.JsonObject()),
+        },
+    ),
     # proto3 enums are open: a number no OutputMode names parses, and must be refused.
     ("output", {"output": 7}),
 ]
