@@ -175,6 +175,7 @@ def test_auto_calls_once_the_model_writes_its_trigger(
     call, and from the trigger on the grammar allows only valid calls."""
     tokenizer = inference_server.model(model).tokenizer
     trigger = tokenizer.hf.convert_tokens_to_ids(TRIGGERS[model])
+    assert isinstance(trigger, int)
     request_tools = tools(pb.TOOL_CHOICE_MODE_AUTO, parallel=False)
     choices = call_tools(stub, model, n=2, seed=3, logit_bias={trigger: 100.0}, tools=request_tools)
     ended = ended_with_calls(choices)

@@ -93,7 +93,6 @@ def facade(
     server.stop()
 
 
-
 def formatted_answers(
     client: openai.OpenAI, model: str, response_format: Any, seed: int
 ) -> list[str]:

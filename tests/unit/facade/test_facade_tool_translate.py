@@ -25,7 +25,7 @@ from tensorchat.v1 import inference_pb2 as pb
 
 USER: dict[str, Any] = {"role": "user", "content": "Weather in Paris?"}
 PARAMS = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-WEATHER = {
+WEATHER: dict[str, Any] = {
     "type": "function",
     "function": {"name": "get_weather", "description": "Current weather", "parameters": PARAMS},
 }
@@ -140,7 +140,8 @@ def test_response_formats() -> None:
 def test_service_params_are_named_as_the_client_wrote_them(
     service: str, tools_name: str, functions_name: str
 ) -> None:
-    functions = [WEATHER["function"], {**WEATHER["function"], "name": "other"}]
+    function = WEATHER["function"]
+    functions = [function, {**function, "name": "other"}]
     assert openai_param(service, request(tools=[WEATHER])) == tools_name
     assert openai_param(service, request(functions=functions)) == functions_name
 
