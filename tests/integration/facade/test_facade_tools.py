@@ -21,7 +21,12 @@ import pytest
 from facade.settings import FacadeSettings
 from inference.config import default_models_config
 from tests.integration.conftest import MISTRAL_ID, QWEN_ID, tiny_models_server
-from tests.integration.facade.conftest import TORCH_ONLY, FacadeServerThread, Keys
+from tests.integration.facade.conftest import (
+    TORCH_ONLY,
+    FacadeServerThread,
+    Keys,
+    keyed_facade,
+)
 from tests.integration.test_tool_calls import TOOLS_CONTEXT
 from tests.support.servers import InferenceServerThread
 
@@ -82,15 +87,8 @@ def inference_server(
 def facade(
     inference_server: InferenceServerThread, facade_keys: Keys
 ) -> Iterator[FacadeServerThread]:
-    settings = FacadeSettings(
-        backends=[inference_server.address],
-        keys_file=facade_keys.path,
-        api_keys=[],
-        refresh_interval_s=1.0,
-    )
-    server = FacadeServerThread(settings).start()
-    yield server
-    server.stop()
+    with keyed_facade(inference_server, facade_keys) as server:
+        yield server
 
 
 def formatted_answers(
