@@ -15,13 +15,13 @@ from typing import Any, Literal
 from inference.errors import invalid
 from inference.grammar.schema_policy import UnenforceableSchemaError, check_enforceable
 from inference.text.messages import ChatMessage, FunctionTool, ToolCall
+from tensorchat.limits import MAX_SCHEMA_CHARS, MAX_TOOLS
 from tensorchat.v1 import inference_pb2 as pb
 
-# OpenAI's limits: at most 128 functions, names of 1-64 letters, digits, "_" and "-".
-MAX_TOOLS = 128
-# Name, description and schema of one tool together, in characters: a bound on prompt and
-# grammar size per tool (the prompt's context limit bounds the whole list).
-MAX_TOOL_CHARS = 32_768
+# A description's length in characters: a bound on prompt size per tool (the prompt's context
+# limit bounds the whole list; MAX_SCHEMA_CHARS bounds each schema, as the facade does).
+MAX_DESCRIPTION_CHARS = 32_768
+# OpenAI's function names: 1-64 letters, digits, "_" and "-".
 FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 
@@ -86,9 +86,16 @@ def _tool(index: int, tool: pb.Tool) -> FunctionTool:
             f"{param}.name",
             f"must be 1 to 64 letters, digits, underscores or dashes, got {tool.name!r}",
         )
-    size = len(tool.name) + len(tool.description) + len(tool.parameters)
-    if size > MAX_TOOL_CHARS:
-        raise invalid(param, f"must be at most {MAX_TOOL_CHARS} characters in all, got {size}")
+    if len(tool.description) > MAX_DESCRIPTION_CHARS:
+        raise invalid(
+            f"{param}.description",
+            f"must be at most {MAX_DESCRIPTION_CHARS} characters, got {len(tool.description)}",
+        )
+    if len(tool.parameters) > MAX_SCHEMA_CHARS:
+        raise invalid(
+            f"{param}.parameters",
+            f"must be at most {MAX_SCHEMA_CHARS} characters of JSON, got {len(tool.parameters)}",
+        )
     parameters = _json_object(f"{param}.parameters", tool.parameters or "{}")
     if parameters.get("type", "object") != "object":
         raise invalid(f"{param}.parameters", "must be the JSON Schema of an object")

@@ -314,7 +314,14 @@ INVALID_REQUESTS = [
         "tools[0].function.parameters",
         {"tools": pb.Tools(tools=[pb.Tool(name="f", parameters="{")])},
     ),
-    ("tools[0].function", {"tools": pb.Tools(tools=[pb.Tool(name="f", description="x" * 40_000)])}),
+    (
+        "tools[0].function.description",
+        {"tools": pb.Tools(tools=[pb.Tool(name="f", description="x" * 40_000)])},
+    ),
+    (
+        "tools[0].function.parameters",
+        {"tools": pb.Tools(tools=[pb.Tool(name="f", parameters=" " * 70_000 + "{}")])},
+    ),
     ("tools", {"tools": pb.Tools(tools=[pb.Tool(name=f"f{i}") for i in range(129)])}),
     (
         "tool_choice",
