@@ -75,7 +75,7 @@ class RequestRunner:
                     async for response in responses:
                         yield response
             except EngineRequestError as error:
-                raise invalid("messages", str(error)) from None
+                raise invalid(error.param, str(error)) from None
             except RequestError:
                 raise
             except Exception:

@@ -135,8 +135,10 @@ def _run(args: argparse.Namespace) -> int:
         stop(signal.SIGTERM, None)
     codes = [child.wait() for child in children]
     # Stopped by a signal, with both parts stopping cleanly: success. Anything else (a part
-    # that died on its own, or one that failed while stopping) is a failure.
-    failed = [code for code in codes if code != 0]
+    # that died on its own, or one that failed while stopping) is a failure. uvicorn ends a
+    # graceful shutdown by re-raising the SIGTERM it caught, so -SIGTERM is clean here too.
+    clean = (0, -signal.SIGTERM) if stopping else (0,)
+    failed = [code for code in codes if code not in clean]
     if stopping and not failed:
         return 0
     return next(iter(failed), 1)

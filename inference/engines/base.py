@@ -150,7 +150,15 @@ class Engine(ABC):
 
 
 class EngineRequestError(ValueError):
-    """The engine refused a request because of the request itself (e.g. prompt too long)."""
+    """The engine refused a request because of the request itself (e.g. prompt too long).
+
+    `param` names the request field at fault (INVALID_ARGUMENT names it to the client); the
+    prompt ("messages") unless said otherwise.
+    """
+
+    def __init__(self, message: str, *, param: str = "messages") -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class EngineUnavailableError(RuntimeError):

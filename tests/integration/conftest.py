@@ -68,6 +68,9 @@ def tiny_models_config(
                 max_seq_len=context,
             )
             options["runtime"] = FAKE_RUNTIME
+            # Generation logits cost GPU memory for every request, so they are a per-model
+            # option: on for Mistral (the top_logprobs tests), left off for Qwen.
+            options["top_logprobs"] = alias == "mistral"
         models.append(
             ModelConfig(
                 id=model_id,

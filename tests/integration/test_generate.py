@@ -383,6 +383,25 @@ def test_invalid_parameter_names_the_field(
     assert (PARAM_METADATA_KEY, param) in tuple(error.trailing_metadata())
 
 
+def test_top_logprobs_are_refused_where_generation_logits_are_off(
+    stub: pb_grpc.InferenceStub, inference_server: InferenceServerThread
+) -> None:
+    """trtllm: a model without `top_logprobs: true` refuses them, naming the field."""
+    if inference_server.model(QWEN_ID).config.engine != "trtllm":
+        assert generate(stub, model=QWEN_ID, logprobs=True, top_logprobs=2, **greedy(max_tokens=2))
+        return
+    with pytest.raises(grpc.RpcError) as caught:
+        generate(stub, model=QWEN_ID, logprobs=True, top_logprobs=2, **greedy(max_tokens=2))
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert str(error.details()).startswith(
+        f"top_logprobs: {QWEN_ID} does not serve top_logprobs: its generation logits are off"
+    )
+    assert (PARAM_METADATA_KEY, "top_logprobs") in tuple(error.trailing_metadata())
+    # logprobs alone need no generation logits.
+    assert generate(stub, model=QWEN_ID, logprobs=True, **greedy(max_tokens=2))[0].logprobs
+
+
 def test_context_overflow_gives_both_numbers(
     stub: pb_grpc.InferenceStub, inference_server: InferenceServerThread
 ) -> None:

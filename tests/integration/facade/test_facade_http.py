@@ -14,6 +14,7 @@ import pytest
 from facade.schemas import ChatCompletionChunk
 from facade.settings import FacadeSettings
 from tensorchat.limits import MAX_CHOICES
+from tensorchat.logs import LOG_FORMAT, TextFormatter
 from tests.integration.conftest import (
     MISTRAL_ID,
     QWEN_ID,
@@ -434,10 +435,12 @@ def test_a_client_leaving_during_its_upload_is_counted_499_and_logged_at_info(
 def test_client_text_in_the_request_log_cannot_forge_a_line(
     http: httpx.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    user = 'u1 status=200\n2026-01-01 00:00:00 INFO facade.chat_run: chat forged "'
-    with caplog.at_level("INFO", logger="facade.chat_run"):
+    user = 'u1 status=200\n2026-01-01 00:00:00 INFO tensorchat.facade.access: http forged "'
+    with caplog.at_level("INFO", logger="tensorchat.facade.access"):
         reply = http.post("/v1/chat/completions", json=chat(max_tokens=1, user=user))
         assert reply.status_code == 200
-    (line,) = [r.getMessage() for r in caplog.records if "user=" in r.getMessage()]
+    # The access line as the text log format writes it (tensorchat.logs).
+    formatter = TextFormatter(LOG_FORMAT)
+    (line,) = [formatter.format(r) for r in caplog.records if getattr(r, "fields", None)]
     assert "\n" not in line
     assert f"user={json.dumps(user)} " in line

@@ -83,7 +83,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.tensorrt_llm.bindings.guided_decoding import (
+from .guided_decoding import (
     FakeGuidedDecoder,
     GuidedDecodingConfig,
     GuidedDecodingParams,

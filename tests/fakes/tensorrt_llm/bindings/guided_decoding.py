@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # imported where used: the image test loads this fake without torch
+    import torch
 
 
 class GuidedDecodingConfig:
@@ -122,6 +123,7 @@ class FakeGuidedDecoder:
 
     def allowed(self, matcher: Any) -> torch.Tensor:
         """The bool mask [vocab] of the tokens the matcher allows next."""
+        import torch
         import xgrammar
 
         bitmask = xgrammar.allocate_token_bitmask(1, self.vocab_size)

@@ -263,7 +263,7 @@ async def test_sampled_logprobs_without_top_list_follow_temperature(
 async def test_top_logprobs_need_no_build_flag(
     fake_trtllm: ModuleType, start_engine: EngineFactory
 ) -> None:
-    engine = await start_engine()  # built without --gather_generation_logits
+    engine = await start_engine(top_logprobs=True)  # built without --gather_generation_logits
     out = await collect(
         engine, request([1, 2], temperature=0.0, logprobs=True, top_logprobs=3, max_tokens=4)
     )
@@ -280,10 +280,25 @@ async def test_top_logprobs_need_no_build_flag(
         )
 
 
+async def test_top_logprobs_are_refused_unless_the_model_option_turns_logits_on(
+    fake_trtllm: ModuleType, start_engine: EngineFactory
+) -> None:
+    """The executor flag costs every request GPU memory (docs/gpu.md), so it is opt-in."""
+    engine = await start_engine()
+    assert fake_trtllm.fake_instances[-1].fake_config.gather_generation_logits is False
+    with pytest.raises(EngineRequestError, match="does not serve top_logprobs") as caught:
+        await collect(engine, request([1, 2], logprobs=True, top_logprobs=2, max_tokens=2))
+    assert caught.value.param == "top_logprobs"
+    assert fake_trtllm.fake_instances[-1].fake_requests == []  # refused before the executor
+    # logprobs alone need no generation logits.
+    out = await collect(engine, request([1, 2], temperature=0.0, logprobs=True, max_tokens=2))
+    assert all(o.logprobs for o in out.outputs() if o.token_ids)
+
+
 async def test_only_requests_with_top_logprobs_ask_for_logits(
     fake_trtllm: ModuleType, start_engine: EngineFactory
 ) -> None:
-    engine = await start_engine()
+    engine = await start_engine(top_logprobs=True)
     await collect(engine, request([1, 2], temperature=0.0, logprobs=True, max_tokens=2))
     assert last_request(fake_trtllm).output_config.return_generation_logits is False
 
@@ -293,7 +308,7 @@ async def test_chosen_logprob_equals_its_top_entry_whatever_the_sampling(
 ) -> None:
     # Temperature, a penalty and a bias change the executor's own log prob; the chosen value
     # and the top list must still come from one distribution.
-    engine = await start_engine()
+    engine = await start_engine(top_logprobs=True)
     out = await collect(
         engine,
         request(
