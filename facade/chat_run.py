@@ -27,7 +27,7 @@ from facade.ratelimit_headers import rate_limit_headers
 from facade.request_context import reason_name
 from facade.schemas import ChatCompletion
 from facade.sse import DONE, SSE_HEADERS, DisconnectWatcher, error_event
-from facade.translate import ChunkEncoder, CompletionBuilder, UsageCounter
+from facade.translate import ChunkEncoder, CompletionBuilder, UsageCounter, openai_param
 from tensorchat.request_error import RequestError
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,10 @@ class ChatRun(Response):
         return [*content_type, *((name.encode(), value.encode()) for name, value in limits.items())]
 
     def _api_error(self, error: RequestError) -> APIError:
-        return from_request_error(error, self.chat.rpc.request_id, self.chat.req.model)
+        req = self.chat.req
+        return from_request_error(
+            error, self.chat.rpc.request_id, req.model, lambda param: openai_param(param, req)
+        )
 
     async def _reply(self, send: Send, status: int, body: bytes, extra: dict[str, str]) -> None:
         """One whole JSON response: a completion or an error."""

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -126,8 +126,15 @@ def rate_limited(message: str, retry_after_s: float, code: str = "rate_limit_exc
     return APIError(429, message, code=code, headers={"Retry-After": str(seconds)})
 
 
-def from_request_error(error: RequestError, request_id: str, model: str) -> APIError:
-    """Translate a failed request into the envelope its gRPC status calls for."""
+def from_request_error(
+    error: RequestError,
+    request_id: str,
+    model: str,
+    param_name: Callable[[str], str] = lambda param: param,
+) -> APIError:
+    """Translate a failed request into the envelope its gRPC status calls for; `param_name`
+    turns the field the service names into the client's parameter (facade/translate.py,
+    `openai_param`)."""
     details = error.message or error.status.name
     status = GRPC_TO_HTTP.get(error.status, 500)
     if status == 400:
@@ -138,7 +145,10 @@ def from_request_error(error: RequestError, request_id: str, model: str) -> APIE
             # The service prefixes its messages with the field; OpenAI's messages are prose
             # and the field travels in `param`, except for short "is required"-style notes.
             rest = details[len(param) + 2 :]
+            param = param_name(param)
             details = rest if rest[:1].isupper() else f"Invalid '{param}': {rest}"
+        elif param:
+            param = param_name(param)
         return APIError(400, details, param=param, code=err_code)
     if status == 404:
         return model_not_found(model)

@@ -18,8 +18,9 @@ from inference.errors import RequestError, invalid, model_not_found
 from inference.grammar import CompiledConstraint, ConstraintError, GrammarSpec
 from inference.registry import ModelRegistry, ServedModel
 from inference.sampling import SamplingParams
-from inference.text.messages import ChatMessage
 from inference.text.tokenizer import ChatTemplateError
+from inference.tool_grammar import tool_call_grammar
+from inference.tool_request import ToolUse, chat_messages, tool_use
 from tensorchat.limits import MAX_CHOICES, MAX_TOP_LOGPROBS
 from tensorchat.v1 import inference_pb2 as pb
 
@@ -31,7 +32,6 @@ MAX_LOGIT_BIAS = 100.0
 # vocabulary's longest tokens (runs of spaces or dashes) stays under 32 over its length. So
 # it is refused by its length alone, before templating and tokenizing cost seconds of CPU.
 MAX_PROMPT_CHARS_PER_TOKEN = 32
-CHAT_ROLES = frozenset({"system", "user", "assistant"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,15 @@ class RequestPlan:
     engine_request: EngineRequest
     stops: tuple[str, ...]
     output: pb.OutputMode.ValueType
+    # The tools the model may call; the choices' text is read for calls when the choice is not
+    # "none".
+    tools: ToolUse | None = None
+    # The grammar of the tool calls (compiled into the EngineRequest's constraint).
+    tool_grammar: GrammarSpec | None = None
+
+    @property
+    def reads_tool_calls(self) -> bool:
+        return self.tool_grammar is not None
 
     @property
     def prompt_tokens(self) -> int:
@@ -58,12 +67,14 @@ def resolve_model(registry: ModelRegistry, name: str) -> ServedModel:
 def prompt_token_ids(
     model: ServedModel,
     request: pb.GenerateRequest | pb.TokenizeRequest,
+    tools: ToolUse | None = None,
 ) -> list[int]:
-    """The prompt exactly as the engine will see it (shared by Generate and Tokenize)."""
+    """The prompt exactly as the engine will see it (shared by Generate and Tokenize);
+    `tools`: the request's validated tools, shown in the prompt."""
     kind = request.WhichOneof("input")
     _refuse_oversize(model, request)
     if kind == "messages":
-        return _encode_messages(model, request.messages.messages)
+        return _encode_messages(model, request.messages.messages, tools)
     if kind == "prompt":
         if not request.prompt:
             raise invalid("prompt", "must not be empty")
@@ -101,17 +112,11 @@ def _refuse_oversize(model: ServedModel, request: pb.GenerateRequest | pb.Tokeni
         )
 
 
-def _encode_messages(model: ServedModel, messages: Sequence[pb.ChatMessage]) -> list[int]:
-    if not messages:
-        raise invalid("messages", "must contain at least one message")
-    for i, message in enumerate(messages):
-        if message.role not in CHAT_ROLES:
-            raise invalid(
-                f"messages[{i}].role",
-                f"must be one of {', '.join(sorted(CHAT_ROLES))}, got {message.role!r}",
-            )
+def _encode_messages(
+    model: ServedModel, messages: Sequence[pb.ChatMessage], tools: ToolUse | None
+) -> list[int]:
     try:
-        return model.tokenizer.encode_chat([ChatMessage(m.role, m.content) for m in messages])
+        return model.tokenizer.encode_chat(chat_messages(messages), tools.tools if tools else ())
     except ChatTemplateError as error:
         raise invalid("messages", str(error)) from error
 
@@ -145,15 +150,16 @@ async def build_plan(
     if request.output not in pb.OutputMode.values():
         # proto3 enums are open: an unknown number parses, and would be served as text.
         raise invalid("output", f"unknown output mode {request.output}")
-    _refuse_unserved(request)
-    prompt = await off_loop(prompt_token_ids, model, request)
+    tools = _tool_use(request)
+    prompt = await off_loop(prompt_token_ids, model, request, tools)
     max_tokens = _max_tokens(model, request, len(prompt))
     params = _sampling_params(model, request, n, max_tokens)
     if stopping.min_tokens > max_tokens:
         raise invalid(
             "min_tokens", f"({stopping.min_tokens}) must not exceed max_tokens ({max_tokens})"
         )
-    constraint = await _compile_constraint(model, request, params)
+    tool_grammar = tool_call_grammar(model.tokenizer.tool_format.syntax, tools) if tools else None
+    constraint = await _compile_constraint(model, request, params, tool_grammar)
     deadline = time.monotonic() + stopping.time_limit_ms / 1000 if stopping.time_limit_ms else None
     return RequestPlan(
         model=model,
@@ -168,16 +174,25 @@ async def build_plan(
         ),
         stops=stops,
         output=request.output,
+        tools=tools,
+        tool_grammar=tool_grammar,
     )
 
 
-def _refuse_unserved(request: pb.GenerateRequest) -> None:
-    # The protocol already names tools; until the engines enforce them, a request that asks
-    # is refused rather than served unconstrained.
-    if request.HasField("tools") or any(
-        m.tool_calls or m.tool_call_id for m in request.messages.messages
-    ):
-        raise invalid("tools", "tool calling is not served by this server yet")
+def _tool_use(request: pb.GenerateRequest) -> ToolUse | None:
+    """The request's validated tools, if it offers any."""
+    tools = tool_use(request)
+    if tools is None:
+        return None
+    if request.WhichOneof("input") != "messages":
+        raise invalid("tools", "tools need messages (a chat), not a raw prompt")
+    if request.HasField("constraint"):
+        # One grammar per choice: it either calls functions or answers in the format (the
+        # facade refuses the same pair naming response_format).
+        raise invalid(
+            "constraint", "cannot be combined with tools; offer the output format as a tool"
+        )
+    return tools
 
 
 def constraint_spec(constraint: pb.OutputConstraint) -> GrammarSpec | None:
@@ -195,27 +210,36 @@ def constraint_spec(constraint: pb.OutputConstraint) -> GrammarSpec | None:
 
 
 async def _compile_constraint(
-    model: ServedModel, request: pb.GenerateRequest, params: SamplingParams
+    model: ServedModel,
+    request: pb.GenerateRequest,
+    params: SamplingParams,
+    tool_grammar: GrammarSpec | None,
 ) -> CompiledConstraint | None:
-    if not request.HasField("constraint"):
+    """The grammar of the output: the tool calls' (tool_choice other than none), or the
+    requested constraint's; None when the output is free."""
+    if tool_grammar is not None:
+        param, spec, what = "tools", tool_grammar, "tool calls"
+    elif request.HasField("constraint"):
+        param, what = "constraint", "a constraint"
+        found = constraint_spec(request.constraint)
+        if found is None:
+            raise invalid(param, "name one of json_object, json_schema, regex or grammar")
+        spec = found
+    else:
         return None
-    spec = constraint_spec(request.constraint)
-    if spec is None:
-        raise invalid("constraint", "name one of json_object, json_schema, regex or grammar")
     if not model.engine.constrains_output:
-        raise invalid(
-            "constraint", f"the {model.engine.name} engine of {model.id} cannot constrain output"
-        )
+        engine = model.engine.name
+        raise invalid(param, f"the {engine} engine of {model.id} cannot constrain output")
     # Both would fight the grammar over the end of the output: the grammar only allows EOS
     # where it may end, ignore_eos never ends there, min_tokens could forbid the only choice.
     if params.ignore_eos:
-        raise invalid("ignore_eos", "cannot be combined with a constraint")
+        raise invalid("ignore_eos", f"cannot be combined with {what}")
     if params.min_tokens:
-        raise invalid("min_tokens", "cannot be combined with a constraint")
+        raise invalid("min_tokens", f"cannot be combined with {what}")
     try:
         return await model.grammar.compile(spec)
     except ConstraintError as error:
-        raise invalid("constraint", str(error)) from None
+        raise invalid(param, str(error)) from None
 
 
 def _sampling_params(

@@ -77,7 +77,9 @@ class ModelRegistry:
 async def load_model(config: ModelConfig) -> ServedModel:
     started = time.monotonic()
     checkpoint_dir = await asyncio.to_thread(_checkpoint_dir, config)
-    tokenizer = await asyncio.to_thread(ModelTokenizer.from_pretrained, checkpoint_dir)
+    tokenizer = await asyncio.to_thread(
+        ModelTokenizer.from_pretrained, checkpoint_dir, config.tool_format
+    )
     engine = create_engine(config, checkpoint_dir, tokenizer)
     await engine.start()
     # A compiled engine's limits are hard (max_seq_len, max_input_len): the config may lower

@@ -24,6 +24,7 @@ from inference.observation import RequestObservation
 from inference.pacing import DEFAULT_MESSAGES_PER_SECOND, stream_interval
 from inference.prepare import RequestPlan, build_plan
 from inference.registry import ModelRegistry
+from inference.tool_call_parser import ToolCallParser
 from tensorchat.v1 import inference_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ async def _responses(
             stops=plan.stops,
             output=plan.output,
             logprobs=request.params.logprobs,
+            tool_calls=_tool_call_parser(plan),
         )
         for index in range(request.params.n)
     ]
@@ -167,3 +169,11 @@ async def _responses(
         f"engine {engine.name} ended request {request.request_id} with "
         f"{unfinished} unfinished choice(s)"
     )
+
+
+def _tool_call_parser(plan: RequestPlan) -> ToolCallParser | None:
+    """A parser per choice when the choices may call tools (each makes its own calls)."""
+    if not plan.reads_tool_calls:
+        return None
+    tool_format = plan.model.tokenizer.tool_format
+    return ToolCallParser(tool_format.syntax, tool_format.new_call_id)

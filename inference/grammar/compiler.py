@@ -158,25 +158,50 @@ class GrammarCompiler:
         (TensorRT-LLM's own JSON_SCHEMA guide would compile with any whitespace:
         cpp/tensorrt_llm/batch_manager/guidedDecoder.cpp, GuidedDecoder::build, commit 2a9abd95).
         """
-        import xgrammar
-
         compiler = self._compiler
         if spec.kind in ("json_object", "json_schema"):
-            schema = (
-                JSON_OBJECT_SCHEMA
-                if spec.kind == "json_object"
-                else json.dumps(enforceable_form(json.loads(spec.source)))
-            )
-            grammar = xgrammar.Grammar.from_json_schema(schema, any_whitespace=False)
+            schema = JSON_OBJECT_SCHEMA if spec.kind == "json_object" else spec.source
+            grammar = compact_json_grammar(json.loads(schema))
             return compiler.compile_grammar(grammar), Guide("EBNF_GRAMMAR", str(grammar))
         if spec.kind == "regex":
             return compiler.compile_regex(spec.source), Guide("REGEX", spec.source)
         if spec.kind == "ebnf":
             return compiler.compile_grammar(spec.source), Guide("EBNF_GRAMMAR", spec.source)
-        return (
-            compiler.compile_structural_tag(spec.source),
-            Guide("STRUCTURAL_TAG", spec.source),
-        )
+        # A structural tag's JSON sections (tool call arguments) are compact too: each becomes
+        # the same grammar as a json_schema spec, in a "grammar" section.
+        source = json.dumps(_compact_sections(json.loads(spec.source)))
+        return compiler.compile_structural_tag(source), Guide("STRUCTURAL_TAG", source)
+
+
+def compact_json_grammar(schema: Any) -> xgrammar.Grammar:
+    """The grammar of JSON valid against `schema`, written compact (see `_compile_now`)."""
+    import xgrammar
+
+    return xgrammar.Grammar.from_json_schema(
+        json.dumps(enforceable_form(schema)), any_whitespace=False
+    )
+
+
+# The keys of a structural tag under which formats nest (xgrammar's StructuralTag: "format";
+# TagFormat: "content"; SequenceFormat and OrFormat: "elements"; the tag lists: "tags").
+_NESTED_FORMATS = ("format", "content", "elements", "tags")
+
+
+def _compact_sections(node: Any) -> Any:
+    """The structural tag with each "json_schema" format replaced by a "grammar" format of its
+    compact JSON grammar: xgrammar compiles a json_schema section with any whitespace (v0.1.32
+    cpp/structural_tag.cc:816 calls JSONSchemaToEBNF with its defaults; 0.2.9 likewise), and a
+    "grammar" section is parsed by both the torch engine's and the executor's xgrammar."""
+    if isinstance(node, list):
+        return [_compact_sections(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("type") == "json_schema" and node.get("style", "json") == "json":
+        return {"type": "grammar", "grammar": str(compact_json_grammar(node["json_schema"]))}
+    return {
+        key: _compact_sections(value) if key in _NESTED_FORMATS else value
+        for key, value in node.items()
+    }
 
 
 def _check(spec: GrammarSpec) -> None:

@@ -38,7 +38,12 @@ def synthetic_models_config(model_id: str, checkpoint: Path) -> ModelsConfig:
 
 
 def tiny_models_config(
-    mistral_dir: Path, qwen2_dir: Path, *, engine: str = "torch", engines_root: Path | None = None
+    mistral_dir: Path,
+    qwen2_dir: Path,
+    *,
+    engine: str = "torch",
+    engines_root: Path | None = None,
+    context: int = TINY_CONTEXT,
 ) -> ModelsConfig:
     """The two production model ids, served by tiny random checkpoints with the real tokenizers.
 
@@ -59,8 +64,8 @@ def tiny_models_config(
                 model_id=model_id,
                 vocab_size=vocab_size,
                 checkpoint_dir=checkpoint,
-                max_input_len=TINY_CONTEXT,
-                max_seq_len=TINY_CONTEXT,
+                max_input_len=context,
+                max_seq_len=context,
             )
             options["runtime"] = FAKE_RUNTIME
             # Generation logits cost GPU memory for every request, so they are a per-model
@@ -72,7 +77,7 @@ def tiny_models_config(
                 aliases=[alias],
                 engine=engine,  # type: ignore[arg-type]
                 checkpoint=checkpoint,
-                context_length=TINY_CONTEXT,
+                context_length=context,
                 options=options,
             )
         )
@@ -91,15 +96,30 @@ def inference_server(
     Real TensorRT-LLM needs a GPU (tests/gpu runs it there); the fake keeps the adapter's
     request mapping, streaming and cancellation under the same servicer tests here.
     """
-    engine = request.param
+    with tiny_models_server(
+        request.param, tiny_mistral_dir, tiny_qwen2_dir, tmp_path_factory
+    ) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def tiny_models_server(
+    engine: str,
+    mistral_dir: Path,
+    qwen2_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    context: int = TINY_CONTEXT,
+) -> Iterator[InferenceServerThread]:
+    """The two tiny models served on `engine` (torch, or trtllm over the fake bindings)."""
     with contextlib.ExitStack() as stack:
         if engine == "trtllm":
             stack.enter_context(fake_trtllm_installed())
         config = tiny_models_config(
-            tiny_mistral_dir,
-            tiny_qwen2_dir,
+            mistral_dir,
+            qwen2_dir,
             engine=engine,
             engines_root=tmp_path_factory.mktemp("engines"),
+            context=context,
         )
         server = InferenceServerThread(config).start()
         yield server

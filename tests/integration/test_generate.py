@@ -306,10 +306,64 @@ INVALID_REQUESTS = [
     ("top_logprobs", {"top_logprobs": 2}),
     ("model", {"model": ""}),
     ("messages", {"messages": pb.ChatMessages()}),
-    ("messages[0].role", {"messages": pb.ChatMessages(messages=[pb.ChatMessage(role="tool")])}),
+    ("messages[0].role", {"messages": pb.ChatMessages(messages=[pb.ChatMessage(role="robot")])}),
     ("token_ids", {"token_ids": pb.TokenIds(ids=[10_000_000])}),
     ("prompt", {"prompt": ""}),
-    ("tools", {"tools": pb.Tools(tools=[pb.Tool(name="get_weather")])}),
+    ("tools[0].function.name", {"tools": pb.Tools(tools=[pb.Tool(name="get weather")])}),
+    (
+        "tools[0].function.parameters",
+        {"tools": pb.Tools(tools=[pb.Tool(name="f", parameters="{")])},
+    ),
+    (
+        "tools[0].function.description",
+        {"tools": pb.Tools(tools=[pb.Tool(name="f", description="x" * 40_000)])},
+    ),
+    (
+        "tools[0].function.parameters",
+        {"tools": pb.Tools(tools=[pb.Tool(name="f", parameters=" " * 70_000 + "{}")])},
+    ),
+    ("tools", {"tools": pb.Tools(tools=[pb.Tool(name=f"f{i}") for i in range(129)])}),
+    (
+        "tool_choice",
+        {
+            "tools": pb.Tools(
+                tools=[pb.Tool(name="f")],
+                choice=pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_FUNCTION, function_name="g"),
+            )
+        },
+    ),
+    (
+        "messages[1].tool_call_id",
+        {
+            "messages": pb.ChatMessages(
+                messages=[
+                    pb.ChatMessage(role="user", content="hi"),
+                    pb.ChatMessage(role="tool", content="42", tool_call_id="call_1"),
+                ]
+            )
+        },
+    ),
+    (
+        "messages[1].tool_calls[0].function.arguments",
+        {
+            "messages": pb.ChatMessages(
+                messages=[
+                    pb.ChatMessage(role="user", content="hi"),
+                    pb.ChatMessage(
+                        role="assistant",
+                        tool_calls=[pb.ToolCall(id="call_1", name="f", arguments="{'a': 1}")],
+                    ),
+                ]
+            )
+        },
+    ),
+    (
+        "constraint",
+        {
+            "tools": pb.Tools(tools=[pb.Tool(name="f")]),
+            "constraint": pb.OutputConstraint(json_object=pb.JsonObject()),
+        },
+    ),
     # proto3 enums are open: a number no OutputMode names parses, and must be refused.
     ("output", {"output": 7}),
 ]
@@ -432,6 +486,31 @@ def test_health_and_reflection(inference_server: InferenceServerThread) -> None:
         assert "tensorchat.v1.Inference" in names
 
 
+@pytest.mark.parametrize("model", [MISTRAL_ID, QWEN_ID])
+def test_tools_and_tool_history_are_shown_to_the_model(
+    stub: pb_grpc.InferenceStub, model: str
+) -> None:
+    history = pb.ChatMessages(
+        messages=[
+            pb.ChatMessage(role="user", content="Weather in Paris?"),
+            pb.ChatMessage(
+                role="assistant",
+                tool_calls=[pb.ToolCall(id="call_1", name="get_weather", arguments='{"c": 1}')],
+            ),
+            pb.ChatMessage(role="tool", content="21 C", tool_call_id="call_1"),
+        ]
+    )
+    tools = pb.Tools(
+        tools=[pb.Tool(name="get_weather", parameters='{"type": "object"}')],
+        choice=pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_NONE),
+    )
+    plain = stub.CountTokens(pb.TokenizeRequest(model=model, messages=history)).count
+    choices = generate(stub, model=model, messages=history, tools=tools, **greedy(6))
+    finished = choices[0].finished
+    assert finished is not None and finished.reason == pb.FINISH_REASON_LENGTH
+    assert finished.usage.prompt_tokens > plain  # the tool list is in the prompt
+
+
 def test_an_oversize_prompt_is_refused_before_it_is_templated_or_tokenized(
     stub: pb_grpc.InferenceStub,
     inference_server: InferenceServerThread,
@@ -441,9 +520,9 @@ def test_an_oversize_prompt_is_refused_before_it_is_templated_or_tokenized(
     encoded: list[int] = []
     encode_chat = model.tokenizer.encode_chat
 
-    def counted(messages: Any) -> list[int]:
+    def counted(messages: Any, tools: Any = ()) -> list[int]:
         encoded.append(len(messages))
-        return encode_chat(messages)
+        return encode_chat(messages, tools)
 
     monkeypatch.setattr(model.tokenizer, "encode_chat", counted)
     too_long = "x" * (model.max_input_tokens * MAX_PROMPT_CHARS_PER_TOKEN + 1)
@@ -466,10 +545,10 @@ def test_a_prompt_being_tokenized_holds_up_no_other_call(
     entered, release = threading.Event(), threading.Event()
     encode_chat = model.tokenizer.encode_chat
 
-    def slow(messages: Any) -> list[int]:  # a long prompt's tokenization, held by the test
+    def slow(messages: Any, tools: Any = ()) -> list[int]:  # a long prompt's tokenization
         entered.set()
         release.wait(30)
-        return encode_chat(messages)
+        return encode_chat(messages, tools)
 
     monkeypatch.setattr(model.tokenizer, "encode_chat", slow)
     held = threading.Thread(target=generate, args=(stub,), kwargs=greedy(max_tokens=2))

@@ -79,11 +79,15 @@ def facade_keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 def facade(
     inference_server: InferenceServerThread, facade_keys: Keys
 ) -> Iterator[FacadeServerThread]:
+    with keyed_facade(inference_server, facade_keys) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def keyed_facade(inference: InferenceServerThread, keys: Keys) -> Iterator[FacadeServerThread]:
+    """A facade in front of `inference` that knows the test keys."""
     settings = FacadeSettings(
-        backends=[inference_server.address],
-        keys_file=facade_keys.path,
-        api_keys=[],
-        refresh_interval_s=1.0,
+        backends=[inference.address], keys_file=keys.path, api_keys=[], refresh_interval_s=1.0
     )
     server = FacadeServerThread(settings).start()
     yield server

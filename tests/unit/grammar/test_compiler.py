@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from typing import Any
 
 import pytest
+import xgrammar
 
 from inference.grammar import ConstraintError, GrammarCompiler, GrammarSpec
 
@@ -81,3 +83,16 @@ async def test_bad_sources_are_refused(
 def test_an_unknown_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown grammar kind"):
         GrammarSpec("xml", "")  # type: ignore[arg-type]
+
+
+async def test_a_structural_tags_json_sections_compile_compact(compiler: GrammarCompiler) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    tag = {"type": "tag", "begin": "<f>", "content": {"type": "json_schema", "json_schema": schema}}
+    source = {"type": "structural_tag", "format": {**tag, "end": "</f>"}}
+    compiled = await compiler.compile(GrammarSpec("structural_tag", json.dumps(source)))
+    # The executor gets the same compact grammar: no json_schema section left for it to
+    # compile with any whitespace.
+    guide = json.loads(compiled.guide.guide)
+    assert guide["format"]["content"]["type"] == "grammar"
+    for text, valid in (('<f>{"a": 1}</f>', True), ('<f>{ "a": 1}</f>', False)):
+        assert xgrammar.GrammarMatcher(compiled.grammar).accept_string(text) is valid, text
