@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from inference.errors import invalid
 from inference.grammar.schema_policy import UnenforceableSchemaError, check_enforceable
-from inference.text.messages import ChatMessage, FunctionTool, ToolCall
+from inference.text.messages import CHAT_ROLES, ChatMessage, FunctionTool, ToolCall
 from tensorchat.limits import MAX_SCHEMA_CHARS, MAX_TOOLS
 from tensorchat.v1 import inference_pb2 as pb
 
@@ -23,7 +23,6 @@ from tensorchat.v1 import inference_pb2 as pb
 MAX_DESCRIPTION_CHARS = 32_768
 # OpenAI's function names: 1-64 letters, digits, "_" and "-".
 FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-CHAT_ROLES = ("system", "user", "assistant", "tool")
 
 ToolChoiceMode = Literal["auto", "none", "required", "function"]
 _MODES: dict[int, ToolChoiceMode] = {

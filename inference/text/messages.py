@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# The roles a conversation may hold, in the order the error message lists them.
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
@@ -27,7 +30,7 @@ class FunctionTool:
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    role: str  # "system" | "user" | "assistant" | "tool"
+    role: str  # one of CHAT_ROLES
     content: str
     tool_calls: tuple[ToolCall, ...] = ()  # role "assistant"
     tool_call_id: str = ""  # role "tool": the ToolCall.id it answers

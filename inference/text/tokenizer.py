@@ -10,13 +10,11 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from inference.text.chat_encoding import ChatTemplateError, SafeChatEncoder
 from inference.text.detokenizer import IncrementalDetokenizer, byte_fallback_ids
-from inference.text.messages import ChatMessage, FunctionTool
+from inference.text.messages import CHAT_ROLES, ChatMessage, FunctionTool
 from inference.text.token_bytes import TokenBytes
 from inference.text.tool_format import ToolFormat, ToolFormatName, tool_format_for
 
 __all__ = ["ChatTemplateError", "ModelTokenizer"]
-
-CHAT_ROLES = ("system", "user", "assistant", "tool")
 
 
 def _generation_eos_ids(path: Path) -> set[int]:
