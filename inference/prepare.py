@@ -193,14 +193,6 @@ def _max_tokens(model: ServedModel, request: pb.GenerateRequest, prompt_tokens: 
     """Requested max_tokens, or "up to the context" when unset; refuses a context overflow."""
     context = model.context_length
     stopping = request.stopping
-    if prompt_tokens > model.max_input_tokens:
-        raise invalid(
-            "messages",
-            f"This model accepts prompts of at most {model.max_input_tokens} tokens. However, "
-            f"your messages resulted in {prompt_tokens} tokens. Please reduce the length of the "
-            "messages.",
-            code="context_length_exceeded",
-        )
     if stopping.HasField("max_tokens"):
         max_tokens = stopping.max_tokens
         if max_tokens < 1:
@@ -210,18 +202,51 @@ def _max_tokens(model: ServedModel, request: pb.GenerateRequest, prompt_tokens: 
                 "max_tokens",
                 f"must be at most {model.max_output_tokens} for this model, got {max_tokens}",
             )
-    else:
-        max_tokens = min(model.max_output_tokens, context - prompt_tokens)
-    if prompt_tokens + max(max_tokens, 1) > context:
-        requested = prompt_tokens + max(max_tokens, 1)
-        raise invalid(
-            "messages",
-            f"This model's maximum context length is {context} tokens. However, you requested "
-            f"{requested} tokens ({prompt_tokens} in the messages, {max(max_tokens, 1)} in the "
-            "completion). Please reduce the length of the messages or completion.",
-            code="context_length_exceeded",
+        if prompt_tokens + max_tokens > context:
+            raise context_overflow(request, context, prompt_tokens, max_tokens)
+    # At least one completion token must fit, as with OpenAI.
+    if prompt_tokens > model.max_input_tokens or prompt_tokens >= context:
+        raise context_overflow(
+            request, context, prompt_tokens, longest_prompt=model.max_input_tokens
         )
+    if not stopping.HasField("max_tokens"):
+        max_tokens = min(model.max_output_tokens, context - prompt_tokens)
     return max_tokens
+
+
+def context_overflow(
+    request: pb.GenerateRequest,
+    context: int,
+    prompt_tokens: int,
+    completion_tokens: int | None = None,
+    *,
+    longest_prompt: int | None = None,
+) -> RequestError:
+    """A context overflow in OpenAI's words, which clients recognise by them: LiteLLM's
+    ContextWindowExceededError and `context_window_fallbacks` match "maximum context length".
+
+    With a completion length: "...you requested M tokens (P in the messages, C in the
+    completion)...". Without (or when the prompt alone is over the engine's longest prompt):
+    "...your messages resulted in P tokens...". A completions prompt is "the prompt".
+    """
+    param = "messages" if request.WhichOneof("input") == "messages" else "prompt"
+    head = f"This model's maximum context length is {context} tokens"
+    if completion_tokens is not None:
+        message = (
+            f"{head}. However, you requested {prompt_tokens + completion_tokens} tokens "
+            f"({prompt_tokens} in the {param}, {completion_tokens} in the completion). "
+            f"Please reduce the length of the {param} or completion."
+        )
+    else:
+        # An engine may take shorter prompts than its context (TensorRT-LLM without chunked
+        # context): say so, or the numbers would not explain the refusal.
+        if longest_prompt is not None and longest_prompt < context - 1:
+            head += f", of which the {param} may use at most {longest_prompt}"
+        message = (
+            f"{head}. However, your {param} resulted in {prompt_tokens} tokens. "
+            f"Please reduce the length of the {param}."
+        )
+    return invalid(param, message, code="context_length_exceeded")
 
 
 def _validate_stops(stops: list[str]) -> tuple[str, ...]:
