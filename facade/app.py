@@ -17,7 +17,7 @@ from facade.errors import install_handlers
 from facade.keywatch import start_key_reloads
 from facade.limits import ConcurrencyGate, InMemoryLimiter, KeyLimits, Limiter
 from facade.metrics import FacadeMetrics, StatusMiddleware
-from facade.routes import chat, health, models
+from facade.routes import chat, completions, health, models
 from facade.settings import FacadeSettings
 from tensorchat.freeze import freeze_loaded_objects
 
@@ -107,6 +107,7 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
     app.state.facade = state
     install_handlers(app)
     app.include_router(chat.router)
+    app.include_router(completions.router)
     app.include_router(models.router)
     app.include_router(health.router)
     # Added last = outermost: count every response, then refuse oversized bodies early.

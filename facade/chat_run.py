@@ -1,31 +1,39 @@
-"""The ASGI response that runs one admitted chat request (facade/admission.py) on a backend.
+"""The ASGI response that runs one admitted request (facade/admission.py) on a backend.
 
-It owns the generation (a `facade.backend_streams.Generation`, read like a Generate call): it waits
-for the first message before sending a status (so an error the inference service finds, such
-as a context overflow, still gets its own status), streams or collects the rest, cancels the
-generation the moment the client disconnects, and at its end gives back the slot and lease.
+It owns the request's generations (`facade.backend_streams.Generation`s, read like Generate
+calls; one per prompt, chat has one): it starts them side by side and waits for the first
+message of each before sending a status (so an error the inference service finds, such as a
+context overflow, still gets its own status), streams or collects the rest, cancels the
+generations the moment the client disconnects, and at its end gives back the slot and lease.
+The reply's shape (chat or text completion) is the admitted request's (facade/shapes.py).
+
+Several prompts' generations are read one after the other, their choices renumbered
+`prompt_index * n + i` as OpenAI numbers them; they run side by side on the backend all along,
+so reading in turn only orders the chunks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from facade.admission import AdmittedChat
+from facade.admission import Admitted
 from facade.backend_streams import EOF, Generation
 from facade.backends import Backend, no_backend
 from facade.deps import FacadeState
 from facade.errors import APIError, from_request_error
-from facade.schemas import ChatCompletion
 from facade.sse import DONE, SSE_HEADERS, DisconnectWatcher, error_event
-from facade.translate import ChunkEncoder, CompletionBuilder, UsageCounter
+from facade.translate import UsageCounter
 from tensorchat.request_error import RequestError
+from tensorchat.v1 import inference_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +41,17 @@ log = logging.getLogger(__name__)
 _DEADLINE_SLACK_S = 30.0
 
 
-class ChatRun(Response):
-    """The ASGI response that runs one admitted chat request on a backend."""
+class GenerationRun(Response):
+    """The ASGI response that runs one admitted request on a backend."""
 
-    def __init__(self, state: FacadeState, chat: AdmittedChat) -> None:
+    def __init__(self, state: FacadeState, chat: Admitted) -> None:
         super().__init__(status_code=200)
         self.state = state
         self.chat = chat
         self.usage = UsageCounter()
         self.status = 0
         self.first_token_at: float | None = None
-        self._call: Generation | None = None
+        self._calls: list[Generation] = []
         self._done = False
         self._began = False  # a 200 went out
 
@@ -63,8 +71,7 @@ class ChatRun(Response):
         finally:
             self._done = True
             watcher.stop()
-            if self._call is not None and not self._call.done():
-                self._call.cancel()
+            self._cancel_calls()
             if watcher.disconnected and not finished:
                 self.status = 499
             self.state.gate.exit()
@@ -81,21 +88,53 @@ class ChatRun(Response):
         return None  # cut short without a usage report: keep the admission estimate
 
     def _cancel_rpc(self) -> None:
-        if not self._done and self._call is not None:
-            self._call.cancel()
+        if not self._done:
+            self._cancel_calls()
+
+    def _cancel_calls(self) -> None:
+        for call in self._calls:
+            if not call.done():
+                call.cancel()
 
     async def _run(self, send: Send, watcher: DisconnectWatcher) -> None:
-        pool = self.state.pool
-        candidates = pool.candidates(self.chat.entry.id)
+        candidates = self.state.pool.candidates(self.chat.entry.id)
         if not candidates:
             await self._send_error(send, no_backend(self.chat.req.model))
             return
+        with contextlib.ExitStack() as held:  # each generation's backend, until the end
+            started = await asyncio.gather(
+                *(self._start(rpc, candidates, watcher, held) for rpc in self.chat.rpcs),
+                return_exceptions=True,
+            )
+            for outcome in started:
+                if isinstance(outcome, BaseException):
+                    self._cancel_calls()
+                    if not isinstance(outcome, RequestError):
+                        raise outcome
+                    await self._send_error(send, self._api_error(outcome))
+                    return
+            messages = self._messages(started)  # type: ignore[arg-type]  # no exception left
+            if self.chat.req.stream:
+                await self._stream(send, messages)
+            else:
+                await self._complete(send, messages)
+
+    async def _start(
+        self,
+        rpc: pb.GenerateRequest,
+        candidates: list[Backend],
+        watcher: DisconnectWatcher,
+        held: contextlib.ExitStack,
+    ) -> tuple[Generation, Any]:
+        """One generation and its first message, on the first backend that takes it; raises
+        the RequestError that refused it."""
         limit = self.state.settings.request_time_limit_s
         timeout = limit + _DEADLINE_SLACK_S if limit else None
         for attempt, backend in enumerate(candidates):
-            with pool.use(backend):
-                call = await backend.generations.start(self.chat.rpc, timeout)
-                self._call = call
+            with contextlib.ExitStack() as using:
+                using.enter_context(self.state.pool.use(backend))
+                call = await backend.generations.start(rpc, timeout)
+                self._calls.append(call)
                 if watcher.disconnected:
                     call.cancel()
                 try:
@@ -103,13 +142,23 @@ class ChatRun(Response):
                 except RequestError as error:
                     if self._retryable(error, backend) and attempt + 1 < len(candidates):
                         continue
-                    await self._send_error(send, self._api_error(error))
-                    return
-                if self.chat.req.stream:
-                    await self._stream(send, call, first)
-                else:
-                    await self._complete(send, call, first)
-                return
+                    raise
+                held.enter_context(using.pop_all())
+                return call, first
+        raise AssertionError("unreachable: the last candidate's error is raised")
+
+    async def _messages(
+        self, started: list[tuple[Generation, Any]]
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        """Every generation's messages in turn (from its first), choices numbered across
+        prompts."""
+        n = self.chat.req.n
+        for prompt, (call, message) in enumerate(started):
+            while message is not EOF:
+                if prompt:
+                    message.index += prompt * n
+                yield message
+                message = await call.read()
 
     def _retryable(self, error: RequestError, backend: Backend) -> bool:
         # UNAVAILABLE before any message: the request never reached a model, so another
@@ -122,10 +171,10 @@ class ChatRun(Response):
     def _with_request_id(
         self, content_type: list[tuple[bytes, bytes]]
     ) -> list[tuple[bytes, bytes]]:
-        return [*content_type, (b"x-request-id", self.chat.rpc.request_id.encode())]
+        return [*content_type, (b"x-request-id", self.chat.completion_id.encode())]
 
     def _api_error(self, error: RequestError) -> APIError:
-        return from_request_error(error, self.chat.rpc.request_id, self.chat.req.model)
+        return from_request_error(error, self.chat.completion_id, self.chat.req.model)
 
     async def _reply(self, send: Send, status: int, body: bytes, extra: dict[str, str]) -> None:
         """One whole JSON response: a completion or an error."""
@@ -138,57 +187,46 @@ class ChatRun(Response):
     async def _send_error(self, send: Send, error: APIError) -> None:
         await self._reply(send, error.status, error.body(), error.headers)
 
-    async def _complete(self, send: Send, call: Generation, first: Any) -> None:
+    async def _complete(self, send: Send, messages: AsyncIterator[pb.GenerateResponse]) -> None:
         chat = self.chat
-        builder = CompletionBuilder(chat.req.n, bool(chat.req.logprobs), chat.req.legacy_functions)
-        message = first
+        builder = chat.shape.builder()
         try:
-            while message is not EOF:
+            async for message in messages:
                 if self.first_token_at is None and message.HasField("delta"):
                     self.first_token_at = time.perf_counter()
                 builder.add(message)
-                message = await call.read()
         except RequestError as error:
             await self._send_error(send, self._api_error(error))
             return
         self.usage = builder.usage
         reply = builder.to_json(
-            chat.rpc.request_id, chat.created, chat.req.model, chat.entry.fingerprint
+            chat.completion_id, chat.created, chat.req.model, chat.entry.fingerprint
         )
         self._began = True
         # Validated against the documented shape; exclude_unset keeps what to_json left out
         # (tool_calls when no call was made) out of the reply.
-        body = ChatCompletion.model_validate(reply).model_dump_json(exclude_unset=True)
+        body = chat.shape.reply_model.model_validate(reply).model_dump_json(exclude_unset=True)
         await self._reply(send, 200, body.encode(), {})
 
-    async def _stream(self, send: Send, call: Generation, first: Any) -> None:
+    async def _stream(self, send: Send, messages: AsyncIterator[pb.GenerateResponse]) -> None:
         chat, req = self.chat, self.chat.req
-        encoder = ChunkEncoder(
-            chat.rpc.request_id,
-            chat.created,
-            req.model,
-            chat.entry.fingerprint,
-            req.include_usage,
-            n=req.n,
-            want_logprobs=bool(req.logprobs),
-            legacy_functions=req.legacy_functions,
+        encoder = chat.shape.encoder(
+            chat.completion_id, chat.created, req.model, chat.entry.fingerprint
         )
         self.status = 200
         self._began = True
         headers = self._with_request_id(SSE_HEADERS)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         usage = self.usage
-        message = first
         try:
-            while message is not EOF:
+            async for message in messages:
                 if message.HasField("finished"):
-                    usage.add(message.finished.usage)
+                    usage.add(message.finished.usage, message.index // req.n)
                 elif self.first_token_at is None:
                     self.first_token_at = time.perf_counter()
                 body = encoder.response(message)
                 if body:
                     await send({"type": "http.response.body", "body": body, "more_body": True})
-                message = await call.read()
         except RequestError as error:
             api_error = self._api_error(error)
             self.status = api_error.status
@@ -209,8 +247,9 @@ class ChatRun(Response):
             metrics.prompt_tokens.labels(model).inc(self.usage.prompt_tokens)
             metrics.completion_tokens.labels(model).inc(self.usage.completion_tokens)
         log.info(
-            "chat %s key=%s user=%s model=%s status=%s prompt=%d completion=%d %.3fs",
-            chat.rpc.request_id,
+            "%s %s key=%s user=%s model=%s status=%s prompt=%d completion=%d %.3fs",
+            chat.shape.kind,
+            chat.completion_id,
             chat.principal.name,
             chat.req.user or "-",
             model,

@@ -23,7 +23,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from facade.schemas import ChatCompletionRequest, ChatMessage, FunctionDefinition, ResponseFormat
+from facade.schemas import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    FunctionDefinition,
+    GenerationFields,
+    ResponseFormat,
+)
 from facade.tool_output import CallAssembler, delta_fields
 from facade.tool_rules import (
     CallRef,
@@ -91,6 +98,34 @@ def to_generate_request(
     return rpc
 
 
+def to_prompt_requests(
+    req: CompletionRequest, model_id: str, request_id: str, *, time_limit_ms: int = 0
+) -> list[pb.GenerateRequest]:
+    """One Generate RPC per prompt of a text completions request (the service takes one
+    prompt per request; the facade runs them side by side and numbers the choices)."""
+    rpcs = []
+    prompts = req.prompts
+    for i, prompt in enumerate(prompts):
+        rpc = pb.GenerateRequest(
+            # Distinct ids: the generations share the backend's namespace of running ids.
+            request_id=request_id if len(prompts) == 1 else f"{request_id}-{i}",
+            model=model_id,
+            n=req.n,
+            logprobs=req.logprobs is not None,
+            top_logprobs=req.logprobs or 0,
+            echo=req.echo,
+            output=pb.OUTPUT_MODE_TEXT,
+        )
+        if isinstance(prompt, str):
+            rpc.prompt = prompt
+        else:
+            rpc.token_ids.ids.extend(prompt)
+        _fill_sampling(rpc.sampling, req)
+        _fill_stopping(rpc.stopping, req, time_limit_ms)
+        rpcs.append(rpc)
+    return rpcs
+
+
 def _fill_messages(messages: pb.ChatMessages, req: ChatCompletionRequest) -> None:
     messages.SetInParent()  # selects the `input` oneof
     add = messages.messages.add
@@ -149,7 +184,7 @@ def _fill_constraint(constraint: pb.OutputConstraint, response_format: ResponseF
     constraint.strict = bool(spec.strict)
 
 
-def _fill_sampling(sampling: pb.SamplingParams, req: ChatCompletionRequest) -> None:
+def _fill_sampling(sampling: pb.SamplingParams, req: GenerationFields) -> None:
     sampling.SetInParent()  # present even when every field keeps its default
     sampling.presence_penalty = req.presence_penalty or 0.0
     sampling.frequency_penalty = req.frequency_penalty or 0.0
@@ -175,7 +210,7 @@ def _fill_sampling(sampling: pb.SamplingParams, req: ChatCompletionRequest) -> N
 
 
 def _fill_stopping(
-    stopping: pb.StoppingCriteria, req: ChatCompletionRequest, time_limit_ms: int
+    stopping: pb.StoppingCriteria, req: GenerationFields, time_limit_ms: int
 ) -> None:
     stopping.SetInParent()
     stopping.min_tokens = req.min_tokens
@@ -193,7 +228,8 @@ def finish_reason(reason: int, legacy_functions: bool) -> str:
     return "function_call" if legacy_functions and name == "tool_calls" else name
 
 
-def _logprob(value: float) -> float:
+def logprob_value(value: float) -> float:
+    """A logprob JSON can carry: OpenAI's -9999.0 for impossible tokens (no -Infinity, NaN)."""
     return value if value > _MIN_LOGPROB and not math.isnan(value) else _MIN_LOGPROB
 
 
@@ -206,12 +242,12 @@ def logprobs_content(items: Any) -> list[dict[str, Any]]:
     return [
         {
             "token": lp.token,
-            "logprob": _logprob(lp.logprob),
+            "logprob": logprob_value(lp.logprob),
             "bytes": _token_bytes(lp.token, lp.bytes),
             "top_logprobs": [
                 {
                     "token": top.token,
-                    "logprob": _logprob(top.logprob),
+                    "logprob": logprob_value(top.logprob),
                     "bytes": _token_bytes(top.token, top.bytes),
                 }
                 for top in lp.top_logprobs
@@ -222,19 +258,31 @@ def logprobs_content(items: Any) -> list[dict[str, Any]]:
 
 
 class UsageCounter:
-    """Usage summed over choices: the prompt once, completions of every choice."""
+    """Usage summed over choices: each prompt once, completions of every choice.
 
-    __slots__ = ("cached_tokens", "completion_tokens", "prompt_tokens")
+    A text completions request may carry several prompts (`prompt`, the index of the one a
+    choice answers); their choices share nothing, so their prompt tokens add up.
+    """
+
+    __slots__ = ("_cached", "_prompts", "completion_tokens")
 
     def __init__(self) -> None:
-        self.prompt_tokens = 0
+        self._prompts: dict[int, int] = {}
+        self._cached: dict[int, int] = {}
         self.completion_tokens = 0
-        self.cached_tokens = 0
 
-    def add(self, usage: pb.Usage) -> None:
-        self.prompt_tokens = max(self.prompt_tokens, usage.prompt_tokens)
-        self.cached_tokens = max(self.cached_tokens, usage.cached_tokens)
+    def add(self, usage: pb.Usage, prompt: int = 0) -> None:
+        self._prompts[prompt] = max(self._prompts.get(prompt, 0), usage.prompt_tokens)
+        self._cached[prompt] = max(self._cached.get(prompt, 0), usage.cached_tokens)
         self.completion_tokens += usage.completion_tokens
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(self._prompts.values())
+
+    @property
+    def cached_tokens(self) -> int:
+        return sum(self._cached.values())
 
     @property
     def total_tokens(self) -> int:

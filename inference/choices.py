@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from inference.engines.base import EngineFinish, SequenceOutput, TokenLogprob
 from inference.text.stop import StopMatcher
@@ -16,6 +17,15 @@ _FINISH_REASONS = {
     EngineFinish.CANCELLED: pb.FINISH_REASON_CANCELLED,
     EngineFinish.TIME_LIMIT: pb.FINISH_REASON_TIME_LIMIT,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """GenerateRequest.echo: what each choice's first Delta returns of the prompt."""
+
+    text: str
+    first_token_id: int  # listed without a logprob: nothing comes before it
+    only: bool = False  # max_tokens 0: the prompt alone, nothing generated
 
 
 class ChoiceAssembler:
@@ -34,6 +44,7 @@ class ChoiceAssembler:
         stops: Sequence[str],
         output: pb.OutputMode.ValueType,
         logprobs: bool,
+        echo: Echo | None = None,
     ) -> None:
         self.index = index
         self.finished = False
@@ -46,6 +57,8 @@ class ChoiceAssembler:
         self._want_logprobs = logprobs
         self._detokenizer = tokenizer.new_detokenizer() if self._want_text else None
         self._stops = StopMatcher(stops) if stops else None
+        self._echo = echo
+        self._echoed = False
 
     def feed(self, outputs: Sequence[SequenceOutput]) -> tuple[pb.Delta | None, pb.Finished | None]:
         """Returns the new Delta (None if nothing to send) and the Finished message, if done.
@@ -54,6 +67,8 @@ class ChoiceAssembler:
         """
         if self.finished:
             return None, None
+        if self._echo is not None and self._echo.only:
+            return self._echo_alone(outputs)
         token_ids: list[int] = []
         logprobs: list[TokenLogprob] = []
         finish: SequenceOutput | None = None
@@ -79,7 +94,7 @@ class ChoiceAssembler:
                 if finish is not None and matched_stop is None:
                     text += self._stops.flush()
 
-        delta = self._delta(text, token_ids, logprobs)
+        delta = self._delta(text, token_ids, logprobs, self._prompt(outputs))
         if matched_stop is not None:
             self.finished = True
             return delta, self._finished(
@@ -93,12 +108,47 @@ class ChoiceAssembler:
             )
         return delta, None
 
+    def _echo_alone(
+        self, outputs: Sequence[SequenceOutput]
+    ) -> tuple[pb.Delta | None, pb.Finished | None]:
+        """max_tokens 0 with echo: the prompt, then LENGTH; what the engine generated is not
+        the client's (engines generate at least one token) and ending here cancels it."""
+        self.finished = True
+        cached = next((o.cached_tokens for o in outputs if o.finish is not None), 0)
+        return self._delta("", [], [], self._prompt(outputs)), self._finished(
+            pb.FINISH_REASON_LENGTH, cached
+        )
+
+    def _prompt(self, outputs: Sequence[SequenceOutput]) -> pb.PromptEcho | None:
+        """The PromptEcho for the choice's first Delta; None after it or without echo."""
+        if self._echo is None or self._echoed:
+            return None
+        self._echoed = True
+        echo = pb.PromptEcho(text=self._echo.text)
+        scored = next((o.prompt_logprobs for o in outputs if o.prompt_logprobs is not None), None)
+        if self._want_logprobs and scored is not None:
+            # The first token has no logprob (nothing precedes it): 0 and no alternatives.
+            first = self._tokenizer
+            echo.logprobs.add(
+                token_id=self._echo.first_token_id,
+                token=first.token_text(self._echo.first_token_id),
+                bytes=first.token_bytes(self._echo.first_token_id),
+            )
+            echo.logprobs.extend(self._logprob(item) for item in scored)
+        return echo
+
     def _delta(
-        self, text: str, token_ids: list[int], logprobs: list[TokenLogprob]
+        self,
+        text: str,
+        token_ids: list[int],
+        logprobs: list[TokenLogprob],
+        prompt: pb.PromptEcho | None = None,
     ) -> pb.Delta | None:
-        if not (text or token_ids):
+        if not (text or token_ids or prompt):
             return None
         delta = pb.Delta()
+        if prompt is not None:
+            delta.prompt.CopyFrom(prompt)
         if self._send_text:
             delta.text = text
         if self._want_tokens:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from inference.choices import Echo
 from inference.engines.base import EngineRequest, unpaced
 from inference.errors import RequestError, invalid, model_not_found
 from inference.registry import ModelRegistry, ServedModel
@@ -33,6 +34,9 @@ class RequestPlan:
     engine_request: EngineRequest
     stops: tuple[str, ...]
     output: pb.OutputMode.ValueType
+    # GenerateRequest.echo. With max_tokens 0 (Echo.only) the engine still generates one
+    # token (engines need one), which the client never sees.
+    echo: Echo | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -101,9 +105,10 @@ def build_plan(
         raise invalid("n", f"must be at most {MAX_CHOICES}, got {n}")
     stops = _validate_stops(list(stopping.stop))
     _refuse_unserved(request)
+    _check_echo(model, request)
     prompt = prompt_token_ids(model, request)
     max_tokens = _max_tokens(model, request, len(prompt))
-    params = _sampling_params(model, request, n, max_tokens)
+    params = _sampling_params(model, request, n, max(max_tokens, 1))
     if stopping.min_tokens > max_tokens:
         raise invalid(
             "min_tokens", f"({stopping.min_tokens}) must not exceed max_tokens ({max_tokens})"
@@ -121,7 +126,29 @@ def build_plan(
         ),
         stops=stops,
         output=request.output,
+        echo=(
+            Echo(_echo_text(model, request, prompt), prompt[0], only=max_tokens == 0)
+            if request.echo
+            else None
+        ),
     )
+
+
+def _check_echo(model: ServedModel, request: pb.GenerateRequest) -> None:
+    if not request.echo:
+        return
+    if request.WhichOneof("input") == "messages":
+        raise invalid("echo", "is for a prompt (completions), not for messages")
+    if request.logprobs:
+        refusal = model.engine.prompt_logprobs_refusal()
+        if refusal is not None:
+            raise invalid("echo", f"with logprobs needs the prompt's log probabilities: {refusal}")
+
+
+def _echo_text(model: ServedModel, request: pb.GenerateRequest, prompt: list[int]) -> str:
+    if request.WhichOneof("input") == "prompt":
+        return request.prompt
+    return str(model.tokenizer.hf.decode(prompt, skip_special_tokens=False))
 
 
 def _refuse_unserved(request: pb.GenerateRequest) -> None:
@@ -186,6 +213,7 @@ def _sampling_params(
         n=n,
         logprobs=request.logprobs,
         top_logprobs=request.top_logprobs,
+        prompt_logprobs=request.echo and request.logprobs,
     )
 
 
@@ -195,8 +223,8 @@ def _max_tokens(model: ServedModel, request: pb.GenerateRequest, prompt_tokens: 
     stopping = request.stopping
     if stopping.HasField("max_tokens"):
         max_tokens = stopping.max_tokens
-        if max_tokens < 1:
-            raise invalid("max_tokens", "must be at least 1")
+        if max_tokens < 1 and not request.echo:
+            raise invalid("max_tokens", "must be at least 1 (0 only with echo)")
         if max_tokens > model.max_output_tokens:
             raise invalid(
                 "max_tokens",

@@ -107,6 +107,7 @@ async def _responses(plan: RequestPlan) -> AsyncGenerator[pb.GenerateResponse, N
             stops=plan.stops,
             output=plan.output,
             logprobs=request.params.logprobs,
+            echo=plan.echo,
         )
         for index in range(request.params.n)
     ]

@@ -1,7 +1,7 @@
 """POST /v1/chat/completions (and the other base URLs clients use): admit, then run.
 
 Admission (facade/admission.py) refuses with a 4xx/5xx envelope whatever can fail before
-generation; the `ChatRun` response (facade/chat_run.py) runs the admitted request.
+generation; the `GenerationRun` response (facade/chat_run.py) runs the admitted request.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from facade.admission import admit
 from facade.auth import Principal
-from facade.chat_run import ChatRun
+from facade.chat_run import GenerationRun
 from facade.deps import FacadeState, get_state, require_principal
 from facade.schemas import ChatCompletion, ErrorResponse
 
@@ -38,7 +38,7 @@ async def create_chat_completion(
     started = time.perf_counter()
     # The body is read here rather than as a parameter so that a bad key is a 401 before any
     # body is looked at.
-    return ChatRun(state, await admit(await request.body(), principal, state, started))
+    return GenerationRun(state, await admit(await request.body(), principal, state, started))
 
 
 for _path in CHAT_PATHS:
