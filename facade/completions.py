@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from facade.schemas import Completion, CompletionRequest
-from facade.translate import UsageCounter, finish_reason, logprob_value
+from facade.translate import ChunkFrame, UsageCounter, finish_reason, logprob_value
 from tensorchat.v1 import inference_pb2 as pb
 
 _encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
@@ -122,10 +122,9 @@ class TextCompletionBuilder:
 
 class TextChunkEncoder:
     """`data: {...}\\n\\n` text_completion chunks: one per delta, then one with the finish
-    reason (text ""), and with include_usage a last one with `choices: []` and the usage.
-    The constant head is serialised once, as for chat chunks (translate.ChunkEncoder)."""
+    reason (text ""), and with include_usage a last one with `choices: []` and the usage."""
 
-    __slots__ = ("_close", "_head", "_logprobs", "_usage_head")
+    __slots__ = ("_frame", "_logprobs")
 
     def __init__(
         self,
@@ -138,14 +137,9 @@ class TextChunkEncoder:
         choices: int,
         want_logprobs: bool,
     ) -> None:
-        common = (
-            f'{{"id":{_encode_str(completion_id)},"object":"text_completion",'
-            f'"created":{created},"model":{_encode_str(model)},'
-            f'"system_fingerprint":{_encode_str(fingerprint)},'
+        self._frame = ChunkFrame(
+            "text_completion", completion_id, created, model, fingerprint, include_usage
         )
-        self._head = f'data: {common}"choices":[{{"index":'.encode()
-        self._usage_head = f'data: {common}"choices":[],"usage":'.encode()
-        self._close = b"]" + (b',"usage":null' if include_usage else b"") + b"}\n\n"
         self._logprobs = [LegacyLogprobs() for _ in range(choices)] if want_logprobs else None
 
     def response(self, message: pb.GenerateResponse) -> bytes:
@@ -166,16 +160,16 @@ class TextChunkEncoder:
 
     def _chunk(self, index: int, text: str, logprobs: bytes, reason: bytes) -> bytes:
         return b'%s%d,"text":%s,"logprobs":%s,"finish_reason":%s}%s' % (
-            self._head,
+            self._frame.head,
             index,
             _encode_str(text).encode(),
             logprobs,
             reason,
-            self._close,
+            self._frame.close,
         )
 
     def usage(self, usage: UsageCounter) -> bytes:
-        return self._usage_head + json.dumps(usage.to_json()).encode() + b"}\n\n"
+        return self._frame.usage(usage)
 
 
 class CompletionShape:

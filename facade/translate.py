@@ -297,6 +297,35 @@ class UsageCounter:
         }
 
 
+class ChunkFrame:
+    """The constant bytes of every chunk of one stream, serialised once per request: the head
+    up to a choice's index, the usage chunk's head, and the close (with include_usage every
+    chunk carries "usage": null until the last one, as OpenAI sends it)."""
+
+    __slots__ = ("close", "head", "usage_head")
+
+    def __init__(
+        self,
+        kind: str,
+        completion_id: str,
+        created: int,
+        model: str,
+        fingerprint: str,
+        include_usage: bool,
+    ) -> None:
+        common = (
+            f'{{"id":{_encode_str(completion_id)},"object":"{kind}",'
+            f'"created":{created},"model":{_encode_str(model)},'
+            f'"system_fingerprint":{_encode_str(fingerprint)},'
+        )
+        self.head = f'data: {common}"choices":[{{"index":'.encode()
+        self.usage_head = f'data: {common}"choices":[],"usage":'.encode()
+        self.close = b"]" + (b',"usage":null' if include_usage else b"") + b"}\n\n"
+
+    def usage(self, usage: UsageCounter) -> bytes:
+        return self.usage_head + json.dumps(usage.to_json()).encode() + b"}\n\n"
+
+
 class ChunkEncoder:
     """Byte-level `data: {...}\\n\\n` chunks for one streaming request.
 
@@ -305,7 +334,7 @@ class ChunkEncoder:
     a tool call (so the SDK's stream helper rebuilds the non-streaming message exactly).
     """
 
-    __slots__ = ("_close", "_head", "_legacy", "_opened", "_usage_head", "_want_logprobs")
+    __slots__ = ("_close", "_frame", "_head", "_legacy", "_opened", "_want_logprobs")
 
     def __init__(
         self,
@@ -319,15 +348,10 @@ class ChunkEncoder:
         want_logprobs: bool = False,
         legacy_functions: bool = False,
     ) -> None:
-        common = (
-            f'{{"id":{_encode_str(completion_id)},"object":"chat.completion.chunk",'
-            f'"created":{created},"model":{_encode_str(model)},'
-            f'"system_fingerprint":{_encode_str(fingerprint)},'
+        frame = self._frame = ChunkFrame(
+            "chat.completion.chunk", completion_id, created, model, fingerprint, include_usage
         )
-        self._head = f'data: {common}"choices":[{{"index":'.encode()
-        self._usage_head = f'data: {common}"choices":[],"usage":'.encode()
-        # With include_usage every chunk carries "usage": null until the last one (as OpenAI).
-        self._close = b"]" + (b',"usage":null' if include_usage else b"") + b"}\n\n"
+        self._head, self._close = frame.head, frame.close
         self._opened = [False] * n
         self._want_logprobs = want_logprobs
         self._legacy = legacy_functions
@@ -390,7 +414,7 @@ class ChunkEncoder:
         )
 
     def usage(self, usage: UsageCounter) -> bytes:
-        return self._usage_head + json.dumps(usage.to_json()).encode() + b"}\n\n"
+        return self._frame.usage(usage)
 
 
 def _logprobs_json(content: list[dict[str, Any]]) -> bytes:

@@ -45,7 +45,9 @@ class ChoiceAssembler:
         output: pb.OutputMode.ValueType,
         logprobs: bool,
         echo: Echo | None = None,
+        continues: Sequence[int] = (),
     ) -> None:
+        """`continues`: for a raw prompt, its last ids, which the text continues."""
         self.index = index
         self.finished = False
         self.completion_tokens = 0
@@ -55,7 +57,7 @@ class ChoiceAssembler:
         self._want_text = output != pb.OUTPUT_MODE_TOKENS or bool(stops)
         self._send_text = output != pb.OUTPUT_MODE_TOKENS
         self._want_logprobs = logprobs
-        self._detokenizer = tokenizer.new_detokenizer() if self._want_text else None
+        self._detokenizer = tokenizer.new_detokenizer(continues) if self._want_text else None
         self._stops = StopMatcher(stops) if stops else None
         self._echo = echo
         self._echoed = False

@@ -26,6 +26,8 @@ MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 512
 MAX_LOGIT_BIAS = 100.0
 CHAT_ROLES = frozenset({"system", "user", "assistant"})
+# Prompt ids the detokenizer of a raw prompt's continuation starts from (RequestPlan.continues).
+_CONTINUED_IDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +39,19 @@ class RequestPlan:
     # GenerateRequest.echo. With max_tokens 0 (Echo.only) the engine still generates one
     # token (engines need one), which the client never sees.
     echo: Echo | None = None
+    raw_prompt: bool = False  # a prompt or token ids, not messages
 
     @property
     def prompt_tokens(self) -> int:
         return len(self.engine_request.prompt_token_ids)
+
+    @property
+    def continues(self) -> list[int]:
+        """What the generated text continues: a raw prompt's last ids (a chat answer starts
+        text of its own). A few give the decoder the context a full decode would have."""
+        if self.raw_prompt:
+            return self.engine_request.prompt_token_ids[-_CONTINUED_IDS:]
+        return []
 
 
 def resolve_model(registry: ModelRegistry, name: str) -> ServedModel:
@@ -131,6 +142,7 @@ def build_plan(
             if request.echo
             else None
         ),
+        raw_prompt=request.WhichOneof("input") != "messages",
     )
 
 

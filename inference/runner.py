@@ -108,6 +108,7 @@ async def _responses(plan: RequestPlan) -> AsyncGenerator[pb.GenerateResponse, N
             output=plan.output,
             logprobs=request.params.logprobs,
             echo=plan.echo,
+            continues=plan.continues,
         )
         for index in range(request.params.n)
     ]

@@ -16,7 +16,8 @@ from facade.admission import admit
 from facade.auth import Principal
 from facade.chat_run import GenerationRun
 from facade.deps import FacadeState, get_state, require_principal
-from facade.schemas import ChatCompletion, ErrorResponse
+from facade.routes.registration import add_post_routes
+from facade.schemas import ChatCompletion
 
 router = APIRouter()
 
@@ -41,26 +42,6 @@ async def create_chat_completion(
     return GenerationRun(state, await admit(await request.body(), principal, state, started))
 
 
-for _path in CHAT_PATHS:
-    router.add_api_route(
-        _path,
-        create_chat_completion,
-        methods=["POST"],
-        include_in_schema=_path == CHAT_PATHS[0],
-        response_model=None,
-        responses={
-            200: {"model": ChatCompletion, "description": "A completion, or an SSE stream"},
-            400: {"model": ErrorResponse},
-            401: {"model": ErrorResponse},
-            404: {"model": ErrorResponse},
-            429: {"model": ErrorResponse},
-            503: {"model": ErrorResponse},
-        },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        },
-        summary="Create chat completion",
-    )
+add_post_routes(
+    router, CHAT_PATHS, create_chat_completion, ChatCompletion, "Create chat completion"
+)

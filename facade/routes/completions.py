@@ -16,7 +16,8 @@ from facade.admission import admit_completion
 from facade.auth import Principal
 from facade.chat_run import GenerationRun
 from facade.deps import FacadeState, get_state, require_principal
-from facade.schemas import Completion, ErrorResponse
+from facade.routes.registration import add_post_routes
+from facade.schemas import Completion
 
 router = APIRouter()
 
@@ -37,26 +38,4 @@ async def create_completion(
     )
 
 
-for _path in COMPLETION_PATHS:
-    router.add_api_route(
-        _path,
-        create_completion,
-        methods=["POST"],
-        include_in_schema=_path == COMPLETION_PATHS[0],
-        response_model=None,
-        responses={
-            200: {"model": Completion, "description": "A completion, or an SSE stream"},
-            400: {"model": ErrorResponse},
-            401: {"model": ErrorResponse},
-            404: {"model": ErrorResponse},
-            429: {"model": ErrorResponse},
-            503: {"model": ErrorResponse},
-        },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        },
-        summary="Create completion",
-    )
+add_post_routes(router, COMPLETION_PATHS, create_completion, Completion, "Create completion")
