@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -36,6 +37,24 @@ INT64_MIN, UINT64_MAX, UINT32_MAX = -(2**63), 2**64 - 1, 2**32 - 1
 # spelling a template's control tokens ("[TOOL_CALLS]", "<tool_call>") in the prompt.
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+# What `content` accepts: a string, text parts, or null (assistant turns that made calls).
+MESSAGE_CONTENT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string"},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+                "required": ["type", "text"],
+            },
+        },
+        {"type": "null"},
+    ],
+    "title": "Content",
+}
 
 
 class _Model(BaseModel):
@@ -124,8 +143,9 @@ class ToolCall(_Model):
 
 class ChatMessage(_Model):
     role: Role
-    # Normalised to one string: text parts are joined with newlines.
-    content: str
+    # Normalised to one string: text parts are joined with newlines. The schema documents
+    # what clients may send (OpenAPI), not the normalised string.
+    content: Annotated[str, WithJsonSchema(MESSAGE_CONTENT_SCHEMA)]
     # role "assistant": the calls it made (its content may then be null).
     tool_calls: list[ToolCall] | None = None
     # role "assistant", legacy: the one function it called.
@@ -286,7 +306,8 @@ class GenerationFields(_Model):
 class ChatCompletionRequest(GenerationFields):
     """POST /v1/chat/completions body."""
 
-    messages: list[ChatMessage]
+    # Checked by `_messages` (OpenAI's wording); the schema says it too.
+    messages: Annotated[list[ChatMessage], Field(json_schema_extra={"minItems": 1})]
     max_tokens: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None
     logprobs: bool | None = None

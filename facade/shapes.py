@@ -1,4 +1,4 @@
-"""The shape a reply takes: how the run (facade/chat_run.py) turns a generation's messages
+"""The shape a reply takes: how the run (facade/generation_run.py) turns a generation's messages
 into a whole JSON reply or SSE chunks. Chat completions and text completions differ only here.
 """
 
@@ -34,8 +34,6 @@ class StreamEncoder(Protocol):
 
 
 class ResponseShape(Protocol):
-    # In the access log line ("chat", "completion").
-    kind: str
     # The documented reply, which a whole reply is validated against before it goes out.
     reply_model: type[BaseModel]
 
@@ -49,7 +47,6 @@ class ResponseShape(Protocol):
 class ChatShape:
     """`chat.completion` replies and `chat.completion.chunk` chunks."""
 
-    kind = "chat"
     reply_model: type[BaseModel] = ChatCompletion
 
     def __init__(self, req: ChatCompletionRequest) -> None:

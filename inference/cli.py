@@ -60,6 +60,13 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, port_flag: str =
         "once; 0: every event at once)",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics (vLLM's, renamed tensorchat_inference_*) over HTTP on "
+        "this port at /metrics, on --host (default: none)",
+    )
+    parser.add_argument(
         "--shutdown-grace",
         type=float,
         default=30.0,
@@ -71,8 +78,10 @@ def _run(args: argparse.Namespace) -> int:
     from inference.config import resolve_models_config
     from inference.server import ServerOptions, run_inference_server
     from tensorchat.logs import configure_logging
+    from tensorchat.tracing import configure_tracing
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
+    configure_tracing("tensorchat-inference")
     options = ServerOptions(
         host=args.host,
         port=args.grpc_port,
@@ -80,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         max_messages_per_second=args.max_messages_per_second,
         flush_interval_s=args.flush_interval_ms / 1000,
         shutdown_grace=args.shutdown_grace,
+        metrics_port=args.metrics_port,
     )
     asyncio.run(run_inference_server(resolve_models_config(args.models), options))
     return 0

@@ -1,7 +1,8 @@
 """POST /v1/chat/completions (and the other base URLs clients use): admit, then run.
 
 Admission (facade/admission.py) refuses with a 4xx/5xx envelope whatever can fail before
-generation; the `GenerationRun` response (facade/chat_run.py) runs the admitted request.
+the request runs; the `GenerationRun` response (facade/generation_run.py) runs the admitted
+request.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from starlette.responses import Response
 
 from facade.admission import admit
 from facade.auth import Principal
-from facade.chat_run import GenerationRun
 from facade.deps import FacadeState, get_state, require_principal
+from facade.generation_run import GenerationRun
+from facade.request_context import request_record
 from facade.routes.registration import add_post_routes
-from facade.schemas import ChatCompletion
+from facade.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
 router = APIRouter()
 
@@ -39,9 +41,18 @@ async def create_chat_completion(
     started = time.perf_counter()
     # The body is read here rather than as a parameter so that a bad key is a 401 before any
     # body is looked at.
-    return GenerationRun(state, await admit(await request.body(), principal, state, started))
+    body = await request.body()
+    admitted = await admit(body, principal, state, started, request_record(request))
+    return GenerationRun(state, admitted)
 
 
 add_post_routes(
-    router, CHAT_PATHS, create_chat_completion, ChatCompletion, "Create chat completion"
+    router,
+    CHAT_PATHS,
+    create_chat_completion,
+    body=ChatCompletionRequest,
+    reply=ChatCompletion,
+    chunk=ChatCompletionChunk,
+    description="A chat completion, or with `stream` its chunks",
+    summary="Create chat completion",
 )

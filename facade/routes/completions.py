@@ -1,7 +1,8 @@
 """POST /v1/completions: OpenAI's legacy text completions, on the gRPC prompt / token_ids input.
 
 Admitted like chat (facade/admission.py `admit_completion`) and run by the same
-`GenerationRun` (facade/chat_run.py) in the `text_completion` shape (facade/completions.py).
+`GenerationRun` (facade/generation_run.py) in the `text_completion` shape
+(facade/completions.py).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from starlette.responses import Response
 
 from facade.admission import admit_completion
 from facade.auth import Principal
-from facade.chat_run import GenerationRun
 from facade.deps import FacadeState, get_state, require_principal
+from facade.generation_run import GenerationRun
+from facade.request_context import request_record
 from facade.routes.registration import add_post_routes
-from facade.schemas import Completion
+from facade.schemas import Completion, CompletionRequest
 
 router = APIRouter()
 
@@ -33,9 +35,19 @@ async def create_completion(
     """Creates a completion for the given prompt(s) (OpenAI's legacy text completions)."""
     started = time.perf_counter()
     # The body is read here so that a bad key is a 401 before any body is looked at.
-    return GenerationRun(
-        state, await admit_completion(await request.body(), principal, state, started)
-    )
+    body = await request.body()
+    admitted = await admit_completion(body, principal, state, started, request_record(request))
+    return GenerationRun(state, admitted)
 
 
-add_post_routes(router, COMPLETION_PATHS, create_completion, Completion, "Create completion")
+add_post_routes(
+    router,
+    COMPLETION_PATHS,
+    create_completion,
+    body=CompletionRequest,
+    reply=Completion,
+    # A chunk is a `text_completion` object too (as in OpenAI's own document).
+    chunk=Completion,
+    description="A text completion, or with `stream` its chunks",
+    summary="Create completion",
+)

@@ -1,5 +1,6 @@
 """How a generating route is registered: one POST route per path clients' base URLs produce,
-the first documented, with the OpenAI error envelope for each refusal."""
+the first documented (facade/openapi.py) with its request body, its JSON or event-stream reply
+and the OpenAI error envelope for each refusal."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from facade.schemas import ErrorResponse
+from facade.openapi import error_responses, json_body, json_or_event_stream
 
 
 def add_post_routes(
     router: APIRouter,
     paths: Sequence[str],
     endpoint: Callable[..., Any],
+    *,
+    body: type[BaseModel],
     reply: type[BaseModel],
+    chunk: type[BaseModel],
+    description: str,
     summary: str,
 ) -> None:
     for path in paths:
@@ -27,18 +32,10 @@ def add_post_routes(
             include_in_schema=path == paths[0],
             response_model=None,
             responses={
-                200: {"model": reply, "description": "A completion, or an SSE stream"},
-                400: {"model": ErrorResponse},
-                401: {"model": ErrorResponse},
-                404: {"model": ErrorResponse},
-                429: {"model": ErrorResponse},
-                503: {"model": ErrorResponse},
+                **json_or_event_stream(reply, chunk, description),
+                **error_responses(400, 401, 404, 413, 429, 500, 503, 504),
             },
-            openapi_extra={
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                }
-            },
+            # The body is read by the endpoint itself; this documents what it is parsed as.
+            openapi_extra=json_body(body),
             summary=summary,
         )

@@ -75,7 +75,7 @@ def replicas(inference_server: InferenceServerThread) -> Iterator[list[Replica]]
     yield started
     for replica in started:
         replica.stop()
-    wait_until_idle(inference_server, timeout=2.0)
+    wait_until_idle(inference_server)
 
 
 def test_least_outstanding_spreads_streams_and_survives_a_replica_leaving(

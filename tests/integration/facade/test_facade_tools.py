@@ -87,7 +87,6 @@ def formatted_answers(
     return [c.message.content or "" for c in finished]
 
 
-@NEEDS_INFERENCE
 @TORCH_ONLY
 @pytest.mark.parametrize("model", [MISTRAL_ID, QWEN_ID])
 def test_json_schema_outputs_always_validate(client: openai.OpenAI, model: str) -> None:
@@ -99,7 +98,6 @@ def test_json_schema_outputs_always_validate(client: openai.OpenAI, model: str) 
         jsonschema.validate(json.loads(content), ANSWER_SCHEMA)
 
 
-@NEEDS_INFERENCE
 @TORCH_ONLY
 def test_json_object_outputs_are_objects(client: openai.OpenAI) -> None:
     for content in formatted_answers(client, QWEN_ID, {"type": "json_object"}, seed=5):

@@ -236,7 +236,7 @@ def completion(
     for response in responses:
         builder.add(response)
     reply = builder.to_json("chatcmpl-1", 1700000000, "m", "fp_1")
-    # What chat_run sends: validated, without the fields to_json left out.
+    # What generation_run sends: validated, without the fields to_json left out.
     return json.loads(ChatCompletion.model_validate(reply).model_dump_json(exclude_unset=True))
 
 
