@@ -7,18 +7,10 @@ request.
 
 from __future__ import annotations
 
-import time
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
-from starlette.responses import Response
+from fastapi import APIRouter
 
 from facade.admission import admit
-from facade.auth import Principal
-from facade.deps import FacadeState, get_state, require_principal
-from facade.generation_run import GenerationRun
-from facade.request_context import request_record
-from facade.routes.registration import add_post_routes
+from facade.routes.registration import add_generating_routes
 from facade.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
 router = APIRouter()
@@ -31,28 +23,15 @@ CHAT_PATHS = (
     "/v1/chat/completions/chat/completions",
 )
 
-
-async def create_chat_completion(
-    request: Request,
-    principal: Annotated[Principal, Depends(require_principal)],
-    state: Annotated[FacadeState, Depends(get_state)],
-) -> Response:
-    """Creates a model response for the given chat conversation (OpenAI-compatible)."""
-    started = time.perf_counter()
-    # The body is read here rather than as a parameter so that a bad key is a 401 before any
-    # body is looked at.
-    body = await request.body()
-    admitted = await admit(body, principal, state, started, request_record(request))
-    return GenerationRun(state, admitted)
-
-
-add_post_routes(
+add_generating_routes(
     router,
     CHAT_PATHS,
-    create_chat_completion,
+    admit,
+    name="create_chat_completion",
     body=ChatCompletionRequest,
     reply=ChatCompletion,
     chunk=ChatCompletionChunk,
-    description="A chat completion, or with `stream` its chunks",
     summary="Create chat completion",
+    description="Creates a model response for the given chat conversation (OpenAI-compatible).",
+    reply_description="A chat completion, or with `stream` its chunks",
 )

@@ -7,18 +7,10 @@ Admitted like chat (facade/admission.py `admit_completion`) and run by the same
 
 from __future__ import annotations
 
-import time
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
-from starlette.responses import Response
+from fastapi import APIRouter
 
 from facade.admission import admit_completion
-from facade.auth import Principal
-from facade.deps import FacadeState, get_state, require_principal
-from facade.generation_run import GenerationRun
-from facade.request_context import request_record
-from facade.routes.registration import add_post_routes
+from facade.routes.registration import add_generating_routes
 from facade.schemas import Completion, CompletionRequest
 
 router = APIRouter()
@@ -26,28 +18,16 @@ router = APIRouter()
 # The documented path first; the others are what clients' base URLs produce (as for chat).
 COMPLETION_PATHS = ("/v1/completions", "/completions", "/api/v1/completions")
 
-
-async def create_completion(
-    request: Request,
-    principal: Annotated[Principal, Depends(require_principal)],
-    state: Annotated[FacadeState, Depends(get_state)],
-) -> Response:
-    """Creates a completion for the given prompt(s) (OpenAI's legacy text completions)."""
-    started = time.perf_counter()
-    # The body is read here so that a bad key is a 401 before any body is looked at.
-    body = await request.body()
-    admitted = await admit_completion(body, principal, state, started, request_record(request))
-    return GenerationRun(state, admitted)
-
-
-add_post_routes(
+add_generating_routes(
     router,
     COMPLETION_PATHS,
-    create_completion,
+    admit_completion,
+    name="create_completion",
     body=CompletionRequest,
     reply=Completion,
     # A chunk is a `text_completion` object too (as in OpenAI's own document).
     chunk=Completion,
-    description="A text completion, or with `stream` its chunks",
     summary="Create completion",
+    description="Creates a completion for the given prompt(s) (OpenAI's legacy text completions).",
+    reply_description="A text completion, or with `stream` its chunks",
 )

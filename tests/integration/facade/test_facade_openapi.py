@@ -1,10 +1,10 @@
 """The served OpenAPI document: valid, complete, and true to what the facade answers.
 
 The first test validates /openapi.json with openapi-spec-validator and checks what FastAPI
-alone got wrong (the chat and completions bodies as bare objects, no stream, no error envelope, a 422 that
-is never sent). The slow one runs schemathesis, as its users run it, against a real facade
-and inference service (synthetic engine) on loopback: generated and mutated requests on
-every route, and every answer checked against the document.
+alone got wrong (the chat and completions bodies as bare objects, no stream, no error
+envelope, a 422 that is never sent). The slow one runs schemathesis, as its users run it,
+against a real facade and inference service (synthetic engine) on loopback: generated and
+mutated requests on every route, and every answer checked against the document.
 """
 
 from __future__ import annotations
