@@ -1,6 +1,7 @@
-"""Admission of a chat request: the body, cross-field rules, the model and the key's access,
-the model's limits (from ListModels), the facade-wide gate and the key's rate limits. An
-admitted request holds a gate slot and a lease that facade/chat_run.py gives back at its end.
+"""Admission of a chat or text completions request: the body, cross-field rules, the model and
+the key's access, the model's limits (from ListModels), the facade-wide gate and the key's rate
+limits. An admitted request holds a gate slot and a lease that facade/generation_run.py gives
+back at its end.
 """
 
 from __future__ import annotations
@@ -8,89 +9,165 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pydantic import ValidationError
 
 from facade.auth import Principal
 from facade.backends import ModelEntry
+from facade.completions import CompletionShape
 from facade.deps import FacadeState
 from facade.errors import APIError, from_validation, model_not_found, rate_limited
 from facade.limits import Lease, LimitStoreUnavailable, RateLimitExceeded, estimate_tokens
 from facade.ratelimit_headers import rate_limit_headers
 from facade.request_context import RequestRecord
-from facade.schemas import ChatCompletionRequest
+from facade.schemas import ChatCompletionRequest, CompletionRequest, GenerationFields
 from facade.settings import FacadeSettings
+from facade.shapes import ChatShape, ResponseShape
 from facade.tool_rules import check_tool_fields, offered_functions
-from facade.translate import to_generate_request
+from facade.translate import to_generate_request, to_prompt_requests
 from tensorchat import tracing
 from tensorchat.v1 import inference_pb2 as pb
 
+RequestT = TypeVar("RequestT", ChatCompletionRequest, CompletionRequest)
+
 
 @dataclass(frozen=True, slots=True)
-class AdmittedChat:
-    """A chat request that passed admission, with the slot and lease it holds."""
+class Admitted:
+    """A request that passed admission, with the slot and lease it holds: its generations
+    (one per prompt; chat has one) and the shape its reply takes."""
 
     principal: Principal
-    req: ChatCompletionRequest
+    req: GenerationFields
     entry: ModelEntry
-    rpc: pb.GenerateRequest
+    rpcs: list[pb.GenerateRequest]
+    shape: ResponseShape
     lease: Lease
     started: float  # perf_counter() when the request arrived: latency and TTFT
     record: RequestRecord  # the access log's (facade/request_context.py)
-    completion_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    completion_id: str  # the reply's `id`
     created: int = field(default_factory=lambda: int(time.time()))  # the reply's `created`
 
 
 async def admit(
     body: bytes, principal: Principal, state: FacadeState, started: float, record: RequestRecord
-) -> AdmittedChat:
-    """The admitted request, or the APIError (4xx/5xx) that refuses it."""
+) -> Admitted:
+    """The admitted chat request, or the APIError (4xx/5xx) that refuses it."""
+    req = _parse(ChatCompletionRequest, body)
+    _check_fields(req, state.settings)
+    if req.top_logprobs and not req.logprobs:
+        message = "'logprobs' must be set to true when 'top_logprobs' is used."
+        raise _invalid("top_logprobs", message)
+    check_tool_fields(req)
+    entry = _model(req, principal, state, record)
+    lease = await _take_slot_and_lease(req, principal, state, _prompt_chars(req), req.n)
+
+    def rpcs(time_limit_ms: int) -> list[pb.GenerateRequest]:
+        # The generation's id: unique on the service even when clients reuse an X-Request-Id.
+        generation_id = record.generation_id
+        return [to_generate_request(req, entry.id, generation_id, time_limit_ms=time_limit_ms)]
+
+    generations = await _generations(state, lease, rpcs)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    return Admitted(
+        principal, req, entry, generations, ChatShape(req), lease, started, record, completion_id
+    )
+
+
+async def admit_completion(
+    body: bytes, principal: Principal, state: FacadeState, started: float, record: RequestRecord
+) -> Admitted:
+    """The admitted text completions request, or the APIError that refuses it."""
+    req = _parse(CompletionRequest, body)
+    _check_fields(req, state.settings)
+    # Honoured only where they change nothing: no extra candidates, no fill-in-the-middle.
+    if req.best_of is not None and req.best_of != req.n:
+        message = "Invalid 'best_of': generating more candidates than 'n' is not supported."
+        raise _invalid("best_of", message)
+    if req.suffix:
+        raise _invalid("suffix", "Invalid 'suffix': inserting text (a suffix) is not supported.")
+    prompts = req.prompts
+    choices = len(prompts) * req.n
+    if choices > state.settings.max_n:
+        message = f"Invalid 'n': at most {state.settings.max_n} choices over all prompts."
+        raise _invalid("n", message)
+    entry = _model(req, principal, state, record)
+    # A token id counts as the four characters of text a token averages.
+    chars = sum(len(p) if isinstance(p, str) else 4 * len(p) for p in prompts)
+    lease = await _take_slot_and_lease(req, principal, state, chars, choices)
+
+    def rpcs(time_limit_ms: int) -> list[pb.GenerateRequest]:
+        return to_prompt_requests(req, entry.id, record.generation_id, time_limit_ms=time_limit_ms)
+
+    generations = await _generations(state, lease, rpcs)
+    completion_id = f"cmpl-{uuid.uuid4().hex}"
+    return Admitted(
+        principal,
+        req,
+        entry,
+        generations,
+        CompletionShape(req),
+        lease,
+        started,
+        record,
+        completion_id,
+    )
+
+
+def _parse(model: type[RequestT], body: bytes) -> RequestT:
     try:
         # pydantic parses the JSON itself: strict, one pass.
-        req = ChatCompletionRequest.model_validate_json(body)
+        return model.model_validate_json(body)
     except ValidationError as error:
         raise from_validation(error) from None
-    _check_fields(req, state.settings)
+
+
+def _model(
+    req: GenerationFields, principal: Principal, state: FacadeState, record: RequestRecord
+) -> ModelEntry:
     entry = state.pool.resolve(req.model)
     record.model = entry.id
     if not principal.allows(entry.id, entry.aliases):
         raise model_not_found(req.model)
     _check_completion_limit(req, entry)
-    lease = await _take_slot_and_lease(req, principal, state)
-    time_limit_ms = int(state.settings.request_time_limit_s * 1000)
+    return entry
+
+
+async def _generations(
+    state: FacadeState, lease: Lease, build: Callable[[int], list[pb.GenerateRequest]]
+) -> list[pb.GenerateRequest]:
+    """The request's Generate RPCs (`build` gets the time limit in ms), traced like the
+    request; should building them fail, the slot and lease go back."""
     try:
-        # The generation's id: unique on the service even when clients reuse an X-Request-Id.
-        rpc = to_generate_request(req, entry.id, record.generation_id, time_limit_ms=time_limit_ms)
+        rpcs = build(int(state.settings.request_time_limit_s * 1000))
     except Exception:
         # Nothing ran: give back the slot and the whole token charge.
         state.gate.exit()
         await lease.release(0)
         raise
     if tracing.tracer() is not None:
-        tracing.inject_context(rpc.trace_context)  # the service's spans join the request's
-    return AdmittedChat(principal, req, entry, rpc, lease, started, record)
+        for rpc in rpcs:
+            tracing.inject_context(rpc.trace_context)  # the service's spans join the request's
+    return rpcs
 
 
-def _check_fields(req: ChatCompletionRequest, settings: FacadeSettings) -> None:
+def _check_fields(req: GenerationFields, settings: FacadeSettings) -> None:
     """Rules across fields, and the facade's own cap on `n` (tensorchat.limits bounds it)."""
     if req.n > settings.max_n:
         raise _invalid("n", f"Invalid 'n': at most {settings.max_n} choices per request.")
     if req.stream_options is not None and not req.stream:
         message = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
         raise _invalid("stream_options", message)
-    if req.top_logprobs and not req.logprobs:
-        message = "'logprobs' must be set to true when 'top_logprobs' is used."
-        raise _invalid("top_logprobs", message)
-    check_tool_fields(req)
 
 
-def _check_completion_limit(req: ChatCompletionRequest, entry: ModelEntry) -> None:
+def _check_completion_limit(req: GenerationFields, entry: ModelEntry) -> None:
     # The number is the service's (ModelInfo.max_output_tokens); checked here as well so that
     # the refusal names the parameter the client sent and costs no lease.
     limit, most = req.completion_limit, entry.info.max_output_tokens
     if limit is not None and most and limit > most:
-        param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+        param = req.completion_limit_param
         raise _invalid(
             param, f"Invalid '{param}': {limit} is more than this model's {most} completion tokens."
         )
@@ -101,14 +178,13 @@ def _invalid(param: str, message: str) -> APIError:
 
 
 async def _take_slot_and_lease(
-    req: ChatCompletionRequest, principal: Principal, state: FacadeState
+    req: GenerationFields, principal: Principal, state: FacadeState, prompt_chars: int, choices: int
 ) -> Lease:
     try:
         state.gate.enter()
     except RateLimitExceeded as error:
         raise rate_limited(error.message, error.retry_after_s, code="server_overloaded") from None
-    prompt_chars = _prompt_chars(req)
-    estimate = estimate_tokens(prompt_chars, req.completion_limit, req.n)
+    estimate = estimate_tokens(prompt_chars, req.completion_limit, choices)
     try:
         return await state.limiter.acquire(principal.name, principal.limits, estimate)
     except RateLimitExceeded as error:

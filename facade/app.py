@@ -21,8 +21,14 @@ from facade.metrics import FacadeMetrics, StatusMiddleware
 from facade.openapi import install_openapi
 from facade.readiness import ReadyNotifier
 from facade.request_context import RequestContext
-from facade.routes import chat, health, models
-from facade.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from facade.routes import chat, completions, health, models
+from facade.schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+)
 from facade.settings import FacadeSettings
 from tensorchat.freeze import freeze_loaded_objects
 
@@ -118,10 +124,11 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
     install_handlers(app)
     install_openapi(
         app,
-        request_models=[ChatCompletionRequest],
-        reply_models=[ChatCompletion, ChatCompletionChunk],
+        request_models=[ChatCompletionRequest, CompletionRequest],
+        reply_models=[ChatCompletion, ChatCompletionChunk, Completion],
     )
     app.include_router(chat.router)
+    app.include_router(completions.router)
     app.include_router(models.router)
     app.include_router(health.router)
     # Added last = outermost: the request id, span and access log see every response; then

@@ -68,7 +68,7 @@ def server_options(settings: FacadeSettings) -> dict[str, Any]:
             GuardedHttpToolsProtocol, limits=ConnectionLimits.from_settings(settings)
         ),
         "timeout_keep_alive": settings.keep_alive_timeout_s,
-        # Streams get this long to finish on SIGTERM before they are cut (facade.chat_run
+        # Streams get this long to finish on SIGTERM before they are cut (facade.generation_run
         # ends those with an error event).
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
     }

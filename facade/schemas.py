@@ -237,16 +237,20 @@ class StreamOptions(_Model):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Model):
-    """POST /v1/chat/completions body."""
+class GenerationFields(_Model):
+    """What chat and text completions share: the model, streaming, sampling and stopping.
+
+    One definition, so that both routes accept, bound and map (translate.py) them alike.
+    """
+
+    @property
+    def legacy_functions(self) -> bool:
+        """The request uses legacy `functions` (chat only): errors and replies name them."""
+        return False
 
     model: Annotated[str, Field(min_length=1)]
-    # Checked by `_messages` (OpenAI's wording); the schema says it too.
-    messages: Annotated[list[ChatMessage], Field(json_schema_extra={"minItems": 1})]
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None
     # Its upper bound is the facade's `max_n` (admission.py), which the service bounds.
     n: Annotated[int, Field(ge=1)] = 1
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
@@ -255,8 +259,6 @@ class ChatCompletionRequest(_Model):
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     seed: Annotated[int, Field(ge=INT64_MIN, le=UINT64_MAX)] | None = None
-    logprobs: bool | None = None
-    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     # Extensions (vLLM's names), honoured like the rest.
@@ -266,21 +268,6 @@ class ChatCompletionRequest(_Model):
     min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
     stop_token_ids: list[Annotated[int, Field(ge=0, le=UINT32_MAX)]] | None = None
-    tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
-    tool_choice: ToolChoice | None = None
-    parallel_tool_calls: bool | None = None
-    # Legacy function calling: mapped to tools (at most one call per choice), and answered
-    # with `message.function_call` as OpenAI does.
-    functions: Annotated[list[FunctionDefinition], Field(max_length=MAX_TOOLS)] | None = None
-    function_call: FunctionChoice | None = None
-    response_format: ResponseFormat | None = None
-
-    @field_validator("messages")
-    @classmethod
-    def _messages(cls, value: list[ChatMessage]) -> list[ChatMessage]:
-        if not value:
-            raise ValueError("messages must contain at least one message")
-        return value
 
     @field_validator("stop")
     @classmethod
@@ -302,13 +289,6 @@ class ChatCompletionRequest(_Model):
                 raise ValueError(f"bias for token {token} must be between -100 and 100")
         return value
 
-    @field_validator("response_format")
-    @classmethod
-    def _schema_present(cls, value: ResponseFormat | None) -> ResponseFormat | None:
-        if value is not None and value.type == "json_schema" and value.json_schema is None:
-            raise ValueError("type 'json_schema' needs a 'json_schema' object")
-        return value
-
     @property
     def stop_list(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -316,6 +296,49 @@ class ChatCompletionRequest(_Model):
     @property
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
+
+    @property
+    def completion_limit(self) -> int | None:
+        """The most tokens each choice may generate; None: up to the context."""
+        raise NotImplementedError
+
+    @property
+    def completion_limit_param(self) -> str:
+        """The parameter `completion_limit` came from, for a refusal to name."""
+        return "max_tokens"
+
+
+class ChatCompletionRequest(GenerationFields):
+    """POST /v1/chat/completions body."""
+
+    # Checked by `_messages` (OpenAI's wording); the schema says it too.
+    messages: Annotated[list[ChatMessage], Field(json_schema_extra={"minItems": 1})]
+    max_tokens: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    # Legacy function calling: mapped to tools (at most one call per choice), and answered
+    # with `message.function_call` as OpenAI does.
+    functions: Annotated[list[FunctionDefinition], Field(max_length=MAX_TOOLS)] | None = None
+    function_call: FunctionChoice | None = None
+    response_format: ResponseFormat | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _messages(cls, value: list[ChatMessage]) -> list[ChatMessage]:
+        if not value:
+            raise ValueError("messages must contain at least one message")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _schema_present(cls, value: ResponseFormat | None) -> ResponseFormat | None:
+        if value is not None and value.type == "json_schema" and value.json_schema is None:
+            raise ValueError("type 'json_schema' needs a 'json_schema' object")
+        return value
 
     @property
     def choice_param(self) -> str:
@@ -342,6 +365,53 @@ class ChatCompletionRequest(_Model):
     def completion_limit(self) -> int | None:
         # max_completion_tokens replaced max_tokens in OpenAI's API; it wins when both are set.
         return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def completion_limit_param(self) -> str:
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+
+
+# Legacy text completions: a prompt is text or token ids, and one request may carry several.
+TokenId = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+Prompt = str | list[str] | list[TokenId] | list[list[TokenId]]
+# OpenAI's bound on legacy `logprobs` (alternatives per position).
+MAX_LEGACY_LOGPROBS = 5
+
+
+class CompletionRequest(GenerationFields):
+    """POST /v1/completions body (OpenAI's legacy text completions)."""
+
+    prompt: Prompt
+    # OpenAI's default for this route.
+    max_tokens: Annotated[int, Field(ge=0, le=UINT32_MAX)] | None = 16
+    echo: bool = False
+    # The chosen token's log probability and this many alternatives (0-5).
+    logprobs: Annotated[int, Field(ge=0, le=MAX_LEGACY_LOGPROBS)] | None = None
+    # Refused unless neutral (admission.py): the server does not generate extra candidates,
+    # nor fill in the middle.
+    best_of: Annotated[int, Field(ge=1)] | None = None
+    suffix: str | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: Prompt) -> Prompt:
+        if isinstance(value, list) and (not value or any(p in ("", []) for p in value)):
+            raise ValueError("prompts must not be empty")
+        return value
+
+    @property
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: its text or its token ids."""
+        value = self.prompt
+        if isinstance(value, str):
+            return [value]
+        if all(isinstance(p, int) for p in value):
+            return [list(value)]  # type: ignore[arg-type]
+        return list(value)  # type: ignore[arg-type]
+
+    @property
+    def completion_limit(self) -> int | None:
+        return self.max_tokens
 
 
 # Responses -------------------------------------------------------------------------
@@ -453,6 +523,36 @@ class ChatCompletionChunk(BaseModel):
     model: str
     system_fingerprint: str | None
     choices: list[ChunkChoice]
+    usage: Usage | None = None
+
+
+class CompletionLogprobs(BaseModel):
+    """Legacy logprobs: parallel lists, one entry per token (facade/completions.py)."""
+
+    tokens: list[str]
+    # Null for an echoed prompt's first token (nothing precedes it).
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class Completion(BaseModel):
+    """A text completion (POST /v1/completions); chunks have this shape too, with
+    finish_reason null until a choice's last chunk, and `usage` only in the last one."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    system_fingerprint: str | None
+    choices: list[CompletionChoice]
     usage: Usage | None = None
 
 

@@ -24,7 +24,14 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from facade.schemas import ChatCompletionRequest, ChatMessage, FunctionDefinition, ResponseFormat
+from facade.schemas import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    FunctionDefinition,
+    GenerationFields,
+    ResponseFormat,
+)
 from facade.tool_output import CallAssembler, delta_fields
 from facade.tool_rules import (
     CallRef,
@@ -100,21 +107,49 @@ _PROTOCOL_PARAMS = {"constraint": "response_format"}
 _LEGACY_PARAM = re.compile(r"^tools(\[\d+\])(?:\.function)?")
 
 
-def openai_param(param: str, req: ChatCompletionRequest) -> str:
+def openai_param(param: str, legacy_functions: bool = False) -> str:
     """The OpenAI parameter behind a field the service refused (its INVALID_ARGUMENT `param`),
     as the client wrote the request: `constraint` -> `response_format`, and for a legacy
-    `functions` request `tools[1].function.parameters` -> `functions[1].parameters`,
-    `tool_choice` -> `function_call`."""
+    `functions` request (`legacy_functions`) `tools[1].function.parameters` ->
+    `functions[1].parameters`, `tool_choice` -> `function_call`."""
     head, dot, rest = param.partition(".")
     if head in _PROTOCOL_PARAMS:
         return _PROTOCOL_PARAMS[head] + dot + rest
-    if req.legacy_functions:
+    if legacy_functions:
         if param == "tool_choice":
             return "function_call"
         if param == "tools":
             return "functions"
         return _LEGACY_PARAM.sub(lambda m: f"functions{m.group(1)}", param, count=1)
     return param
+
+
+def to_prompt_requests(
+    req: CompletionRequest, model_id: str, request_id: str, *, time_limit_ms: int = 0
+) -> list[pb.GenerateRequest]:
+    """One Generate RPC per prompt of a text completions request (the service takes one
+    prompt per request; the facade runs them side by side and numbers the choices)."""
+    rpcs = []
+    prompts = req.prompts
+    for i, prompt in enumerate(prompts):
+        rpc = pb.GenerateRequest(
+            # Distinct ids: the generations share the backend's namespace of running ids.
+            request_id=request_id if len(prompts) == 1 else f"{request_id}-{i}",
+            model=model_id,
+            n=req.n,
+            logprobs=req.logprobs is not None,
+            top_logprobs=req.logprobs or 0,
+            echo=req.echo,
+            output=pb.OUTPUT_MODE_TEXT,
+        )
+        if isinstance(prompt, str):
+            rpc.prompt = prompt
+        else:
+            rpc.token_ids.ids.extend(prompt)
+        _fill_sampling(rpc.sampling, req)
+        _fill_stopping(rpc.stopping, req, time_limit_ms)
+        rpcs.append(rpc)
+    return rpcs
 
 
 def _fill_messages(messages: pb.ChatMessages, req: ChatCompletionRequest) -> None:
@@ -175,7 +210,7 @@ def _fill_constraint(constraint: pb.OutputConstraint, response_format: ResponseF
     constraint.strict = bool(spec.strict)
 
 
-def _fill_sampling(sampling: pb.SamplingParams, req: ChatCompletionRequest) -> None:
+def _fill_sampling(sampling: pb.SamplingParams, req: GenerationFields) -> None:
     sampling.SetInParent()  # present even when every field keeps its default
     sampling.presence_penalty = req.presence_penalty or 0.0
     sampling.frequency_penalty = req.frequency_penalty or 0.0
@@ -201,7 +236,7 @@ def _fill_sampling(sampling: pb.SamplingParams, req: ChatCompletionRequest) -> N
 
 
 def _fill_stopping(
-    stopping: pb.StoppingCriteria, req: ChatCompletionRequest, time_limit_ms: int
+    stopping: pb.StoppingCriteria, req: GenerationFields, time_limit_ms: int
 ) -> None:
     stopping.SetInParent()
     stopping.min_tokens = req.min_tokens
@@ -219,7 +254,8 @@ def finish_reason(reason: int, legacy_functions: bool) -> str:
     return "function_call" if legacy_functions and name == "tool_calls" else name
 
 
-def _logprob(value: float) -> float:
+def logprob_value(value: float) -> float:
+    """A logprob JSON can carry: OpenAI's -9999.0 for impossible tokens (no -Infinity, NaN)."""
     return value if value > _MIN_LOGPROB and not math.isnan(value) else _MIN_LOGPROB
 
 
@@ -232,12 +268,12 @@ def logprobs_content(items: Any) -> list[dict[str, Any]]:
     return [
         {
             "token": lp.token,
-            "logprob": _logprob(lp.logprob),
+            "logprob": logprob_value(lp.logprob),
             "bytes": _token_bytes(lp.token, lp.bytes),
             "top_logprobs": [
                 {
                     "token": top.token,
-                    "logprob": _logprob(top.logprob),
+                    "logprob": logprob_value(top.logprob),
                     "bytes": _token_bytes(top.token, top.bytes),
                 }
                 for top in lp.top_logprobs
@@ -248,19 +284,31 @@ def logprobs_content(items: Any) -> list[dict[str, Any]]:
 
 
 class UsageCounter:
-    """Usage summed over choices: the prompt once, completions of every choice."""
+    """Usage summed over choices: each prompt once, completions of every choice.
 
-    __slots__ = ("cached_tokens", "completion_tokens", "prompt_tokens")
+    A text completions request may carry several prompts (`prompt`, the index of the one a
+    choice answers); their choices share nothing, so their prompt tokens add up.
+    """
+
+    __slots__ = ("_cached", "_prompts", "completion_tokens")
 
     def __init__(self) -> None:
-        self.prompt_tokens = 0
+        self._prompts: dict[int, int] = {}
+        self._cached: dict[int, int] = {}
         self.completion_tokens = 0
-        self.cached_tokens = 0
 
-    def add(self, usage: pb.Usage) -> None:
-        self.prompt_tokens = max(self.prompt_tokens, usage.prompt_tokens)
-        self.cached_tokens = max(self.cached_tokens, usage.cached_tokens)
+    def add(self, usage: pb.Usage, prompt: int = 0) -> None:
+        self._prompts[prompt] = max(self._prompts.get(prompt, 0), usage.prompt_tokens)
+        self._cached[prompt] = max(self._cached.get(prompt, 0), usage.cached_tokens)
         self.completion_tokens += usage.completion_tokens
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(self._prompts.values())
+
+    @property
+    def cached_tokens(self) -> int:
+        return sum(self._cached.values())
 
     @property
     def total_tokens(self) -> int:
@@ -273,6 +321,35 @@ class UsageCounter:
             "total_tokens": self.total_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         }
+
+
+class ChunkFrame:
+    """The constant bytes of every chunk of one stream, serialised once per request: the head
+    up to a choice's index, the usage chunk's head, and the close (with include_usage every
+    chunk carries "usage": null until the last one, as OpenAI sends it)."""
+
+    __slots__ = ("close", "head", "usage_head")
+
+    def __init__(
+        self,
+        kind: str,
+        completion_id: str,
+        created: int,
+        model: str,
+        fingerprint: str,
+        include_usage: bool,
+    ) -> None:
+        common = (
+            f'{{"id":{_encode_str(completion_id)},"object":"{kind}",'
+            f'"created":{created},"model":{_encode_str(model)},'
+            f'"system_fingerprint":{_encode_str(fingerprint)},'
+        )
+        self.head = f'data: {common}"choices":[{{"index":'.encode()
+        self.usage_head = f'data: {common}"choices":[],"usage":'.encode()
+        self.close = b"]" + (b',"usage":null' if include_usage else b"") + b"}\n\n"
+
+    def usage(self, usage: UsageCounter) -> bytes:
+        return self.usage_head + json.dumps(usage.to_json()).encode() + b"}\n\n"
 
 
 class ChunkEncoder:
@@ -288,15 +365,7 @@ class ChunkEncoder:
     bare role chunk for that one first.
     """
 
-    __slots__ = (
-        "_close",
-        "_head",
-        "_legacy",
-        "_opened",
-        "_tail",
-        "_usage_head",
-        "_want_logprobs",
-    )
+    __slots__ = ("_close", "_frame", "_head", "_legacy", "_opened", "_tail", "_want_logprobs")
 
     def __init__(
         self,
@@ -310,15 +379,10 @@ class ChunkEncoder:
         want_logprobs: bool = False,
         legacy_functions: bool = False,
     ) -> None:
-        common = (
-            f'{{"id":{_encode_str(completion_id)},"object":"chat.completion.chunk",'
-            f'"created":{created},"model":{_encode_str(model)},'
-            f'"system_fingerprint":{_encode_str(fingerprint)},'
+        frame = self._frame = ChunkFrame(
+            "chat.completion.chunk", completion_id, created, model, fingerprint, include_usage
         )
-        self._head = f'data: {common}"choices":[{{"index":'.encode()
-        self._usage_head = f'data: {common}"choices":[],"usage":'.encode()
-        # With include_usage every chunk carries "usage": null until the last one (as OpenAI).
-        self._close = b"]" + (b',"usage":null' if include_usage else b"") + b"}\n\n"
+        self._head, self._close = frame.head, frame.close
         self._tail = b'"logprobs":null,"finish_reason":null}' + self._close
         self._opened = [False] * n
         self._want_logprobs = want_logprobs
@@ -392,7 +456,7 @@ class ChunkEncoder:
         )
 
     def usage(self, usage: UsageCounter) -> bytes:
-        return self._usage_head + json.dumps(usage.to_json()).encode() + b"}\n\n"
+        return self._frame.usage(usage)
 
 
 def _logprobs_json(content: list[dict[str, Any]]) -> bytes:

@@ -4,6 +4,7 @@ finish."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from inference.engines.base import EngineFinish, SequenceOutput, TokenLogprob
 from inference.text.stop import StopMatcher
@@ -23,6 +24,15 @@ _FINISH_REASONS = {
 _CALLS_END = frozenset({pb.FINISH_REASON_STOP, pb.FINISH_REASON_STOP_TOKEN})
 
 
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """GenerateRequest.echo: what each choice's first Delta returns of the prompt."""
+
+    text: str
+    first_token_id: int  # listed without a logprob: nothing comes before it
+    only: bool = False  # max_tokens 0: the prompt alone, nothing generated
+
+
 class ChoiceAssembler:
     """Accumulates a choice's outputs and emits at most one Delta and one Finished per `feed`.
 
@@ -40,8 +50,11 @@ class ChoiceAssembler:
         output: pb.OutputMode.ValueType,
         logprobs: bool,
         tool_calls: ToolCallParser | None = None,
+        echo: Echo | None = None,
+        continues: Sequence[int] = (),
     ) -> None:
-        """`tool_calls`: reads calls out of the text, for a choice that may call tools."""
+        """`tool_calls`: reads calls out of the text, for a choice that may call tools.
+        `continues`: for a raw prompt, its last ids, which the text continues."""
         self.index = index
         self.finished = False
         self.completion_tokens = 0
@@ -51,9 +64,11 @@ class ChoiceAssembler:
         self._want_text = output != pb.OUTPUT_MODE_TOKENS or bool(stops) or tool_calls is not None
         self._send_text = output != pb.OUTPUT_MODE_TOKENS
         self._want_logprobs = logprobs
-        self._detokenizer = tokenizer.new_detokenizer() if self._want_text else None
+        self._detokenizer = tokenizer.new_detokenizer(continues) if self._want_text else None
         self._stops = StopMatcher(stops) if stops else None
         self._tool_calls = tool_calls
+        self._echo = echo
+        self._echoed = False
 
     def feed(self, outputs: Sequence[SequenceOutput]) -> tuple[pb.Delta | None, pb.Finished | None]:
         """Returns the new Delta (None if nothing to send) and the Finished message, if done.
@@ -62,6 +77,8 @@ class ChoiceAssembler:
         """
         if self.finished:
             return None, None
+        if self._echo is not None and self._echo.only:
+            return self._echo_alone(outputs)
         token_ids: list[int] = []
         logprobs: list[TokenLogprob] = []
         finish: SequenceOutput | None = None
@@ -91,7 +108,7 @@ class ChoiceAssembler:
                 if finish is not None and matched_stop is None:
                     text += self._stops.flush()
 
-        delta = self._delta(text, token_ids, logprobs, calls)
+        delta = self._delta(text, token_ids, logprobs, calls, self._prompt(outputs))
         if matched_stop is not None:
             self.finished = True
             return delta, self._finished(
@@ -132,16 +149,48 @@ class ChoiceAssembler:
             take(parser.finish())
         return "".join(text), calls
 
+    def _echo_alone(
+        self, outputs: Sequence[SequenceOutput]
+    ) -> tuple[pb.Delta | None, pb.Finished | None]:
+        """max_tokens 0 with echo: the prompt, then LENGTH; what the engine generated is not
+        the client's (engines generate at least one token) and ending here cancels it."""
+        self.finished = True
+        cached = next((o.cached_tokens for o in outputs if o.finish is not None), 0)
+        return self._delta("", [], [], [], self._prompt(outputs)), self._finished(
+            pb.FINISH_REASON_LENGTH, cached
+        )
+
+    def _prompt(self, outputs: Sequence[SequenceOutput]) -> pb.PromptEcho | None:
+        """The PromptEcho for the choice's first Delta; None after it or without echo."""
+        if self._echo is None or self._echoed:
+            return None
+        self._echoed = True
+        echo = pb.PromptEcho(text=self._echo.text)
+        scored = next((o.prompt_logprobs for o in outputs if o.prompt_logprobs is not None), None)
+        if self._want_logprobs and scored is not None:
+            # The first token has no logprob (nothing precedes it): 0 and no alternatives.
+            first = self._tokenizer
+            echo.logprobs.add(
+                token_id=self._echo.first_token_id,
+                token=first.token_text(self._echo.first_token_id),
+                bytes=first.token_bytes(self._echo.first_token_id),
+            )
+            echo.logprobs.extend(self._logprob(item) for item in scored)
+        return echo
+
     def _delta(
         self,
         text: str,
         token_ids: list[int],
         logprobs: list[TokenLogprob],
         calls: list[pb.ToolCallDelta],
+        prompt: pb.PromptEcho | None = None,
     ) -> pb.Delta | None:
-        if not (text or token_ids or calls):
+        if not (text or token_ids or calls or prompt):
             return None
         delta = pb.Delta(tool_calls=calls)
+        if prompt is not None:
+            delta.prompt.CopyFrom(prompt)
         if self._send_text:
             delta.text = text
         if self._want_tokens:

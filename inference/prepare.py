@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from inference.choices import Echo
 from inference.engines.base import EngineRequest, unpaced
 from inference.errors import RequestError, invalid, model_not_found
 from inference.grammar import CompiledConstraint, ConstraintError, GrammarSpec
@@ -32,6 +33,8 @@ MAX_LOGIT_BIAS = 100.0
 # vocabulary's longest tokens (runs of spaces or dashes) stays under 32 over its length. So
 # it is refused by its length alone, before templating and tokenizing cost seconds of CPU.
 MAX_PROMPT_CHARS_PER_TOKEN = 32
+# Prompt ids the detokenizer of a raw prompt's continuation starts from (RequestPlan.continues).
+_CONTINUED_IDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +53,22 @@ class RequestPlan:
     def reads_tool_calls(self) -> bool:
         return self.tool_grammar is not None
 
+    # GenerateRequest.echo. With max_tokens 0 (Echo.only) the engine still generates one
+    # token (engines need one), which the client never sees.
+    echo: Echo | None = None
+    raw_prompt: bool = False  # a prompt or token ids, not messages
+
     @property
     def prompt_tokens(self) -> int:
         return len(self.engine_request.prompt_token_ids)
+
+    @property
+    def continues(self) -> list[int]:
+        """What the generated text continues: a raw prompt's last ids (a chat answer starts
+        text of its own). A few give the decoder the context a full decode would have."""
+        if self.raw_prompt:
+            return self.engine_request.prompt_token_ids[-_CONTINUED_IDS:]
+        return []
 
 
 def resolve_model(registry: ModelRegistry, name: str) -> ServedModel:
@@ -101,13 +117,15 @@ def _refuse_oversize(model: ServedModel, request: pb.GenerateRequest | pb.Tokeni
         size = len(request.prompt)
     else:
         return  # token ids: counted exactly, and as cheaply, by _max_tokens
-    most = model.max_input_tokens * MAX_PROMPT_CHARS_PER_TOKEN
-    if size > most:
+    longest = model.max_input_tokens
+    if size > longest * MAX_PROMPT_CHARS_PER_TOKEN:
+        param = _input_param(request)
+        holds = "hold" if param == "messages" else "holds"
         raise invalid(
-            "messages" if kind == "messages" else "prompt",
-            f"This model accepts prompts of at most {model.max_input_tokens} tokens. However, "
-            f"your {kind} hold {size} characters, more than any {model.max_input_tokens} "
-            "tokens can. Please reduce the length of the messages.",
+            param,
+            f"{_overflow_head(param, model.context_length, longest)}. However, your {param} "
+            f"{holds} {size} characters, more than any {longest} tokens can. "
+            f"Please reduce the length of the {param}.",
             code="context_length_exceeded",
         )
 
@@ -151,15 +169,21 @@ async def build_plan(
         # proto3 enums are open: an unknown number parses, and would be served as text.
         raise invalid("output", f"unknown output mode {request.output}")
     tools = _tool_use(request)
+    _check_echo(model, request)
     prompt = await off_loop(prompt_token_ids, model, request, tools)
     max_tokens = _max_tokens(model, request, len(prompt))
-    params = _sampling_params(model, request, n, max_tokens)
+    params = _sampling_params(model, request, n, max(max_tokens, 1))
     if stopping.min_tokens > max_tokens:
         raise invalid(
             "min_tokens", f"({stopping.min_tokens}) must not exceed max_tokens ({max_tokens})"
         )
     tool_grammar = tool_call_grammar(model.tokenizer.tool_format.syntax, tools) if tools else None
     constraint = await _compile_constraint(model, request, params, tool_grammar)
+    echo = None
+    if request.echo:
+        # Token ids decode to the text they echo: on the preparation threads, like encoding.
+        text = await off_loop(_echo_text, model, request, prompt)
+        echo = Echo(text, prompt[0], only=max_tokens == 0)
     deadline = time.monotonic() + stopping.time_limit_ms / 1000 if stopping.time_limit_ms else None
     return RequestPlan(
         model=model,
@@ -176,6 +200,8 @@ async def build_plan(
         output=request.output,
         tools=tools,
         tool_grammar=tool_grammar,
+        echo=echo,
+        raw_prompt=request.WhichOneof("input") != "messages",
     )
 
 
@@ -193,6 +219,23 @@ def _tool_use(request: pb.GenerateRequest) -> ToolUse | None:
             "constraint", "cannot be combined with tools; offer the output format as a tool"
         )
     return tools
+
+
+def _check_echo(model: ServedModel, request: pb.GenerateRequest) -> None:
+    if not request.echo:
+        return
+    if request.WhichOneof("input") == "messages":
+        raise invalid("echo", "is for a prompt (completions), not for messages")
+    if request.logprobs:
+        refusal = model.engine.prompt_logprobs_refusal()
+        if refusal is not None:
+            raise invalid("echo", f"with logprobs needs the prompt's log probabilities: {refusal}")
+
+
+def _echo_text(model: ServedModel, request: pb.GenerateRequest, prompt: list[int]) -> str:
+    if request.WhichOneof("input") == "prompt":
+        return request.prompt
+    return str(model.tokenizer.hf.decode(prompt, skip_special_tokens=False))
 
 
 def constraint_spec(constraint: pb.OutputConstraint) -> GrammarSpec | None:
@@ -293,6 +336,7 @@ def _sampling_params(
         n=n,
         logprobs=request.logprobs,
         top_logprobs=request.top_logprobs,
+        prompt_logprobs=request.echo and request.logprobs,
     )
 
 
@@ -300,35 +344,70 @@ def _max_tokens(model: ServedModel, request: pb.GenerateRequest, prompt_tokens: 
     """Requested max_tokens, or "up to the context" when unset; refuses a context overflow."""
     context = model.context_length
     stopping = request.stopping
-    if prompt_tokens > model.max_input_tokens:
-        raise invalid(
-            "messages",
-            f"This model accepts prompts of at most {model.max_input_tokens} tokens. However, "
-            f"your messages resulted in {prompt_tokens} tokens. Please reduce the length of the "
-            "messages.",
-            code="context_length_exceeded",
-        )
     if stopping.HasField("max_tokens"):
         max_tokens = stopping.max_tokens
-        if max_tokens < 1:
-            raise invalid("max_tokens", "must be at least 1")
+        if max_tokens < 1 and not request.echo:
+            raise invalid("max_tokens", "must be at least 1 (0 only with echo)")
         if max_tokens > model.max_output_tokens:
             raise invalid(
                 "max_tokens",
                 f"must be at most {model.max_output_tokens} for this model, got {max_tokens}",
             )
-    else:
-        max_tokens = min(model.max_output_tokens, context - prompt_tokens)
-    if prompt_tokens + max(max_tokens, 1) > context:
-        requested = prompt_tokens + max(max_tokens, 1)
-        raise invalid(
-            "messages",
-            f"This model's maximum context length is {context} tokens. However, you requested "
-            f"{requested} tokens ({prompt_tokens} in the messages, {max(max_tokens, 1)} in the "
-            "completion). Please reduce the length of the messages or completion.",
-            code="context_length_exceeded",
+        if prompt_tokens + max_tokens > context:
+            raise context_overflow(request, context, prompt_tokens, max_tokens)
+    # At least one completion token must fit, as with OpenAI.
+    if prompt_tokens > model.max_input_tokens or prompt_tokens >= context:
+        raise context_overflow(
+            request, context, prompt_tokens, longest_prompt=model.max_input_tokens
         )
+    if not stopping.HasField("max_tokens"):
+        max_tokens = min(model.max_output_tokens, context - prompt_tokens)
     return max_tokens
+
+
+def context_overflow(
+    request: pb.GenerateRequest,
+    context: int,
+    prompt_tokens: int,
+    completion_tokens: int | None = None,
+    *,
+    longest_prompt: int | None = None,
+) -> RequestError:
+    """A context overflow in OpenAI's words, which clients recognise by them: LiteLLM's
+    ContextWindowExceededError and `context_window_fallbacks` match "maximum context length".
+
+    With a completion length: "...you requested M tokens (P in the messages, C in the
+    completion)...". Without (or when the prompt alone is over the engine's longest prompt):
+    "...your messages resulted in P tokens...". A completions prompt is "the prompt".
+    """
+    param = _input_param(request)
+    if completion_tokens is not None:
+        message = (
+            f"{_overflow_head(param, context)}. However, you requested "
+            f"{prompt_tokens + completion_tokens} tokens ({prompt_tokens} in the {param}, "
+            f"{completion_tokens} in the completion). "
+            f"Please reduce the length of the {param} or completion."
+        )
+    else:
+        message = (
+            f"{_overflow_head(param, context, longest_prompt)}. However, your {param} resulted "
+            f"in {prompt_tokens} tokens. Please reduce the length of the {param}."
+        )
+    return invalid(param, message, code="context_length_exceeded")
+
+
+def _input_param(request: pb.GenerateRequest | pb.TokenizeRequest) -> str:
+    """The parameter a client sent its input as: chat's messages, or a completions prompt."""
+    return "messages" if request.WhichOneof("input") == "messages" else "prompt"
+
+
+def _overflow_head(param: str, context: int, longest_prompt: int | None = None) -> str:
+    head = f"This model's maximum context length is {context} tokens"
+    # An engine may take shorter prompts than its context (TensorRT-LLM without chunked
+    # context): say so, or the numbers would not explain the refusal.
+    if longest_prompt is not None and longest_prompt < context - 1:
+        head += f", of which the {param} may use at most {longest_prompt}"
+    return head
 
 
 def _validate_stops(stops: list[str]) -> tuple[str, ...]:

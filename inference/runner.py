@@ -142,6 +142,8 @@ async def _responses(
             output=plan.output,
             logprobs=request.params.logprobs,
             tool_calls=_tool_call_parser(plan),
+            echo=plan.echo,
+            continues=plan.continues,
         )
         for index in range(request.params.n)
     ]

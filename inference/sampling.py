@@ -29,6 +29,8 @@ class SamplingParams:
     n: int = 1
     logprobs: bool = False
     top_logprobs: int = 0
+    # Score the prompt too (see SequenceOutput.prompt_logprobs); top_logprobs applies to it.
+    prompt_logprobs: bool = False
 
     @property
     def greedy(self) -> bool:

@@ -45,6 +45,10 @@ class SequenceOutput:
     stop_token_id: int | None = None
     # Prompt tokens served from a prefix cache (reported once, on the finishing output).
     cached_tokens: int = 0
+    # With params.prompt_logprobs, on the choice's first output only: the log probability of
+    # each prompt token after the first, given the tokens before it (the first has nothing
+    # before it), with params.top_logprobs alternatives; the model's raw distribution.
+    prompt_logprobs: list[TokenLogprob] | None = None
 
 
 def unpaced() -> float:
@@ -147,6 +151,10 @@ class Engine(ABC):
     @abstractmethod
     def stats(self) -> EngineStats:
         """Current load; cheap enough to call on every metrics scrape."""
+
+    def prompt_logprobs_refusal(self) -> str | None:
+        """Why this engine cannot honour `params.prompt_logprobs`; None when it can."""
+        return None
 
 
 class EngineRequestError(ValueError):

@@ -289,6 +289,11 @@ class SyntheticEngine(Engine):
                     ids = ids[: k + 1] if token in params.stop_token_ids else ids[:k]
                     break
         out = SequenceOutput(index=choice.index, token_ids=ids)
+        if emitted == 0 and params.prompt_logprobs:
+            prompt = req.request.prompt_token_ids
+            out.prompt_logprobs = [
+                self._logprob(token, k, params.top_logprobs) for k, token in enumerate(prompt[1:])
+            ]
         if params.logprobs:
             out.logprobs = [
                 self._logprob(token, first + k, params.top_logprobs) for k, token in enumerate(ids)

@@ -53,17 +53,21 @@ class IncrementalDetokenizer:
         tokenizer: Tokenizer,
         byte_ids: frozenset[int] = frozenset(),
         special_ids: frozenset[int] = frozenset(),
+        context: Sequence[int] = (),
     ) -> None:
-        """`byte_ids`: see byte_fallback_ids(); `special_ids`: ids decode skips."""
+        """`byte_ids`: see byte_fallback_ids(); `special_ids`: ids decode skips; `context`: the
+        ids the sequence continues (a raw prompt's last few), so that its first token decodes
+        as it does after them: SentencePiece drops a leading space only at the start of text.
+        """
         self._tokenizer = tokenizer
         self._byte_ids = byte_ids
         self._special_ids = special_ids
         # Ids past the vocabulary (padded embedding rows) decode to nothing, like specials.
         self._known_ids = tokenizer.get_vocab_size(with_added_tokens=True) if byte_ids else 0
-        self._stream = DecodeStream(skip_special_tokens=True)
+        self._stream = DecodeStream(ids=list(context), skip_special_tokens=True)
         self._run: list[int] = []  # an unfinished byte-fallback run, not yet given to the stream
         self._held: list[int] = []  # ids given to the stream since its last non-empty delta
-        self._context: list[int] = []  # ids of the stream's last non-empty delta
+        self._context: list[int] = list(context)  # ids of the stream's last non-empty delta
 
     def push(self, token_ids: Sequence[int]) -> str:
         """New final text; never ends inside a multi-byte character; special tokens skipped."""

@@ -99,6 +99,9 @@ class ModelTokenizer:
         """The token's bytes decoded on their own, invalid UTF-8 replaced by U+FFFD."""
         return self._token_bytes(token_id).decode("utf-8", errors="replace")
 
-    def new_detokenizer(self) -> IncrementalDetokenizer:
-        """A fresh detokenizer for one generated sequence (cheap: call once per choice)."""
-        return IncrementalDetokenizer(self.hf.backend_tokenizer, self._byte_ids, self._special_ids)
+    def new_detokenizer(self, context: Sequence[int] = ()) -> IncrementalDetokenizer:
+        """A fresh detokenizer for one generated sequence (cheap: call once per choice);
+        `context`: the ids it continues, for a raw prompt (see IncrementalDetokenizer)."""
+        return IncrementalDetokenizer(
+            self.hf.backend_tokenizer, self._byte_ids, self._special_ids, context
+        )

@@ -466,7 +466,9 @@ class StoppingCriteria(_message.Message):
     IGNORE_EOS_FIELD_NUMBER: _builtins.int
     TIME_LIMIT_MS_FIELD_NUMBER: _builtins.int
     max_tokens: _builtins.int
-    """Unset: up to the model's context length."""
+    """Unset: up to the model's context length. 0 only with GenerateRequest.echo: the prompt
+    alone, nothing generated (scoring a text: echo with logprobs).
+    """
     min_tokens: _builtins.int
     """EOS and stop tokens are suppressed until this many tokens were generated."""
     ignore_eos: _builtins.bool
@@ -537,6 +539,7 @@ class GenerateRequest(_message.Message):
     CONSTRAINT_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    ECHO_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Chosen by the client, echoed in logs and metrics. Empty: the server makes one."""
     model: _builtins.str
@@ -550,6 +553,12 @@ class GenerateRequest(_message.Message):
     top_logprobs: _builtins.int
     """With logprobs: this many most likely alternatives per position (at most 20)."""
     output: Global___OutputMode.ValueType
+    echo: _builtins.bool
+    """Return the prompt too (OpenAI's legacy `echo`), in the first Delta of each choice
+    (Delta.prompt): its text and, with logprobs, each prompt token's log probability.
+    Refused (INVALID_ARGUMENT, param "echo") with logprobs on an engine that cannot score a
+    prompt (TensorRT-LLM built without --gather_context_logits). Not with messages.
+    """
     @_builtins.property
     def messages(self) -> Global___ChatMessages:
         """Rendered with the model's own chat template, ending with the assistant prompt."""
@@ -592,10 +601,11 @@ class GenerateRequest(_message.Message):
         constraint: Global___OutputConstraint | None = ...,
         tools: Global___Tools | None = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        echo: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["constraint", b"constraint", "input", b"input", "messages", b"messages", "prompt", b"prompt", "sampling", b"sampling", "stopping", b"stopping", "token_ids", b"token_ids", "tools", b"tools"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["constraint", b"constraint", "input", b"input", "logprobs", b"logprobs", "messages", b"messages", "model", b"model", "n", b"n", "output", b"output", "prompt", b"prompt", "request_id", b"request_id", "sampling", b"sampling", "stopping", b"stopping", "token_ids", b"token_ids", "tools", b"tools", "top_logprobs", b"top_logprobs", "trace_context", b"trace_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["constraint", b"constraint", "echo", b"echo", "input", b"input", "logprobs", b"logprobs", "messages", b"messages", "model", b"model", "n", b"n", "output", b"output", "prompt", b"prompt", "request_id", b"request_id", "sampling", b"sampling", "stopping", b"stopping", "token_ids", b"token_ids", "tools", b"tools", "top_logprobs", b"top_logprobs", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_input: _TypeAlias = _typing.Literal["messages", "prompt", "token_ids"]  # noqa: Y015
     _WhichOneofArgType_input: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
@@ -671,6 +681,7 @@ class Delta(_message.Message):
     TOKEN_IDS_FIELD_NUMBER: _builtins.int
     LOGPROBS_FIELD_NUMBER: _builtins.int
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    PROMPT_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """New text; never ends inside a multi-byte character or a possible stop string."""
     @_builtins.property
@@ -681,6 +692,10 @@ class Delta(_message.Message):
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCallDelta]:
         """Tool calls, parsed while they stream: text inside a call never appears in `text`."""
 
+    @_builtins.property
+    def prompt(self) -> Global___PromptEcho:
+        """With GenerateRequest.echo: the prompt, in the choice's first Delta only."""
+
     def __init__(
         self,
         *,
@@ -688,14 +703,46 @@ class Delta(_message.Message):
         token_ids: _abc.Iterable[_builtins.int] | None = ...,
         logprobs: _abc.Iterable[Global___TokenLogprob] | None = ...,
         tool_calls: _abc.Iterable[Global___ToolCallDelta] | None = ...,
+        prompt: Global___PromptEcho | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["prompt", b"prompt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["logprobs", b"logprobs", "text", b"text", "token_ids", b"token_ids", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["logprobs", b"logprobs", "prompt", b"prompt", "text", b"text", "token_ids", b"token_ids", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Delta: _TypeAlias = Delta  # noqa: Y015
+
+@_typing.final
+class PromptEcho(_message.Message):
+    """The prompt as the model saw it, for GenerateRequest.echo."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    LOGPROBS_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The request's prompt text, or its token ids decoded."""
+    @_builtins.property
+    def logprobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenLogprob]:
+        """With logprobs: one per prompt token, in order, each the token's log probability given the
+        tokens before it, with top_logprobs alternatives. The first token has nothing before it:
+        its logprob is 0 and it has no alternatives (OpenAI shows null).
+        """
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        logprobs: _abc.Iterable[Global___TokenLogprob] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["logprobs", b"logprobs", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromptEcho: _TypeAlias = PromptEcho  # noqa: Y015
 
 @_typing.final
 class ToolCallDelta(_message.Message):

@@ -417,15 +417,28 @@ def test_context_overflow_gives_both_numbers(
         generate(stub, messages=long_prompt)
     error = caught.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert f"at most {longest} tokens" in str(error.details())
-    assert f"resulted in {prompt_tokens} tokens" in str(error.details())
+    # OpenAI's words, which clients (LiteLLM) recognise a context overflow by.
+    assert f"This model's maximum context length is {TINY_CONTEXT} tokens" in str(error.details())
+    assert f"your messages resulted in {prompt_tokens} tokens" in str(error.details())
     assert (CODE_METADATA_KEY, "context_length_exceeded") in tuple(error.trailing_metadata())
 
     short = stub.CountTokens(pb.TokenizeRequest(model=MISTRAL_ID, messages=HELLO)).count
     with pytest.raises(grpc.RpcError) as caught:
         generate(stub, stopping=pb.StoppingCriteria(max_tokens=TINY_CONTEXT - short + 1))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert f"{short} in the messages" in str(caught.value.details())
+    assert f"({short} in the messages, {TINY_CONTEXT - short + 1} in the completion)" in str(
+        caught.value.details()
+    )
+
+    # A raw prompt (the completions route) is "the prompt", in the words and in the param.
+    with pytest.raises(grpc.RpcError) as caught:
+        generate(
+            stub,
+            token_ids=pb.TokenIds(ids=[5] * TINY_CONTEXT),
+            stopping=pb.StoppingCriteria(max_tokens=8),
+        )
+    assert f"({TINY_CONTEXT} in the prompt, 8 in the completion)" in str(caught.value.details())
+    assert (PARAM_METADATA_KEY, "prompt") in tuple(caught.value.trailing_metadata())
 
 
 def test_unset_max_tokens_means_up_to_the_context(stub: pb_grpc.InferenceStub) -> None:
@@ -531,6 +544,10 @@ def test_an_oversize_prompt_is_refused_before_it_is_templated_or_tokenized(
         generate(stub, messages=huge)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (CODE_METADATA_KEY, "context_length_exceeded") in tuple(caught.value.trailing_metadata())
+    # In OpenAI's words, which clients (LiteLLM) recognise, like every context overflow.
+    details = str(caught.value.details())
+    assert f"This model's maximum context length is {model.context_length} tokens" in details
+    assert f"your messages hold {len(too_long)} characters" in details
     assert encoded == []  # refused by its length alone
     generate(stub, **greedy(max_tokens=2))  # a prompt under the bound is still tokenized
     assert encoded == [1]

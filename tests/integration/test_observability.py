@@ -219,3 +219,34 @@ def test_each_process_logs_one_access_line_per_request(
     assert service["status"] == "OK" and service["completion_tokens"] == 3
     assert service["finish_reason"] == "length" and service["ttft_s"] is not None
     assert all(API_KEY not in r.getMessage() + str(r.__dict__) for r in caplog.records)
+
+
+def test_a_text_completion_of_two_prompts_is_one_trace_and_one_access_line(
+    http: httpx.Client, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    # /v1/completions runs like chat (facade/generation_run.py): the request id, one access
+    # line, and each prompt's generation a child of the request's span.
+    body = {"model": MODEL, "prompt": ["hi", "ho"], "max_tokens": 3, "user": "u-7"}
+    with caplog.at_level(logging.INFO, logger="tensorchat"):
+        response = http.post("/completions", json=body, headers={"x-request-id": "two-prompts"})
+        eventually(lambda: any(r.name == "tensorchat.facade.access" for r in caplog.records))
+        eventually(lambda: len(spans.get_finished_spans()) >= 9)
+    assert response.status_code == 200 and response.headers["x-request-id"] == "two-prompts"
+    (line,) = [r.fields for r in caplog.records if r.name == "tensorchat.facade.access"]  # type: ignore[attr-defined]
+    assert line["request_id"] == "two-prompts" and line["path"] == "/v1/completions"
+    assert line["status"] == 200 and line["key"] == "env-key-1" and line["model"] == MODEL
+    assert line["user"] == "u-7" and line["finish_reason"] == "length"
+    assert line["completion_tokens"] == 6 and line["prompt_tokens"] > 0
+    generation_id = line["generation_id"]
+    service_ids = {
+        r.fields["request_id"]  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "tensorchat.inference.access"
+    }
+    assert service_ids == {f"{generation_id}-0", f"{generation_id}-1"}
+    finished = spans.get_finished_spans()
+    (http_span,) = [span for span in finished if span.name == "POST /v1/completions"]
+    generations = [span for span in finished if span.name == "inference.generate"]
+    assert len(generations) == 2
+    for generate in generations:
+        assert generate.parent is not None and generate.parent.span_id == http_span.context.span_id

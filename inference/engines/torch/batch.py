@@ -118,9 +118,10 @@ class KVBatch:
 
     @classmethod
     def prefill(
-        cls, model: PreTrainedModel, prompts: Sequence[Sequence[int]]
+        cls, model: PreTrainedModel, prompts: Sequence[Sequence[int]], *, all_logits: bool = False
     ) -> tuple[KVBatch, torch.Tensor]:
-        """Run the prompts left-padded as one batch; return that batch and last logits [B, V]."""
+        """Run the prompts left-padded as one batch; return that batch and the last logits
+        [B, V], or with `all_logits` every position's [B, width, V] (prompt scoring)."""
         device = model.device
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), _PAD_ID, dtype=torch.long)
@@ -137,7 +138,7 @@ class KVBatch:
             position_ids=position_ids,
             **{cache_argument(model): scratch},
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=0 if all_logits else 1,
         )
         # Padded query positions attend to nothing; whatever a kernel leaves in their K/V
         # (zeros, garbage, NaN) must not leak into later steps, where 0 * NaN = NaN.
@@ -156,7 +157,7 @@ class KVBatch:
             )
         batch = cls()
         batch._set(layers, mask, mask.sum(-1))
-        return batch, out.logits[:, -1, :]
+        return batch, out.logits if all_logits else out.logits[:, -1, :]
 
     def decode(self, model: PreTrainedModel, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per row ([B] long); return the next-token logits [B, V]."""

@@ -30,6 +30,7 @@ from inference.engines.base import (
     EngineStats,
     EngineUnavailableError,
     SequenceOutput,
+    TokenLogprob,
 )
 from inference.engines.channel import OutputChannel
 from inference.engines.torch.batch import KVBatch
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 # Padded tokens one prefill may cost (rows x longest prompt), so that a burst of arrivals
 # does not stall the running rows for one huge step; one request is always admitted.
 _PREFILL_TOKEN_BUDGET = 8192
+# Prompt positions scored at once (prompt logprobs): bounds the log-softmax's extra memory.
+_SCORE_SLICE = 256
 
 
 class TorchEngineError(RuntimeError):
@@ -352,6 +355,10 @@ class TorchEngine(Engine):
                 req = self._waiting[0]
                 if rows + req.n > self.max_batch_size:
                     break
+                # A prompt to score needs every position's logits (prompt x vocabulary):
+                # it prefills alone, so that no other prompt's padding multiplies that.
+                if new and (_scores_prompt(req) or _scores_prompt(new[0])):
+                    break
                 width = max(longest, len(req.request.prompt_token_ids))
                 if new and (len(new) + 1) * width > _PREFILL_TOKEN_BUDGET:
                     break
@@ -373,7 +380,13 @@ class TorchEngine(Engine):
 
     def _prefill(self, new: list[_Request], out: _Outbox) -> None:
         model, sampler = self._require_model(), self._require_sampler()
-        batch, logits = KVBatch.prefill(model, [r.request.prompt_token_ids for r in new])
+        scoring = _scores_prompt(new[0])  # then it is alone (_admit)
+        prompts = [r.request.prompt_token_ids for r in new]
+        batch, logits = KVBatch.prefill(model, prompts, all_logits=scoring)
+        prompt_logprobs = None
+        if scoring:
+            prompt_logprobs = _prompt_logprobs(logits[0], new[0].request, self.vocab_size)
+            logits = logits[:, -1, :]
         # n choices share their request's prefill: repeat its cache row n times.
         expand = [i for i, req in enumerate(new) for _ in range(req.n)]
         if len(expand) != len(new):
@@ -399,6 +412,8 @@ class TorchEngine(Engine):
         self._rows.extend(rows)
         for row, token in zip(rows, sampled, strict=True):
             self._record(row, token, out)
+            if prompt_logprobs is not None:
+                out.outputs[row.req][-1].prompt_logprobs = prompt_logprobs  # its first output
 
     def _record(self, row: _Row, token: SampledToken, out: _Outbox) -> None:
         """Turn a sampled token into the row's output; decide whether the row ends here.
@@ -491,6 +506,39 @@ class TorchEngine(Engine):
         if self._sampler is None:
             raise EngineUnavailableError("the torch engine is not started")
         return self._sampler
+
+
+def _scores_prompt(req: _Request) -> bool:
+    return req.request.params.prompt_logprobs
+
+
+def _prompt_logprobs(
+    logits: torch.Tensor, request: EngineRequest, vocab: int
+) -> list[TokenLogprob]:
+    """Each prompt token's log probability after the first, from one row's prefill logits
+    [width, V] (the prompt right-aligned): position i's logits predict token i + 1."""
+    prompt = request.prompt_token_ids
+    top = request.params.top_logprobs
+    rows = logits[logits.shape[0] - len(prompt) : -1, :vocab].float()
+    scored: list[TokenLogprob] = []
+    # In slices: a log-softmax copy of the whole prompt's logits would double the memory.
+    for start in range(0, rows.shape[0], _SCORE_SLICE):
+        lp = torch.log_softmax(rows[start : start + _SCORE_SLICE], dim=-1)
+        targets = torch.tensor(prompt[start + 1 : start + 1 + lp.shape[0]], device=lp.device)
+        chosen = lp.gather(1, targets[:, None])[:, 0].tolist()
+        if top > 0:
+            values, ids = lp.topk(min(top, lp.shape[-1]), dim=-1)
+            tops = [
+                tuple(zip(i, v, strict=True))
+                for i, v in zip(ids.tolist(), values.tolist(), strict=True)
+            ]
+        else:
+            tops = [()] * len(chosen)
+        scored.extend(
+            TokenLogprob(t, value, alternatives)
+            for t, value, alternatives in zip(targets.tolist(), chosen, tops, strict=True)
+        )
+    return scored
 
 
 def _expired(req: _Request, now: float) -> bool:

@@ -497,6 +497,21 @@ class TrtllmEngine(Engine):
 
     # -- metrics ----------------------------------------------------------------------------------
 
+    def prompt_logprobs_refusal(self) -> str | None:
+        # TensorRT-LLM 1.2.x returns a prompt's logits only from an engine built with
+        # --gather_context_logits (cpp/tensorrt_llm/executor/executorImpl.cpp, fetchNewRequests:
+        # "Return context logit need to build engine with gather_context_logits", read at
+        # commit b35ac1b6), and such an engine runs without KV-cache block reuse
+        # (batch_manager/trtGptModelInflightBatching.cpp, executorConfigIsValid /
+        # fixExecutorConfig: "Context logits cannot be returned for reused tokens", same
+        # commit). The build targets do not ask for it, and this adapter does not yet turn
+        # Result.context_logits into prompt logprobs: refused here rather than served wrong.
+        return (
+            "the TensorRT-LLM engine does not return prompt log probabilities (that needs an "
+            "engine built with --gather_context_logits, which also turns KV-cache reuse off); "
+            "use echo without logprobs, or a torch-engine model"
+        )
+
     def stats(self) -> EngineStats:
         executor = self._executor
         if executor is None:

@@ -1,10 +1,10 @@
 """The served OpenAPI document: valid, complete, and true to what the facade answers.
 
 The first test validates /openapi.json with openapi-spec-validator and checks what FastAPI
-alone got wrong (the chat body as a bare object, no stream, no error envelope, a 422 that
-is never sent). The slow one runs schemathesis, as its users run it, against a real facade
-and inference service (synthetic engine) on loopback: generated and mutated requests on
-every route, and every answer checked against the document.
+alone got wrong (the chat and completions bodies as bare objects, no stream, no error
+envelope, a 422 that is never sent). The slow one runs schemathesis, as its users run it,
+against a real facade and inference service (synthetic engine) on loopback: generated and
+mutated requests on every route, and every answer checked against the document.
 """
 
 from __future__ import annotations
@@ -75,6 +75,16 @@ def test_the_served_document_is_valid_and_documents_bodies_streams_and_errors(
     assert {"model", "messages", "stream", "tools", "response_format"} <= set(request["properties"])
     assert set(chat["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
     assert "ChatCompletionChunk" in document["components"]["schemas"]
+    completions = document["paths"]["/v1/completions"]["post"]
+    body = completions["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/CompletionRequest"}
+    request = document["components"]["schemas"]["CompletionRequest"]
+    assert {"model", "prompt", "echo", "logprobs", "best_of", "suffix"} <= set(
+        request["properties"]
+    )
+    reply = completions["responses"]["200"]["content"]
+    assert reply["application/json"]["schema"] == {"$ref": "#/components/schemas/Completion"}
+    assert set(reply) == {"application/json", "text/event-stream"}
     envelope = {"$ref": "#/components/schemas/ErrorResponse"}
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
@@ -126,7 +136,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]
     # It really ran: a few hundred cases over every route, and all passed every check.
-    assert "5 selected / 5 total" in output, output[-3000:]
+    assert "6 selected / 6 total" in output, output[-3000:]
     counts = re.search(r"^\s*(\d+) generated, (\d+) passed(.*)$", output, re.MULTILINE)
     assert counts is not None, output[-3000:]
     assert int(counts[1]) == int(counts[2]) >= 200, counts[0]

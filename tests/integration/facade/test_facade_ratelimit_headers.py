@@ -1,4 +1,5 @@
-"""x-ratelimit-* headers as the openai SDK's raw responses show them, with either limiter.
+"""x-ratelimit-* headers as the openai SDK's raw responses show them, with either limiter, on
+chat and text completions alike.
 
 A key with a request and a token budget gets OpenAI's six headers on every response: the
 completion, the stream and the 429 that refuses it. A key without rate budgets gets none.
@@ -7,7 +8,7 @@ completion, the stream and the 429 that refuses it. A key without rate budgets g
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,24 +49,38 @@ def facade(
     server.stop()
 
 
+@pytest.fixture(params=["chat", "completions"])
+def create(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """Creates a completion on one route, as a raw response (its headers)."""
+    if request.param == "chat":
+
+        def chat(client: openai.OpenAI, **extra: Any) -> Any:
+            messages: list[Any] = [{"role": "user", "content": PROMPT}]
+            return client.chat.completions.with_raw_response.create(
+                model=SYNTHETIC, messages=messages, max_tokens=MAX_TOKENS, **extra
+            )
+
+        return chat
+
+    def text(client: openai.OpenAI, **extra: Any) -> Any:
+        return client.completions.with_raw_response.create(
+            model=SYNTHETIC, prompt=PROMPT, max_tokens=MAX_TOKENS, **extra
+        )
+
+    return text
+
+
 def _client(server: FacadeServerThread, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
 
 
-def _create(client: openai.OpenAI, **extra: Any) -> Any:
-    messages: list[Any] = [{"role": "user", "content": PROMPT}]
-    return client.chat.completions.with_raw_response.create(
-        model=SYNTHETIC, messages=messages, max_tokens=MAX_TOKENS, **extra
-    )
-
-
 def test_every_response_of_a_limited_key_reports_its_budgets(
-    facade: tuple[FacadeServerThread, dict[str, str]],
+    facade: tuple[FacadeServerThread, dict[str, str]], create: Callable[..., Any]
 ) -> None:
     server, keys = facade
     client = _client(server, keys["limited"])
 
-    first = _create(client)
+    first = create(client)
     first.parse()
     headers = first.headers
     assert headers["x-ratelimit-limit-requests"] == str(RPM)
@@ -76,7 +91,7 @@ def test_every_response_of_a_limited_key_reports_its_budgets(
     assert headers["x-ratelimit-reset-requests"] == "30s"
     assert GO_DURATION.match(headers["x-ratelimit-reset-tokens"])
 
-    stream = _create(client, stream=True)
+    stream = create(client, stream=True)
     assert [chunk.choices for chunk in stream.parse()]
     assert stream.headers["x-ratelimit-remaining-requests"] == "0"
     assert stream.headers["x-ratelimit-limit-tokens"] == str(TPM)
@@ -85,7 +100,7 @@ def test_every_response_of_a_limited_key_reports_its_budgets(
     assert stream.headers["x-ratelimit-reset-requests"] != "1m0s"
 
     with pytest.raises(openai.RateLimitError) as refused:
-        _create(client)
+        create(client)
     headers = refused.value.response.headers
     assert headers["x-ratelimit-limit-requests"] == str(RPM)
     assert headers["x-ratelimit-remaining-requests"] == "0"
@@ -95,9 +110,9 @@ def test_every_response_of_a_limited_key_reports_its_budgets(
 
 
 def test_a_key_without_rate_budgets_gets_no_ratelimit_headers(
-    facade: tuple[FacadeServerThread, dict[str, str]],
+    facade: tuple[FacadeServerThread, dict[str, str]], create: Callable[..., Any]
 ) -> None:
     server, keys = facade
-    response = _create(_client(server, keys["unlimited"]))
+    response = create(_client(server, keys["unlimited"]))
     response.parse()
     assert not [name for name in response.headers if name.startswith("x-ratelimit-")]

@@ -142,8 +142,8 @@ def test_service_params_are_named_as_the_client_wrote_them(
 ) -> None:
     function = WEATHER["function"]
     functions = [function, {**function, "name": "other"}]
-    assert openai_param(service, request(tools=[WEATHER])) == tools_name
-    assert openai_param(service, request(functions=functions)) == functions_name
+    assert openai_param(service, request(tools=[WEATHER]).legacy_functions) == tools_name
+    assert openai_param(service, request(functions=functions).legacy_functions) == functions_name
 
 
 def test_a_refused_constraint_is_a_400_naming_response_format() -> None:
@@ -151,7 +151,8 @@ def test_a_refused_constraint_is_a_400_naming_response_format() -> None:
     error = RequestError(
         grpc.StatusCode.INVALID_ARGUMENT, "constraint: bad schema", param="constraint"
     )
-    api_error = from_request_error(error, "r1", "m", lambda param: openai_param(param, req))
+    legacy = req.legacy_functions
+    api_error = from_request_error(error, "r1", "m", lambda param: openai_param(param, legacy))
     assert (api_error.status, api_error.param) == (400, "response_format")
     assert api_error.message == "Invalid 'response_format': bad schema"
 
@@ -270,7 +271,7 @@ def completion(
     for response in responses:
         builder.add(response)
     reply = builder.to_json("chatcmpl-1", 1700000000, "m", "fp_1")
-    # What chat_run sends: validated, without the fields to_json left out.
+    # What generation_run sends: validated, without the fields to_json left out.
     return json.loads(ChatCompletion.model_validate(reply).model_dump_json(exclude_unset=True))
 
 

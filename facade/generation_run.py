@@ -1,9 +1,18 @@
-"""The ASGI response that runs one admitted chat request (facade/admission.py) on a backend.
+"""The ASGI response that runs one admitted request (facade/admission.py) on a backend: a chat
+completion, or a text completion of one or more prompts.
 
-It owns the generation (a `facade.backend_streams.Generation`, read like a Generate call): it waits
-for the first message before sending a status (so an error the inference service finds, such
-as a context overflow, still gets its own status), streams or collects the rest, cancels the
-generation the moment the client disconnects, and at its end gives back the slot and lease.
+It owns the request's generations (`facade.backend_streams.Generation`s, read like Generate
+calls; one per prompt, chat has one): it starts them side by side on one replica and waits for
+the first message of each before sending a status (so an error the inference service finds,
+such as a context overflow, still gets its own status), streams or collects the rest, cancels
+the generations the moment the client disconnects, and at its end gives back the slot and
+lease. A request that failed before anything reached its client runs once more, on another
+replica (`_retryable`). The reply's shape (chat or text completion) is the admitted request's
+(facade/shapes.py).
+
+Several prompts' generations are read one after the other, their choices renumbered
+`prompt_index * n + i` as OpenAI numbers them; they run side by side on the backend all along,
+so reading in turn only orders the chunks.
 """
 
 from __future__ import annotations
@@ -12,12 +21,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import grpc
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from facade.admission import AdmittedChat
+from facade.admission import Admitted
 from facade.backend_streams import EOF, Generation
 from facade.backends import Backend, no_backend
 from facade.deps import FacadeState
@@ -25,10 +36,10 @@ from facade.errors import APIError, from_request_error
 from facade.metrics import record_final_status
 from facade.ratelimit_headers import rate_limit_headers
 from facade.request_context import reason_name
-from facade.schemas import ChatCompletion
 from facade.sse import DONE, SSE_HEADERS, DisconnectWatcher, error_event
-from facade.translate import ChunkEncoder, CompletionBuilder, UsageCounter, openai_param
+from facade.translate import UsageCounter, openai_param
 from tensorchat.request_error import RequestError
+from tensorchat.v1 import inference_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +49,17 @@ _DEADLINE_SLACK_S = 30.0
 _MAX_ATTEMPTS = 2
 
 
-class ChatRun(Response):
-    """The ASGI response that runs one admitted chat request on a backend."""
+class GenerationRun(Response):
+    """The ASGI response that runs one admitted request on a backend."""
 
-    def __init__(self, state: FacadeState, chat: AdmittedChat) -> None:
+    def __init__(self, state: FacadeState, run: Admitted) -> None:
         super().__init__(status_code=200)
         self.state = state
-        self.chat = chat
+        self.run = run
         self.usage = UsageCounter()
         self.status = 0
         self.first_token_at: float | None = None
-        self._call: Generation | None = None
+        self._calls: list[Generation] = []  # the current attempt's
         self._done = False
         self._began = False  # a 200 went out
 
@@ -69,13 +80,12 @@ class ChatRun(Response):
         finally:
             self._done = True
             watcher.stop()
-            if self._call is not None and not self._call.done():
-                self._call.cancel()
+            self._cancel_calls()
             if watcher.disconnected and not finished:
                 self.status = 499
             self.state.gate.exit()
             self.state.metrics.in_flight.dec()
-            await self.chat.lease.release(self._tokens_used())
+            await self.run.lease.release(self._tokens_used())
             record_final_status(scope, self.status or 499)
             self._record()
 
@@ -88,39 +98,54 @@ class ChatRun(Response):
         return None  # cut short without a usage report: keep the admission estimate
 
     def _cancel_rpc(self) -> None:
-        if not self._done and self._call is not None:
-            self._call.cancel()
+        if not self._done:
+            self._cancel_calls()
+
+    def _cancel_calls(self) -> None:
+        for call in self._calls:
+            if not call.done():
+                call.cancel()
 
     async def _run(self, send: Send, watcher: DisconnectWatcher) -> None:
         """Runs the request on a replica; once more on another if the first failed before
         anything reached the client (see `_retryable`)."""
         pool = self.state.pool
-        limit = self.state.settings.request_time_limit_s
-        timeout = limit + _DEADLINE_SLACK_S if limit else None
         tried: list[Backend] = []
         failure: RequestError | None = None
         while len(tried) < _MAX_ATTEMPTS:
-            backend = next((b for b in pool.candidates(self.chat.entry.id) if b not in tried), None)
+            backend = next((b for b in pool.candidates(self.run.entry.id) if b not in tried), None)
             if backend is None:
                 break
             tried.append(backend)
             if len(tried) > 1:
-                self.state.metrics.retries.labels(self.chat.entry.id).inc()
-            with pool.use(backend):
-                call = await backend.generations.start(self.chat.rpc, timeout)
-                self._call = call
+                self.state.metrics.retries.labels(self.run.entry.id).inc()
+            self._calls = []
+            with contextlib.ExitStack() as using:
+                calls = [await self._start(rpc, backend, using) for rpc in self.run.rpcs]
                 if watcher.disconnected:
-                    call.cancel()
-                if self.chat.req.stream:
-                    failure = await self._stream(send, call)
+                    self._cancel_calls()
+                if self.run.req.stream:
+                    failure = await self._stream(send, calls)
                 else:
-                    failure = await self._complete(send, call)
+                    failure = await self._complete(send, calls)
+                # A failed attempt's other generations stop before another replica runs them.
+                self._cancel_calls()
             if failure is None or not self._retryable(failure, backend):
                 break
         if failure is not None:
             await self._send_error(send, self._api_error(failure))
         elif not tried:
-            await self._send_error(send, no_backend(self.chat.req.model))
+            await self._send_error(send, no_backend(self.run.req.model))
+
+    async def _start(
+        self, rpc: pb.GenerateRequest, backend: Backend, using: contextlib.ExitStack
+    ) -> Generation:
+        """Starts one generation on `backend`, counted against it while the attempt runs."""
+        using.enter_context(self.state.pool.use(backend))
+        limit = self.state.settings.request_time_limit_s
+        call = await backend.generations.start(rpc, limit + _DEADLINE_SLACK_S if limit else None)
+        self._calls.append(call)
+        return call
 
     def _retryable(self, error: RequestError, backend: Backend) -> bool:
         # UNAVAILABLE with nothing sent to the client: the request did not run to an end on
@@ -139,7 +164,7 @@ class ChatRun(Response):
         with contextlib.suppress(Exception):  # the connection may be gone as well
             if not self._began:
                 await self._send_error(send, error)
-            elif self.chat.req.stream:
+            elif self.run.req.stream:
                 self.status = 503
                 body = error_event(error) + DONE
                 await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -149,13 +174,16 @@ class ChatRun(Response):
     ) -> list[tuple[bytes, bytes]]:
         """The headers of every response after admission: the key's rate-limit levels (the
         request id comes from facade/request_context.py, on every response)."""
-        limits = rate_limit_headers(self.chat.lease.levels)
+        limits = rate_limit_headers(self.run.lease.levels)
         return [*content_type, *((name.encode(), value.encode()) for name, value in limits.items())]
 
     def _api_error(self, error: RequestError) -> APIError:
-        req = self.chat.req
+        req = self.run.req
         return from_request_error(
-            error, self.chat.rpc.request_id, req.model, lambda param: openai_param(param, req)
+            error,
+            self.run.record.generation_id,
+            req.model,
+            lambda param: openai_param(param, req.legacy_functions),
         )
 
     async def _reply(self, send: Send, status: int, body: bytes, extra: dict[str, str]) -> None:
@@ -169,70 +197,62 @@ class ChatRun(Response):
     async def _send_error(self, send: Send, error: APIError) -> None:
         await self._reply(send, error.status, error.body(), error.headers)
 
-    async def _complete(self, send: Send, call: Generation) -> RequestError | None:
+    async def _complete(self, send: Send, calls: list[Generation]) -> RequestError | None:
         """Collects the whole completion and replies; a failure is returned unsent (nothing
         reached the client, so the caller may run the request elsewhere)."""
-        chat = self.chat
-        builder = CompletionBuilder(chat.req.n, bool(chat.req.logprobs), chat.req.legacy_functions)
+        run = self.run
+        builder = run.shape.builder()
         try:
-            while (message := await call.read()) is not EOF:
+            async for message in self._messages(calls):
                 if self.first_token_at is None and message.HasField("delta"):
                     self.first_token_at = time.perf_counter()
                 builder.add(message)
                 if message.HasField("finished"):
-                    self.chat.record.finish_reasons.append(reason_name(message.finished.reason))
+                    run.record.finish_reasons.append(reason_name(message.finished.reason))
         except RequestError as error:
             return error
         self.usage = builder.usage
         reply = builder.to_json(
-            chat.completion_id, chat.created, chat.req.model, chat.entry.fingerprint
+            run.completion_id, run.created, run.req.model, run.entry.fingerprint
         )
         self._began = True
         # Validated against the documented shape; exclude_unset keeps what to_json left out
         # (tool_calls when no call was made) out of the reply.
-        body = ChatCompletion.model_validate(reply).model_dump_json(exclude_unset=True)
+        body = run.shape.reply_model.model_validate(reply).model_dump_json(exclude_unset=True)
         await self._reply(send, 200, body.encode(), {})
         return None
 
-    async def _stream(self, send: Send, call: Generation) -> RequestError | None:
-        """Streams the request; a failure before its first message is returned unsent (the
-        caller may run it elsewhere), a later one ends the stream with an error event."""
+    async def _stream(self, send: Send, calls: list[Generation]) -> RequestError | None:
+        """Streams the request; a failure before every generation's first message is returned
+        unsent (the caller may run it elsewhere), a later one ends the stream with an error
+        event."""
         try:
-            first = await call.read()
+            firsts = await _first_messages(calls)
         except RequestError as error:
             return error
-        chat, req = self.chat, self.chat.req
-        encoder = ChunkEncoder(
-            chat.completion_id,
-            chat.created,
-            req.model,
-            chat.entry.fingerprint,
-            req.include_usage,
-            n=req.n,
-            want_logprobs=bool(req.logprobs),
-            legacy_functions=req.legacy_functions,
+        run, req = self.run, self.run.req
+        encoder = run.shape.encoder(
+            run.completion_id, run.created, req.model, run.entry.fingerprint
         )
         self.status = 200
         self._began = True
         headers = self._response_headers(SSE_HEADERS)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         usage = self.usage
-        message = first
         try:
-            while message is not EOF:
+            async for message in self._messages(calls, firsts):
                 if message.HasField("finished"):
-                    usage.add(message.finished.usage)
-                    chat.record.finish_reasons.append(reason_name(message.finished.reason))
+                    usage.add(message.finished.usage, message.index // req.n)
+                    run.record.finish_reasons.append(reason_name(message.finished.reason))
                 elif self.first_token_at is None:
                     self.first_token_at = time.perf_counter()
                 body = encoder.response(message)
                 if body:
                     await send({"type": "http.response.body", "body": body, "more_body": True})
-                message = await call.read()
         except RequestError as error:
             api_error = self._api_error(error)
             self.status = api_error.status
-            self.state.metrics.stream_errors.labels(chat.entry.id, str(api_error.status)).inc()
+            self.state.metrics.stream_errors.labels(run.entry.id, str(api_error.status)).inc()
             body = error_event(api_error) + DONE
             await send({"type": "http.response.body", "body": body, "more_body": False})
             return None
@@ -240,19 +260,43 @@ class ChatRun(Response):
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         return None
 
+    async def _messages(
+        self, calls: list[Generation], firsts: Sequence[Any] = ()
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        """Every generation's messages in turn (from its first, when already read), choices
+        numbered across prompts."""
+        n = self.run.req.n
+        for prompt, call in enumerate(calls):
+            message = firsts[prompt] if firsts else await call.read()
+            while message is not EOF:
+                if prompt:
+                    message.index += prompt * n
+                yield message
+                message = await call.read()
+
     def _record(self) -> None:
-        chat, metrics, model = self.chat, self.state.metrics, self.chat.entry.id
-        elapsed = time.perf_counter() - chat.started
+        run, metrics, model = self.run, self.state.metrics, self.run.entry.id
+        elapsed = time.perf_counter() - run.started
         if self.first_token_at is not None:
-            metrics.ttft.labels(model).observe(self.first_token_at - chat.started)
+            metrics.ttft.labels(model).observe(self.first_token_at - run.started)
         if self.status == 200:
-            metrics.latency.labels(model, "true" if chat.req.stream else "false").observe(elapsed)
+            metrics.latency.labels(model, "true" if run.req.stream else "false").observe(elapsed)
             metrics.prompt_tokens.labels(model).inc(self.usage.prompt_tokens)
             metrics.completion_tokens.labels(model).inc(self.usage.completion_tokens)
         # The access log line is written after the last byte (facade/request_context.py).
-        record = chat.record
+        record = run.record
         record.prompt_tokens = self.usage.prompt_tokens
         record.completion_tokens = self.usage.completion_tokens
-        record.user = chat.req.user
+        record.user = run.req.user
         if self.first_token_at is not None:
-            record.ttft_s = self.first_token_at - chat.started
+            record.ttft_s = self.first_token_at - run.started
+
+
+async def _first_messages(calls: list[Generation]) -> list[Any]:
+    """Each generation's first message, read side by side; raises the first prompt's
+    RequestError should any fail."""
+    outcomes = await asyncio.gather(*(call.read() for call in calls), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes
