@@ -257,8 +257,8 @@ def test_failures_end_their_generation_only(
     prompt_tokens = stub.CountTokens(
         pb.TokenizeRequest(model=MISTRAL_ID, messages=LONG_PROMPT)
     ).count
-    longest = inference_server.model(MISTRAL_ID).max_input_tokens  # trtllm: max_seq_len - 1
-    assert f"maximum context length is {longest} tokens" in overflow.message
+    # OpenAI's wording names the context length (prompt + completion), as test_generate's does.
+    assert f"maximum context length is {TINY_CONTEXT} tokens" in overflow.message
     assert f"resulted in {prompt_tokens} tokens" in overflow.message
     for index, (param, _) in enumerate(INVALID_REQUESTS):
         end = many.ends(f"invalid-{index}")[0]
