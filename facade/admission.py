@@ -1,7 +1,7 @@
-"""Admission of a chat or text completions request: the body, cross-field rules, the model and
-the key's access, the model's limits (from ListModels), the facade-wide gate and the key's rate
-limits. An admitted request holds a gate slot and a lease that facade/chat_run.py gives back at
-its end.
+"""Admission of a chat, text completions or Responses API request: the body, cross-field rules,
+the model and the key's access, the model's limits (from ListModels), the facade-wide gate and
+the key's rate limits. An admitted request holds a gate slot and a lease that
+facade/chat_run.py gives back at its end.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from facade.completions import CompletionShape
 from facade.deps import FacadeState
 from facade.errors import APIError, from_validation, model_not_found, rate_limited
 from facade.limits import Lease, LimitStoreUnavailable, RateLimitExceeded, estimate_tokens
+from facade.responses_input import check_unsupported, load_history, to_chat_request
+from facade.responses_output import ResponsesShape
+from facade.responses_schemas import ResponsesRequest
 from facade.schemas import ChatCompletionRequest, CompletionRequest, GenerationFields
 from facade.settings import FacadeSettings
 from facade.shapes import ChatShape, ResponseShape
@@ -28,7 +31,7 @@ from facade.tool_rules import check_tool_fields, offered_functions
 from facade.translate import to_generate_request, to_prompt_requests
 from tensorchat.v1 import inference_pb2 as pb
 
-RequestT = TypeVar("RequestT", ChatCompletionRequest, CompletionRequest)
+RequestT = TypeVar("RequestT", ChatCompletionRequest, CompletionRequest, ResponsesRequest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,7 @@ async def admit(body: bytes, principal: Principal, state: FacadeState, started: 
 
     shape = ChatShape(req)
     return await _admit(
-        req, principal, state, started, entry, "chatcmpl", shape, _prompt_chars(req), req.n, rpcs
+        req, principal, state, started, entry, "chatcmpl-", shape, _prompt_chars(req), req.n, rpcs
     )
 
 
@@ -91,7 +94,30 @@ async def admit_completion(
     chars = sum(len(p) if isinstance(p, str) else 4 * len(p) for p in prompts)
     shape = CompletionShape(req)
     choices = req.n * len(prompts)
-    return await _admit(req, principal, state, started, entry, "cmpl", shape, chars, choices, rpcs)
+    return await _admit(req, principal, state, started, entry, "cmpl-", shape, chars, choices, rpcs)
+
+
+async def admit_response(
+    body: bytes, principal: Principal, state: FacadeState, started: float
+) -> Admitted:
+    """The admitted Responses API request, or the APIError that refuses it: refused like the
+    chat request it means (facade/responses_input.py), which makes its generation."""
+    req = _parse(ResponsesRequest, body)
+    storing = check_unsupported(req, state.responses)
+    history = await load_history(req, state.responses, principal.name)
+    chat = to_chat_request(req, history)
+    _check_fields(chat, state.settings)
+    check_tool_fields(chat)
+    entry = _model(chat, principal, state)
+
+    def rpcs(response_id: str, time_limit_ms: int) -> list[pb.GenerateRequest]:
+        return [to_generate_request(chat, entry.id, response_id, time_limit_ms=time_limit_ms)]
+
+    store = state.responses if storing else None
+    shape = ResponsesShape(req, store=store, owner=principal.name, history=history)
+    return await _admit(
+        chat, principal, state, started, entry, "resp_", shape, _prompt_chars(chat), 1, rpcs
+    )
 
 
 def _parse(model: type[RequestT], body: bytes) -> RequestT:
@@ -116,14 +142,14 @@ async def _admit(
     state: FacadeState,
     started: float,
     entry: ModelEntry,
-    id_prefix: str,
+    id_prefix: str,  # of the reply's id: "chatcmpl-", "cmpl-", "resp_" as OpenAI's
     shape: ResponseShape,
     prompt_chars: int,
     choices: int,
     rpcs: Callable[[str, int], list[pb.GenerateRequest]],
 ) -> Admitted:
     lease = await _take_slot_and_lease(req, principal, state, prompt_chars, choices)
-    completion_id = f"{id_prefix}-{uuid.uuid4().hex}"
+    completion_id = f"{id_prefix}{uuid.uuid4().hex}"
     time_limit_ms = int(state.settings.request_time_limit_s * 1000)
     try:
         generations = rpcs(completion_id, time_limit_ms)

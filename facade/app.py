@@ -17,7 +17,8 @@ from facade.errors import install_handlers
 from facade.keywatch import start_key_reloads
 from facade.limits import ConcurrencyGate, InMemoryLimiter, KeyLimits, Limiter
 from facade.metrics import FacadeMetrics, StatusMiddleware
-from facade.routes import chat, completions, health, models
+from facade.response_store import ResponseStore
+from facade.routes import chat, completions, health, models, responses
 from facade.settings import FacadeSettings
 from tensorchat.freeze import freeze_loaded_objects
 
@@ -51,7 +52,14 @@ def build_state(settings: FacadeSettings, limiter: Limiter | None = None) -> Fac
         limiter=limiter or _build_limiter(settings, metrics),
         gate=ConcurrencyGate(settings.max_concurrent_requests),
         metrics=metrics,
+        responses=_build_response_store(settings),
     )
+
+
+def _build_response_store(settings: FacadeSettings) -> ResponseStore | None:
+    if settings.redis_url is None:
+        return None
+    return ResponseStore.from_url(settings.redis_url.get_secret_value(), settings.responses_ttl_s)
 
 
 def _build_limiter(settings: FacadeSettings, metrics: FacadeMetrics) -> Limiter:
@@ -94,6 +102,8 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
                 await reload_task
             await state.pool.close()
             await state.limiter.close()
+            if state.responses is not None:
+                await state.responses.close()
 
     app = FastAPI(
         title="tensorchat",
@@ -108,6 +118,7 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
     install_handlers(app)
     app.include_router(chat.router)
     app.include_router(completions.router)
+    app.include_router(responses.router)
     app.include_router(models.router)
     app.include_router(health.router)
     # Added last = outermost: count every response, then refuse oversized bodies early.

@@ -5,7 +5,8 @@ calls; one per prompt, chat has one): it starts them side by side and waits for 
 message of each before sending a status (so an error the inference service finds, such as a
 context overflow, still gets its own status), streams or collects the rest, cancels the
 generations the moment the client disconnects, and at its end gives back the slot and lease.
-The reply's shape (chat or text completion) is the admitted request's (facade/shapes.py).
+The reply's shape (chat or text completion, or a Responses API response) is the admitted
+request's (facade/shapes.py).
 
 Several prompts' generations are read one after the other, their choices renumbered
 `prompt_index * n + i` as OpenAI numbers them; they run side by side on the backend all along,
@@ -30,7 +31,8 @@ from facade.backend_streams import EOF, Generation
 from facade.backends import Backend, no_backend
 from facade.deps import FacadeState
 from facade.errors import APIError, from_request_error
-from facade.sse import DONE, SSE_HEADERS, DisconnectWatcher, error_event
+from facade.shapes import StreamEncoder
+from facade.sse import SSE_HEADERS, DisconnectWatcher
 from facade.translate import UsageCounter
 from tensorchat.request_error import RequestError
 from tensorchat.v1 import inference_pb2 as pb
@@ -203,6 +205,11 @@ class GenerationRun(Response):
             chat.completion_id, chat.created, chat.req.model, chat.entry.fingerprint
         )
         self._began = True
+        try:
+            await chat.shape.keep()
+        except APIError as error:
+            await self._send_error(send, error)
+            return
         # Validated against the documented shape; exclude_unset keeps what to_json left out
         # (tool_calls when no call was made) out of the reply.
         body = chat.shape.reply_model.model_validate(reply).model_dump_json(exclude_unset=True)
@@ -217,6 +224,9 @@ class GenerationRun(Response):
         self._began = True
         headers = self._with_request_id(SSE_HEADERS)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        opening = encoder.start()
+        if opening:
+            await send({"type": "http.response.body", "body": opening, "more_body": True})
         usage = self.usage
         try:
             async for message in messages:
@@ -228,14 +238,22 @@ class GenerationRun(Response):
                 if body:
                     await send({"type": "http.response.body", "body": body, "more_body": True})
         except RequestError as error:
-            api_error = self._api_error(error)
-            self.status = api_error.status
-            self.state.metrics.stream_errors.labels(chat.entry.id, str(api_error.status)).inc()
-            body = error_event(api_error) + DONE
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            await self._end_stream_with(send, encoder, self._api_error(error))
             return
-        tail = encoder.usage(usage) + DONE if req.include_usage else DONE
+        tail = encoder.end(usage)
+        try:
+            await chat.shape.keep()
+        except APIError as api_error:
+            await self._end_stream_with(send, encoder, api_error)
+            return
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _end_stream_with(self, send: Send, encoder: StreamEncoder, error: APIError) -> None:
+        """An error after the 200 went out: the stream's error events end it."""
+        self.status = error.status
+        self.state.metrics.stream_errors.labels(self.chat.entry.id, str(error.status)).inc()
+        body = encoder.error(error)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     def _record(self) -> None:
         chat, metrics, model = self.chat, self.state.metrics, self.chat.entry.id

@@ -12,6 +12,7 @@ from facade.auth import KeyRing, Principal
 from facade.backends import BackendPool
 from facade.limits import ConcurrencyGate, Limiter
 from facade.metrics import FacadeMetrics
+from facade.response_store import ResponseStore
 from facade.settings import FacadeSettings
 
 
@@ -25,6 +26,8 @@ class FacadeState:
     limiter: Limiter
     gate: ConcurrencyGate
     metrics: FacadeMetrics = field(default_factory=FacadeMetrics)
+    # Stored responses (Responses API), with Redis only; None: the facade keeps none.
+    responses: ResponseStore | None = None
 
 
 async def get_state(request: Request) -> FacadeState:

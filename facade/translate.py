@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from facade.errors import APIError
 from facade.schemas import (
     ChatCompletionRequest,
     ChatMessage,
@@ -31,6 +32,7 @@ from facade.schemas import (
     GenerationFields,
     ResponseFormat,
 )
+from facade.sse import DONE, error_event
 from facade.tool_output import CallAssembler, delta_fields
 from facade.tool_rules import (
     CallRef,
@@ -302,7 +304,7 @@ class ChunkFrame:
     up to a choice's index, the usage chunk's head, and the close (with include_usage every
     chunk carries "usage": null until the last one, as OpenAI sends it)."""
 
-    __slots__ = ("close", "head", "usage_head")
+    __slots__ = ("_include_usage", "close", "head", "usage_head")
 
     def __init__(
         self,
@@ -321,12 +323,39 @@ class ChunkFrame:
         self.head = f'data: {common}"choices":[{{"index":'.encode()
         self.usage_head = f'data: {common}"choices":[],"usage":'.encode()
         self.close = b"]" + (b',"usage":null' if include_usage else b"") + b"}\n\n"
+        self._include_usage = include_usage
 
     def usage(self, usage: UsageCounter) -> bytes:
         return self.usage_head + json.dumps(usage.to_json()).encode() + b"}\n\n"
 
+    def end(self, usage: UsageCounter) -> bytes:
+        """The stream's end: with include_usage the usage chunk, then `[DONE]`."""
+        return self.usage(usage) + DONE if self._include_usage else DONE
 
-class ChunkEncoder:
+
+class DataStream:
+    """The frame of a data-only stream of chunks (chat and text completions): nothing before
+    the first chunk, the usage chunk and `[DONE]` at the end, an error as one more `data:`
+    event and `[DONE]` (facade/sse.py)."""
+
+    __slots__ = ("_frame",)
+
+    _frame: ChunkFrame
+
+    def start(self) -> bytes:
+        return b""
+
+    def end(self, usage: UsageCounter) -> bytes:
+        return self._frame.end(usage)
+
+    def error(self, error: APIError) -> bytes:
+        return error_event(error) + DONE
+
+    def usage(self, usage: UsageCounter) -> bytes:
+        return self._frame.usage(usage)
+
+
+class ChunkEncoder(DataStream):
     """Byte-level `data: {...}\\n\\n` chunks for one streaming request.
 
     A choice's first chunk carries the role: with `content: ""` before text, or, as OpenAI
@@ -334,7 +363,7 @@ class ChunkEncoder:
     a tool call (so the SDK's stream helper rebuilds the non-streaming message exactly).
     """
 
-    __slots__ = ("_close", "_frame", "_head", "_legacy", "_opened", "_want_logprobs")
+    __slots__ = ("_close", "_head", "_legacy", "_opened", "_want_logprobs")
 
     def __init__(
         self,
@@ -412,9 +441,6 @@ class ChunkEncoder:
             reason.encode(),
             self._close,
         )
-
-    def usage(self, usage: UsageCounter) -> bytes:
-        return self._frame.usage(usage)
 
 
 def _logprobs_json(content: list[dict[str, Any]]) -> bytes:
