@@ -142,7 +142,7 @@ class OutputAssembler:
         if message.HasField("finished"):
             self.finish = finish_reason(message.finished.reason, False)
             self.usage.add(message.finished.usage)
-            self.close()
+            self._close_items()
         else:
             delta = message.delta
             if delta.text:
@@ -155,10 +155,13 @@ class OutputAssembler:
 
     def close(self) -> list[Event]:
         """Ends the open items (idempotent); the events that end them."""
+        self._events = []
+        self._close_items()
+        return self._events
+
+    def _close_items(self) -> None:
         self._close_message()
         self._close_calls()
-        events, self._events = self._events, []
-        return events
 
     def _event(self, kind: str, payload: dict[str, Any]) -> None:
         if self._emit:

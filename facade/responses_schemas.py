@@ -102,6 +102,17 @@ InputItem = Annotated[
 ]
 
 
+def _text_or_items(value: Any) -> str:
+    return "Text" if isinstance(value, str) else "Items"
+
+
+# Tagged so that an item's error names the item (input[2].content), not the string branch.
+Input = Annotated[
+    Annotated[str, Tag("Text")] | Annotated[list[InputItem], Tag("Items")],
+    Discriminator(_text_or_items),
+]
+
+
 class FunctionToolSpec(StrictModel):
     """A function tool in the Responses API's flat shape (no nested `function`)."""
 
@@ -163,7 +174,7 @@ class ResponsesRequest(StrictModel):
     """POST /v1/responses body."""
 
     model: Annotated[str, Field(min_length=1)]
-    input: str | list[InputItem]
+    input: Input
     # A system message before the input; not carried over by `previous_response_id`.
     instructions: str | None = None
     max_output_tokens: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None
