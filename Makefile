@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint format typecheck protos bench clean
+.PHONY: serve test lint format typecheck protos bench soak clean
 
 ## Set up (first run only) and serve the embedded default model: OpenAI API on :8000, gRPC on :50051.
 serve: $(VENV)/.installed
@@ -27,6 +27,12 @@ typecheck: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/stack.py $(ARGS)
 
+## Reliability under failures (not part of `make test`, a few minutes): streams while replicas
+## are killed, frozen and drained, with hostile connections; fails on any hung, duplicated or
+## leaked request (benchmarks/soak.py).
+soak: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/soak.py $(ARGS)
+
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -35,13 +41,12 @@ format: $(VENV)/.installed-dev
 protos: $(VENV)/.installed-dev
 	$(BIN)/python -m tensorchat.protogen
 
+# scripts/setup itself touches these when it succeeds, whoever runs it.
 $(VENV)/.installed: pyproject.toml scripts/setup
 	scripts/setup
-	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml scripts/setup
 	scripts/setup --dev
-	touch $(VENV)/.installed $@
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

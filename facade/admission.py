@@ -1,7 +1,7 @@
 """Admission of a chat, text completions or Responses API request: the body, cross-field rules,
 the model and the key's access, the model's limits (from ListModels), the facade-wide gate and
 the key's rate limits. An admitted request holds a gate slot and a lease that
-facade/chat_run.py gives back at its end.
+facade/generation_run.py gives back at its end.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from facade.completions import CompletionShape
 from facade.deps import FacadeState
 from facade.errors import APIError, from_validation, model_not_found, rate_limited
 from facade.limits import Lease, LimitStoreUnavailable, RateLimitExceeded, estimate_tokens
+from facade.ratelimit_headers import rate_limit_headers
+from facade.request_context import RequestRecord
 from facade.responses_input import check_unsupported, load_history, to_chat_request
 from facade.responses_output import ResponsesShape
 from facade.responses_schemas import ResponsesRequest
@@ -29,6 +31,7 @@ from facade.settings import FacadeSettings
 from facade.shapes import ChatShape, ResponseShape
 from facade.tool_rules import check_tool_fields, offered_functions
 from facade.translate import to_generate_request, to_prompt_requests
+from tensorchat import tracing
 from tensorchat.v1 import inference_pb2 as pb
 
 RequestT = TypeVar("RequestT", ChatCompletionRequest, CompletionRequest, ResponsesRequest)
@@ -42,15 +45,18 @@ class Admitted:
     principal: Principal
     req: GenerationFields
     entry: ModelEntry
-    completion_id: str
     rpcs: list[pb.GenerateRequest]
     shape: ResponseShape
     lease: Lease
     started: float  # perf_counter() when the request arrived: latency and TTFT
+    record: RequestRecord  # the access log's (facade/request_context.py)
+    completion_id: str  # the reply's `id`
     created: int = field(default_factory=lambda: int(time.time()))  # the reply's `created`
 
 
-async def admit(body: bytes, principal: Principal, state: FacadeState, started: float) -> Admitted:
+async def admit(
+    body: bytes, principal: Principal, state: FacadeState, started: float, record: RequestRecord
+) -> Admitted:
     """The admitted chat request, or the APIError (4xx/5xx) that refuses it."""
     req = _parse(ChatCompletionRequest, body)
     _check_fields(req, state.settings)
@@ -58,19 +64,23 @@ async def admit(body: bytes, principal: Principal, state: FacadeState, started: 
         message = "'logprobs' must be set to true when 'top_logprobs' is used."
         raise _invalid("top_logprobs", message)
     check_tool_fields(req)
-    entry = _model(req, principal, state)
+    entry = _model(req, principal, state, record)
+    lease = await _take_slot_and_lease(req, principal, state, _prompt_chars(req), req.n)
 
-    def rpcs(completion_id: str, time_limit_ms: int) -> list[pb.GenerateRequest]:
-        return [to_generate_request(req, entry.id, completion_id, time_limit_ms=time_limit_ms)]
+    def rpcs(time_limit_ms: int) -> list[pb.GenerateRequest]:
+        # The generation's id: unique on the service even when clients reuse an X-Request-Id.
+        generation_id = record.generation_id
+        return [to_generate_request(req, entry.id, generation_id, time_limit_ms=time_limit_ms)]
 
-    shape = ChatShape(req)
-    return await _admit(
-        req, principal, state, started, entry, "chatcmpl-", shape, _prompt_chars(req), req.n, rpcs
+    generations = await _generations(state, lease, rpcs)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    return Admitted(
+        principal, req, entry, generations, ChatShape(req), lease, started, record, completion_id
     )
 
 
 async def admit_completion(
-    body: bytes, principal: Principal, state: FacadeState, started: float
+    body: bytes, principal: Principal, state: FacadeState, started: float, record: RequestRecord
 ) -> Admitted:
     """The admitted text completions request, or the APIError that refuses it."""
     req = _parse(CompletionRequest, body)
@@ -82,23 +92,35 @@ async def admit_completion(
     if req.suffix:
         raise _invalid("suffix", "Invalid 'suffix': inserting text (a suffix) is not supported.")
     prompts = req.prompts
-    if len(prompts) * req.n > state.settings.max_n:
+    choices = len(prompts) * req.n
+    if choices > state.settings.max_n:
         message = f"Invalid 'n': at most {state.settings.max_n} choices over all prompts."
         raise _invalid("n", message)
-    entry = _model(req, principal, state)
-
-    def rpcs(completion_id: str, time_limit_ms: int) -> list[pb.GenerateRequest]:
-        return to_prompt_requests(req, entry.id, completion_id, time_limit_ms=time_limit_ms)
-
+    entry = _model(req, principal, state, record)
     # A token id counts as the four characters of text a token averages.
     chars = sum(len(p) if isinstance(p, str) else 4 * len(p) for p in prompts)
-    shape = CompletionShape(req)
-    choices = req.n * len(prompts)
-    return await _admit(req, principal, state, started, entry, "cmpl-", shape, chars, choices, rpcs)
+    lease = await _take_slot_and_lease(req, principal, state, chars, choices)
+
+    def rpcs(time_limit_ms: int) -> list[pb.GenerateRequest]:
+        return to_prompt_requests(req, entry.id, record.generation_id, time_limit_ms=time_limit_ms)
+
+    generations = await _generations(state, lease, rpcs)
+    completion_id = f"cmpl-{uuid.uuid4().hex}"
+    return Admitted(
+        principal,
+        req,
+        entry,
+        generations,
+        CompletionShape(req),
+        lease,
+        started,
+        record,
+        completion_id,
+    )
 
 
 async def admit_response(
-    body: bytes, principal: Principal, state: FacadeState, started: float
+    body: bytes, principal: Principal, state: FacadeState, started: float, record: RequestRecord
 ) -> Admitted:
     """The admitted Responses API request, or the APIError that refuses it: refused like the
     chat request it means (facade/responses_input.py), which makes its generation."""
@@ -108,16 +130,18 @@ async def admit_response(
     chat = to_chat_request(req, history)
     _check_fields(chat, state.settings)
     check_tool_fields(chat)
-    entry = _model(chat, principal, state)
+    entry = _model(chat, principal, state, record)
+    lease = await _take_slot_and_lease(chat, principal, state, _prompt_chars(chat), 1)
 
-    def rpcs(response_id: str, time_limit_ms: int) -> list[pb.GenerateRequest]:
-        return [to_generate_request(chat, entry.id, response_id, time_limit_ms=time_limit_ms)]
+    def rpcs(time_limit_ms: int) -> list[pb.GenerateRequest]:
+        generation_id = record.generation_id
+        return [to_generate_request(chat, entry.id, generation_id, time_limit_ms=time_limit_ms)]
 
+    generations = await _generations(state, lease, rpcs)
     store = state.responses if storing else None
     shape = ResponsesShape(req, store=store, owner=principal.name, history=history)
-    return await _admit(
-        chat, principal, state, started, entry, "resp_", shape, _prompt_chars(chat), 1, rpcs
-    )
+    response_id = f"resp_{uuid.uuid4().hex}"
+    return Admitted(principal, chat, entry, generations, shape, lease, started, record, response_id)
 
 
 def _parse(model: type[RequestT], body: bytes) -> RequestT:
@@ -128,37 +152,33 @@ def _parse(model: type[RequestT], body: bytes) -> RequestT:
         raise from_validation(error) from None
 
 
-def _model(req: GenerationFields, principal: Principal, state: FacadeState) -> ModelEntry:
+def _model(
+    req: GenerationFields, principal: Principal, state: FacadeState, record: RequestRecord
+) -> ModelEntry:
     entry = state.pool.resolve(req.model)
+    record.model = entry.id
     if not principal.allows(entry.id, entry.aliases):
         raise model_not_found(req.model)
     _check_completion_limit(req, entry)
     return entry
 
 
-async def _admit(
-    req: GenerationFields,
-    principal: Principal,
-    state: FacadeState,
-    started: float,
-    entry: ModelEntry,
-    id_prefix: str,  # of the reply's id: "chatcmpl-", "cmpl-", "resp_" as OpenAI's
-    shape: ResponseShape,
-    prompt_chars: int,
-    choices: int,
-    rpcs: Callable[[str, int], list[pb.GenerateRequest]],
-) -> Admitted:
-    lease = await _take_slot_and_lease(req, principal, state, prompt_chars, choices)
-    completion_id = f"{id_prefix}{uuid.uuid4().hex}"
-    time_limit_ms = int(state.settings.request_time_limit_s * 1000)
+async def _generations(
+    state: FacadeState, lease: Lease, build: Callable[[int], list[pb.GenerateRequest]]
+) -> list[pb.GenerateRequest]:
+    """The request's Generate RPCs (`build` gets the time limit in ms), traced like the
+    request; should building them fail, the slot and lease go back."""
     try:
-        generations = rpcs(completion_id, time_limit_ms)
+        rpcs = build(int(state.settings.request_time_limit_s * 1000))
     except Exception:
         # Nothing ran: give back the slot and the whole token charge.
         state.gate.exit()
         await lease.release(0)
         raise
-    return Admitted(principal, req, entry, completion_id, generations, shape, lease, started)
+    if tracing.tracer() is not None:
+        for rpc in rpcs:
+            tracing.inject_context(rpc.trace_context)  # the service's spans join the request's
+    return rpcs
 
 
 def _check_fields(req: GenerationFields, settings: FacadeSettings) -> None:
@@ -198,7 +218,9 @@ async def _take_slot_and_lease(
     except RateLimitExceeded as error:
         state.gate.exit()
         state.metrics.rate_limited.labels(principal.metric_label).inc()
-        raise rate_limited(error.message, error.retry_after_s) from None
+        refusal = rate_limited(error.message, error.retry_after_s)
+        refusal.headers.update(rate_limit_headers(error.levels))
+        raise refusal from None
     except LimitStoreUnavailable as error:  # Redis down, failing closed
         state.gate.exit()
         # The limiter tries Redis again about once a second (limits_redis.RETRY_INTERVAL_S).

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from facade.auth import KeyRing
+from facade.backend_streams import StreamLimits
 from facade.backends import BackendPool
 from facade.bodylimit import BodySizeLimit
 from facade.deps import FacadeState
@@ -17,8 +18,19 @@ from facade.errors import install_handlers
 from facade.keywatch import start_key_reloads
 from facade.limits import ConcurrencyGate, InMemoryLimiter, KeyLimits, Limiter
 from facade.metrics import FacadeMetrics, StatusMiddleware
+from facade.openapi import install_openapi
+from facade.readiness import ReadyNotifier
+from facade.request_context import RequestContext
 from facade.response_store import ResponseStore
+from facade.responses_schemas import ResponseObject, ResponsesRequest, ResponseStreamEvent
 from facade.routes import chat, completions, health, models, responses
+from facade.schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+)
 from facade.settings import FacadeSettings
 from tensorchat.freeze import freeze_loaded_objects
 
@@ -42,6 +54,11 @@ def build_state(settings: FacadeSettings, limiter: Limiter | None = None) -> Fac
         settings.backends,
         refresh_interval_s=settings.refresh_interval_s,
         probe_timeout_s=settings.probe_timeout_s,
+        keepalive_s=settings.backend_keepalive_s,
+        keepalive_timeout_s=settings.backend_keepalive_timeout_s,
+        progress_timeout_s=settings.progress_timeout_s,
+        stream_limits=StreamLimits(settings.stream_max_age_s, settings.stream_max_generations),
+        on_change=ReadyNotifier.from_environment(),
     )
     metrics = FacadeMetrics()
     metrics.watch_keys(keyring)
@@ -116,12 +133,25 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
     )
     app.state.facade = state
     install_handlers(app)
+    install_openapi(
+        app,
+        request_models=[ChatCompletionRequest, CompletionRequest, ResponsesRequest],
+        reply_models=[
+            ChatCompletion,
+            ChatCompletionChunk,
+            Completion,
+            ResponseObject,
+            ResponseStreamEvent,
+        ],
+    )
     app.include_router(chat.router)
     app.include_router(completions.router)
     app.include_router(responses.router)
     app.include_router(models.router)
     app.include_router(health.router)
-    # Added last = outermost: count every response, then refuse oversized bodies early.
+    # Added last = outermost: the request id, span and access log see every response; then
+    # count every response, then refuse oversized bodies early.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(StatusMiddleware, metrics=state.metrics)
+    app.add_middleware(RequestContext, access_log=settings.access_log)
     return app

@@ -9,6 +9,12 @@ A `Generation` reads like the Generate call it replaces: `read()` returns the ne
 GenerateResponse and then EOF, an end with an error raises it as the `RequestError` the
 service raised (`tensorchat.request_error`), and `cancel()` makes a pending read raise
 CancelledError and tells the service to stop.
+
+Streams move on. A stream stays on the replica it opened on, so a stream that lived for ever
+would keep a scaled-out or restarted inference tier from getting this facade's traffic. After
+`StreamLimits.max_age_s` or `max_generations` a stream retires: new generations go to a
+fresh stream (which the channel's round_robin places), the ones running on it finish there,
+and then it half-closes, so the service ends the call OK (inference.generate_many.Phase).
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -38,6 +47,19 @@ MAX_STREAMS_PER_BACKEND = 4
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
 
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """When a stream stops taking new generations (module docstring); 0: no such limit."""
+
+    max_age_s: float = 60.0
+    max_generations: int = 1000
+
+    def spent(self, stream: BackendStream, now: float) -> bool:
+        too_old = self.max_age_s > 0 and now - stream.opened_at >= self.max_age_s
+        too_many = self.max_generations > 0 and stream.started >= self.max_generations
+        return too_old or too_many
+
+
 def stream_ended(error: grpc.aio.AioRpcError | None) -> RequestError:
     """What a generation still open on a call that ended gets: UNAVAILABLE, whatever the call.
 
@@ -52,10 +74,12 @@ def stream_ended(error: grpc.aio.AioRpcError | None) -> RequestError:
 class Generation:
     """One request on a GenerateMany stream, read like a Generate call (module docstring)."""
 
-    __slots__ = ("_end", "_responses", "_stream", "_timer", "_wakeup", "request_id")
+    __slots__ = ("_end", "_responses", "_stream", "_timer", "_wakeup", "last_event", "request_id")
 
     def __init__(self, stream: BackendStream, request_id: str) -> None:
         self.request_id = request_id
+        # Loop time of its start or latest event: the stream's watchdog ends it if too old.
+        self.last_event = asyncio.get_running_loop().time()
         self._stream = stream
         self._responses: collections.deque[pb.GenerateResponse] = collections.deque()
         # None while running; then EOF, a RequestError, or CancelledError after cancel().
@@ -99,6 +123,12 @@ class Generation:
     def _expire(self) -> None:
         self._stop(RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
+    def stall(self, silent_s: float) -> None:
+        """No event for `silent_s`: end it, and stop the service's work, as not run to an end
+        there (UNAVAILABLE: retried elsewhere if nothing reached the client)."""
+        message = f"the backend sent nothing for this request in {silent_s:g} s"
+        self._stop(RequestError(grpc.StatusCode.UNAVAILABLE, message))
+
     def deliver(self, event: pb.GenerationEvent) -> bool:
         """Takes one event of this generation; True when it was the end."""
         kind = event.WhichOneof("kind")
@@ -106,6 +136,9 @@ class Generation:
             self._responses.append(event.response)
             self._wakeup.wake()
             return False
+        if kind == "refused":  # its start was refused: this side sends only fresh ids
+            self._finish(RequestError.of_end(event.refused))
+            return True
         if kind != "end":
             return False  # a kind this facade does not know yet
         self._finish(EOF if event.end.code == 0 else RequestError.of_end(event.end))
@@ -127,24 +160,72 @@ class Generation:
 class BackendStream:
     """One GenerateMany call: starts generations on it and hands each event to its reader."""
 
-    def __init__(self, stub: pb_grpc.InferenceAsyncStub) -> None:
+    def __init__(
+        self,
+        stub: pb_grpc.InferenceAsyncStub,
+        opened_at: float,
+        progress_timeout_s: float = 0.0,
+    ) -> None:
         # No request iterator: this side writes its messages as requests come.
         self._call = stub.GenerateMany()  # type: ignore[call-arg]  # grpc-stubs require one
         self._generations: dict[str, Generation] = {}
         self._write_lock = asyncio.Lock()
-        self._cancels: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Task[None]] = set()  # cancels and the half-close
+        self.opened_at = opened_at
+        self.started = 0  # generations started on it, for StreamLimits
         self.broken = False
-        # The backend refused a generation as UNAVAILABLE (it drains): new ones go elsewhere.
+        # Takes no new generations: it is spent (StreamLimits), or the backend refused one as
+        # UNAVAILABLE (it drains). Half-closed once none runs on it.
         self.retiring = False
+        self._half_closed = False
         self._reader = asyncio.create_task(self._read_events(), name="generate-many-reader")
+        self._watchdog: asyncio.Task[None] | None = None
+        if progress_timeout_s > 0:
+            self._watchdog = asyncio.create_task(
+                self._end_stalled(progress_timeout_s), name="generate-many-watchdog"
+            )
 
     @property
     def load(self) -> int:
         return len(self._generations)
 
+    @property
+    def accepting(self) -> bool:
+        return not (self.broken or self.retiring)
+
+    @property
+    def finished(self) -> bool:
+        """The call has ended (its reader is done): nothing more to close."""
+        return self._reader.done()
+
+    def retire(self) -> None:
+        """No new generations here; the running ones finish, then the call half-closes."""
+        self.retiring = True
+        self._half_close_if_idle()
+
+    def _half_close_if_idle(self) -> None:
+        if not self.retiring or self._generations or self.broken or self._half_closed:
+            return
+        self._half_closed = True
+        # After the writes queued before it (a cancel's), as the write lock takes them in turn.
+        self._spawn_write(self._half_close())
+
+    async def _half_close(self) -> None:
+        try:
+            async with self._write_lock:
+                await self._call.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass  # the call already ended: the reader has seen it
+
+    def _spawn_write(self, write: Any) -> None:
+        task = asyncio.create_task(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
     async def start(self, request: pb.GenerateRequest, timeout_s: float | None) -> Generation:
         generation = Generation(self, request.request_id)
         self._generations[request.request_id] = generation
+        self.started += 1
         if timeout_s is not None:
             generation.expire_after(timeout_s)
         # Shielded: grpc.aio cancels the whole call, every generation on it, when a write is
@@ -164,9 +245,8 @@ class BackendStream:
     def cancel(self, request_id: str) -> None:
         if self._generations.pop(request_id, None) is None or self.broken:
             return
-        task = asyncio.create_task(self._send_cancel(request_id))
-        self._cancels.add(task)
-        task.add_done_callback(self._cancels.discard)
+        self._spawn_write(self._send_cancel(request_id))
+        self._half_close_if_idle()
 
     async def _send_cancel(self, request_id: str) -> None:
         await self._write(
@@ -188,18 +268,37 @@ class BackendStream:
             return stream_ended(None)  # the call was cancelled under the write (shutdown)
         return None
 
+    async def _end_stalled(self, timeout_s: float) -> None:
+        """Ends each generation that got no event for `timeout_s` (a hung engine or replica).
+
+        One sweep a fraction of the timeout apart, rather than a timer reset per event: the
+        reader only stamps each generation's `last_event`, at no cost per token.
+        """
+        loop = asyncio.get_running_loop()
+        while not self.broken:
+            await asyncio.sleep(min(timeout_s / 4, 1.0))
+            too_old = loop.time() - timeout_s
+            for generation in [g for g in self._generations.values() if g.last_event < too_old]:
+                generation.stall(timeout_s)
+
     async def _read_events(self) -> None:
         generations = self._generations
         failure: grpc.aio.AioRpcError | None = None
+        loop = asyncio.get_running_loop()
         try:
             async for response in self._call:
+                now = loop.time()
                 for event in response.events:
                     generation = generations.get(event.request_id)
                     # Events of a generation this side cancelled may still come: drop them.
-                    if generation is not None and generation.deliver(event):
+                    if generation is None:
+                        continue
+                    generation.last_event = now
+                    if generation.deliver(event):
                         del generations[event.request_id]
                         if event.end.code == _UNAVAILABLE:
                             self.retiring = True  # draining: no new generations here
+                        self._half_close_if_idle()
         except grpc.aio.AioRpcError as error:
             failure = error
             if error.code() != grpc.StatusCode.CANCELLED:
@@ -215,24 +314,56 @@ class BackendStream:
     async def aclose(self) -> None:
         self._call.cancel()
         self._reader.cancel()
-        await asyncio.gather(self._reader, *self._cancels, return_exceptions=True)
+        tasks = [self._reader, *self._writes]
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            tasks.append(self._watchdog)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class BackendStreams:
-    """The GenerateMany streams to one backend, opened as they are needed."""
+    """The GenerateMany streams to one backend, opened as they are needed and retired when
+    spent (module docstring)."""
 
-    def __init__(self, stub: pb_grpc.InferenceAsyncStub) -> None:
+    def __init__(
+        self,
+        stub: pb_grpc.InferenceAsyncStub,
+        limits: StreamLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        progress_timeout_s: float = 0.0,
+    ) -> None:
         self._stub = stub
+        self._limits = limits or StreamLimits()
+        self._clock = clock
+        self._progress_timeout_s = progress_timeout_s  # 0: none (see BackendStream)
+        # Retiring streams stay listed until their call ends, so that aclose() reaches them.
         self._streams: list[BackendStream] = []
 
     async def start(self, request: pb.GenerateRequest, timeout_s: float | None) -> Generation:
         """Start `request` (its request_id unique) on the least loaded stream."""
-        self._streams = [s for s in self._streams if not (s.broken or s.retiring)]
-        stream = min(self._streams, key=_load, default=None)
-        if stream is None or (stream.load and len(self._streams) < MAX_STREAMS_PER_BACKEND):
-            stream = BackendStream(self._stub)
+        now = self._clock()
+        for spent in self._streams:
+            if spent.accepting and self._limits.spent(spent, now):
+                spent.retire()
+        self._streams = [s for s in self._streams if not s.finished]
+        accepting = [s for s in self._streams if s.accepting]
+        least = min(accepting, key=_load, default=None)
+        if least is None or (least.load and len(accepting) < MAX_STREAMS_PER_BACKEND):
+            stream = BackendStream(
+                self._stub, opened_at=now, progress_timeout_s=self._progress_timeout_s
+            )
             self._streams.append(stream)
-        return await stream.start(request, timeout_s)
+        else:
+            stream = least
+        generation = await stream.start(request, timeout_s)
+        if stream.accepting and self._limits.spent(stream, now):
+            stream.retire()  # at once: it half-closes as soon as its generations end
+        return generation
+
+    @property
+    def streams(self) -> list[BackendStream]:
+        """Open streams, retiring ones included (for tests and diagnostics)."""
+        return [s for s in self._streams if not s.finished]
 
     async def aclose(self) -> None:
         await asyncio.gather(*(stream.aclose() for stream in self._streams))

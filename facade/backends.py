@@ -25,21 +25,43 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from facade.backend_streams import BackendStreams
+from facade.backend_streams import BackendStreams, StreamLimits
 from facade.errors import APIError, clip, model_not_found
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
+DOWN_PROBE_INTERVAL_S = 0.25
+
 _CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
     # One channel per target may stand for many addresses; spread calls over all of them.
     ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
     # Re-resolve DNS promptly when a replica appears or goes away.
     ("grpc.dns_min_time_between_resolutions_ms", 5000),
+    # A target that is not up yet (a model still loading) is retried at least twice a second,
+    # not on gRPC's default backoff (1 s growing to 120 s), which left a just-loaded model
+    # unnoticed for ~10 s; with the probes below it is routed to within ~1 s.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
+
+
+def _channel_options(keepalive_s: float, keepalive_timeout_s: float) -> list[tuple[str, str | int]]:
+    """The channel options with keepalive: a backend that stops answering pings (SIGSTOP, a
+    lost host) is disconnected, and every call on it fails, instead of hanging for ever."""
+    return [
+        *_CHANNEL_OPTIONS,
+        ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(keepalive_timeout_s * 1000)),
+        # Ping idle channels too (a stream waiting for its first token carries no data), and
+        # without a limit on pings between data frames; the service permits both
+        # (inference.server.KEEPALIVE_PERMIT_OPTIONS).
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +105,8 @@ def no_backend(model: str) -> APIError:
 
 
 def fingerprint(info: pb.ModelInfo) -> str:
-    # Changes whenever the serving configuration does (engine, reload), as OpenAI's does.
+    # Changes whenever the serving configuration does (engine, checkpoint: `created` is the
+    # checkpoint's time), as OpenAI's does; a restart on the same model keeps it.
     digest = hashlib.sha256(f"{info.id}|{info.engine}|{info.created}".encode()).hexdigest()
     return f"fp_{digest[:10]}"
 
@@ -97,11 +120,18 @@ class BackendPool:
         *,
         refresh_interval_s: float = 5.0,
         probe_timeout_s: float = 2.0,
+        keepalive_s: float = 10.0,
+        keepalive_timeout_s: float = 5.0,
+        progress_timeout_s: float = 0.0,
         on_change: Callable[[BackendPool], None] | None = None,
+        stream_limits: StreamLimits | None = None,
     ) -> None:
         self.refresh_interval_s = refresh_interval_s
         self.probe_timeout_s = probe_timeout_s
+        self._channel_options = _channel_options(keepalive_s, keepalive_timeout_s)
+        self._progress_timeout_s = progress_timeout_s
         self._on_change = on_change
+        self._stream_limits = stream_limits
         self.targets = list(targets)
         # Channels are made in start(): a grpc.aio channel belongs to the loop it is made on.
         self.backends: list[Backend] = []
@@ -116,9 +146,12 @@ class BackendPool:
     async def start(self) -> None:
         """Open the channels, probe once (a target being down is fine), start the refresh loop."""
         for target in self.targets:
-            channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            channel = grpc.aio.insecure_channel(target, options=self._channel_options)
             stub = pb_grpc.InferenceStub(channel)
-            self.backends.append(Backend(target, channel, stub, BackendStreams(stub)))
+            streams = BackendStreams(
+                stub, self._stream_limits, progress_timeout_s=self._progress_timeout_s
+            )
+            self.backends.append(Backend(target, channel, stub, streams))
         await self.refresh()
         self._task = asyncio.create_task(self._refresh_loop(), name="backend-refresh")
 
@@ -134,11 +167,14 @@ class BackendPool:
 
     async def _refresh_loop(self) -> None:
         while True:
-            # A target that is down is probed every second, so a starting or restarted
+            # A target that is down is probed four times a second (a failed probe costs
+            # nothing: the channel answers UNAVAILABLE at once), so a starting or restarted
             # inference service is routed to as soon as it listens.
             down = any(not b.healthy for b in self.backends)
             await asyncio.sleep(
-                min(self.refresh_interval_s, 1.0) if down else self.refresh_interval_s
+                min(self.refresh_interval_s, DOWN_PROBE_INTERVAL_S)
+                if down
+                else self.refresh_interval_s
             )
             try:
                 await self.refresh()
@@ -156,10 +192,13 @@ class BackendPool:
                 pb.ListModelsRequest(), timeout=self.probe_timeout_s
             )
         except grpc.aio.AioRpcError as error:
-            if backend.healthy:
-                log.warning("backend %s is down: %s", backend.target, error.code().name)
+            reason = f"{error.code().name}: {error.details()}"
+            # Logged when it goes down, and when the reason changes: a target that never came
+            # up (wrong address, nothing listening) is logged too, once per reason.
+            if backend.healthy or reason != backend.last_error:
+                log.warning("backend %s is down: %s", backend.target, reason)
             backend.healthy, backend.models = False, {}
-            backend.last_error = f"{error.code().name}: {error.details()}"
+            backend.last_error = reason
             return
         if not backend.healthy:
             log.info("backend %s is up with %d model(s)", backend.target, len(response.models))

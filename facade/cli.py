@@ -89,9 +89,10 @@ def settings_from_args(args: argparse.Namespace) -> FacadeSettings:
             overrides[name] = value
     if getattr(args, "no_auth", False):
         overrides["auth_disabled"] = True
-    log_level = getattr(args, "log_level", None)
-    if log_level:
-        overrides["log_level"] = log_level
+    for name in ("log_level", "log_format"):
+        value = getattr(args, name, None)
+        if value:
+            overrides[name] = value
     return FacadeSettings(**overrides)
 
 
@@ -111,9 +112,7 @@ def _uvicorn_config(settings: FacadeSettings) -> Any:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        access_log=settings.access_log,
-        # Streams get this long to finish on SIGTERM before they are cut.
-        timeout_graceful_shutdown=30,
+        access_log=False,  # the facade writes its own (facade/request_context.py)
         **server_options(settings),
     )
 
@@ -127,7 +126,10 @@ async def serve_facade(settings: FacadeSettings) -> None:
 
 def run_facade(settings: FacadeSettings) -> None:
     """Run the facade in this process (blocking), with logging set up."""
-    configure_logging(settings.log_level)
+    from tensorchat.tracing import configure_tracing
+
+    configure_logging(settings.log_level, settings.log_format)
+    configure_tracing("tensorchat-facade")
     try:
         # uvloop's event loop costs a fraction of asyncio's per event, and every streamed
         # token is a few events; grpc.aio runs on it. (uvicorn[standard] installs it.)

@@ -1,6 +1,6 @@
 """Generate responses -> OpenAI's legacy text completions (`text_completion`), whole or streamed.
 
-A text completions request may carry several prompts; the run (facade/chat_run.py) reads their
+A text completions request may carry several prompts; the run (facade/generation_run.py) reads their
 generations one after the other with the choices already numbered as OpenAI numbers them,
 `prompt_index * n + i`, so everything here sees one request with `prompts * n` choices.
 
@@ -178,7 +178,6 @@ class TextChunkEncoder(DataStream):
 class CompletionShape:
     """`text_completion` replies and chunks (facade/shapes.py)."""
 
-    kind = "completion"
     reply_model: type[BaseModel] = Completion
 
     def __init__(self, req: CompletionRequest) -> None:

@@ -12,6 +12,7 @@ from facade.auth import KeyRing, Principal
 from facade.backends import BackendPool
 from facade.limits import ConcurrencyGate, Limiter
 from facade.metrics import FacadeMetrics
+from facade.request_context import request_record
 from facade.response_store import ResponseStore
 from facade.settings import FacadeSettings
 
@@ -61,4 +62,6 @@ async def require_principal(
     `_bearer` only documents the scheme in OpenAPI; the header is checked by the key ring,
     which also tells a missing key from a wrong one.
     """
-    return keyring.authenticate(request.headers.get("authorization"))
+    principal = keyring.authenticate(request.headers.get("authorization"))
+    request_record(request).key = principal.name  # the access log's; never the key itself
+    return principal

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -20,8 +20,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from tensorchat.logs import quoted
 from tensorchat.request_error import RequestError
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ ERROR_TABLE: dict[int, tuple[str, str | None]] = {
     504: ("server_error", "timeout"),
 }
 
-# gRPC status of the inference service -> HTTP status (DESIGN.md); anything else is a 500.
+# gRPC status of the inference service -> HTTP status; anything else is a 500.
 GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.NOT_FOUND: 404,
@@ -124,8 +126,15 @@ def rate_limited(message: str, retry_after_s: float, code: str = "rate_limit_exc
     return APIError(429, message, code=code, headers={"Retry-After": str(seconds)})
 
 
-def from_request_error(error: RequestError, request_id: str, model: str) -> APIError:
-    """Translate a failed request into the envelope its gRPC status calls for."""
+def from_request_error(
+    error: RequestError,
+    request_id: str,
+    model: str,
+    param_name: Callable[[str], str] = lambda param: param,
+) -> APIError:
+    """Translate a failed request into the envelope its gRPC status calls for; `param_name`
+    turns the field the service names into the client's parameter (facade/translate.py,
+    `openai_param`)."""
     details = error.message or error.status.name
     status = GRPC_TO_HTTP.get(error.status, 500)
     if status == 400:
@@ -136,7 +145,10 @@ def from_request_error(error: RequestError, request_id: str, model: str) -> APIE
             # The service prefixes its messages with the field; OpenAI's messages are prose
             # and the field travels in `param`, except for short "is required"-style notes.
             rest = details[len(param) + 2 :]
+            param = param_name(param)
             details = rest if rest[:1].isupper() else f"Invalid '{param}': {rest}"
+        elif param:
+            param = param_name(param)
         return APIError(400, details, param=param, code=err_code)
     if status == 404:
         return model_not_found(model)
@@ -205,6 +217,11 @@ def from_validation(exc: RequestValidationError | ValidationError) -> APIError:
     return APIError(400, f"Invalid value for '{param}': {message}.", param=param)
 
 
+def unexpected_error() -> APIError:
+    """The 500 for a bug: no detail for the client (the log has it)."""
+    return APIError(500, "The server had an error processing your request.")
+
+
 def install_handlers(app: FastAPI) -> None:
     """Route every failure through the envelope."""
 
@@ -227,11 +244,18 @@ def install_handlers(app: FastAPI) -> None:
             err = APIError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
         return err.response()
 
+    async def on_client_disconnect(request: Request, _: Exception) -> Response:
+        # The client went away while sending its body: nothing failed here. 499 is what
+        # the metrics count; the connection is gone, so no one reads this response.
+        log.info("client left during the upload of %s %s", request.method, quoted(request.url.path))
+        return Response(status_code=499)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return APIError(500, "The server had an error processing your request.").response()
+        log.exception("unhandled error on %s %s", request.method, quoted(request.url.path))
+        return unexpected_error().response()
 
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(ClientDisconnect, on_client_disconnect)
     app.add_exception_handler(Exception, on_unexpected)

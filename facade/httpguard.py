@@ -33,6 +33,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from facade.errors import APIError
+from facade.request_context import new_request_id
 from facade.settings import FacadeSettings
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,16 @@ class ConnectionLimits:
 
 
 def server_options(settings: FacadeSettings) -> dict[str, Any]:
-    """The `uvicorn.Config` arguments that bound connections; every way of serving uses them."""
+    """The `uvicorn.Config` arguments that bound connections and shutdown; every way of serving
+    uses them."""
     return {
         "http": functools.partial(
             GuardedHttpToolsProtocol, limits=ConnectionLimits.from_settings(settings)
         ),
         "timeout_keep_alive": settings.keep_alive_timeout_s,
+        # Streams get this long to finish on SIGTERM before they are cut (facade.generation_run
+        # ends those with an error event).
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
     }
 
 
@@ -273,6 +278,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             "content-type": "application/json",
             "content-length": str(len(body)),
             "connection": "close",
+            "x-request-id": new_request_id(),  # as on every response (facade/request_context.py)
             **{name.lower(): value for name, value in error.headers.items()},
         }
         lines += [f"{name}: {value}".encode() for name, value in headers.items()]

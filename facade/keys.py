@@ -140,7 +140,9 @@ def parse_keys(text: str) -> list[KeyRecord]:
     shape is checked here so that a reader gets one exception type for any bad content.
     """
     if not text.strip():
-        return []
+        # What an editor or a non-atomic copy leaves mid-write: taking it as "no keys" would
+        # revoke every key until the next good version. Revoking all is `{"keys": []}`.
+        raise KeysFileError('empty (write {"keys": []} to revoke every key)')
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as error:  # RecursionError: absurdly deep nesting
@@ -237,21 +239,26 @@ def add_keys_parser(
 ) -> None:
     """`tensorchat keys create|list|revoke`."""
     keys = subparsers.add_parser("keys", help="create, list and revoke facade API keys")
-    keys.add_argument(
-        "--keys-file",
-        type=Path,
-        default=Path(os.environ.get("TENSORCHAT_KEYS_FILE", default_file)),
-        help="keys file (default: $TENSORCHAT_KEYS_FILE or %(default)s)",
-    )
+    default = Path(os.environ.get("TENSORCHAT_KEYS_FILE", default_file))
+    keys_file_help = f"keys file (default: $TENSORCHAT_KEYS_FILE or {default})"
+    keys.add_argument("--keys-file", type=Path, default=default, help=keys_file_help)
+    # Also after the action (`keys create NAME --keys-file F`), where `serve` and `facade`
+    # take it; SUPPRESS: an action that is not given one keeps the value above.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--keys-file", type=Path, default=argparse.SUPPRESS, help=keys_file_help)
     actions = keys.add_subparsers(dest="keys_action", required=True)
-    create = actions.add_parser("create", help="create a key and print it once")
+    create = actions.add_parser("create", parents=[after], help="create a key and print it once")
     create.add_argument("name")
     create.add_argument("--models", help="comma-separated model ids or aliases (default: all)")
     create.add_argument("--rpm", type=int, default=None, help="requests per minute")
     create.add_argument("--tpm", type=int, default=None, help="tokens per minute")
     create.add_argument("--concurrency", type=int, default=None, help="concurrent requests")
-    actions.add_parser("list", help="list keys (names, models, limits; never the keys)")
-    revoke = actions.add_parser("revoke", help="delete a key; it stops working within seconds")
+    actions.add_parser(
+        "list", parents=[after], help="list keys (names, models, limits; never the keys)"
+    )
+    revoke = actions.add_parser(
+        "revoke", parents=[after], help="delete a key; it stops working within seconds"
+    )
     revoke.add_argument("name")
     keys.set_defaults(handler=run_keys_command)
 

@@ -43,13 +43,36 @@ class KeyLimits:
     max_concurrent: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetLevels:
+    """A key's two rate buckets as admission left them (or as they stood at a refusal).
+
+    What the x-ratelimit-* response headers report (facade/ratelimit_headers.py); a level
+    is meaningless, and not reported, where its limit is 0 (unlimited).
+    """
+
+    limits: KeyLimits
+    requests: float
+    tokens: float
+
+
+def budget_levels(limits: KeyLimits, requests: float, tokens: float) -> BudgetLevels | None:
+    """The levels to report, or None for a key without a request or token budget."""
+    if not (limits.requests_per_minute or limits.tokens_per_minute):
+        return None
+    return BudgetLevels(limits, requests, tokens)
+
+
 class RateLimitExceeded(Exception):
     """The key is over one of its budgets; retry after `retry_after_s` seconds."""
 
-    def __init__(self, message: str, retry_after_s: float) -> None:
+    def __init__(
+        self, message: str, retry_after_s: float, levels: BudgetLevels | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s
+        self.levels = levels
 
 
 class LimitStoreUnavailable(Exception):
@@ -57,12 +80,17 @@ class LimitStoreUnavailable(Exception):
 
 
 class Lease(ABC):
-    """One admitted request, charged `charged` tokens; released when the request ends."""
+    """One admitted request, charged `charged` tokens; released when the request ends.
 
-    __slots__ = ("_released", "charged")
+    `levels`: the key's buckets right after this admission (None: no rate budget, or the
+    limits could not be checked), which the response reports in its x-ratelimit-* headers.
+    """
 
-    def __init__(self, charged: int) -> None:
+    __slots__ = ("_released", "charged", "levels")
+
+    def __init__(self, charged: int, levels: BudgetLevels | None = None) -> None:
         self.charged = charged
+        self.levels = levels
         self._released = False
 
     async def release(self, tokens_used: int | None) -> None:
@@ -130,13 +158,15 @@ def budget_refusal(
         f"Rate limit reached for {what} per minute (limit {limit}). "
         f"Please try again in {math.ceil(wait)}s.",
         wait,
+        budget_levels(limits, requests_level, tokens_level),
     )
 
 
-def concurrency_refusal(limits: KeyLimits) -> RateLimitExceeded:
+def concurrency_refusal(limits: KeyLimits, levels: BudgetLevels | None) -> RateLimitExceeded:
     return RateLimitExceeded(
         f"Too many concurrent requests for this key (limit {limits.max_concurrent}).",
         CONCURRENCY_RETRY_S,
+        levels,
     )
 
 
@@ -169,8 +199,14 @@ class _KeyState:
 class _MemoryLease(Lease):
     __slots__ = ("_clock", "_state")
 
-    def __init__(self, clock: Callable[[], float], state: _KeyState, charged: int) -> None:
-        super().__init__(charged)
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        state: _KeyState,
+        charged: int,
+        levels: BudgetLevels | None,
+    ) -> None:
+        super().__init__(charged, levels)
         self._clock = clock
         self._state = state
 
@@ -205,18 +241,13 @@ class InMemoryLimiter(Limiter):
     async def acquire(self, key: str, limits: KeyLimits, estimated_tokens: int) -> Lease:
         now = self.clock()
         state = self._state(key, limits, now)
-        if limits.max_concurrent and state.active >= limits.max_concurrent:
-            raise concurrency_refusal(limits)
-        charge = token_charge(limits, estimated_tokens)
         for bucket in (state.requests, state.tokens):
             if bucket is not None:
                 bucket.refill(now)
-        refusal = budget_refusal(
-            limits,
-            state.requests.level if state.requests else 0.0,
-            state.tokens.level if state.tokens else 0.0,
-            charge,
-        )
+        if limits.max_concurrent and state.active >= limits.max_concurrent:
+            raise concurrency_refusal(limits, self._levels(state))
+        charge = token_charge(limits, estimated_tokens)
+        refusal = budget_refusal(limits, *self._levels_of(state), charge)
         if refusal is not None:
             raise refusal
         if state.requests is not None:
@@ -224,7 +255,17 @@ class InMemoryLimiter(Limiter):
         if state.tokens is not None:
             state.tokens.level -= charge
         state.active += 1
-        return _MemoryLease(self.clock, state, charge)
+        return _MemoryLease(self.clock, state, charge, self._levels(state))
+
+    @staticmethod
+    def _levels_of(state: _KeyState) -> tuple[float, float]:
+        return (
+            state.requests.level if state.requests else 0.0,
+            state.tokens.level if state.tokens else 0.0,
+        )
+
+    def _levels(self, state: _KeyState) -> BudgetLevels | None:
+        return budget_levels(state.limits, *self._levels_of(state))
 
 
 class ConcurrencyGate:

@@ -14,7 +14,8 @@ them in one slot (a script may only touch keys of one slot):
 Admission and release are Lua scripts (atomic: no other replica runs between the check and
 the charge) that read Redis' own clock (`TIME`), so replicas' clocks never matter. The rules
 (window, charge, waits, messages) are facade/limits.py's; the scripts only refill, compare
-and charge, and return the refilled levels from which `budget_refusal` builds the 429.
+and charge, and return the levels (refilled; after the charge when admitted) from which
+`budget_refusal` builds the 429 and facade/ratelimit_headers.py the x-ratelimit-* headers.
 
 If Redis cannot be reached within `timeout_s`, the limiter fails open (admits, the default)
 or closed (`LimitStoreUnavailable`, a 503) as configured; it logs the outage once when it
@@ -37,11 +38,13 @@ import redis.asyncio as redis
 
 from facade.limits import (
     WINDOW_S,
+    BudgetLevels,
     KeyLimits,
     Lease,
     Limiter,
     LimitStoreUnavailable,
     RateLimitExceeded,
+    budget_levels,
     budget_refusal,
     concurrency_refusal,
     token_charge,
@@ -103,18 +106,19 @@ _ACQUIRE = (
     + """
 local rpm, tpm, most = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local charge, lease, ttl = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
+local rq, tk = load_buckets(KEYS[1], rpm, tpm)
 if most > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now))
-  if redis.call('ZCARD', KEYS[2]) >= most then return {2, '0', '0'} end
+  if redis.call('ZCARD', KEYS[2]) >= most then return {2, fmt(rq), fmt(tk)} end
 end
 if rpm > 0 or tpm > 0 then
-  local rq, tk = load_buckets(KEYS[1], rpm, tpm)
   if (rpm > 0 and rq < 1) or (tpm > 0 and tk < charge) then return {0, fmt(rq), fmt(tk)} end
   if rpm > 0 then rq = rq - 1 end
-  store_buckets(KEYS[1], rpm, tpm, rq, tk - charge)
+  tk = tk - charge
+  store_buckets(KEYS[1], rpm, tpm, rq, tk)
 end
 if most > 0 then hold_lease(KEYS[2], lease, ttl) end
-return {1, '0', '0'}
+return {1, fmt(rq), fmt(tk)}
 """
 )
 
@@ -212,9 +216,15 @@ class _RedisLease(Lease):
     __slots__ = ("_id", "_key", "_limiter", "_limits")
 
     def __init__(
-        self, limiter: RedisLimiter, key: str, lease_id: str, limits: KeyLimits, charged: int
+        self,
+        limiter: RedisLimiter,
+        key: str,
+        lease_id: str,
+        limits: KeyLimits,
+        charged: int,
+        levels: BudgetLevels | None,
     ) -> None:
-        super().__init__(charged)
+        super().__init__(charged, levels)
         self._limiter = limiter
         self._key = key
         self._id = lease_id
@@ -280,17 +290,18 @@ class RedisLimiter(Limiter):
             raise LimitStoreUnavailable(
                 "Rate limits cannot be checked right now; please retry shortly."
             ) from None
-        status, requests_level, tokens_level = int(result[0]), result[1], result[2]
+        status, requests_level, tokens_level = int(result[0]), float(result[1]), float(result[2])
+        levels = budget_levels(limits, requests_level, tokens_level)
         if status == _OVER_CONCURRENCY:
-            raise concurrency_refusal(limits)
+            raise concurrency_refusal(limits, levels)
         if status == _OVER_BUDGET:
-            refusal = budget_refusal(limits, float(requests_level), float(tokens_level), charge)
+            refusal = budget_refusal(limits, requests_level, tokens_level, charge)
             # The script refused on the same comparison of the same numbers (%.17g is exact).
-            raise refusal or RateLimitExceeded("Rate limit reached.", 1.0)
+            raise refusal or RateLimitExceeded("Rate limit reached.", 1.0, levels)
         if limits.max_concurrent:
             self._live.setdefault(key, set()).add(lease_id)
             self._start_refresher()
-        return _RedisLease(self, key, lease_id, limits, charge)
+        return _RedisLease(self, key, lease_id, limits, charge, levels)
 
     async def _release(self, key: str, lease_id: str, limits: KeyLimits, correction: int) -> None:
         held = self._live.get(key)

@@ -24,6 +24,15 @@ _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+# Where a response that began with one status and ended with another (a stream that failed
+# or was cut after its 200, a client that left) leaves the status it ended with.
+_FINAL_STATUS_KEY = "tensorchat.final_status"
+
+
+def record_final_status(scope: Scope, status: int) -> None:
+    """Count this request under `status`, whatever status its response began with."""
+    scope[_FINAL_STATUS_KEY] = status
+
 
 class FacadeMetrics:
     """The facade's metric families, registered in a registry of their own."""
@@ -41,6 +50,12 @@ class FacadeMetrics:
             "tensorchat_facade_stream_errors",
             "Streams that failed after the 200 was sent, by the error's status.",
             ["model", "status"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "tensorchat_facade_retries",
+            "Requests run again on another replica after failing before reaching their client.",
+            ["model"],
             registry=r,
         )
         self.ttft = Histogram(
@@ -151,4 +166,5 @@ class StatusMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             # Nothing sent and nothing raised: the client left before the response began.
-            self.metrics.requests.labels(path, str(status[0] or 499)).inc()
+            final = scope.get(_FINAL_STATUS_KEY) or status[0] or 499
+            self.metrics.requests.labels(path, str(final)).inc()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import PrivateAttr, TypeAdapter, ValidationError
 
 from facade.errors import APIError
 from facade.response_store import ResponseStore, StoreUnavailable
@@ -47,9 +47,16 @@ _ITEMS: TypeAdapter[list[Item]] = TypeAdapter(list[InputItem])
 class ResponsesAsChat(ChatCompletionRequest):
     """The chat request a Responses request means; refusals name the Responses parameters."""
 
+    # The parameter each message came from (see `item_params`).
+    _item_params: list[str] = PrivateAttr(default_factory=list)
+
     @property
     def completion_limit_param(self) -> str:
         return "max_output_tokens"
+
+    @property
+    def item_params(self) -> Sequence[str]:
+        return self._item_params
 
 
 def check_unsupported(req: ResponsesRequest, store: ResponseStore | None) -> bool:
@@ -113,14 +120,15 @@ def to_chat_request(req: ResponsesRequest, history: Sequence[dict[str, object]])
     except ValidationError:  # written by this server, so only a different version's format
         message = "Invalid 'previous_response_id': the stored conversation cannot be read."
         raise _invalid("previous_response_id", message) from None
-    messages = _messages([*earlier, *req.items], len(earlier))
+    messages, item_params = _messages([*earlier, *req.items], len(earlier))
     if req.instructions:
         messages.insert(0, ChatMessage(role="system", content=req.instructions))
+        item_params.insert(0, "instructions")
     if not messages:
         raise _invalid("input", "Invalid 'input': the input has no items.")
     text_format = req.format
     check_format_with_tools(bool(req.tools), text_format.type, "text.format")
-    return ResponsesAsChat(
+    chat = ResponsesAsChat(
         model=req.model,
         messages=messages,
         stream=req.stream,
@@ -167,15 +175,19 @@ def to_chat_request(req: ResponsesRequest, history: Sequence[dict[str, object]])
             )
         ),
     )
+    chat._item_params = item_params
+    return chat
 
 
-def _messages(items: Sequence[Item], earlier: int) -> list[ChatMessage]:
-    """Chat messages for the items (the first `earlier` from the stored conversation)."""
+def _messages(items: Sequence[Item], earlier: int) -> tuple[list[ChatMessage], list[str]]:
+    """Chat messages for the items (the first `earlier` from the stored conversation), and
+    the parameter each came from (an assistant turn of several items: its first)."""
 
     def param(index: int) -> str:
         return "previous_response_id" if index < earlier else f"input[{index - earlier}]"
 
     messages: list[ChatMessage] = []
+    params: list[str] = []
     pending: dict[str, int] = {}  # call_id -> item index, of calls not answered yet
     answering = False  # an output came since the pending calls were made
     for i, item in enumerate(items):
@@ -189,6 +201,7 @@ def _messages(items: Sequence[Item], earlier: int) -> list[ChatMessage]:
             messages.append(
                 ChatMessage(role="tool", content=item.output, tool_call_id=item.call_id)
             )
+            params.append(param(i))
             continue
         if pending and (answering or isinstance(item, InputMessage)):
             call_id, at = next(iter(pending.items()))
@@ -196,6 +209,7 @@ def _messages(items: Sequence[Item], earlier: int) -> list[ChatMessage]:
         answering = False
         if isinstance(item, InputMessage):
             messages.append(ChatMessage(role=item.role, content=item.content))
+            params.append(param(i))
             continue
         if item.call_id in pending:
             raise _invalid(f"{param(i)}.call_id", f"Duplicate function call id '{item.call_id}'.")
@@ -210,10 +224,11 @@ def _messages(items: Sequence[Item], earlier: int) -> list[ChatMessage]:
             turn.tool_calls = [*(turn.tool_calls or []), call]
         else:
             messages.append(ChatMessage(role="assistant", content="", tool_calls=[call]))
+            params.append(param(i))
     if pending:
         call_id, at = next(iter(pending.items()))
         raise _invalid(param(at), f"No tool output found for function call {call_id}.")
-    return messages
+    return messages, params
 
 
 def _invalid(param: str, message: str) -> APIError:

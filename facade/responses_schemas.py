@@ -302,3 +302,46 @@ class ResponseObject(BaseModel):
     user: str | None
     metadata: dict[str, str]
     store: bool
+
+
+ResponseEventType = Literal[
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.function_call_arguments.delta",
+    "response.function_call_arguments.done",
+    "response.output_item.done",
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+    "error",
+]
+
+
+class ResponseStreamEvent(BaseModel):
+    """One typed event of a streamed response (facade/responses_output.py writes them): its
+    `type` decides which of the other fields it carries, as in OpenAI's event types."""
+
+    type: ResponseEventType
+    sequence_number: int
+    # response.created / in_progress / completed / incomplete / failed: the snapshot.
+    response: ResponseObject | None = None
+    # response.output_item.added / done.
+    item: OutputItem | None = None
+    output_index: int | None = None
+    # The text and call events: the item they build, and the part of a message.
+    item_id: str | None = None
+    content_index: int | None = None
+    part: OutputText | None = None
+    delta: str | None = None  # output_text.delta, function_call_arguments.delta
+    text: str | None = None  # output_text.done
+    arguments: str | None = None  # function_call_arguments.done
+    logprobs: list[Any] | None = None
+    # error: the error envelope's fields.
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None

@@ -12,6 +12,7 @@ and only checked against `ChatCompletionChunk` in tests.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,6 +22,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -36,6 +38,24 @@ INT64_MIN, UINT64_MAX, UINT32_MAX = -(2**63), 2**64 - 1, 2**32 - 1
 # spelling a template's control tokens ("[TOOL_CALLS]", "<tool_call>") in the prompt.
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+# What `content` accepts: a string, text parts, or null (assistant turns that made calls).
+MESSAGE_CONTENT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string"},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+                "required": ["type", "text"],
+            },
+        },
+        {"type": "null"},
+    ],
+    "title": "Content",
+}
 
 
 class StrictModel(BaseModel):
@@ -145,8 +165,9 @@ class ToolCall(StrictModel):
 
 class ChatMessage(StrictModel):
     role: Role
-    # Normalised to one string: text parts are joined with newlines.
-    content: str
+    # Normalised to one string: text parts are joined with newlines. The schema documents
+    # what clients may send (OpenAPI), not the normalised string.
+    content: Annotated[str, WithJsonSchema(MESSAGE_CONTENT_SCHEMA)]
     # role "assistant": the calls it made (its content may then be null).
     tool_calls: list[ToolCall] | None = None
     # role "assistant", legacy: the one function it called.
@@ -233,6 +254,17 @@ class GenerationFields(StrictModel):
     One definition, so that both routes accept, bound and map (translate.py) them alike.
     """
 
+    @property
+    def legacy_functions(self) -> bool:
+        """The request uses legacy `functions` (chat only): errors and replies name them."""
+        return False
+
+    @property
+    def item_params(self) -> Sequence[str] | None:
+        """For a Responses API request, the parameter each message came from (`input[2]`,
+        `instructions`): errors name those (translate.openai_param); None for the others."""
+        return None
+
     model: Annotated[str, Field(min_length=1)]
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -296,7 +328,8 @@ class GenerationFields(StrictModel):
 class ChatCompletionRequest(GenerationFields):
     """POST /v1/chat/completions body."""
 
-    messages: list[ChatMessage]
+    # Checked by `_messages` (OpenAI's wording); the schema says it too.
+    messages: Annotated[list[ChatMessage], Field(json_schema_extra={"minItems": 1})]
     max_tokens: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None
     logprobs: bool | None = None

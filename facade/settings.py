@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tensorchat.limits import MAX_CHOICES
+from tensorchat.logs import LogFormat
 
 DEFAULT_KEYS_FILE = Path("~/.config/tensorchat/keys.json").expanduser()
 
@@ -71,13 +72,30 @@ class FacadeSettings(BaseSettings):
     # Connections served at once; past it a new one gets 503 and is closed (0: no cap).
     # Keep it under the process's open-file limit (`ulimit -n`).
     max_connections: int = Field(4096, ge=0)
-    # Generation wall-clock budget per request sent as StoppingCriteria.time_limit_ms
-    # (0: none); the choice then ends with finish_reason "length".
+    # Each request's wall-clock budget, sent as StoppingCriteria.time_limit_ms (0: none);
+    # its unfinished choices then end with finish_reason "length".
     request_time_limit_s: float = Field(0.0, ge=0.0)
     # How often backends are asked for their models (a lost backend comes back within this).
     refresh_interval_s: float = Field(5.0, gt=0.0)
+    # A GenerateMany stream stays on the inference replica it opened on; after this many
+    # seconds, or generations started on it, new requests go to a fresh stream (placed by
+    # gRPC's round_robin), so scaled-out or restarted replicas get traffic. Running
+    # generations finish on the old stream. 0: no such limit (facade/backend_streams.py).
+    stream_max_age_s: float = Field(60.0, ge=0.0)
+    stream_max_generations: int = Field(1000, ge=0)
     # Deadline of the ListModels probe.
     probe_timeout_s: float = Field(2.0, gt=0.0)
+    # gRPC keepalive on the backend channels: a ping every this many seconds, and a backend
+    # that does not answer one within the timeout (frozen, its host gone) is disconnected, so
+    # its streams fail instead of waiting for ever.
+    backend_keepalive_s: float = Field(10.0, gt=0.0)
+    backend_keepalive_timeout_s: float = Field(5.0, gt=0.0)
+    # A generation with no event (token, finish) from its backend for this long ends: retried
+    # on another replica if nothing reached the client yet, else with an error event (0: never).
+    progress_timeout_s: float = Field(30.0, ge=0.0)
+    # On SIGTERM, running requests get this long to finish; those still running then end with
+    # a 503 (a stream: an error event and [DONE]).
+    shutdown_grace_s: int = Field(30, ge=0)  # whole seconds, as uvicorn takes it
     # How often the keys file is checked for changes.
     keys_reload_interval_s: float = Field(2.0, gt=0.0)
     # The largest `n` accepted; n choices cost n times the compute. At most what the
@@ -88,8 +106,10 @@ class FacadeSettings(BaseSettings):
     # and metrics needs a key.
     openapi_docs: bool = False
 
+    # One line per request (facade/request_context.py), in the log format.
     access_log: bool = True
     log_level: str = "info"
+    log_format: LogFormat = "text"
 
     @field_validator("backends", "api_keys", mode="before")
     @classmethod

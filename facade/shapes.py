@@ -1,6 +1,6 @@
-"""The shape a reply takes: how the run (facade/chat_run.py) turns a generation's messages
-into a whole JSON reply or SSE events. Chat completions, text completions (facade/completions.py)
-and the Responses API (facade/responses_output.py) differ only here.
+"""The shape a reply takes: how the run (facade/generation_run.py) turns a generation's messages
+into a whole JSON reply or SSE events. Chat completions, text completions
+(facade/completions.py) and the Responses API (facade/responses_output.py) differ only here.
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ class StreamEncoder(Protocol):
 
 
 class ResponseShape(Protocol):
-    # In the access log line ("chat", "completion").
-    kind: str
     # The documented reply, which a whole reply is validated against before it goes out.
     reply_model: type[BaseModel]
 
@@ -61,7 +59,6 @@ class ResponseShape(Protocol):
 class ChatShape:
     """`chat.completion` replies and `chat.completion.chunk` chunks."""
 
-    kind = "chat"
     reply_model: type[BaseModel] = ChatCompletion
 
     def __init__(self, req: ChatCompletionRequest) -> None:

@@ -57,7 +57,7 @@ class DisconnectWatcher:
     def stop(self) -> None:
         # Forget the task as it is cancelled: the cancelled task's traceback holds the
         # `_watch` frame and so this watcher. A watcher still holding the task would make a
-        # reference cycle per request (with the request's whole ChatRun hanging off
+        # reference cycle per request (with the request's whole GenerationRun hanging off
         # `on_disconnect`) that only the cyclic garbage collector could free, at a CPU cost
         # paid on every request.
         task, self._task = self._task, None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,6 +99,59 @@ def to_generate_request(
     if req.response_format is not None and req.response_format.type != "text":
         _fill_constraint(rpc.constraint, req.response_format)
     return rpc
+
+
+# The request fields the service names by their protocol name, and the OpenAI parameter each
+# comes from (every other name the service uses is already OpenAI's: `messages[2].content`,
+# `tools[0].function.parameters`, `tool_choice`, `max_tokens`, ...).
+_PROTOCOL_PARAMS = {"constraint": "response_format"}
+# A legacy `functions` request sent its functions as tools (see _fill_tools).
+_LEGACY_PARAM = re.compile(r"^tools(\[\d+\])(?:\.function)?")
+# A Responses API request (facade/responses_input.py) names the chat request's fields its own
+# way: its messages are items (`item_params`), its tools are flat, its format is `text.format`.
+_RESPONSES_PARAMS = {
+    "constraint": "text.format",
+    "response_format": "text.format",
+    "max_tokens": "max_output_tokens",
+    "max_completion_tokens": "max_output_tokens",
+    "messages": "input",
+}
+_MESSAGE_PARAM = re.compile(r"^messages\[(\d+)\]")
+_TOOL_FUNCTION_PARAM = re.compile(r"^(tools\[\d+\])\.function")
+
+
+def openai_param(param: str, req: GenerationFields) -> str:
+    """The OpenAI parameter behind a field the service refused (its INVALID_ARGUMENT `param`),
+    as the client wrote `req`: `constraint` -> `response_format`; for a legacy `functions`
+    request `tools[1].function.parameters` -> `functions[1].parameters`, `tool_choice` ->
+    `function_call`; for a Responses API request `messages[3].content` -> the item the
+    message came from (`input[2]`, `instructions`), `constraint` -> `text.format`,
+    `tools[1].function.parameters` -> `tools[1].parameters`, `max_tokens` ->
+    `max_output_tokens`."""
+    if req.item_params is not None:
+        return _responses_param(param, req.item_params)
+    head, dot, rest = param.partition(".")
+    if head in _PROTOCOL_PARAMS:
+        return _PROTOCOL_PARAMS[head] + dot + rest
+    if req.legacy_functions:
+        if param == "tool_choice":
+            return "function_call"
+        if param == "tools":
+            return "functions"
+        return _LEGACY_PARAM.sub(lambda m: f"functions{m.group(1)}", param, count=1)
+    return param
+
+
+def _responses_param(param: str, item_params: Sequence[str]) -> str:
+    message = _MESSAGE_PARAM.match(param)
+    if message:
+        index = int(message.group(1))
+        # The item's own fields are not the message's: the item is named whole.
+        return item_params[index] if index < len(item_params) else "input"
+    head, dot, rest = param.partition(".")
+    if head in _RESPONSES_PARAMS:
+        return _RESPONSES_PARAMS[head] + dot + rest
+    return _TOOL_FUNCTION_PARAM.sub(lambda m: m.group(1), param, count=1)
 
 
 def to_prompt_requests(
@@ -361,9 +415,14 @@ class ChunkEncoder(DataStream):
     A choice's first chunk carries the role: with `content: ""` before text, or, as OpenAI
     sends it, with `content: null` and the first piece of a call when the choice opens with
     a tool call (so the SDK's stream helper rebuilds the non-streaming message exactly).
+    Choices first appear in index order: the openai SDK's stream helper takes the first
+    chunk's choices as a list indexed by `index`, and appends each later new choice
+    (openai/lib/streaming/chat/_completions.py, `_convert_initial_chunk_into_snapshot` and
+    `_accumulate_chunk`), so a choice that streams before an earlier one has opened sends a
+    bare role chunk for that one first.
     """
 
-    __slots__ = ("_close", "_head", "_legacy", "_opened", "_want_logprobs")
+    __slots__ = ("_close", "_head", "_legacy", "_opened", "_tail", "_want_logprobs")
 
     def __init__(
         self,
@@ -381,6 +440,7 @@ class ChunkEncoder(DataStream):
             "chat.completion.chunk", completion_id, created, model, fingerprint, include_usage
         )
         self._head, self._close = frame.head, frame.close
+        self._tail = b'"logprobs":null,"finish_reason":null}' + self._close
         self._opened = [False] * n
         self._want_logprobs = want_logprobs
         self._legacy = legacy_functions
@@ -388,18 +448,28 @@ class ChunkEncoder(DataStream):
     def response(self, message: pb.GenerateResponse) -> bytes:
         """The chunks for one message of the generation (b"" when it has nothing to send)."""
         index = message.index
+        out = b"" if self._opened[index] else self._open_earlier(index)
         if message.HasField("finished"):
             reason = finish_reason(message.finished.reason, self._legacy)
-            return self._open(index) + self.finish(index, reason)
+            return out + self._open(index) + self.finish(index, reason)
         delta = message.delta
-        out = b""
         if delta.text or delta.logprobs:
             lps = logprobs_content(delta.logprobs) if self._want_logprobs else None
-            out = self._open(index) + self.content(index, delta.text, lps)
+            out += self._open(index) + self.content(index, delta.text, lps)
         if delta.tool_calls:
             opening = not self._opened[index]
             self._opened[index] = True
             out += self.tool_calls(index, delta.tool_calls, opening=opening)
+        return out
+
+    def _open_earlier(self, index: int) -> bytes:
+        """Role-only chunks for the choices before `index` that have not streamed yet (their
+        content, text or calls, comes in their own later chunks)."""
+        out = b""
+        for earlier in range(index):
+            if not self._opened[earlier]:
+                self._opened[earlier] = True
+                out += b'%s%d,"delta":{"role":"assistant"},%s' % (self._head, earlier, self._tail)
         return out
 
     def _open(self, index: int) -> bytes:

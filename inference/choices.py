@@ -1,4 +1,5 @@
-"""Turns one choice's tokens into protocol messages: incremental text, stop strings, finish."""
+"""Turns one choice's tokens into protocol messages: incremental text, tool calls, stop strings,
+finish."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from inference.engines.base import EngineFinish, SequenceOutput, TokenLogprob
 from inference.text.stop import StopMatcher
 from inference.text.tokenizer import ModelTokenizer
+from inference.tool_call_parser import ToolCallParser
 from tensorchat.v1 import inference_pb2 as pb
 
 _FINISH_REASONS = {
@@ -17,6 +19,9 @@ _FINISH_REASONS = {
     EngineFinish.CANCELLED: pb.FINISH_REASON_CANCELLED,
     EngineFinish.TIME_LIMIT: pb.FINISH_REASON_TIME_LIMIT,
 }
+# The model ended the choice itself (its grammar allowed no more): after calls, that is the
+# end of a tool-calling turn.
+_CALLS_END = frozenset({pb.FINISH_REASON_STOP, pb.FINISH_REASON_STOP_TOKEN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +49,24 @@ class ChoiceAssembler:
         stops: Sequence[str],
         output: pb.OutputMode.ValueType,
         logprobs: bool,
+        tool_calls: ToolCallParser | None = None,
         echo: Echo | None = None,
         continues: Sequence[int] = (),
     ) -> None:
-        """`continues`: for a raw prompt, its last ids, which the text continues."""
+        """`tool_calls`: reads calls out of the text, for a choice that may call tools.
+        `continues`: for a raw prompt, its last ids, which the text continues."""
         self.index = index
         self.finished = False
         self.completion_tokens = 0
         self._tokenizer = tokenizer
         self._prompt_tokens = prompt_tokens
         self._want_tokens = output != pb.OUTPUT_MODE_TEXT
-        self._want_text = output != pb.OUTPUT_MODE_TOKENS or bool(stops)
+        self._want_text = output != pb.OUTPUT_MODE_TOKENS or bool(stops) or tool_calls is not None
         self._send_text = output != pb.OUTPUT_MODE_TOKENS
         self._want_logprobs = logprobs
         self._detokenizer = tokenizer.new_detokenizer(continues) if self._want_text else None
         self._stops = StopMatcher(stops) if stops else None
+        self._tool_calls = tool_calls
         self._echo = echo
         self._echoed = False
 
@@ -86,17 +94,21 @@ class ChoiceAssembler:
         self.completion_tokens += len(token_ids)
 
         text = ""
+        calls: list[pb.ToolCallDelta] = []
         matched_stop: str | None = None
         if self._detokenizer is not None:
-            text = self._detokenizer.push(token_ids)
-            if finish is not None:
-                text += self._detokenizer.flush()
+            if self._tool_calls is not None:
+                text, calls = self._read_calls(token_ids, finish is not None)
+            else:
+                text = self._detokenizer.push(token_ids)
+                if finish is not None:
+                    text += self._detokenizer.flush()
             if self._stops is not None:
                 text, matched_stop = self._stops.push(text)
                 if finish is not None and matched_stop is None:
                     text += self._stops.flush()
 
-        delta = self._delta(text, token_ids, logprobs, self._prompt(outputs))
+        delta = self._delta(text, token_ids, logprobs, calls, self._prompt(outputs))
         if matched_stop is not None:
             self.finished = True
             return delta, self._finished(
@@ -105,10 +117,37 @@ class ChoiceAssembler:
         if finish is not None:
             self.finished = True
             assert finish.finish is not None
-            return delta, self._finished(
-                _FINISH_REASONS[finish.finish], cached_tokens, stop_token_id=finish.stop_token_id
-            )
+            reason = _FINISH_REASONS[finish.finish]
+            if self._tool_calls is not None and self._tool_calls.calls and reason in _CALLS_END:
+                reason = pb.FINISH_REASON_TOOL_CALLS
+            return delta, self._finished(reason, cached_tokens, stop_token_id=finish.stop_token_id)
         return delta, None
+
+    def _read_calls(
+        self, token_ids: list[int], finishing: bool
+    ) -> tuple[str, list[pb.ToolCallDelta]]:
+        """Text and call deltas of new tokens. A trigger token (Mistral's [TOOL_CALLS])
+        decodes to nothing, so the parser is told where it came."""
+        assert self._detokenizer is not None and self._tool_calls is not None
+        parser, trigger = self._tool_calls, self._tool_calls.trigger_token
+        text: list[str] = []
+        calls: list[pb.ToolCallDelta] = []
+
+        def take(result: tuple[str, list[pb.ToolCallDelta]]) -> None:
+            text.append(result[0])
+            calls.extend(result[1])
+
+        start = 0
+        for i, token in enumerate(token_ids):
+            if token == trigger:
+                take(parser.push(self._detokenizer.push(token_ids[start:i])))
+                take(parser.push_trigger_token())
+                start = i + 1
+        take(parser.push(self._detokenizer.push(token_ids[start:])))
+        if finishing:
+            take(parser.push(self._detokenizer.flush()))
+            take(parser.finish())
+        return "".join(text), calls
 
     def _echo_alone(
         self, outputs: Sequence[SequenceOutput]
@@ -117,7 +156,7 @@ class ChoiceAssembler:
         the client's (engines generate at least one token) and ending here cancels it."""
         self.finished = True
         cached = next((o.cached_tokens for o in outputs if o.finish is not None), 0)
-        return self._delta("", [], [], self._prompt(outputs)), self._finished(
+        return self._delta("", [], [], [], self._prompt(outputs)), self._finished(
             pb.FINISH_REASON_LENGTH, cached
         )
 
@@ -144,11 +183,12 @@ class ChoiceAssembler:
         text: str,
         token_ids: list[int],
         logprobs: list[TokenLogprob],
+        calls: list[pb.ToolCallDelta],
         prompt: pb.PromptEcho | None = None,
     ) -> pb.Delta | None:
-        if not (text or token_ids or prompt):
+        if not (text or token_ids or calls or prompt):
             return None
-        delta = pb.Delta()
+        delta = pb.Delta(tool_calls=calls)
         if prompt is not None:
             delta.prompt.CopyFrom(prompt)
         if self._send_text:

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 from inference.config import MODELS_ENV_VAR
+from inference.defaults import MAX_CONCURRENT_REQUESTS, SHUTDOWN_GRACE_S
 from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MESSAGES_PER_SECOND
 
 
@@ -40,8 +41,8 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, port_flag: str =
     parser.add_argument(
         "--max-concurrent-requests",
         type=int,
-        default=1024,
-        help="requests beyond this get RESOURCE_EXHAUSTED (default 1024)",
+        default=MAX_CONCURRENT_REQUESTS,
+        help="requests beyond this get RESOURCE_EXHAUSTED (default %(default)d)",
     )
     parser.add_argument(
         "--max-messages-per-second",
@@ -60,10 +61,17 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, port_flag: str =
         "once; 0: every event at once)",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics (vLLM's, renamed tensorchat_inference_*) over HTTP on "
+        "this port at /metrics, on --host (default: none)",
+    )
+    parser.add_argument(
         "--shutdown-grace",
         type=float,
-        default=30.0,
-        help="seconds running requests get to finish on SIGTERM (default 30)",
+        default=SHUTDOWN_GRACE_S,
+        help="seconds running requests get to finish on SIGTERM (default %(default)g)",
     )
 
 
@@ -71,8 +79,10 @@ def _run(args: argparse.Namespace) -> int:
     from inference.config import resolve_models_config
     from inference.server import ServerOptions, run_inference_server
     from tensorchat.logs import configure_logging
+    from tensorchat.tracing import configure_tracing
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
+    configure_tracing("tensorchat-inference")
     options = ServerOptions(
         host=args.host,
         port=args.grpc_port,
@@ -80,6 +90,7 @@ def _run(args: argparse.Namespace) -> int:
         max_messages_per_second=args.max_messages_per_second,
         flush_interval_s=args.flush_interval_ms / 1000,
         shutdown_grace=args.shutdown_grace,
+        metrics_port=args.metrics_port,
     )
     asyncio.run(run_inference_server(resolve_models_config(args.models), options))
     return 0

@@ -21,6 +21,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from inference.text.tool_format import ToolFormatName
+
 MODELS_ENV_VAR = "TENSORCHAT_MODELS"
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -56,6 +58,10 @@ class ModelConfig(BaseModel):
     # Most tokens one completion may ask for; default: the context length.
     max_output_tokens: int | None = Field(None, gt=0)
     defaults: SamplingDefaults = Field(default_factory=SamplingDefaults)
+    # How tools, tool calls and results appear in prompts and outputs (README.md, "Models
+    # config"): auto = mistral for a Mistral v3 vocabulary, qwen for a template that renders
+    # tools with <tool_call>, else generic.
+    tool_format: ToolFormatName = "auto"
     # Engine keyword arguments (see README.md, "Engine options").
     options: dict[str, object] = Field(default_factory=dict)
 

@@ -1,19 +1,12 @@
-"""GenerateMany: many requests over one stream, their messages flushed together.
+"""GenerateMany: many requests over one stream, their events written in batches.
 
-A front end such as the facade carries hundreds of clients' streams. As separate Generate
-calls, every message of every stream costs a gRPC write here and a read there, whatever it
-carries (~50-100 µs of CPU on each side, through C-core's and asyncio's threads). On one
-GenerateMany stream the messages of all requests share each write: a flush carries what
-every request produced since the previous one, so that cost is paid per flush.
-
-Flushes: an event that starts or ends a generation goes out at once (it is the TTFT or the
-end of a request); other deltas wait at most `flush_interval_s` after the previous flush
-(`inference.pacing.Hold`), so that the requests' paced messages, which are spread over
-time, share a write. While a write waits on the reader, events keep collecting for the next.
-
-Each generation (a request on this stream) gets what Generate would stream, then exactly one
-`GenerationEnd` with the status Generate would have ended with (`_ended`, or a refusal in
-`_start`). `Phase` says when the call ends.
+One write carries what every generation on the stream produced since the previous one, so
+gRPC's per-message cost (a write here, a read in the facade) is paid per write, not per
+message of every request (docs/architecture.md). An event that starts or ends a generation
+goes out at once; other deltas wait at most `flush_interval_s` (`inference.pacing.Hold`).
+Each generation gets what Generate would stream, then exactly one `GenerationEnd` (`_ended`);
+a start refused before it ran (no request_id, or one already running here) gets a `refused`
+event instead. `Phase` says when the call ends.
 """
 
 from __future__ import annotations
@@ -86,12 +79,9 @@ class GenerateManySession:
             writer.cancel()
             await asyncio.gather(reader, writer, return_exceptions=True)
 
-    def drain(self) -> None:
-        """The server is stopping: end the call as soon as no generation runs on it."""
-        self._close()
-
-    def _close(self) -> None:
-        """No more requests come (half-close) or are wanted (drain): end once none runs."""
+    def close(self) -> None:
+        """No more requests come (the client half-closed) or are wanted (the server drains):
+        end the call once no generation runs on it."""
         self._enter(Phase.CLOSING if self._pumps else Phase.FLUSHING)
 
     def _enter(self, phase: Phase) -> None:
@@ -109,13 +99,15 @@ class GenerateManySession:
                 self._start(message.start)
             elif action == "cancel":
                 self._cancel(message.cancel)
-        self._close()
+        self.close()
 
     def _start(self, request: pb.GenerateRequest) -> None:
         request_id = request.request_id
         if not request_id or request_id in self._pumps:
             reason = "is required" if not request_id else "names a generation already running"
-            self._push(request_id, end=invalid("request_id", f"{reason} on this stream").end())
+            # `refused`, not `end`: an end under this id would read as the running one's.
+            refusal = invalid("request_id", f"{reason} on this stream").end()
+            self._push(request_id, refused=refusal)
             return
         pump = asyncio.create_task(self._pump(request), name=request_id)
         self._pumps[request_id] = pump
@@ -168,10 +160,14 @@ class GenerateManySession:
         *,
         response: pb.GenerateResponse | None = None,
         end: pb.GenerationEnd | None = None,
+        refused: pb.GenerationEnd | None = None,
         urgent: bool = False,
     ) -> None:
-        self._events.append(pb.GenerationEvent(request_id=request_id, response=response, end=end))
-        self._hold.added(urgent=urgent or end is not None)
+        event = pb.GenerationEvent(
+            request_id=request_id, response=response, end=end, refused=refused
+        )
+        self._events.append(event)
+        self._hold.added(urgent=urgent or end is not None or refused is not None)
 
     async def _write_events(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,13 +1,10 @@
 """Pacing: how often a stream may send a message, and the one hold that enforces it.
 
-Every stream message costs the same CPU (grpc write, protobuf, a syscall) whatever it
-carries, and one event loop writes them all, so the servicer caps the messages per second
-of all streams together. While streams make tokens slower than their share, every token goes
-out at once; past it, a stream's tokens share its messages.
-
-`Hold` is the one rule for "collect, then hand over at most once per interval": a request's
-`OutputChannel` uses it with the request's share of the budget, a GenerateMany session's
-writer with the flush interval. Something urgent (a first token, a finish) is never held.
+Every message costs the service's one event loop the same CPU whatever it carries, so the
+messages per second of all streams together are capped: past its share, a stream's tokens
+share messages. `Hold` is the one rule for "collect, then hand over at most once per
+interval, never holding something urgent (a first token, a finish)": a request's
+`OutputChannel` uses it with its share, a GenerateMany session's writer with the flush interval.
 """
 
 from __future__ import annotations
@@ -17,15 +14,12 @@ import math
 
 from tensorchat.wakeup import Wakeup
 
-# 256 streams get one message each per 40 ms. At the ~100 µs of service CPU a message costs
-# here all told (gRPC write, protobuf, detokenizing, the engine's hand-over) that is 0.6-0.8
-# of the loop's one core; 3200 leaves more headroom for new requests at twice the interval
-# (measured in benchmarks/README.md).
+# At ~100 µs of service CPU per message all told, 0.6-0.8 of the loop's core: 256 streams get
+# a message each per 40 ms (3200 leaves more headroom; benchmarks/README.md measures both).
 DEFAULT_MESSAGES_PER_SECOND = 6400.0
 
-# GenerateMany (inference.generate_many) holds deltas this long so that requests share a
-# write. At 256 paced streams (6,400 messages/s) a write carries ~13 of them; it adds at
-# most this much to the 40 ms between two messages of a stream, and nothing to the TTFT.
+# At 6,400 messages/s a GenerateMany write then carries ~13 of them; the hold adds at most
+# this to the 40 ms between two messages of a stream, and nothing to the TTFT.
 DEFAULT_FLUSH_INTERVAL_S = 0.002
 
 

@@ -9,23 +9,30 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from inference.choices import Echo
 from inference.engines.base import EngineRequest, unpaced
 from inference.errors import RequestError, invalid, model_not_found
+from inference.grammar import CompiledConstraint, ConstraintError, GrammarSpec
 from inference.registry import ModelRegistry, ServedModel
 from inference.sampling import SamplingParams
-from inference.text.messages import ChatMessage
 from inference.text.tokenizer import ChatTemplateError
+from inference.tool_grammar import tool_call_grammar
+from inference.tool_request import ToolUse, chat_messages, tool_use
 from tensorchat.limits import MAX_CHOICES, MAX_TOP_LOGPROBS
 from tensorchat.v1 import inference_pb2 as pb
 
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 512
 MAX_LOGIT_BIAS = 100.0
-CHAT_ROLES = frozenset({"system", "user", "assistant"})
+# A prompt longer than max_input_tokens x this many characters cannot fit whatever the
+# tokenizer: real text averages 3-5 characters per token, and even a prompt made only of a
+# vocabulary's longest tokens (runs of spaces or dashes) stays under 32 over its length. So
+# it is refused by its length alone, before templating and tokenizing cost seconds of CPU.
+MAX_PROMPT_CHARS_PER_TOKEN = 32
 # Prompt ids the detokenizer of a raw prompt's continuation starts from (RequestPlan.continues).
 _CONTINUED_IDS = 4
 
@@ -36,6 +43,16 @@ class RequestPlan:
     engine_request: EngineRequest
     stops: tuple[str, ...]
     output: pb.OutputMode.ValueType
+    # The tools the model may call; the choices' text is read for calls when the choice is not
+    # "none".
+    tools: ToolUse | None = None
+    # The grammar of the tool calls (compiled into the EngineRequest's constraint).
+    tool_grammar: GrammarSpec | None = None
+
+    @property
+    def reads_tool_calls(self) -> bool:
+        return self.tool_grammar is not None
+
     # GenerateRequest.echo. With max_tokens 0 (Echo.only) the engine still generates one
     # token (engines need one), which the client never sees.
     echo: Echo | None = None
@@ -66,11 +83,14 @@ def resolve_model(registry: ModelRegistry, name: str) -> ServedModel:
 def prompt_token_ids(
     model: ServedModel,
     request: pb.GenerateRequest | pb.TokenizeRequest,
+    tools: ToolUse | None = None,
 ) -> list[int]:
-    """The prompt exactly as the engine will see it (shared by Generate and Tokenize)."""
+    """The prompt exactly as the engine will see it (shared by Generate and Tokenize);
+    `tools`: the request's validated tools, shown in the prompt."""
     kind = request.WhichOneof("input")
+    _refuse_oversize(model, request)
     if kind == "messages":
-        return _encode_messages(model, request.messages.messages)
+        return _encode_messages(model, request.messages.messages, tools)
     if kind == "prompt":
         if not request.prompt:
             raise invalid("prompt", "must not be empty")
@@ -88,42 +108,82 @@ def prompt_token_ids(
     raise invalid("messages", "one of messages, prompt or token_ids is required")
 
 
-def _encode_messages(model: ServedModel, messages: Sequence[pb.ChatMessage]) -> list[int]:
-    if not messages:
-        raise invalid("messages", "must contain at least one message")
-    for i, message in enumerate(messages):
-        if message.role not in CHAT_ROLES:
-            raise invalid(
-                f"messages[{i}].role",
-                f"must be one of {', '.join(sorted(CHAT_ROLES))}, got {message.role!r}",
-            )
+def _refuse_oversize(model: ServedModel, request: pb.GenerateRequest | pb.TokenizeRequest) -> None:
+    """Refuses input that cannot fit the context, by its length alone (see the bound above)."""
+    kind = request.WhichOneof("input")
+    if kind == "messages":
+        size = sum(len(m.content) for m in request.messages.messages)
+    elif kind == "prompt":
+        size = len(request.prompt)
+    else:
+        return  # token ids: counted exactly, and as cheaply, by _max_tokens
+    longest = model.max_input_tokens
+    if size > longest * MAX_PROMPT_CHARS_PER_TOKEN:
+        param = _input_param(request)
+        holds = "hold" if param == "messages" else "holds"
+        raise invalid(
+            param,
+            f"{_overflow_head(param, model.context_length, longest)}. However, your {param} "
+            f"{holds} {size} characters, more than any {longest} tokens can. "
+            f"Please reduce the length of the {param}.",
+            code="context_length_exceeded",
+        )
+
+
+def _encode_messages(
+    model: ServedModel, messages: Sequence[pb.ChatMessage], tools: ToolUse | None
+) -> list[int]:
     try:
-        return model.tokenizer.encode_chat([ChatMessage(m.role, m.content) for m in messages])
+        return model.tokenizer.encode_chat(chat_messages(messages), tools.tools if tools else ())
     except ChatTemplateError as error:
         raise invalid("messages", str(error)) from error
 
 
-def build_plan(
+# Runs a preparation step (templating, tokenizing) somewhere, e.g. on a thread pool.
+OffLoop = Callable[..., Awaitable[Any]]
+
+
+async def _on_loop(step: Callable[..., Any], *args: Any) -> Any:
+    return step(*args)
+
+
+async def build_plan(
     registry: ModelRegistry,
     request: pb.GenerateRequest,
     pace: Callable[[], float] = unpaced,
+    off_loop: OffLoop = _on_loop,
 ) -> RequestPlan:
-    """`pace` is the servicer's pacing of this stream (see `EngineRequest.pace`)."""
+    """`pace` is the servicer's pacing of this stream (see `EngineRequest.pace`).
+
+    Templating and tokenizing run through `off_loop` (the runner's preparation threads: a long
+    prompt costs up to seconds of CPU, and the tokenizers library releases the GIL while it
+    encodes); a constraint's grammar compiles on the compiler's own threads, bounded in time.
+    """
     model = resolve_model(registry, request.model)
     stopping = request.stopping
     n = request.n or 1
     if n > MAX_CHOICES:
         raise invalid("n", f"must be at most {MAX_CHOICES}, got {n}")
     stops = _validate_stops(list(stopping.stop))
-    _refuse_unserved(request)
+    if request.output not in pb.OutputMode.values():
+        # proto3 enums are open: an unknown number parses, and would be served as text.
+        raise invalid("output", f"unknown output mode {request.output}")
+    tools = _tool_use(request)
     _check_echo(model, request)
-    prompt = prompt_token_ids(model, request)
+    prompt = await off_loop(prompt_token_ids, model, request, tools)
     max_tokens = _max_tokens(model, request, len(prompt))
     params = _sampling_params(model, request, n, max(max_tokens, 1))
     if stopping.min_tokens > max_tokens:
         raise invalid(
             "min_tokens", f"({stopping.min_tokens}) must not exceed max_tokens ({max_tokens})"
         )
+    tool_grammar = tool_call_grammar(model.tokenizer.tool_format.syntax, tools) if tools else None
+    constraint = await _compile_constraint(model, request, params, tool_grammar)
+    echo = None
+    if request.echo:
+        # Token ids decode to the text they echo: on the preparation threads, like encoding.
+        text = await off_loop(_echo_text, model, request, prompt)
+        echo = Echo(text, prompt[0], only=max_tokens == 0)
     deadline = time.monotonic() + stopping.time_limit_ms / 1000 if stopping.time_limit_ms else None
     return RequestPlan(
         model=model,
@@ -134,16 +194,31 @@ def build_plan(
             eos_token_ids=model.tokenizer.eos_token_ids,
             deadline=deadline,
             pace=pace,
+            constraint=constraint,
         ),
         stops=stops,
         output=request.output,
-        echo=(
-            Echo(_echo_text(model, request, prompt), prompt[0], only=max_tokens == 0)
-            if request.echo
-            else None
-        ),
+        tools=tools,
+        tool_grammar=tool_grammar,
+        echo=echo,
         raw_prompt=request.WhichOneof("input") != "messages",
     )
+
+
+def _tool_use(request: pb.GenerateRequest) -> ToolUse | None:
+    """The request's validated tools, if it offers any."""
+    tools = tool_use(request)
+    if tools is None:
+        return None
+    if request.WhichOneof("input") != "messages":
+        raise invalid("tools", "tools need messages (a chat), not a raw prompt")
+    if request.HasField("constraint"):
+        # One grammar per choice: it either calls functions or answers in the format (the
+        # facade refuses the same pair naming response_format).
+        raise invalid(
+            "constraint", "cannot be combined with tools; offer the output format as a tool"
+        )
+    return tools
 
 
 def _check_echo(model: ServedModel, request: pb.GenerateRequest) -> None:
@@ -163,15 +238,51 @@ def _echo_text(model: ServedModel, request: pb.GenerateRequest, prompt: list[int
     return str(model.tokenizer.hf.decode(prompt, skip_special_tokens=False))
 
 
-def _refuse_unserved(request: pb.GenerateRequest) -> None:
-    # The protocol already names constrained output and tools; until the engines enforce
-    # them, a request that asks is refused rather than served unconstrained.
-    if request.HasField("constraint"):
-        raise invalid("constraint", "constrained output is not served by this server yet")
-    if request.HasField("tools") or any(
-        m.tool_calls or m.tool_call_id for m in request.messages.messages
-    ):
-        raise invalid("tools", "tool calling is not served by this server yet")
+def constraint_spec(constraint: pb.OutputConstraint) -> GrammarSpec | None:
+    """The grammar an OutputConstraint asks for (None when it names none)."""
+    kind = constraint.WhichOneof("kind")
+    if kind is None:
+        return None
+    if kind == "json_object":
+        return GrammarSpec("json_object")
+    if kind == "grammar":
+        return GrammarSpec("ebnf", constraint.grammar)
+    if kind == "json_schema":
+        return GrammarSpec("json_schema", constraint.json_schema)
+    return GrammarSpec("regex", constraint.regex)
+
+
+async def _compile_constraint(
+    model: ServedModel,
+    request: pb.GenerateRequest,
+    params: SamplingParams,
+    tool_grammar: GrammarSpec | None,
+) -> CompiledConstraint | None:
+    """The grammar of the output: the tool calls' (tool_choice other than none), or the
+    requested constraint's; None when the output is free."""
+    if tool_grammar is not None:
+        param, spec, what = "tools", tool_grammar, "tool calls"
+    elif request.HasField("constraint"):
+        param, what = "constraint", "a constraint"
+        found = constraint_spec(request.constraint)
+        if found is None:
+            raise invalid(param, "name one of json_object, json_schema, regex or grammar")
+        spec = found
+    else:
+        return None
+    if not model.engine.constrains_output:
+        engine = model.engine.name
+        raise invalid(param, f"the {engine} engine of {model.id} cannot constrain output")
+    # Both would fight the grammar over the end of the output: the grammar only allows EOS
+    # where it may end, ignore_eos never ends there, min_tokens could forbid the only choice.
+    if params.ignore_eos:
+        raise invalid("ignore_eos", f"cannot be combined with {what}")
+    if params.min_tokens:
+        raise invalid("min_tokens", f"cannot be combined with {what}")
+    try:
+        return await model.grammar.compile(spec)
+    except ConstraintError as error:
+        raise invalid(param, str(error)) from None
 
 
 def _sampling_params(
@@ -269,24 +380,34 @@ def context_overflow(
     completion)...". Without (or when the prompt alone is over the engine's longest prompt):
     "...your messages resulted in P tokens...". A completions prompt is "the prompt".
     """
-    param = "messages" if request.WhichOneof("input") == "messages" else "prompt"
-    head = f"This model's maximum context length is {context} tokens"
+    param = _input_param(request)
     if completion_tokens is not None:
         message = (
-            f"{head}. However, you requested {prompt_tokens + completion_tokens} tokens "
-            f"({prompt_tokens} in the {param}, {completion_tokens} in the completion). "
+            f"{_overflow_head(param, context)}. However, you requested "
+            f"{prompt_tokens + completion_tokens} tokens ({prompt_tokens} in the {param}, "
+            f"{completion_tokens} in the completion). "
             f"Please reduce the length of the {param} or completion."
         )
     else:
-        # An engine may take shorter prompts than its context (TensorRT-LLM without chunked
-        # context): say so, or the numbers would not explain the refusal.
-        if longest_prompt is not None and longest_prompt < context - 1:
-            head += f", of which the {param} may use at most {longest_prompt}"
         message = (
-            f"{head}. However, your {param} resulted in {prompt_tokens} tokens. "
-            f"Please reduce the length of the {param}."
+            f"{_overflow_head(param, context, longest_prompt)}. However, your {param} resulted "
+            f"in {prompt_tokens} tokens. Please reduce the length of the {param}."
         )
     return invalid(param, message, code="context_length_exceeded")
+
+
+def _input_param(request: pb.GenerateRequest | pb.TokenizeRequest) -> str:
+    """The parameter a client sent its input as: chat's messages, or a completions prompt."""
+    return "messages" if request.WhichOneof("input") == "messages" else "prompt"
+
+
+def _overflow_head(param: str, context: int, longest_prompt: int | None = None) -> str:
+    head = f"This model's maximum context length is {context} tokens"
+    # An engine may take shorter prompts than its context (TensorRT-LLM without chunked
+    # context): say so, or the numbers would not explain the refusal.
+    if longest_prompt is not None and longest_prompt < context - 1:
+        head += f", of which the {param} may use at most {longest_prompt}"
+    return head
 
 
 def _validate_stops(stops: list[str]) -> tuple[str, ...]:
@@ -305,4 +426,11 @@ def _check_range(param: str, value: float, low: float, high: float) -> None:
         raise invalid(param, f"must be between {low:g} and {high:g}, got {value:g}")
 
 
-__all__ = ["RequestError", "RequestPlan", "build_plan", "prompt_token_ids", "resolve_model"]
+__all__ = [
+    "RequestError",
+    "RequestPlan",
+    "build_plan",
+    "constraint_spec",
+    "prompt_token_ids",
+    "resolve_model",
+]

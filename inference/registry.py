@@ -13,6 +13,7 @@ from pathlib import Path
 from inference.config import ModelConfig, ModelsConfig
 from inference.engines.base import Engine
 from inference.engines.factory import create_engine
+from inference.grammar import GrammarCompiler
 from inference.text.tokenizer import ModelTokenizer
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ class ServedModel:
     max_input_tokens: int
     max_output_tokens: int
     created: int
+    # Compiles the output constraints of this model's requests (its tokenizer and vocabulary).
+    grammar: GrammarCompiler
 
     @property
     def id(self) -> str:
@@ -68,12 +71,15 @@ class ModelRegistry:
     async def shutdown(self) -> None:
         for model in self._models:
             await model.engine.shutdown()
+            model.grammar.close()
 
 
 async def load_model(config: ModelConfig) -> ServedModel:
     started = time.monotonic()
     checkpoint_dir = await asyncio.to_thread(_checkpoint_dir, config)
-    tokenizer = await asyncio.to_thread(ModelTokenizer.from_pretrained, checkpoint_dir)
+    tokenizer = await asyncio.to_thread(
+        ModelTokenizer.from_pretrained, checkpoint_dir, config.tool_format
+    )
     engine = create_engine(config, checkpoint_dir, tokenizer)
     await engine.start()
     # A compiled engine's limits are hard (max_seq_len, max_input_len): the config may lower
@@ -94,6 +100,19 @@ async def load_model(config: ModelConfig) -> ServedModel:
     engine_max_input: int | None = getattr(engine, "max_input_len", None)
     max_input_tokens = min(engine_max_input or context_length, context_length)
     max_output_tokens = min(config.max_output_tokens or context_length, context_length)
+    # The bitmask must cover the logits' width: the engine's vocabulary (embedding rows, padded
+    # past the tokenizer's in Qwen2.5), else the tokenizer's.
+    engine_vocab: int | None = getattr(engine, "vocab_size", None)
+    try:
+        grammar = await asyncio.to_thread(
+            GrammarCompiler,
+            tokenizer.hf,
+            vocab_size=max(engine_vocab or 0, tokenizer.vocab_size),
+            stop_token_ids=tokenizer.eos_token_ids,
+        )
+    except BaseException:
+        await engine.shutdown()
+        raise
     log.info(
         "loaded %s (engine %s, context %d) in %.1fs",
         config.id,
@@ -109,7 +128,8 @@ async def load_model(config: ModelConfig) -> ServedModel:
         context_length=context_length,
         max_input_tokens=max_input_tokens,
         max_output_tokens=max_output_tokens,
-        created=int(time.time()),
+        created=checkpoint_created(checkpoint_dir),
+        grammar=grammar,
     )
 
 
@@ -125,6 +145,14 @@ def _checkpoint_dir(config: ModelConfig) -> Path:
             "(no config.json)"
         )
     return config.checkpoint
+
+
+def checkpoint_created(checkpoint_dir: Path) -> int:
+    """When the checkpoint was written (its newest config or weights file): the model's
+    `created`, from which the facade derives `system_fingerprint`. Not the load time, so a
+    restart on the same model and engine keeps the fingerprint, as OpenAI's does."""
+    files = [checkpoint_dir / "config.json", *checkpoint_dir.glob("*.safetensors")]
+    return int(max(file.stat().st_mtime for file in files if file.is_file()))
 
 
 def _checkpoint_context_length(checkpoint_dir: Path) -> int:

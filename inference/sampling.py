@@ -1,4 +1,4 @@
-"""Engine-facing generation parameters, already validated and resolved to concrete values."""
+"""Engine-facing sampling parameters, already validated and resolved to concrete values."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,6 +14,8 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from inference.config import ModelsConfig
+from inference.defaults import MAX_CONCURRENT_REQUESTS, SHUTDOWN_GRACE_S
+from inference.metrics import InferenceMetrics, serve_metrics
 from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MESSAGES_PER_SECOND
 from inference.registry import ModelRegistry
 from inference.servicer import InferenceServicer
@@ -20,24 +23,36 @@ from tensorchat.freeze import freeze_loaded_objects
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 # Streams carry small messages, but Tokenize/Generate requests may hold long conversations.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# The facade pings its channels every few seconds (facade.backends, keepalive) to notice a
+# frozen replica; by default gRPC servers count pings more often than every 5 minutes as
+# abuse and close the connection (GOAWAY "too_many_pings"). Permit them, down to one a second.
+KEEPALIVE_PERMIT_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
 
 
 @dataclass
 class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 50051
-    max_concurrent_requests: int = 1024
+    max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS
     # Stream messages per second of all streams together (see inference.pacing).
     max_messages_per_second: float = DEFAULT_MESSAGES_PER_SECOND
     # How long GenerateMany holds deltas so that requests share writes (inference.generate_many).
     flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S
-    # Seconds running requests get to finish on SIGTERM before they are cancelled.
-    shutdown_grace: float = 30.0
+    shutdown_grace: float = SHUTDOWN_GRACE_S
+    # Prometheus metrics over HTTP on this port (0: a free one; None: no metrics server).
+    metrics_port: int | None = None
 
 
 class InferenceServer:
@@ -46,18 +61,23 @@ class InferenceServer:
     def __init__(self, registry: ModelRegistry, options: ServerOptions) -> None:
         self.registry = registry
         self.options = options
+        self.metrics = InferenceMetrics(list(registry))
         self.servicer = InferenceServicer(
             registry,
             max_concurrent_requests=options.max_concurrent_requests,
             max_messages_per_second=options.max_messages_per_second,
             flush_interval_s=options.flush_interval_s,
+            metrics=self.metrics,
         )
+        self._metrics_server: WSGIServer | None = None
+        self.metrics_port = 0
         self.health = health_aio.HealthServicer()
         self._server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
+                *KEEPALIVE_PERMIT_OPTIONS,
             ]
         )
         pb_grpc.add_InferenceServicer_to_server(self.servicer, self._server)
@@ -77,6 +97,12 @@ class InferenceServer:
         if self.port == 0:
             raise OSError(f"cannot bind {self.options.host}:{self.options.port}")
         await self._server.start()
+        if self.options.metrics_port is not None:
+            self._metrics_server, _ = serve_metrics(
+                self.metrics.registry, self.options.host, self.options.metrics_port
+            )
+            self.metrics_port = self._metrics_server.server_port
+            log.info("metrics on http://%s:%d/metrics", self.options.host, self.metrics_port)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("inference service listening on %s:%d", self.options.host, self.port)
@@ -87,6 +113,9 @@ class InferenceServer:
         await self.health.enter_graceful_shutdown()
         self.servicer.drain()
         await self._server.stop(self.options.shutdown_grace if grace is None else grace)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         await self.registry.shutdown()
 
     async def wait(self) -> None:

@@ -1,25 +1,31 @@
 """`tensorchat serve`: the whole stack for development, one process per part, supervised.
 
 The inference service and the facade run as separate processes (as in production) so the
-facade's HTTP work never competes with the engine loop for one interpreter's GIL. If either
-exits, the other is stopped; SIGINT/SIGTERM stop both cleanly.
+facade's HTTP work never competes with the engine loop for one interpreter's GIL. A port
+already in use stops it before anything starts; if either part exits, the other is stopped
+and the command fails; SIGINT/SIGTERM stop both cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 API_KEYS_ENV_VAR = "TENSORCHAT_API_KEYS"
 KEYS_FILE_ENV_VAR = "TENSORCHAT_KEYS_FILE"
+# facade/readiness.py's variable (sd_notify's); not imported, to keep `--help` fast.
+NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"
+# Beside the default keys file (facade.settings.DEFAULT_KEYS_FILE), in the user's config dir.
+DEV_KEY_FILE = Path("~/.config/tensorchat/dev-key").expanduser()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the inference service and the OpenAI facade together (development)",
         description=(
             "Start the gRPC inference service and the OpenAI-compatible REST facade as two "
-            "supervised processes. With no API key configured, a development key is created "
-            "and printed."
+            "supervised processes. With no API key configured, a development key is used "
+            "(made on first use and kept in ~/.config/tensorchat/dev-key) and printed."
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address both parts bind")
@@ -46,11 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
+    env.pop(NOTIFY_SOCKET_ENV, None)  # ours is for the facade only (below)
     dev_key = None
     if not _keys_configured(env, args.keys_file):
-        dev_key = f"tc-dev-{secrets.token_urlsafe(24)}"
+        dev_key = development_key(DEV_KEY_FILE)
         env[API_KEYS_ENV_VAR] = dev_key
     python = [sys.executable, "-m", "tensorchat", "--log-level", args.log_level]
+    python += ["--log-format", args.log_format]
     inference_cmd = [*python, "inference", "--host", args.host, "--port", str(args.grpc_port)]
     if args.models:
         inference_cmd += ["--models", str(args.models)]
@@ -67,9 +75,30 @@ def _run(args: argparse.Namespace) -> int:
     if args.keys_file:
         facade_cmd += ["--keys-file", str(args.keys_file)]
 
+    # A port held by another server would have clients reach that server while this stack
+    # failed to start: refuse before starting anything.
+    taken = _taken_ports(args.host, {"gRPC": args.grpc_port, "HTTP": args.http_port})
+    if taken:
+        for what, port in taken:
+            flag = "--grpc-port" if what == "gRPC" else "--http-port"
+            print(
+                f"tensorchat serve: the {what} port {port} on {args.host} is already in use "
+                f"(another server?); stop it or choose another port with {flag}",
+                file=sys.stderr,
+            )
+        return 1
+
+    names = ("the inference service", "the facade")
+
+    # The facade says when it is ready on this socket (facade/readiness.py): no /health
+    # polls, which would fill its access log and request metrics.
+    ready_dir = tempfile.TemporaryDirectory(prefix="tensorchat-serve-")
+    ready = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ready.bind(str(Path(ready_dir.name) / "notify"))
+    ready.settimeout(0.5)
     children = [
         subprocess.Popen(inference_cmd, env=env),
-        subprocess.Popen(facade_cmd, env=env),
+        subprocess.Popen(facade_cmd, env={**env, NOTIFY_SOCKET_ENV: ready.getsockname()}),
     ]
     stopping = False
 
@@ -87,23 +116,46 @@ def _run(args: argparse.Namespace) -> int:
     base_url = f"http://{shown_host}:{args.http_port}"
     announced = False
     while all(child.poll() is None for child in children):
-        if not announced and _healthy(f"{base_url}/health"):
+        if not announced and _notified_ready(ready):
             announced = True
             print(f"\ntensorchat is ready: OpenAI endpoint {base_url}/v1", flush=True)
             if dev_key:
-                print(f"development API key (printed once): {dev_key}", flush=True)
-            print(
-                f'try: curl {base_url}/v1/chat/completions -H "Authorization: Bearer '
-                f'{dev_key or "$KEY"}" -H "Content-Type: application/json" '
-                '-d \'{"model": "default", "messages": [{"role": "user", "content": '
-                '"What is the capital of France?"}]}\'\n',
-                flush=True,
-            )
-        time.sleep(0.5)
+                print(f"development API key (kept in {DEV_KEY_FILE}): {dev_key}", flush=True)
+            print(f"try: {_curl_line(base_url, dev_key)}\n", flush=True)
+        elif announced:
+            time.sleep(0.5)
+    ready.close()
+    ready_dir.cleanup()
     if not stopping:
+        for name, child in zip(names, children, strict=True):
+            if child.poll() is not None:
+                print(
+                    f"tensorchat serve: {name} exited with code {child.returncode}", file=sys.stderr
+                )
         stop(signal.SIGTERM, None)
     codes = [child.wait() for child in children]
-    return 0 if stopping else max(codes, key=abs) or 1
+    # Stopped by a signal, with both parts stopping cleanly: success. Anything else (a part
+    # that died on its own, or one that failed while stopping) is a failure. uvicorn ends a
+    # graceful shutdown by re-raising the SIGTERM it caught, so -SIGTERM is clean here too.
+    clean = (0, -signal.SIGTERM) if stopping else (0,)
+    failed = [code for code in codes if code not in clean]
+    if stopping and not failed:
+        return 0
+    return next(iter(failed), 1)
+
+
+def _taken_ports(host: str, ports: dict[str, int]) -> list[tuple[str, int]]:
+    """The (name, port) pairs that cannot be bound on `host` now."""
+    taken = []
+    for what, port in ports.items():
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            # As the servers bind: a port in TIME_WAIT is free, one with a listener is not.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                taken.append((what, port))
+    return taken
 
 
 def _keys_configured(env: dict[str, str], keys_file: Path | None) -> bool:
@@ -117,9 +169,45 @@ def _keys_configured(env: dict[str, str], keys_file: Path | None) -> bool:
     return path.is_file() and bool(load_keys(path))
 
 
-def _healthy(url: str) -> bool:
+def _notified_ready(sock: socket.socket) -> bool:
+    """Whether READY=1 arrived within the socket's timeout."""
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
+        return b"READY=1" in sock.recv(4096).split(b"\n")
+    except TimeoutError:
         return False
+
+
+def _curl_line(base_url: str, key: str | None) -> str:
+    """A first request to paste: streamed (-N: curl prints each token as it comes)."""
+    body = json.dumps(
+        {
+            "model": "default",
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 64,
+            "stream": True,
+        }
+    )
+    return (
+        f'curl -N {base_url}/v1/chat/completions -H "Authorization: Bearer {key or "$KEY"}" '
+        f"-H \"Content-Type: application/json\" -d '{body}'"
+    )
+
+
+def development_key(path: Path) -> str:
+    """The development key in `path` (the user's config dir), made there on first use.
+
+    Kept so that a restart does not break the clients and shells that hold it; the file is
+    mode 0600 (only its owner can read the key), as `tensorchat keys` writes the keys file.
+    """
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if key:
+        return key
+    key = f"tc-dev-{secrets.token_urlsafe(24)}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key + "\n")
+    return key

@@ -14,7 +14,7 @@ import inference
 from enginebuild.engine_config import flags_as_built
 from enginebuild.plan import BuildPaths, Step, make_plan, recorded_build_flags
 from enginebuild.runner import Runner
-from enginebuild.targets import Matrix, Target
+from enginebuild.targets import Matrix, Target, review_recipe
 from inference.engines.manifest import (
     ENGINE_CONFIG_FILENAME,
     EngineManifest,
@@ -87,9 +87,19 @@ def resolve(request: BuildRequest, matrix: Matrix, runtime: RuntimeInfo) -> Reso
 
 def preflight(
     request: BuildRequest, resolved: Resolved, matrix: Matrix, runtime: RuntimeInfo
-) -> None:
-    """Everything that can be checked before hours of GPU time are spent."""
+) -> tuple[str, ...]:
+    """Everything that can be checked before hours of GPU time are spent.
+
+    Returns the recipe's advice (it builds, but not as the matrix would want), for warnings.
+    """
     target = resolved.target
+    review = review_recipe(target)
+    if review.refusals:
+        raise BuildError(
+            f"{target.name}: the recipe cannot be built as written, so nothing was run:\n  "
+            + "\n  ".join(review.refusals)
+            + "\nfix the target in the build matrix (--targets, default build/targets.yaml)"
+        )
     if not (request.checkpoint / "config.json").is_file():
         raise BuildError(
             f"--checkpoint {request.checkpoint} is not an HF checkpoint (no config.json)"
@@ -113,6 +123,7 @@ def preflight(
     engine_dir = request.out_root / target.model.slug / target.gpu.key
     if engine_dir.exists() and not request.force:
         raise BuildError(f"{engine_dir} already exists; pass --force to rebuild and replace it")
+    return review.advice
 
 
 def _python_path() -> str:
@@ -214,13 +225,15 @@ def build_engine(
 ) -> Path:
     """Build one engine end to end; returns the installed engine directory."""
     resolved = resolve(request, matrix, runtime)
-    preflight(request, resolved, matrix, runtime)
+    advice = preflight(request, resolved, matrix, runtime)
     target = resolved.target
     paths = BuildPaths.for_target(
         target, checkpoint=request.checkpoint, out_root=request.out_root,
         calib_data=request.calib_data,
     )  # fmt: skip
     runner = runner or Runner(out=out, env={**os.environ, "PYTHONPATH": _python_path()})
+    for finding in advice:
+        runner.say(f"warning: {finding}")
     if resolved.cross:
         runner.say(
             f"cross-plan: building {target.gpu.key} on "

@@ -200,56 +200,133 @@ def is_power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-def recipe_problems(target: Target) -> list[str]:
-    """Precision, limit and flag rules a target must obey; empty when it is sound."""
-    problems: list[str] = []
-    gpu, p, lim = target.gpu, target.precision, target.limits
+# Where our own rules come from; the release's rules name their source in trtllm_1_2_1_rules.yaml.
+OUR_RULE = "tensorchat recipe rule, enginebuild/targets.py"
+
+
+@dataclass(frozen=True)
+class RecipeReview:
+    """A target's recipe findings, each ending with its rule's source in brackets.
+
+    `refusals`: the build cannot give what the target says. The pipeline cannot build it,
+    trtllm-build 1.2.1 refuses it or silently builds other flags (so the manifest would lie),
+    or the executor cannot serve it. `engines build` refuses these before any GPU time.
+    `advice`: it builds and serves correctly, only not as well as the matrix wants (a GPU's
+    FP8 left unused, limits off the tuning grid). `engines build` prints them as warnings; the
+    production matrix (build/targets.yaml) has none, the GPU check's tiny BF16 matrix has some.
+    """
+
+    refusals: tuple[str, ...]
+    advice: tuple[str, ...]
+
+
+def _ours(problem: str, why: str) -> str:
+    return f"{problem} [{OUR_RULE}: {why}]"
+
+
+def review_recipe(target: Target) -> RecipeReview:
+    """Precision, limit and flag rules of a target, split into refusals and advice."""
+    refusals: list[str] = []
+    advice: list[str] = []
+    gpu, p, lim, flags = target.gpu, target.precision, target.limits, target.flags
     if p.weights not in WEIGHT_PRECISIONS:
-        problems.append(f"weights {p.weights!r} not one of {WEIGHT_PRECISIONS}")
-    if p.kv_cache not in KV_PRECISIONS:
-        problems.append(f"kv_cache {p.kv_cache!r} not one of {KV_PRECISIONS}")
-    uses_fp8 = "fp8" in (p.weights, p.kv_cache)
-    if uses_fp8 and not gpu.has_fp8:
-        problems.append(f"FP8 on {gpu.key} (sm{gpu.compute_capability}); FP8 needs sm89/sm90")
-    if gpu.has_fp8 and p.weights != "fp8":
-        problems.append(f"{gpu.key} supports FP8 but the recipe uses {p.weights} weights")
-    if p.weights == "bf16" and p.kv_cache not in ("bf16", "int8"):
-        problems.append("BF16 weights pair with a BF16 or INT8 KV cache")
-    if lim.max_input_len >= lim.max_seq_len:
-        problems.append(f"max_input_len {lim.max_input_len} >= max_seq_len {lim.max_seq_len}")
-    if lim.max_seq_len > target.model.max_position_embeddings:
-        problems.append(
-            f"max_seq_len {lim.max_seq_len} exceeds the model's "
-            f"{target.model.max_position_embeddings} positions"
+        refusals.append(
+            _ours(
+                f"weights {p.weights!r} not one of {WEIGHT_PRECISIONS}",
+                "the precisions plan.py builds",
+            )
         )
-    if not is_power_of_two(lim.max_num_tokens):
-        problems.append(f"max_num_tokens {lim.max_num_tokens} is not a power of two")
-    if not is_power_of_two(lim.max_batch_size):
-        problems.append(f"max_batch_size {lim.max_batch_size} is not a power of two")
-    problems.extend(_flag_rules(target))
-    return problems
-
-
-def _flag_rules(target: Target) -> list[str]:
-    problems: list[str] = []
-    flags, gpu, p = target.flags, target.gpu, target.precision
+    if p.kv_cache not in KV_PRECISIONS:
+        refusals.append(
+            _ours(
+                f"kv_cache {p.kv_cache!r} not one of {KV_PRECISIONS}",
+                "the precisions plan.py builds",
+            )
+        )
+    if "fp8" in (p.weights, p.kv_cache) and not gpu.has_fp8:
+        refusals.append(
+            _ours(f"FP8 on {gpu.key} (sm{gpu.compute_capability})", "FP8 needs sm89/sm90")
+        )
+    if lim.max_input_len >= lim.max_seq_len:
+        refusals.append(
+            _ours(
+                f"max_input_len {lim.max_input_len} >= max_seq_len {lim.max_seq_len}",
+                "no room for a generated token",
+            )
+        )
+    if lim.max_seq_len > target.model.max_position_embeddings:
+        refusals.append(
+            _ours(
+                f"max_seq_len {lim.max_seq_len} exceeds the model's "
+                f"{target.model.max_position_embeddings} positions",
+                "the engine would hold sequences the model was not trained for",
+            )
+        )
     for name in HOPPER_ONLY_FLAGS:
         if flags.get(name, "disable") != "disable" and gpu.compute_capability != "9.0":
-            problems.append(f"{name} is Hopper-only but the target is {gpu.key}")
+            refusals.append(
+                _ours(
+                    f"{name} is Hopper-only but the target is {gpu.key}",
+                    "its kernels exist for sm90 only",
+                )
+            )
     if flags.get("--gemm_plugin") == "fp8" and p.weights != "fp8":
-        problems.append("--gemm_plugin fp8 without FP8 weights")
-    if p.weights == "fp8" and flags.get("--gemm_plugin") not in ("disable", "fp8"):
-        problems.append("FP8 weights want --gemm_plugin disable (tuning guide)")
+        refusals.append(
+            _ours("--gemm_plugin fp8 without FP8 weights", "an FP8 GEMM needs FP8 weights")
+        )
     if flags.get("--kv_cache_type") != "paged":
-        problems.append("--kv_cache_type must be paged (in-flight batching, KV reuse)")
-    if flags.get("--use_paged_context_fmha") != "enable":
-        problems.append("--use_paged_context_fmha must be enabled (chunked context, KV reuse)")
+        refusals.append(
+            _ours(
+                "--kv_cache_type must be paged",
+                "the executor refuses other KV caches: 'TrtGptModelInflightBatching requires "
+                "GPT attention/Mamba Conv 1d plugin with packed input and paged KV cache.' "
+                "(trtGptModelInflightBatching.cpp, constructor, 1.2.0rc2)",
+            )
+        )
     for name, value in flags.items():
         if value in ("", None):
-            problems.append(f"{name} has no explicit value")
+            refusals.append(
+                _ours(f"{name} has no explicit value", "the manifest records every flag's value")
+            )
     # The release's own checks: a refused build, or one that builds other flags than the
-    # recipe (and so the manifest) says, is refused here before any GPU time is spent.
+    # recipe (and so the manifest) says.
     outcome = target.release_outcome()
-    problems.extend(r.describe() for r in outcome.refusals)
-    problems.extend(o.describe() for o in outcome.overrides)
-    return problems
+    refusals.extend(r.describe() for r in outcome.refusals)
+    refusals.extend(o.describe() for o in outcome.overrides)
+
+    if gpu.has_fp8 and p.weights != "fp8":
+        advice.append(
+            _ours(
+                f"{gpu.key} supports FP8 but the recipe uses {p.weights} weights",
+                "FP8 weights take half the memory and run the faster FP8 GEMMs",
+            )
+        )
+    if p.weights == "bf16" and p.kv_cache not in ("bf16", "int8"):
+        advice.append(
+            _ours(
+                "BF16 weights pair with a BF16 or INT8 KV cache",
+                "the matrix's BF16 recipes keep the KV cache BF16 or INT8",
+            )
+        )
+    if p.weights == "fp8" and flags.get("--gemm_plugin") not in ("disable", "fp8"):
+        advice.append(_ours("FP8 weights want --gemm_plugin disable", "the tuning guide"))
+    if flags.get("--use_paged_context_fmha") != "enable":
+        advice.append(
+            _ours(
+                "--use_paged_context_fmha should be enabled",
+                "without it the executor turns chunked context and KV reuse off",
+            )
+        )
+    for limit in ("max_num_tokens", "max_batch_size"):
+        size: int = getattr(lim, limit)
+        if not is_power_of_two(size):
+            advice.append(
+                _ours(f"{limit} {size} is not a power of two", "the tuning guide sweeps them so")
+            )
+    return RecipeReview(tuple(refusals), tuple(advice))
+
+
+def recipe_problems(target: Target) -> list[str]:
+    """Every finding, refusal or advice: what the production matrix must be free of."""
+    review = review_recipe(target)
+    return [*review.refusals, *review.advice]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from facade.deps import FacadeState, get_state
@@ -14,7 +15,23 @@ from facade.metrics import CONTENT_TYPE
 router = APIRouter()
 
 
-@router.get("/health", summary="Readiness")
+class HealthStatus(BaseModel):
+    status: Literal["ok", "unavailable"]
+    models: list[str]
+    backends_healthy: int
+    backends_total: int
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
+@router.get(
+    "/health",
+    summary="Readiness",
+    response_model=HealthStatus,
+    responses={503: {"model": HealthStatus, "description": "No backend serves a model"}},
+)
 async def health(state: Annotated[FacadeState, Depends(get_state)]) -> JSONResponse:
     """200 when at least one backend serves at least one model, else 503 (take me out).
 
@@ -34,7 +51,7 @@ async def health(state: Annotated[FacadeState, Depends(get_state)]) -> JSONRespo
     )
 
 
-@router.get("/health/live", summary="Liveness")
+@router.get("/health/live", summary="Liveness", response_model=Liveness)
 async def live() -> dict[str, str]:
     """200 while the process serves HTTP; backends do not matter (do not restart for them)."""
     return {"status": "ok"}

@@ -10,7 +10,8 @@ from facade.auth import Principal
 from facade.backends import BackendPool, ModelEntry
 from facade.deps import get_pool, require_principal
 from facade.errors import model_not_found
-from facade.schemas import ErrorResponse, ModelCard, ModelList
+from facade.openapi import error_responses
+from facade.schemas import ModelCard, ModelList
 
 router = APIRouter()
 
@@ -21,7 +22,9 @@ def _card(entry: ModelEntry) -> ModelCard:
     return ModelCard(id=entry.id, created=entry.info.created, owned_by=owner)
 
 
-@router.get("/v1/models", response_model=ModelList, summary="List models")
+@router.get(
+    "/v1/models", response_model=ModelList, responses=error_responses(401), summary="List models"
+)
 async def list_models(
     principal: Annotated[Principal, Depends(require_principal)],
     pool: Annotated[BackendPool, Depends(get_pool)],
@@ -34,7 +37,7 @@ async def list_models(
 @router.get(
     "/v1/models/{model:path}",
     response_model=ModelCard,
-    responses={404: {"model": ErrorResponse}},
+    responses=error_responses(401, 404),
     summary="Retrieve model",
 )
 async def retrieve_model(

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import enum
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from inference.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from inference.grammar import CompiledConstraint
 
 
 class EngineFinish(enum.Enum):
@@ -52,6 +57,27 @@ def unpaced() -> float:
 
 
 @dataclass(slots=True)
+class RequestTimings:
+    """When a request reached each phase, in `time.monotonic()` seconds (None: not yet).
+
+    `arrived` is set when the request is built. Engines set `scheduled` when it first enters
+    their batch (the end of its queueing; TensorRT-LLM reports its own time); the runner sets
+    the token times as outputs reach it. Queue = arrived -> scheduled, prefill = scheduled ->
+    first_token, decode = first_token -> last_token: vLLM's phases (inference/metrics.py).
+    """
+
+    arrived: float = field(default_factory=time.monotonic)
+    scheduled: float | None = None
+    first_token: float | None = None
+    last_token: float | None = None
+
+    def mark_scheduled(self, at: float) -> None:
+        """The first time only: a preempted and rescheduled request keeps its first."""
+        if self.scheduled is None:
+            self.scheduled = at
+
+
+@dataclass(slots=True)
 class EngineRequest:
     request_id: str
     prompt_token_ids: list[int]
@@ -64,6 +90,11 @@ class EngineRequest:
     # The reader's pacing, asked before each hand-over: the least seconds since the previous
     # one (0: as soon as there is output). Finishing outputs are never held (OutputChannel).
     pace: Callable[[], float] = field(default=unpaced, compare=False, repr=False)
+    # The grammar every choice's output must follow (each choice gets its own matcher). A
+    # constrained choice never emits a token the grammar forbids, and ends with EOS only where
+    # the grammar may end.
+    constraint: CompiledConstraint | None = field(default=None, compare=False)
+    timings: RequestTimings = field(default_factory=RequestTimings, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +124,15 @@ class Engine(ABC):
       never reports it); one ended by a stop token id outputs it, with `stop_token_id` set.
     - `finish_choice` ends one choice early (a stop string matched in the servicer); its
       final output has finish CANCELLED and the caller ignores that reason.
+    - A request with a `constraint` gets only tokens its grammar allows, in every choice.
     - Errors about the request itself raise `EngineRequestError` (mapped to
       INVALID_ARGUMENT); anything else is an engine fault.
     """
 
     name: str = "engine"
+    # Whether the engine enforces `EngineRequest.constraint` (the service refuses constrained
+    # requests for engines that do not).
+    constrains_output: bool = True
 
     async def start(self) -> None:  # noqa: B027  (optional hook: engines may need no setup)
         """Load weights / start worker threads. Called once before `generate`."""
@@ -123,7 +158,15 @@ class Engine(ABC):
 
 
 class EngineRequestError(ValueError):
-    """The engine refused a request because of the request itself (e.g. prompt too long)."""
+    """The engine refused a request because of the request itself (e.g. prompt too long).
+
+    `param` names the request field at fault (INVALID_ARGUMENT names it to the client); the
+    prompt ("messages") unless said otherwise.
+    """
+
+    def __init__(self, message: str, *, param: str = "messages") -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class EngineUnavailableError(RuntimeError):

@@ -1,25 +1,17 @@
 """One request's outputs on their way from an engine to its reader, merged while unread.
 
 Every engine puts its outputs into an `OutputChannel` and yields what iterating it gives,
-so the behaviours the stream depends on live here, not in the engines:
-
-- A reader that lags gets everything produced since its last read, merged into one output
-  per choice, instead of a backlog of one-token items.
-- Iterating paces the reader by the request's `pace()` (`take(hold_s)` with the rule of
-  `inference.pacing.Hold`): outputs are held until `hold_s` after the previous take, so a
-  busy server sends fewer, larger messages (each message costs the same CPU, whatever it
-  carries). While it holds, new tokens wake nobody.
-- An output that finishes a choice is never held: pacing delays tokens by at most
-  `hold_s`, but never the end of a request, as with vLLM's `--stream-interval`.
-- `drained` says when every choice's finishing output has been handed over: the end of
-  the engine's stream.
-
-All methods run on the event loop (engines with worker threads hop over first).
+so these rules live here, not in the engines: a lagging reader gets everything since its
+last read merged into one output per choice; iterating holds outputs until the request's
+`pace()` has passed since the previous take (`inference.pacing.Hold`), but never an output
+that finishes a choice; `drained` says every choice's finish was handed over. All methods
+run on the event loop (engines with worker threads hop over first).
 """
 
 from __future__ import annotations
 
 import asyncio
+import operator
 from collections.abc import Callable
 
 from inference.engines.base import SequenceOutput, unpaced
@@ -98,12 +90,8 @@ class OutputChannel:
         self._hold.taken(loop)
         outputs = list(unread.values())
         if len(outputs) > 1:
-            outputs.sort(key=_by_index)
+            outputs.sort(key=operator.attrgetter("index"))
         for output in outputs:
             if output.finish is not None:
                 self._unfinished.discard(output.index)
         return outputs
-
-
-def _by_index(output: SequenceOutput) -> int:
-    return output.index

@@ -19,7 +19,9 @@ def create_engine(config: ModelConfig, checkpoint_dir: Path, tokenizer: ModelTok
     if config.engine == "trtllm":
         from inference.engines.trtllm.engine import TrtllmEngine
 
-        return TrtllmEngine(model_id=config.id, tokenizer_dir=checkpoint_dir, **options)
+        return TrtllmEngine(
+            model_id=config.id, tokenizer_dir=checkpoint_dir, tokenizer=tokenizer, **options
+        )
     if config.engine == "synthetic":
         from inference.engines.synthetic import SyntheticEngine
 

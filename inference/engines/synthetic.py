@@ -1,14 +1,11 @@
 """A benchmark-only engine that emits token ids on a clock and does no compute.
 
-It measures the stack around an engine (servicer, gRPC, facade, SSE): every choice
-emits `tokens_per_second` tokens on the wall clock, so whatever the stack does not
-carry shows up as lag at the client. It is never a default: a model uses it only
-when its config says `engine: synthetic`.
+It measures the stack around an engine (servicer, gRPC, facade, SSE): every choice emits
+`tokens_per_second` tokens, so whatever the stack does not carry shows up as lag at the
+client. A model uses it only when its config says `engine: synthetic`.
 
-Cost model: one timer task ticks every `tick_ms` and emits for every choice that is
-due, using a heap ordered by each choice's next due time. There is no task, sleep or
-future per token: 256 streams at 120 tokens/s cost one wake-up per tick plus a heap
-pop and push per emitting choice.
+Cost: one timer task ticks every `tick_ms` and emits for every choice that is due (a heap
+ordered by due time); no task, sleep or future per token.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ import heapq
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from inference.engines.base import (
@@ -84,9 +81,12 @@ class SyntheticEngine(Engine):
       iterator take effect at the next tick.
     - The first token is due at once (on the next tick), token k at `start + k / rate`;
       a late tick emits every token that came due meanwhile, in one output.
+    - It cannot follow a grammar (its tokens are a fixed cycle), so a constrained request is
+      refused: the service checks `constrains_output` first.
     """
 
     name = "synthetic"
+    constrains_output = False
 
     def __init__(
         self,
@@ -95,7 +95,10 @@ class SyntheticEngine(Engine):
         tokens_per_second: float = 120.0,
         output_tokens: int | None = None,
         tick_ms: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        # The token schedule's clock, the one `EngineRequest.deadline` is on; a test on a
+        # virtual-time loop passes `loop.time`, so that the ticker's sleeps agree with it.
         ids = tuple(int(i) for i in vocab_ids)
         if not ids:
             raise ValueError("vocab_ids must name at least one token id")
@@ -111,6 +114,7 @@ class SyntheticEngine(Engine):
         self._rate = float(tokens_per_second)
         self._output_tokens = output_tokens
         self._tick = tick_ms / 1000.0
+        self._clock = clock
         self._requests: dict[str, _Request] = {}
         # (due time, tie-breaker, choice): the next token of each live choice.
         self._heap: list[tuple[float, int, _Choice]] = []
@@ -132,7 +136,7 @@ class SyntheticEngine(Engine):
 
     async def shutdown(self) -> None:
         self._closed = True
-        now = time.monotonic()
+        now = self._clock()
         for req in list(self._requests.values()):
             for choice in req.choices:
                 if not choice.done:
@@ -160,12 +164,14 @@ class SyntheticEngine(Engine):
             raise EngineUnavailableError("the synthetic engine is shut down")
         if request.request_id in self._requests:
             raise EngineRequestError(f"request id {request.request_id!r} is already running")
+        if request.constraint is not None:
+            raise EngineRequestError("the synthetic engine cannot follow a grammar")
         req = self._register(request)
         return self._stream(req)
 
     def _register(self, request: EngineRequest) -> _Request:
         params = request.params
-        now = time.monotonic()
+        now = self._clock()
         limit, limit_finish = params.max_tokens, EngineFinish.LENGTH
         if self._output_tokens is not None and not params.ignore_eos:
             # Like EOS, the fake model's own end is suppressed until min_tokens.
@@ -191,6 +197,7 @@ class SyntheticEngine(Engine):
             req.choices.append(choice)
             heapq.heappush(self._heap, (now, next(self._seq), choice))
         self._requests[request.request_id] = req
+        request.timings.mark_scheduled(now)  # no queue: every request runs at once
         if request.deadline is not None:
             heapq.heappush(self._deadlines, (request.deadline, next(self._seq), req))
         self._ensure_ticker()
@@ -218,12 +225,12 @@ class SyntheticEngine(Engine):
     async def _run_ticker(self) -> None:
         # Ticks on an absolute schedule so sleep overshoot does not accumulate; it stops when
         # no request is left and `_register` restarts it.
-        next_tick = time.monotonic()
+        next_tick = self._clock()
         while self._requests:
-            now = time.monotonic()
+            now = self._clock()
             self._step(now)
             next_tick = max(next_tick + self._tick, now)
-            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            await asyncio.sleep(max(0.0, next_tick - self._clock()))
 
     def _step(self, now: float) -> None:
         """Emit every due token, apply requested finishes and deadlines (via the channels)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +24,13 @@ import jinja2
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
-from inference.text.messages import ChatMessage
-
-ROLES = frozenset({"system", "user", "assistant"})
+# What a chat template renders: the messages and the tools (None: no tools), as the
+# template expects them (Hugging Face's `apply_chat_template` shapes).
+TemplateArgs = tuple[list[dict[str, Any]], list[Any] | None]
+# Builds TemplateArgs, passing every string that came from the request (message text, tool
+# names, arguments, schemas) through `mark`; the encoder calls it once as is and once with
+# a `mark` that wraps the string in marker characters.
+TemplateInput = Callable[[Callable[[str], str]], TemplateArgs]
 
 # Unicode noncharacters are reserved for a program's internal use, which is what markers are.
 # A pair that occurs nowhere in the conversation is picked per request, so content that
@@ -76,6 +80,21 @@ def _without_first_prepend(pre_tokenizer: Any) -> Any | None:
     return patched if changed else None
 
 
+def _unmarked(text: str) -> str:
+    return text
+
+
+def mark_json(value: Any, mark: Callable[[str], str]) -> Any:
+    """A JSON value with every string in it, object keys included, passed through `mark`."""
+    if isinstance(value, str):
+        return mark(value)
+    if isinstance(value, dict):
+        return {mark(k): mark_json(v, mark) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mark_json(v, mark) for v in value]
+    return value
+
+
 def _is_word_char(ch: str) -> bool:
     return ch.isalnum() or ch == "_"
 
@@ -117,35 +136,41 @@ class SafeChatEncoder:
         """A tokenizer that encodes special-token strings as plain text (own copy)."""
         return self._head
 
-    def encode(self, messages: Sequence[ChatMessage]) -> list[int]:
-        plain = self._validated(messages)
-        prompt = self._render(plain)
-        segments = self._marked_segments(plain, prompt)
+    def encode(self, conversation: TemplateInput) -> list[int]:
+        """The template's prompt for `conversation`, encoded so that no string the conversation
+        builder passed through its `mark` argument can become a control token."""
+        messages, tools = conversation(_unmarked)
+        prompt = self._render(messages, tools)
+        segments = self._marked_segments(conversation, prompt)
         return self._encode_segments(prompt, segments)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Text encoded on its own, special-token strings kept as text. For a tokenizer
+        converted from SentencePiece this is SentencePiece's encode: the word-boundary prefix
+        always comes first (Metaspace's "first" leaves it out when the text starts with a
+        space, so the space is written out here)."""
+        if not text:
+            return []
+        if self._rest is self._head:
+            return self._encode_text(text, at_start=True)
+        return self._encode_text(" " + text, at_start=False)
+
+    def special_token_id(self, content: str) -> int | None:
+        """The id of the special (control) token spelled `content`, if the tokenizer has one."""
+        special = self._specials.get(content)
+        return None if special is None else special.token_id
 
     # -- rendering ---------------------------------------------------------------------
 
-    @staticmethod
-    def _validated(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-        if not messages:
-            raise ChatTemplateError("messages must contain at least one message")
-        out = []
-        for i, m in enumerate(messages):
-            if m.role not in ROLES:
-                raise ChatTemplateError(
-                    f"messages[{i}].role must be one of system, user, assistant; got {m.role!r}"
-                )
-            if not isinstance(m.content, str):
-                raise ChatTemplateError(f"messages[{i}].content must be a string")
-            out.append({"role": m.role, "content": m.content})
-        return out
-
-    def _render(self, messages: list[dict[str, str]]) -> str:
+    def _render(self, messages: list[dict[str, Any]], tools: list[Any] | None) -> str:
         if not self._hf.chat_template:
             raise ChatTemplateError("this model has no chat template; send a prompt instead")
         try:
             rendered = self._hf.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
+                messages,
+                tools=list(tools) if tools is not None else None,
+                tokenize=False,
+                add_generation_prompt=True,
             )
         except jinja2.TemplateError as e:
             # Templates reject conversations with raise_exception(...), whose text is meant
@@ -155,34 +180,30 @@ class SafeChatEncoder:
             raise TypeError(f"chat template rendered {type(rendered).__name__}, not str")
         return rendered
 
-    def _marked_segments(
-        self, messages: list[dict[str, str]], prompt: str
-    ) -> list[tuple[str, bool]]:
+    def _marked_segments(self, conversation: TemplateInput, prompt: str) -> list[tuple[str, bool]]:
         """The prompt as (text, came_from_a_message) pieces, checked to add up to `prompt`."""
         free = [c for c in _MARKERS if c not in prompt]
         if len(free) < 2:
             raise ChatTemplateError("message content contains reserved Unicode noncharacters")
         open_, close = free[0], free[1]
 
-        # First wrap whole contents. A template that trims content (Mistral's does for
+        # First wrap whole strings. A template that trims content (Mistral's does for
         # assistant turns) moves whitespace across the markers, so then retry with the
-        # markers inside the content's outer whitespace; that whitespace counts as template
+        # markers inside the string's outer whitespace; that whitespace counts as template
         # text, which is harmless because whitespace cannot spell a special token. For the
-        # same reason blank content is left unmarked: templates may test it for truth.
+        # same reason blank strings are left unmarked: templates may test them for truth.
         for trim_aware in (False, True):
-            marked = []
-            for m in messages:
-                content = m["content"]
-                if not content.strip():
-                    wrapped = content
-                elif trim_aware:
-                    core = content.strip()
-                    start = len(content) - len(content.lstrip())
-                    wrapped = content[:start] + open_ + core + close + content[start + len(core) :]
-                else:
-                    wrapped = open_ + content + close
-                marked.append({"role": m["role"], "content": wrapped})
-            segments = self._split_marked(self._render(marked), open_, close)
+
+            def mark(text: str, trim_aware: bool = trim_aware) -> str:
+                if not text.strip():
+                    return text
+                if not trim_aware:
+                    return open_ + text + close
+                core = text.strip()
+                start = len(text) - len(text.lstrip())
+                return text[:start] + open_ + core + close + text[start + len(core) :]
+
+            segments = self._split_marked(self._render(*conversation(mark)), open_, close)
             if segments is not None and "".join(t for t, _ in segments) == prompt:
                 return segments
         raise RuntimeError(

@@ -10,8 +10,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from inference.text.chat_encoding import ChatTemplateError, SafeChatEncoder
 from inference.text.detokenizer import IncrementalDetokenizer, byte_fallback_ids
-from inference.text.messages import ChatMessage
+from inference.text.messages import CHAT_ROLES, ChatMessage, FunctionTool
 from inference.text.token_bytes import TokenBytes
+from inference.text.tool_format import ToolFormat, ToolFormatName, tool_format_for
 
 __all__ = ["ChatTemplateError", "ModelTokenizer"]
 
@@ -35,11 +36,17 @@ class ModelTokenizer:
     Thread-safe after construction: encoding and decoding only read shared state.
     """
 
-    def __init__(self, hf: PreTrainedTokenizerFast, eos_token_ids: frozenset[int]) -> None:
+    def __init__(
+        self,
+        hf: PreTrainedTokenizerFast,
+        eos_token_ids: frozenset[int],
+        tool_format: ToolFormatName = "auto",
+    ) -> None:
         self.hf = hf
         self.eos_token_ids = eos_token_ids
         self.vocab_size = len(hf)
         self._chat = SafeChatEncoder(hf)
+        self.tool_format: ToolFormat = tool_format_for(tool_format, hf, self._chat)
         self._token_bytes = TokenBytes(hf.backend_tokenizer)
         backend = hf.backend_tokenizer
         self._byte_ids = byte_fallback_ids(backend)
@@ -48,7 +55,9 @@ class ModelTokenizer:
         )
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> ModelTokenizer:
+    def from_pretrained(
+        cls, path: str | Path, tool_format: ToolFormatName = "auto"
+    ) -> ModelTokenizer:
         """Loads tokenizer.json, tokenizer_config.json and generation_config.json from `path`."""
         path = Path(path)
         # Local files only: a serving process must never reach for a model hub.
@@ -58,13 +67,24 @@ class ModelTokenizer:
         eos = _generation_eos_ids(path)
         if hf.eos_token_id is not None:
             eos.add(int(hf.eos_token_id))
-        return cls(hf, frozenset(eos))
+        return cls(hf, frozenset(eos), tool_format)
 
-    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """The model's chat template with a generation prompt, encoded so that message
-        content can never become a control token. Raises ChatTemplateError for
-        conversations the template rejects and for unknown roles."""
-        return self._chat.encode(messages)
+    def encode_chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[FunctionTool] = ()
+    ) -> list[int]:
+        """The conversation (and the tools the model may call) in the model's chat template
+        and tool format, with a generation prompt, encoded so that no text from the request
+        can become a control token. Raises ChatTemplateError for conversations the template
+        rejects and for unknown roles."""
+        if not messages:
+            raise ChatTemplateError("messages must contain at least one message")
+        for i, message in enumerate(messages):
+            if message.role not in CHAT_ROLES:
+                raise ChatTemplateError(
+                    f"messages[{i}].role must be one of {', '.join(CHAT_ROLES)}; "
+                    f"got {message.role!r}"
+                )
+        return self.tool_format.prompt_ids(self._chat, messages, tools)
 
     def encode_prompt(self, text: str) -> list[int]:
         """Raw text, special-token strings kept as text; BOS iff the tokenizer adds one."""

@@ -15,7 +15,7 @@ import multiprocessing as mp
 import queue
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,43 +111,61 @@ async def drive(
     """Run one worker's share of the load in this event loop."""
     if not specs:
         return WorkerReport([], 0.0, 0.0)
-    results: list[RequestResult] = []
     async with open_sender(target, shape.concurrency) as sender:
         if start_at is not None:
             await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         cpu0, wall0 = time.process_time(), time.monotonic()
-        stop_at = None if shape.duration_s is None else wall0 + shape.duration_s
-        index = 0
-
-        def next_spec() -> RequestSpec | None:
-            nonlocal index
-            if stop_at is not None:
-                if time.monotonic() >= stop_at:
-                    return None
-            elif index >= len(specs):
-                return None
-            spec = specs[index % len(specs)]
-            index += 1
-            return spec
-
-        async def record(spec: RequestSpec) -> None:
-            result = await sender.send(spec)
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
-
-        if shape.request_rate is None:
-            users = shape.concurrency or 1
-
-            async def user(k: int) -> None:
-                await asyncio.sleep(shape.ramp_up_s * k / users)
-                while (spec := next_spec()) is not None:
-                    await record(spec)
-
-            await asyncio.gather(*(user(k) for k in range(users)))
-        else:
-            await _poisson(shape, next_spec, record, random.Random(seed))
+        results = await issue(sender.send, specs, shape, seed=seed, on_result=on_result)
         return WorkerReport(results, time.process_time() - cpu0, time.monotonic() - wall0)
+
+
+async def issue(
+    send: Callable[[RequestSpec], Awaitable[RequestResult]],
+    specs: Sequence[RequestSpec],
+    shape: LoadShape,
+    *,
+    seed: int = 0,
+    on_result: ResultCallback | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[RequestResult]:
+    """Sends `specs` (cycling over them while `shape.duration_s` lasts) as `shape` says.
+
+    `clock` is the time the schedule is kept on, and asyncio.sleep waits on the loop's: a
+    test on a virtual-time loop passes `loop.time` (tests/support/virtual_time.py).
+    """
+    results: list[RequestResult] = []
+    stop_at = None if shape.duration_s is None else clock() + shape.duration_s
+    index = 0
+
+    def next_spec() -> RequestSpec | None:
+        nonlocal index
+        if stop_at is not None:
+            if clock() >= stop_at:
+                return None
+        elif index >= len(specs):
+            return None
+        spec = specs[index % len(specs)]
+        index += 1
+        return spec
+
+    async def record(spec: RequestSpec) -> None:
+        result = await send(spec)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    if shape.request_rate is None:
+        users = shape.concurrency or 1
+
+        async def user(k: int) -> None:
+            await asyncio.sleep(shape.ramp_up_s * k / users)
+            while (spec := next_spec()) is not None:
+                await record(spec)
+
+        await asyncio.gather(*(user(k) for k in range(users)))
+    else:
+        await _poisson(shape, next_spec, record, random.Random(seed), clock)
+    return results
 
 
 async def _poisson(
@@ -155,6 +173,7 @@ async def _poisson(
     next_spec: Callable[[], RequestSpec | None],
     record: Callable[[RequestSpec], Any],
     rng: random.Random,
+    clock: Callable[[], float],
 ) -> None:
     assert shape.request_rate is not None
     slots = asyncio.Semaphore(shape.concurrency) if shape.concurrency else None
@@ -168,13 +187,13 @@ async def _poisson(
             async with slots:
                 await record(spec)
 
-    due = time.monotonic()
+    due = clock()
     while (spec := next_spec()) is not None:
         task = asyncio.create_task(run(spec))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         due += rng.expovariate(shape.request_rate)
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        await asyncio.sleep(max(0.0, due - clock()))
     if tasks:
         await asyncio.gather(*tasks)
 

@@ -505,6 +505,26 @@ Global___StoppingCriteria: _TypeAlias = StoppingCriteria  # noqa: Y015
 class GenerateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
@@ -518,6 +538,7 @@ class GenerateRequest(_message.Message):
     OUTPUT_FIELD_NUMBER: _builtins.int
     CONSTRAINT_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     ECHO_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Chosen by the client, echoed in logs and metrics. Empty: the server makes one."""
@@ -556,6 +577,13 @@ class GenerateRequest(_message.Message):
     def tools(self) -> Global___Tools:
         """Functions the model may call, rendered in the model's own tool format."""
 
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """W3C trace context of the caller's span ("traceparent", "tracestate"), so that the
+        service's spans join the caller's trace. Per request because one GenerateMany stream
+        carries many callers' requests; a Generate call may send it as gRPC metadata instead.
+        """
+
     def __init__(
         self,
         *,
@@ -572,11 +600,12 @@ class GenerateRequest(_message.Message):
         output: Global___OutputMode.ValueType = ...,
         constraint: Global___OutputConstraint | None = ...,
         tools: Global___Tools | None = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         echo: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["constraint", b"constraint", "input", b"input", "messages", b"messages", "prompt", b"prompt", "sampling", b"sampling", "stopping", b"stopping", "token_ids", b"token_ids", "tools", b"tools"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["constraint", b"constraint", "echo", b"echo", "input", b"input", "logprobs", b"logprobs", "messages", b"messages", "model", b"model", "n", b"n", "output", b"output", "prompt", b"prompt", "request_id", b"request_id", "sampling", b"sampling", "stopping", b"stopping", "token_ids", b"token_ids", "tools", b"tools", "top_logprobs", b"top_logprobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["constraint", b"constraint", "echo", b"echo", "input", b"input", "logprobs", b"logprobs", "messages", b"messages", "model", b"model", "n", b"n", "output", b"output", "prompt", b"prompt", "request_id", b"request_id", "sampling", b"sampling", "stopping", b"stopping", "token_ids", b"token_ids", "tools", b"tools", "top_logprobs", b"top_logprobs", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_input: _TypeAlias = _typing.Literal["messages", "prompt", "token_ids"]  # noqa: Y015
     _WhichOneofArgType_input: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
@@ -904,23 +933,32 @@ class GenerationEvent(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     RESPONSE_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     @_builtins.property
     def response(self) -> Global___GenerateResponse: ...
     @_builtins.property
     def end(self) -> Global___GenerationEnd: ...
+    @_builtins.property
+    def refused(self) -> Global___GenerationEnd:
+        """A start this stream refused without running it (request_id missing, or naming a
+        generation already running on this stream): it ends the start just sent, not the
+        generation running under the same id, which goes on to its own end.
+        """
+
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         response: Global___GenerateResponse | None = ...,
         end: Global___GenerationEnd | None = ...,
+        refused: Global___GenerationEnd | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "kind", b"kind", "response", b"response"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "kind", b"kind", "refused", b"refused", "response", b"response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "kind", b"kind", "request_id", b"request_id", "response", b"response"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "kind", b"kind", "refused", b"refused", "request_id", b"request_id", "response", b"response"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["response", "end"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["response", "end", "refused"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

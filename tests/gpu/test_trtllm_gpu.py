@@ -106,6 +106,7 @@ async def pair(
         tokenizer_dir=checkpoint,
         engine_dir=engine_dir,
         kv_cache_free_gpu_memory_fraction=0.2,
+        top_logprobs=True,  # the top_logprobs comparisons below
     )
     torch_engine = TorchEngine(checkpoint)
     await trt.start()

@@ -11,10 +11,17 @@ from typing import Any, cast
 import grpc
 import pytest
 
+from inference.prepare import MAX_PROMPT_CHARS_PER_TOKEN
 from tensorchat.request_error import CODE_METADATA_KEY, PARAM_METADATA_KEY
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
-from tests.integration.conftest import MISTRAL_ID, QWEN_ID, TINY_CONTEXT, wait_until_idle
+from tests.integration.conftest import (
+    MISTRAL_ID,
+    QWEN_ID,
+    TINY_CONTEXT,
+    idle_tokens,
+    wait_until_idle,
+)
 from tests.support.servers import InferenceServerThread
 
 HELLO = pb.ChatMessages(messages=[pb.ChatMessage(role="user", content="Hello! Tell me a story.")])
@@ -221,6 +228,7 @@ def test_concurrent_requests_interleave(inference_server: InferenceServerThread)
 def test_cancelled_call_leaves_the_batch(
     stub: pb_grpc.InferenceStub, inference_server: InferenceServerThread
 ) -> None:
+    tokens_before = idle_tokens(inference_server)
     call = stub.Generate(
         pb.GenerateRequest(model=MISTRAL_ID, messages=HELLO, **greedy(max_tokens=200)),
         timeout=60,
@@ -230,7 +238,8 @@ def test_cancelled_call_leaves_the_batch(
     next(responses)
     assert inference_server.active_requests() >= 1
     call.cancel()
-    assert wait_until_idle(inference_server, timeout=1.0) < 1.0
+    # It left the batch before its 200 tokens.
+    assert idle_tokens(inference_server) - tokens_before < 200
 
 
 def test_a_running_request_id_is_refused_on_every_engine(stub: pb_grpc.InferenceStub) -> None:
@@ -257,7 +266,7 @@ def test_expired_deadline(
         ):
             pass
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    wait_until_idle(inference_server, timeout=1.0)
+    wait_until_idle(inference_server)
 
 
 def test_time_limit_finishes_with_partial_output(stub: pb_grpc.InferenceStub) -> None:
@@ -297,11 +306,66 @@ INVALID_REQUESTS = [
     ("top_logprobs", {"top_logprobs": 2}),
     ("model", {"model": ""}),
     ("messages", {"messages": pb.ChatMessages()}),
-    ("messages[0].role", {"messages": pb.ChatMessages(messages=[pb.ChatMessage(role="tool")])}),
+    ("messages[0].role", {"messages": pb.ChatMessages(messages=[pb.ChatMessage(role="robot")])}),
     ("token_ids", {"token_ids": pb.TokenIds(ids=[10_000_000])}),
     ("prompt", {"prompt": ""}),
-    ("constraint", {"constraint": pb.OutputConstraint(json_object=pb.JsonObject())}),
-    ("tools", {"tools": pb.Tools(tools=[pb.Tool(name="get_weather")])}),
+    ("tools[0].function.name", {"tools": pb.Tools(tools=[pb.Tool(name="get weather")])}),
+    (
+        "tools[0].function.parameters",
+        {"tools": pb.Tools(tools=[pb.Tool(name="f", parameters="{")])},
+    ),
+    (
+        "tools[0].function.description",
+        {"tools": pb.Tools(tools=[pb.Tool(name="f", description="x" * 40_000)])},
+    ),
+    (
+        "tools[0].function.parameters",
+        {"tools": pb.Tools(tools=[pb.Tool(name="f", parameters=" " * 70_000 + "{}")])},
+    ),
+    ("tools", {"tools": pb.Tools(tools=[pb.Tool(name=f"f{i}") for i in range(129)])}),
+    (
+        "tool_choice",
+        {
+            "tools": pb.Tools(
+                tools=[pb.Tool(name="f")],
+                choice=pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_FUNCTION, function_name="g"),
+            )
+        },
+    ),
+    (
+        "messages[1].tool_call_id",
+        {
+            "messages": pb.ChatMessages(
+                messages=[
+                    pb.ChatMessage(role="user", content="hi"),
+                    pb.ChatMessage(role="tool", content="42", tool_call_id="call_1"),
+                ]
+            )
+        },
+    ),
+    (
+        "messages[1].tool_calls[0].function.arguments",
+        {
+            "messages": pb.ChatMessages(
+                messages=[
+                    pb.ChatMessage(role="user", content="hi"),
+                    pb.ChatMessage(
+                        role="assistant",
+                        tool_calls=[pb.ToolCall(id="call_1", name="f", arguments="{'a': 1}")],
+                    ),
+                ]
+            )
+        },
+    ),
+    (
+        "constraint",
+        {
+            "tools": pb.Tools(tools=[pb.Tool(name="f")]),
+            "constraint": pb.OutputConstraint(json_object=pb.JsonObject()),
+        },
+    ),
+    # proto3 enums are open: a number no OutputMode names parses, and must be refused.
+    ("output", {"output": 7}),
 ]
 
 
@@ -317,6 +381,25 @@ def test_invalid_parameter_names_the_field(
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert str(error.details()).startswith(f"{param}: ")
     assert (PARAM_METADATA_KEY, param) in tuple(error.trailing_metadata())
+
+
+def test_top_logprobs_are_refused_where_generation_logits_are_off(
+    stub: pb_grpc.InferenceStub, inference_server: InferenceServerThread
+) -> None:
+    """trtllm: a model without `top_logprobs: true` refuses them, naming the field."""
+    if inference_server.model(QWEN_ID).config.engine != "trtllm":
+        assert generate(stub, model=QWEN_ID, logprobs=True, top_logprobs=2, **greedy(max_tokens=2))
+        return
+    with pytest.raises(grpc.RpcError) as caught:
+        generate(stub, model=QWEN_ID, logprobs=True, top_logprobs=2, **greedy(max_tokens=2))
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert str(error.details()).startswith(
+        f"top_logprobs: {QWEN_ID} does not serve top_logprobs: its generation logits are off"
+    )
+    assert (PARAM_METADATA_KEY, "top_logprobs") in tuple(error.trailing_metadata())
+    # logprobs alone need no generation logits.
+    assert generate(stub, model=QWEN_ID, logprobs=True, **greedy(max_tokens=2))[0].logprobs
 
 
 def test_context_overflow_gives_both_numbers(
@@ -414,3 +497,84 @@ def test_health_and_reflection(inference_server: InferenceServerThread) -> None:
         response = next(reflection.ServerReflectionInfo(iter([request])))
         names = {s.name for s in response.list_services_response.service}
         assert "tensorchat.v1.Inference" in names
+
+
+@pytest.mark.parametrize("model", [MISTRAL_ID, QWEN_ID])
+def test_tools_and_tool_history_are_shown_to_the_model(
+    stub: pb_grpc.InferenceStub, model: str
+) -> None:
+    history = pb.ChatMessages(
+        messages=[
+            pb.ChatMessage(role="user", content="Weather in Paris?"),
+            pb.ChatMessage(
+                role="assistant",
+                tool_calls=[pb.ToolCall(id="call_1", name="get_weather", arguments='{"c": 1}')],
+            ),
+            pb.ChatMessage(role="tool", content="21 C", tool_call_id="call_1"),
+        ]
+    )
+    tools = pb.Tools(
+        tools=[pb.Tool(name="get_weather", parameters='{"type": "object"}')],
+        choice=pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_NONE),
+    )
+    plain = stub.CountTokens(pb.TokenizeRequest(model=model, messages=history)).count
+    choices = generate(stub, model=model, messages=history, tools=tools, **greedy(6))
+    finished = choices[0].finished
+    assert finished is not None and finished.reason == pb.FINISH_REASON_LENGTH
+    assert finished.usage.prompt_tokens > plain  # the tool list is in the prompt
+
+
+def test_an_oversize_prompt_is_refused_before_it_is_templated_or_tokenized(
+    stub: pb_grpc.InferenceStub,
+    inference_server: InferenceServerThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = inference_server.model(MISTRAL_ID)
+    encoded: list[int] = []
+    encode_chat = model.tokenizer.encode_chat
+
+    def counted(messages: Any, tools: Any = ()) -> list[int]:
+        encoded.append(len(messages))
+        return encode_chat(messages, tools)
+
+    monkeypatch.setattr(model.tokenizer, "encode_chat", counted)
+    too_long = "x" * (model.max_input_tokens * MAX_PROMPT_CHARS_PER_TOKEN + 1)
+    huge = pb.ChatMessages(messages=[pb.ChatMessage(role="user", content=too_long)])
+    with pytest.raises(grpc.RpcError) as caught:
+        generate(stub, messages=huge)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (CODE_METADATA_KEY, "context_length_exceeded") in tuple(caught.value.trailing_metadata())
+    # In OpenAI's words, which clients (LiteLLM) recognise, like every context overflow.
+    details = str(caught.value.details())
+    assert f"This model's maximum context length is {model.context_length} tokens" in details
+    assert f"your messages hold {len(too_long)} characters" in details
+    assert encoded == []  # refused by its length alone
+    generate(stub, **greedy(max_tokens=2))  # a prompt under the bound is still tokenized
+    assert encoded == [1]
+
+
+def test_a_prompt_being_tokenized_holds_up_no_other_call(
+    stub: pb_grpc.InferenceStub,
+    inference_server: InferenceServerThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = inference_server.model(MISTRAL_ID)
+    entered, release = threading.Event(), threading.Event()
+    encode_chat = model.tokenizer.encode_chat
+
+    def slow(messages: Any, tools: Any = ()) -> list[int]:  # a long prompt's tokenization
+        entered.set()
+        release.wait(30)
+        return encode_chat(messages, tools)
+
+    monkeypatch.setattr(model.tokenizer, "encode_chat", slow)
+    held = threading.Thread(target=generate, args=(stub,), kwargs=greedy(max_tokens=2))
+    held.start()
+    try:
+        assert entered.wait(30)
+        # The service still answers while that prompt is being tokenized.
+        listed = stub.ListModels(pb.ListModelsRequest(), timeout=5)
+        assert MISTRAL_ID in [m.id for m in listed.models]
+    finally:
+        release.set()
+        held.join(30)

@@ -33,7 +33,8 @@ class InferenceServerThread:
 
     def __init__(self, config: ModelsConfig, **options: Any) -> None:
         self._config = config
-        self._options = ServerOptions(host="127.0.0.1", port=0, shutdown_grace=1.0, **options)
+        defaults: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "shutdown_grace": 1.0}
+        self._options = ServerOptions(**{**defaults, **options})
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.server: InferenceServer | None = None
@@ -67,6 +68,10 @@ class InferenceServerThread:
 
     def active_requests(self) -> int:
         return sum(engine.stats().active_requests for engine in self.engines.values())
+
+    def generated_tokens(self) -> int:
+        """Tokens the engines generated so far (a counter: compare two readings)."""
+        return sum(engine.stats().generated_tokens for engine in self.engines.values())
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         """Runs a coroutine on the server's loop and waits for its result."""

@@ -189,16 +189,19 @@ async def test_a_missing_or_running_request_id_is_refused_without_touching_the_r
     await writes.until(1)
     client.start(request_id)
     await writes.until(2)
-    refusal = writes.events(request_id)[-1].end
-    assert refusal.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-    assert refusal.param == "request_id"
+    # A `refused` event: an `end` under a running id would read as that generation's end.
+    refusal_event = writes.events(request_id)[-1]
+    assert refusal_event.WhichOneof("kind") == "refused"
+    assert refusal_event.refused.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert refusal_event.refused.param == "request_id"
     script.feed("a", delta("a1"))
     script.feed("a", None)
     client.close()
     await asyncio.wait_for(task, 2)
     texts = [e.response.delta.text for e in writes.events("a") if e.HasField("response")]
     assert texts == ["a0", "a1"]
-    assert writes.events("a")[-1].end.code == 0
+    # The running generation gets exactly one end: its own.
+    assert [e.end.code for e in writes.events("a") if e.HasField("end")] == [0]
 
 
 async def test_half_close_waits_for_running_generations_then_ends(
@@ -269,7 +272,7 @@ async def test_draining_ends_the_call_once_its_generations_have_ended(
     client.start("a")
     script.feed("a", delta("a0"))
     await writes.until(1)
-    session.drain()  # the client never half-closes: the server is stopping
+    session.close()  # the client never half-closes: the server is stopping (drains)
     await asyncio.sleep(FLUSH_S)
     assert not task.done()  # a generation still runs
     script.feed("a", None)
@@ -282,6 +285,6 @@ async def test_a_draining_idle_call_ends_at_once(parts: tuple[Script, Writes, Cl
     session = GenerateManySession(script.generations, writes.write, FLUSH_S)
     task = asyncio.create_task(session.run(client.messages()))
     await asyncio.sleep(0)
-    session.drain()
+    session.close()
     await asyncio.wait_for(task, 2)
     assert writes.batches == []

@@ -14,6 +14,7 @@ room instead; rows join, leave and are trimmed by rebuilding or re-slicing those
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,22 @@ from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
 _PAD_ID = 0  # any valid id: padded columns are masked out and their K/V zeroed
+
+
+# Model class -> the name of its forward()'s KV-cache argument.
+_CACHE_ARGUMENTS: dict[type[Any], str] = {}
+
+
+def cache_argument(model: PreTrainedModel) -> str:
+    """The name of forward()'s KV-cache argument: `cache` in transformers 5.2x, which warns
+    (a FutureWarning on the first request) when given the old `past_key_values`; older
+    versions know only `past_key_values`."""
+    name = _CACHE_ARGUMENTS.get(type(model))
+    if name is None:
+        parameters = inspect.signature(model.forward).parameters
+        name = "cache" if "cache" in parameters else "past_key_values"
+        _CACHE_ARGUMENTS[type(model)] = name
+    return name
 
 
 class _GrowableLayer(DynamicLayer):
@@ -119,7 +136,7 @@ class KVBatch:
             input_ids=ids,
             attention_mask=mask,
             position_ids=position_ids,
-            past_key_values=scratch,
+            **{cache_argument(model): scratch},
             use_cache=True,
             logits_to_keep=0 if all_logits else 1,
         )
@@ -151,7 +168,7 @@ class KVBatch:
             input_ids=tokens.to(self.mask.device)[:, None],
             attention_mask=mask,
             position_ids=self.positions[:, None],
-            past_key_values=self.cache,
+            **{cache_argument(model): self.cache},
             use_cache=True,
         )
         self.mask = mask

@@ -246,6 +246,16 @@ class TorchEngine(Engine):
                 f"this model's maximum context length is {limit} tokens; the prompt has "
                 f"{len(prompt)} and max_tokens asks for {params.max_tokens} more"
             )
+        constraint = request.constraint
+        if constraint is not None:
+            if constraint.vocab_size < vocab:
+                raise EngineRequestError(
+                    f"the constraint covers {constraint.vocab_size} token ids, the model has "
+                    f"{vocab}"
+                )
+            # The grammar decides where the output ends (EOS only once it may end).
+            if params.ignore_eos or params.min_tokens:
+                raise EngineRequestError("a constraint excludes ignore_eos and min_tokens")
         for name, ids in (
             ("logit_bias", params.logit_bias.keys()),
             ("stop_token_ids", params.stop_token_ids),
@@ -353,6 +363,7 @@ class TorchEngine(Engine):
                 if new and (len(new) + 1) * width > _PREFILL_TOKEN_BUDGET:
                     break
                 self._waiting.popleft()
+                req.request.timings.mark_scheduled(now)
                 new.append(req)
                 rows += req.n
                 longest = width
@@ -392,6 +403,7 @@ class TorchEngine(Engine):
                     index=index,
                     prompt_mask=prompt_mask,
                     eos_token_ids=req.request.eos_token_ids,
+                    constraint=req.request.constraint,
                 )
                 rows.append(_Row(req, index, row_sampler))
             req.open_rows = req.n

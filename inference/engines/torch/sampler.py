@@ -1,7 +1,9 @@
 """Per-row logits processing and token choice for a batch whose rows each have their own parameters.
 
-Order of processing (vLLM's): logit bias and min_tokens masking, then penalties, then greedy
-argmax or temperature -> min_p -> top_k / top_p -> a draw from the row's own generator.
+Order of processing (vLLM's): logit bias and min_tokens masking, then penalties, then the
+grammar's token mask (constrained rows only), then greedy argmax or temperature -> min_p ->
+top_k / top_p -> a draw from the row's own generator. Masking before truncation keeps top_k and
+top_p among the tokens the grammar allows.
 
 Logprobs are those of the model's raw distribution (log-softmax of the logits before bias,
 penalties, temperature or truncation). That is vLLM's default (`logprobs_mode="raw_logprobs"`)
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from inference.engines.base import TokenLogprob
+from inference.grammar import CompiledConstraint, SequenceMatcher, apply_bitmask
 from inference.sampling import SamplingParams
 
 _U64 = (1 << 64) - 1
@@ -37,6 +40,9 @@ class RowSampler:
     output_counts: torch.Tensor | None
     # Tokens of the prompt (repetition penalty applies to the prompt too, as in HF and vLLM).
     prompt_mask: torch.Tensor | None
+    # The request's grammar and this row's place in it (None: unconstrained).
+    constraint: CompiledConstraint | None = None
+    matcher: SequenceMatcher | None = None
     generated: int = 0
 
     @property
@@ -69,6 +75,7 @@ class Sampler:
         index: int,
         prompt_mask: torch.Tensor | None,
         eos_token_ids: frozenset[int],
+        constraint: CompiledConstraint | None = None,
     ) -> RowSampler:
         """State for choice `index` of a request; `prompt_mask` comes from `prompt_mask()`."""
         generator: torch.Generator | None = None
@@ -109,6 +116,8 @@ class Sampler:
                 else None
             ),
             prompt_mask=prompt_mask if params.repetition_penalty != 1.0 else None,
+            constraint=constraint,
+            matcher=constraint.new_matcher() if constraint is not None else None,
         )
 
     def prompt_mask(self, prompt_token_ids: Sequence[int]) -> torch.Tensor:
@@ -131,6 +140,7 @@ class Sampler:
         self._apply_logit_bias(x, rows)
         self._apply_min_tokens(x, rows)
         self._apply_penalties(x, rows)
+        self._apply_grammar(x, rows)
 
         tokens = torch.empty(len(rows), dtype=torch.long, device=x.device)
         greedy = [i for i, r in enumerate(rows) if r.greedy]
@@ -154,7 +164,24 @@ class Sampler:
             row.generated += 1
             if row.output_counts is not None:
                 row.output_counts[token] += 1
+            if row.matcher is not None and not row.matcher.accept(token):
+                # The mask allowed only grammar tokens: this is a bug, never a bad request.
+                raise RuntimeError(f"sampled token {token} that the grammar forbids")
         return out
+
+    def _apply_grammar(self, x: torch.Tensor, rows: Sequence[RowSampler]) -> None:
+        """-inf for every token the row's grammar forbids next; only constrained rows pay."""
+        constrained = [i for i, r in enumerate(rows) if r.matcher is not None]
+        if not constrained:
+            return
+        first = rows[constrained[0]].constraint
+        assert first is not None
+        bitmask = first.allocate_bitmask(len(rows))
+        for i in constrained:
+            matcher = rows[i].matcher
+            assert matcher is not None
+            matcher.fill_bitmask(bitmask, i)
+        apply_bitmask(x, bitmask, constrained)
 
     def _apply_logit_bias(self, x: torch.Tensor, rows: Sequence[RowSampler]) -> None:
         biased = [(i, r) for i, r in enumerate(rows) if r.bias_ids is not None]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inference.engines.base import (
     Engine,
@@ -29,7 +29,13 @@ from inference.engines.base import (
     SequenceOutput,
 )
 from inference.engines.channel import OutputChannel
-from inference.engines.manifest import RuntimeInfo, check_engine, detect_runtime, select_engine
+from inference.engines.manifest import (
+    PINNED_TENSORRT_LLM_VERSION,
+    RuntimeInfo,
+    check_engine,
+    detect_runtime,
+    select_engine,
+)
 from inference.engines.trtllm.config import (
     EngineBuildConfig,
     GenerationDefaults,
@@ -37,17 +43,23 @@ from inference.engines.trtllm.config import (
     clip_runtime_limits,
     longest_prompt,
 )
+from inference.engines.trtllm.guided import guided_decoding_config
 from inference.engines.trtllm.requests import build_request, plan_stops
 from inference.engines.trtllm.results import ResultConverter
+from inference.engines.trtllm.timing import first_scheduled_at
+
+if TYPE_CHECKING:
+    from inference.text.tokenizer import ModelTokenizer
 
 log = logging.getLogger(__name__)
 
-PINNED_VERSION = "1.2.1"
 INSTALL_HINT = (
-    f"The trtllm engine needs an NVIDIA GPU and tensorrt-llm=={PINNED_VERSION}: run the GPU "
-    f"image built from inference/Dockerfile (FROM nvcr.io/nvidia/tensorrt-llm/release:"
-    f"{PINNED_VERSION}), or `pip install tensorrt-llm=={PINNED_VERSION}` with NVIDIA's package "
-    "index reachable (PyPI only hosts a stub that downloads the wheel from it); see docs/gpu.md. "
+    "The trtllm engine needs an NVIDIA GPU and "
+    f"tensorrt-llm=={PINNED_TENSORRT_LLM_VERSION}: run the GPU image built from "
+    "inference/Dockerfile (FROM nvcr.io/nvidia/tensorrt-llm/release:"
+    f"{PINNED_TENSORRT_LLM_VERSION}), or `pip install tensorrt-llm=={PINNED_TENSORRT_LLM_VERSION}` "
+    "with NVIDIA's package index reachable (PyPI only hosts a stub that downloads the wheel "
+    "from it); see docs/gpu.md. "
     "Without a GPU use `engine: torch`."
 )
 SCHEDULER_POLICIES = {
@@ -95,13 +107,18 @@ class TrtllmEngine(Engine):
         max_batch_size: int | None = None,
         max_num_tokens: int | None = None,
         scheduler_policy: str = "guaranteed_no_evict",
+        top_logprobs: bool = False,
         runtime: RuntimeInfo | None = None,
         await_timeout_ms: int = 50,
+        tokenizer: ModelTokenizer | None = None,
     ) -> None:
         """Configure only; `start()` picks the engine, imports TensorRT-LLM and loads it.
 
-        `runtime` replaces GPU/version detection (tests); `await_timeout_ms` bounds how long
-        shutdown waits for the awaiter thread.
+        `top_logprobs` starts the executor with gather_generation_logits, a fixed GPU cost for
+        every request (see `_executor_config`); without it requests asking for top_logprobs are
+        refused. `runtime` replaces GPU/version detection (tests); `await_timeout_ms` bounds
+        how long shutdown waits for the awaiter thread. `tokenizer` turns on the executor's
+        guided decoding (constrained requests are refused without it).
         """
         if (engine_dir is None) == (engines_root is None):
             raise ValueError("give exactly one of engine_dir or engines_root")
@@ -122,7 +139,9 @@ class TrtllmEngine(Engine):
         self._max_batch_size = max_batch_size
         self._max_num_tokens = max_num_tokens
         self._scheduler_policy = scheduler_policy
+        self._top_logprobs = top_logprobs
         self._runtime = runtime
+        self._tokenizer = tokenizer
         self._await_timeout = timedelta(milliseconds=await_timeout_ms)
         self._trtllm: ModuleType | None = None
         self._executor: Any = None
@@ -154,6 +173,11 @@ class TrtllmEngine(Engine):
             build, max_batch_size=self._max_batch_size, max_num_tokens=self._max_num_tokens
         )
         return longest_prompt(build, limits, chunked_context=self._chunked_context_on(build))
+
+    @property
+    def vocab_size(self) -> int:
+        """Width of the engine's logits (pretrained_config.vocab_size, padding included)."""
+        return self._build_config().vocab_size
 
     def _chunked_context_on(self, build: EngineBuildConfig) -> bool:
         # The executor turns chunked context off without paged context FMHA (executorImpl.cpp,
@@ -198,14 +222,15 @@ class TrtllmEngine(Engine):
                 "TensorRT-LLM %s is installed; this adapter is written for %s (later releases "
                 "removed compiled engines)",
                 version,
-                PINNED_VERSION,
+                PINNED_TENSORRT_LLM_VERSION,
             )
         engine_dir = self._pick_engine(runtime)
         build = EngineBuildConfig.read(engine_dir)
         limits = clip_runtime_limits(
             build, max_batch_size=self._max_batch_size, max_num_tokens=self._max_num_tokens
         )
-        config = self._executor_config(trtllm, build, limits)
+        defaults = GenerationDefaults.read(self.tokenizer_dir)
+        config = self._executor_config(trtllm, build, limits, defaults)
         try:
             executor = trtllm.Executor(engine_dir, trtllm.ModelType.DECODER_ONLY, config)
         except Exception as exc:
@@ -229,7 +254,7 @@ class TrtllmEngine(Engine):
         self._trtllm = trtllm
         self._build = build
         self.runtime_limits = limits
-        self._defaults = GenerationDefaults.read(self.tokenizer_dir)
+        self._defaults = defaults
         self._executor = executor
 
     def _pick_engine(self, runtime: RuntimeInfo) -> Path:
@@ -250,7 +275,11 @@ class TrtllmEngine(Engine):
         )
 
     def _executor_config(
-        self, trtllm: ModuleType, build: EngineBuildConfig, limits: RuntimeLimits
+        self,
+        trtllm: ModuleType,
+        build: EngineBuildConfig,
+        limits: RuntimeLimits,
+        defaults: GenerationDefaults,
     ) -> Any:
         reuse, chunked = self._block_reuse, self._chunked_context_on(build)
         if not build.paged_context_fmha and (reuse or self._chunked_context):
@@ -273,10 +302,23 @@ class TrtllmEngine(Engine):
             # 0.0; False gives log p over the whole vocabulary (samplingTopKKernels.cu,
             # topKStage2Sampling). See docs/gpu.md "What each engine returns".
             normalize_log_probs=False,
-            # Enough without the build flag (trtGptModelInflightBatching.h,
-            # getGatherGenerationLogits ORs the two); only requests with top_logprobs ask for
-            # logits, and only they pay the host copy (max_tokens x vocab x 4 bytes).
-            gather_generation_logits=True,
+            # Needed for top_logprobs and enough without the build flag
+            # (trtGptModelInflightBatching.h, getGatherGenerationLogits ORs the two). Every
+            # request pays for it on the GPU: RuntimeBuffers::create allocates a ring of
+            # GenerationLogitsCache::kCACHE_LENGTH = 8 steps of logits, [8, max_batch_size x
+            # beam, vocab_padded] x logits dtype, before the KV cache is sized from what is left,
+            # and every step's logits are written into it (runtimeBuffers.cpp, create and
+            # reshape; trtGptModelInflightBatching.cpp, constructor and createBuffers). Only
+            # asking requests get a host buffer and copies (executorImpl.cpp fetchNewRequests,
+            # handleGenerationLogits.cpp). So it is a per-model option; docs/gpu.md has the cost.
+            gather_generation_logits=self._top_logprobs,
+            guided_decoding_config=(
+                guided_decoding_config(
+                    trtllm, self._tokenizer, defaults.order(self._tokenizer.eos_token_ids)
+                )
+                if self._tokenizer is not None
+                else None
+            ),
         )
 
     async def shutdown(self) -> None:
@@ -326,6 +368,18 @@ class TrtllmEngine(Engine):
         if not self._accepting or self._executor is None or self._trtllm is None:
             raise RuntimeError(f"{self.model_id}: the trtllm engine is not running")
         assert self._build is not None
+        if request.params.top_logprobs and not self._top_logprobs:
+            raise EngineRequestError(
+                f"{self.model_id} does not serve top_logprobs: its generation logits are off "
+                "(the model option `top_logprobs: true` turns them on, at a GPU memory cost "
+                "for every request; see docs/gpu.md)",
+                param="top_logprobs",
+            )
+        if request.constraint is not None and self._tokenizer is None:
+            raise EngineRequestError(
+                f"{self.model_id}: constrained output needs the engine started with a tokenizer",
+                param="constraint",
+            )
         stops = plan_stops(request, self._defaults)
         try:
             trt_request = build_request(self._trtllm, request, build=self._build, stops=stops)
@@ -424,6 +478,7 @@ class TrtllmEngine(Engine):
                 self._retire(stream)
                 continue
             result = response.result
+            stream.request.timings.mark_scheduled(first_scheduled_at(result))
             if result.is_final:
                 stream.executor_done = True
             output = stream.converter.convert(result)

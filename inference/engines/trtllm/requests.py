@@ -26,6 +26,7 @@ from typing import Any
 
 from inference.engines.base import EngineRequest, EngineRequestError
 from inference.engines.trtllm.config import EngineBuildConfig, GenerationDefaults
+from inference.engines.trtllm.guided import guided_decoding_params
 
 _UINT64 = 1 << 64
 
@@ -86,6 +87,7 @@ def build_request(
         stop_words=stops.stop_words or None,
         embedding_bias=_embedding_bias(params.logit_bias, build.vocab_size),
         allotted_time_ms=_allotted_time(request.deadline),
+        guided_decoding_params=guided_decoding_params(trtllm, request.constraint),
     )
 
 

@@ -6,7 +6,8 @@ checkpoints (tests/support/tiny_models.py) into engines through `enginebuild` (t
 the same checkpoints, compares greedy tokens and logprobs, and streams one chat completion
 through the facade. One line per check; see docs/gpu.md, "GPU check".
 
-Modules: `report` (the line format), `compare` (the parity rule), `builds` (the tiny build
-matrix and the build commands), `serving` (the service, its clients and the facade), `run` (the
-steps in order with their timeouts), `__main__` (the command line).
+Modules: `report` (the line format), `builds` (the tiny build matrix and the build commands),
+`serving` (the service, its clients and the facade), `run` (the steps in order with their
+timeouts), `__main__` (the command line). The parity rule is the build pipeline's own
+(build/enginebuild/parity.py), so the check and `engines verify` judge an engine alike.
 """

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from enginebuild import flags as tools
+from enginebuild.parity import Parity
 from enginebuild.targets import Matrix, load_matrix
 from facade.settings import FacadeSettings
 from inference.config import EngineName
 from tests.gpu.check import builds, serving
 from tests.gpu.check.builds import TinyModel
-from tests.gpu.check.compare import Parity
 from tests.gpu.check.report import Report
 from tests.support.servers import FacadeServerThread, InferenceServerThread
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import grpc
 import openai
 
+from enginebuild.parity import Parity, Step, compare_prompts
 from inference.config import EngineName, ModelConfig, ModelsConfig
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 from tests.gpu.check.builds import TINY_LIMITS, TinyModel
-from tests.gpu.check.compare import Parity, Step, compare_greedy, reference_along, summarize
 
 # Token-id prompts of 4, 8 and 40 tokens (every id is valid in both vocabularies).
 PROMPTS: tuple[tuple[int, ...], ...] = (
@@ -91,16 +91,14 @@ class Client:
 
     async def parity(self, model: TinyModel, candidate_name: str) -> Parity:
         """The candidate's greedy tokens and logprobs against the reference, on every prompt."""
-        results = []
-        for prompt in PROMPTS:
-            candidate = await self.greedy(model.id, prompt, GREEDY_TOKENS)
+        candidates = [await self.greedy(model.id, prompt, GREEDY_TOKENS) for prompt in PROMPTS]
 
-            async def reference(prefix: list[int], count: int) -> list[Step]:
-                return await self.greedy(reference_id(model), prefix, count, TOP_LOGPROBS)
+        async def reference(prefix: list[int], count: int) -> list[Step]:
+            return await self.greedy(reference_id(model), prefix, count, TOP_LOGPROBS)
 
-            along = await reference_along(prompt, [s.token for s in candidate], reference)
-            results.append(compare_greedy(candidate, along, names=(candidate_name, "torch")))
-        return summarize(results)
+        return await compare_prompts(
+            PROMPTS, candidates, reference, names=(candidate_name, "torch")
+        )
 
 
 def connect(address: str, timeout_s: float) -> tuple[grpc.aio.Channel, Client]:

@@ -15,13 +15,30 @@ import pytest
 from facade.keys import create_key
 from facade.limits import KeyLimits
 from facade.settings import FacadeSettings
+from inference.config import ModelsConfig
 from inference.servicer import InferenceServicer
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+from tests.integration.conftest import synthetic_models_config
 from tests.support.servers import FacadeServerThread, InferenceServerThread
 
 # The facade does not care which engine is behind the service: most facade tests run on the
 # torch engine only, and the cancellation tests on every engine the inference tests use.
 TORCH_ONLY = pytest.mark.parametrize("inference_server", ["torch"], indirect=True)
+
+SYNTHETIC = "synthetic"
+
+
+def synthetic_models(checkpoint: Path) -> ModelsConfig:
+    """The synthetic engine as SYNTHETIC, for tests of what surrounds the engine (processes,
+    limits, streams)."""
+    return synthetic_models_config(SYNTHETIC, checkpoint)
+
+
+@pytest.fixture(scope="module")
+def synthetic_inference(tiny_qwen2_dir: Path) -> Iterator[InferenceServerThread]:
+    server = InferenceServerThread(synthetic_models(tiny_qwen2_dir)).start()
+    yield server
+    server.stop()
 
 
 @contextlib.contextmanager
@@ -62,11 +79,15 @@ def facade_keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 def facade(
     inference_server: InferenceServerThread, facade_keys: Keys
 ) -> Iterator[FacadeServerThread]:
+    with keyed_facade(inference_server, facade_keys) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def keyed_facade(inference: InferenceServerThread, keys: Keys) -> Iterator[FacadeServerThread]:
+    """A facade in front of `inference` that knows the test keys."""
     settings = FacadeSettings(
-        backends=[inference_server.address],
-        keys_file=facade_keys.path,
-        api_keys=[],
-        refresh_interval_s=1.0,
+        backends=[inference.address], keys_file=keys.path, api_keys=[], refresh_interval_s=1.0
     )
     server = FacadeServerThread(settings).start()
     yield server

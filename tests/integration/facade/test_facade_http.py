@@ -14,7 +14,14 @@ import pytest
 from facade.schemas import ChatCompletionChunk
 from facade.settings import FacadeSettings
 from tensorchat.limits import MAX_CHOICES
-from tests.integration.conftest import MISTRAL_ID, QWEN_ID, TINY_CONTEXT, wait_until_idle
+from tensorchat.logs import LOG_FORMAT, TextFormatter
+from tests.integration.conftest import (
+    MISTRAL_ID,
+    QWEN_ID,
+    TINY_CONTEXT,
+    idle_tokens,
+    wait_until_idle,
+)
 from tests.integration.facade.conftest import TORCH_ONLY, FacadeServerThread, Keys, Replica
 from tests.support.servers import InferenceServerThread
 
@@ -65,7 +72,7 @@ def test_sse_framing_byte_by_byte(http: httpx.Client) -> None:
     chunks = [json.loads(p) for p in payloads[:-1]]
     for data in chunks:
         ChatCompletionChunk.model_validate(data)
-        assert data["id"] == response.headers["x-request-id"]
+        assert data["id"] == chunks[0]["id"] and data["id"].startswith("chatcmpl-")
         assert "usage" in data  # null until the last chunk when include_usage is on
     *streamed, last = chunks
     assert last["choices"] == [] and last["usage"]["completion_tokens"] == 10
@@ -84,7 +91,8 @@ def test_non_streaming_body_is_plain_json(http: httpx.Client) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     data = response.json()
-    assert data["id"] == response.headers["x-request-id"]
+    # The completion's id is OpenAI's chatcmpl-; the request's (x-request-id) is req_.
+    assert data["id"].startswith("chatcmpl-") and response.headers["x-request-id"] != data["id"]
     assert set(data) == {
         "id",
         "object",
@@ -99,16 +107,17 @@ def test_non_streaming_body_is_plain_json(http: httpx.Client) -> None:
 def test_disconnect_mid_stream_frees_the_engine_and_the_key_slot(
     facade: FacadeServerThread, facade_keys: Keys, inference_server: InferenceServerThread
 ) -> None:
-    body = chat(model=QWEN_ID, stream=True, ignore_eos=True)
+    body = chat(model=QWEN_ID, stream=True, ignore_eos=True, max_tokens=200)
+    tokens_before = idle_tokens(inference_server)
     with httpx.Client(base_url=facade.url, headers=headers(facade_keys.single), timeout=30) as c:
         with c.stream("POST", "/v1/chat/completions", json=body) as response:
             lines = (line for line in response.iter_lines() if line)
             for _ in range(3):
                 assert next(lines).startswith("data: ")
             assert inference_server.active_requests() == 1
-        # Leaving the block closed the connection mid-stream.
-        freed_in = wait_until_idle(inference_server, timeout=1.0)
-        assert freed_in < 1.0
+        # Leaving the block closed the connection mid-stream: the engine dropped the request
+        # before its 200 tokens.
+        assert idle_tokens(inference_server) - tokens_before < 200
         # The key allows one request at a time: the slot is already back.
         again = c.post("/v1/chat/completions", json=chat(max_tokens=1))
         assert again.status_code == 200, again.text
@@ -124,7 +133,7 @@ def test_disconnect_while_waiting_for_a_completion_cancels_it(
             json=chat(ignore_eos=True),
             timeout=httpx.Timeout(10, read=0.3),
         )
-    wait_until_idle(inference_server, timeout=1.0)
+    wait_until_idle(inference_server)
     metrics = httpx.get(f"{facade.url}/metrics").text
     assert 'tensorchat_facade_requests_total{route="/v1/chat/completions",status="499"}' in metrics
 
@@ -371,7 +380,7 @@ def test_error_after_streaming_began_is_an_event_then_done(
         error = json.loads(payloads[-2])["error"]
         assert set(error) == ENVELOPE and error["type"] == "server_error"
         assert all("error" not in json.loads(p) for p in payloads[:-2])
-        wait_until_idle(inference_server, timeout=1.0)
+        wait_until_idle(inference_server)
     finally:
         server.stop()
         replica.stop()
@@ -389,8 +398,49 @@ def test_no_backend_is_503(facade_keys: Keys) -> None:
         )
         assert response.status_code == 503 and response.headers["retry-after"] == "1"
         assert response.json()["error"]["type"] == "server_error"
-        started = time.monotonic()
+        # Alive while not ready: liveness does not depend on any backend.
         assert httpx.get(f"{server.url}/health/live").status_code == 200
-        assert time.monotonic() - started < 1.0
     finally:
         server.stop()
+
+
+def test_a_client_leaving_during_its_upload_is_counted_499_and_logged_at_info(
+    facade: FacadeServerThread, facade_keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    registry = facade.app.state.facade.metrics.registry
+    labels = {"route": "/v1/chat/completions", "status": "499"}
+
+    def left() -> float:
+        return registry.get_sample_value("tensorchat_facade_requests_total", labels) or 0.0
+
+    before = left()
+    caplog.set_level("INFO")
+    with socket.create_connection(("127.0.0.1", facade.port)) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {facade_keys.full}\r\n".encode()
+            + b'Content-Length: 100000\r\n\r\n{"model": "'
+        )
+        sock.shutdown(socket.SHUT_RDWR)  # gone half-way through the body
+    deadline = time.monotonic() + 10
+    while left() == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left() == before + 1
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert any("client left during the upload" in r.getMessage() for r in caplog.records)
+
+
+def test_client_text_in_the_request_log_cannot_forge_a_line(
+    http: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = 'u1 status=200\n2026-01-01 00:00:00 INFO tensorchat.facade.access: http forged "'
+    with caplog.at_level("INFO", logger="tensorchat.facade.access"):
+        reply = http.post("/v1/chat/completions", json=chat(max_tokens=1, user=user))
+        assert reply.status_code == 200
+    # The access line as the text log format writes it (tensorchat.logs).
+    formatter = TextFormatter(LOG_FORMAT)
+    (line,) = [formatter.format(r) for r in caplog.records if getattr(r, "fields", None)]
+    assert "\n" not in line
+    assert f"user={json.dumps(user)} " in line

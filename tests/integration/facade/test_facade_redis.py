@@ -7,12 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -21,78 +18,27 @@ import pytest
 from facade.keys import create_key
 from facade.limits import KeyLimits
 from facade.settings import FacadeSettings
-from inference.config import ModelConfig, ModelsConfig
+from tests.integration.facade.conftest import SYNTHETIC
+from tests.support.facade_process import FacadeProcess, facade_process
 from tests.support.redis_server import RedisServer
 from tests.support.servers import FacadeServerThread, InferenceServerThread
 
-MODEL = "synthetic"
+MODEL = SYNTHETIC
 UNREACHABLE = "is unreachable"
 
 
-@pytest.fixture(scope="module")
-def synthetic_inference(tiny_qwen2_dir: Path) -> Iterator[InferenceServerThread]:
-    # The synthetic engine borrows the checkpoint's tokenizer and computes nothing.
-    config = ModelsConfig(
-        models=[
-            ModelConfig(
-                id=MODEL,
-                engine="synthetic",
-                checkpoint=tiny_qwen2_dir,
-                context_length=256,
-                options={"tokens_per_second": 1000.0, "tick_ms": 1.0},
-            )
-        ]
-    )
-    server = InferenceServerThread(config).start()
-    yield server
-    server.stop()
+def unreachable_logged(facade: FacadeProcess) -> int:
+    return facade.log.read_text(errors="replace").count(UNREACHABLE)
 
 
-@dataclass
-class FacadeProcess:
-    url: str
-    log: Path
-    process: subprocess.Popen[bytes]
-
-    def unreachable_logged(self) -> int:
-        return self.log.read_text(errors="replace").count(UNREACHABLE)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def facade_process(
+def redis_facade(
     directory: Path, backend: str, keys_file: Path, redis_url: str, key: str
-) -> Iterator[FacadeProcess]:
-    """`tensorchat facade` as an operator starts it, ready to serve the synthetic model."""
-    port = _free_port()
-    log = directory / f"facade-{port}.log"
+) -> contextlib.AbstractContextManager[FacadeProcess]:
+    """`tensorchat facade` with shared limits, ready to serve the synthetic model."""
     env = {**os.environ, "TENSORCHAT_API_KEYS": "", "TENSORCHAT_REDIS_URL": redis_url}
-    args = [sys.executable, "-m", "tensorchat", "facade", "--port", str(port),
-            "--backends", backend, "--keys-file", str(keys_file)]  # fmt: skip
-    with log.open("wb") as sink:
-        process = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    facade = FacadeProcess(f"http://127.0.0.1:{port}", log, process)
-    try:
-        deadline = time.monotonic() + 90
-        while not _serves_model(facade.url, key):
-            assert process.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the facade never served the model"
-            time.sleep(0.2)
-        yield facade
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    args = ["--backends", backend, "--keys-file", str(keys_file)]
+    command = [sys.executable, "-m", "tensorchat"]
+    return facade_process(command, args, directory, env, lambda url: _serves_model(url, key))
 
 
 def _serves_model(url: str, key: str) -> bool:
@@ -129,8 +75,8 @@ async def test_two_facades_share_a_key_budget_and_survive_a_redis_outage(
     backend = synthetic_inference.address
     try:
         with (
-            facade_process(tmp_path, backend, keys_file, redis.url, key) as first,
-            facade_process(tmp_path, backend, keys_file, redis.url, key) as second,
+            redis_facade(tmp_path, backend, keys_file, redis.url, key) as first,
+            redis_facade(tmp_path, backend, keys_file, redis.url, key) as second,
         ):
             urls = [first.url, second.url] * 10
             # One burst: the next request refills only 6 s after the first.
@@ -143,7 +89,7 @@ async def test_two_facades_share_a_key_budget_and_survive_a_redis_outage(
                 statuses += await _statuses([first.url, second.url], key)
             assert statuses == Counter({200: 6})
             for facade in (first, second):
-                assert facade.unreachable_logged() == 1  # once per outage, not per request
+                assert unreachable_logged(facade) == 1  # once per outage, not per request
                 assert _store_errors(facade.url) >= 3
     finally:
         redis.stop()

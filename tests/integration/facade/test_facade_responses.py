@@ -9,7 +9,6 @@ is how most tests here check the mapping of input items, instructions and limits
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -215,21 +214,7 @@ def test_store_is_not_refused_when_left_out_or_false(client: openai.OpenAI) -> N
         client.responses.retrieve(response.id)
 
 
-# Tools and structured outputs: the inference side's tool calling (t16-tools) and grammars
-# (t16-grammar). Strict xfails while this tree lacks them; they run once it has them.
-# Looked up in this tree: an installed copy of the package may have them and not be the one
-# under test.
-ROOT = Path(__file__).resolve().parents[3]
-NEEDS_TOOLS = pytest.mark.xfail(
-    not (ROOT / "inference" / "tool_call_parser.py").exists(),
-    strict=True,
-    reason="needs t16 tool calling on main",
-)
-NEEDS_GRAMMAR = pytest.mark.xfail(
-    not (ROOT / "inference" / "grammar").is_dir(),
-    strict=True,
-    reason="needs t16-grammar (main) merged into this branch",
-)
+# Tools and structured outputs: the inference side's tool calling and grammars.
 WEATHER_PARAMS: dict[str, Any] = {
     "type": "object",
     "properties": {"city": {"type": "string", "enum": ["Paris", "Rome", "Oslo"]}},
@@ -256,7 +241,6 @@ class Answer(BaseModel):
     sure: bool
 
 
-@NEEDS_TOOLS
 @TORCH_ONLY
 def test_a_function_tool_round_trip(client: openai.OpenAI) -> None:
     ask: Any = {"role": "user", "content": "Weather in Rome?"}
@@ -297,7 +281,6 @@ def test_a_function_tool_round_trip(client: openai.OpenAI) -> None:
     assert_same_generation(answer, chat)
 
 
-@NEEDS_TOOLS
 @TORCH_ONLY
 def test_streamed_call_arguments_build_the_call(client: openai.OpenAI) -> None:
     ask = "Weather in Oslo?"
@@ -329,7 +312,6 @@ def test_streamed_call_arguments_build_the_call(client: openai.OpenAI) -> None:
     )
 
 
-@NEEDS_GRAMMAR
 @TORCH_ONLY
 def test_text_format_json_schema_answers_in_the_schema(client: openai.OpenAI) -> None:
     parsed = client.responses.parse(

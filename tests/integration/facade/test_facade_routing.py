@@ -75,7 +75,7 @@ def replicas(inference_server: InferenceServerThread) -> Iterator[list[Replica]]
     yield started
     for replica in started:
         replica.stop()
-    wait_until_idle(inference_server, timeout=2.0)
+    wait_until_idle(inference_server)
 
 
 def test_least_outstanding_spreads_streams_and_survives_a_replica_leaving(
@@ -162,5 +162,44 @@ def test_a_draining_replica_sends_new_requests_elsewhere(
         # ... and the facade retries them on B: every request still succeeds.
         for _ in range(4):
             assert quick(server.url, facade_keys.full).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_a_text_completion_of_several_prompts_is_retried_whole_on_another_replica(
+    replicas: list[Replica], facade_keys: Keys
+) -> None:
+    # Both prompts' generations run on one replica per attempt; a replica that refuses them
+    # (UNAVAILABLE: it drains) before anything reached the client sends them all to another,
+    # as for chat (facade/generation_run.py).
+    a, b = replicas
+    settings = FacadeSettings(
+        backends=[a.address, b.address], keys_file=facade_keys.path, refresh_interval_s=60
+    )
+    server = FacadeServerThread(settings).start()
+    try:
+        pool = server.app.state.facade.pool
+        assert pool.candidates(MISTRAL_ID)[0].target == a.address  # tried first
+        assert a.servicer is not None
+        a.servicer.drain()
+        body: dict[str, Any] = {
+            "model": MISTRAL_ID,
+            "prompt": ["Once upon a time", "The quick brown fox"],
+            "n": 2,
+            "max_tokens": 2,
+            "temperature": 0,
+            "ignore_eos": True,
+        }
+        headers = {"Authorization": f"Bearer {facade_keys.full}"}
+        url = f"{server.url}/v1/completions"
+        whole = httpx.post(url, json=body, headers=headers, timeout=30)
+        assert whole.status_code == 200
+        assert [c["index"] for c in whole.json()["choices"]] == [0, 1, 2, 3]
+        assert whole.json()["usage"]["completion_tokens"] == 8
+        retries = server.app.state.facade.metrics.retries.labels(MISTRAL_ID)
+        assert retries._value.get() == 1
+        assert [r.target for r in pool.candidates(MISTRAL_ID)] == [b.address]  # A is down
+        streamed = httpx.post(url, json={**body, "stream": True}, headers=headers, timeout=30)
+        assert streamed.status_code == 200 and streamed.text.endswith("data: [DONE]\n\n")
     finally:
         server.stop()

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
-import time
+import random
 from pathlib import Path
 
 import pytest
 
 from tensorchat.bench.cli import main
 from tensorchat.bench.fake_server import FakeOpenAIServer
-from tensorchat.bench.runner import LoadShape, run_load
+from tensorchat.bench.runner import LoadShape, issue, run_load
+from tensorchat.bench.stats import RequestResult
 from tensorchat.bench.target import Target
-from tensorchat.bench.workload import LengthDist, synthetic_requests
+from tensorchat.bench.workload import LengthDist, RequestSpec, synthetic_requests
+from tests.support.virtual_time import virtual_time
 
 
-def specs(count: int, tokens: int = 8) -> list:  # type: ignore[type-arg]
+def specs(count: int, tokens: int = 8) -> list[RequestSpec]:
     return synthetic_requests(count, LengthDist.parse("5"), LengthDist.parse(str(tokens)))
 
 
@@ -52,34 +55,59 @@ def test_closed_loop_keeps_the_concurrency(threaded_server: FakeOpenAIServer) ->
     assert peak == 4
 
 
-def test_ramp_up_spreads_the_first_requests(threaded_server: FakeOpenAIServer) -> None:
-    threaded_server.tokens_per_second = 20  # 10 tokens: ~0.5 s, so each user sends one
-    target = Target(kind="http", address=threaded_server.url, model="m")
-    outcome = run_load(target, specs(4, 10), LoadShape(concurrency=4, ramp_up_s=0.3))
-    starts = sorted(r.start for r in outcome.results)
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
+class TimedSender:
+    """Answers each request after `service_s` on the loop's (virtual) clock; keeps what it sent."""
+
+    def __init__(self, service_s: float) -> None:
+        self.service_s = service_s
+        self.sent: list[RequestSpec] = []
+
+    async def send(self, spec: RequestSpec) -> RequestResult:
+        loop = asyncio.get_running_loop()
+        self.sent.append(spec)
+        start = loop.time()
+        await asyncio.sleep(self.service_s)
+        return RequestResult(start=start, end=loop.time(), ok=True)
+
+
+async def issue_on_loop_clock(
+    sender: TimedSender, requests: list[RequestSpec], shape: LoadShape, seed: int = 0
+) -> list[RequestResult]:
+    clock = asyncio.get_running_loop().time
+    return await issue(sender.send, requests, shape, seed=seed, clock=clock)
+
+
+@virtual_time
+async def test_ramp_up_spreads_the_first_requests() -> None:
+    # Each request takes 0.5 s, so each of the 4 users sends one.
+    results = await issue_on_loop_clock(
+        TimedSender(0.5), specs(4), LoadShape(concurrency=4, ramp_up_s=0.3)
+    )
     # Users 0..3 start at 0, 75, 150 and 225 ms; without the ramp all four start at once.
-    assert all(0.05 < gap < 0.2 for gap in gaps), gaps
-    assert all(r.ok for r in outcome.results)
+    assert sorted(r.start for r in results) == pytest.approx([0.0, 0.075, 0.15, 0.225])
 
 
-def test_poisson_arrivals_follow_the_rate(threaded_server: FakeOpenAIServer) -> None:
-    target = Target(kind="http", address=threaded_server.url, model="m")
-    outcome = run_load(target, specs(60, 2), LoadShape(concurrency=None, request_rate=200.0))
-    starts = sorted(r.start for r in outcome.results)
-    span = starts[-1] - starts[0]
-    # 59 exponential gaps of mean 5 ms: the span is within a generous band around 0.3 s.
-    assert 0.12 < span < 0.7
-    assert all(r.ok for r in outcome.results)
+@virtual_time
+async def test_poisson_arrivals_follow_the_rate() -> None:
+    seed, rate = 3, 200.0
+    shape = LoadShape(concurrency=None, request_rate=rate)
+    results = await issue_on_loop_clock(TimedSender(0.01), specs(60, 2), shape, seed)
+    starts = sorted(r.start for r in results)
+    # Each request goes out an exponential gap (the seeded generator's) after the previous.
+    rng = random.Random(seed)
+    expected = list(itertools.accumulate((rng.expovariate(rate) for _ in range(59)), initial=0.0))
+    assert starts == pytest.approx(expected)
+    # 59 gaps of mean 1 / rate = 5 ms: a span near 0.3 s, not 59 / 200 ms or 59 * 200 s.
+    assert 0.12 < starts[-1] < 0.7
 
 
-def test_duration_cycles_the_workload_and_stops_issuing(threaded_server: FakeOpenAIServer) -> None:
-    threaded_server.tokens_per_second = 1000
-    target = Target(kind="http", address=threaded_server.url, model="m")
-    t0 = time.monotonic()
-    outcome = run_load(target, specs(3, 10), LoadShape(concurrency=2, duration_s=0.3))
-    assert len(outcome.results) > 3
-    assert max(r.start for r in outcome.results) < t0 + 0.3 + 0.1
+@virtual_time
+async def test_duration_cycles_the_workload_and_stops_issuing() -> None:
+    sender, workload = TimedSender(0.125), specs(3)
+    results = await issue_on_loop_clock(sender, workload, LoadShape(concurrency=2, duration_s=0.3))
+    # Two users send at 0, 0.125 and 0.25 s; at 0.375 s the 0.3 s are over.
+    assert sorted(r.start for r in results) == [0.0, 0.0, 0.125, 0.125, 0.25, 0.25]
+    assert sender.sent == [workload[k % 3] for k in range(6)]
 
 
 def test_worker_processes_share_the_load_and_report_cpu(threaded_server: FakeOpenAIServer) -> None:

@@ -115,12 +115,11 @@ def test_busy_neighbour_burns_cpu_and_stops() -> None:
     with busy_neighbour(1.5) as burners:
         # The arguments they were started with (/proc cmdline can be empty while they exec).
         assert [p.args[-1] for p in burners] == ["1.0", "0.5"]
-        # 1.5 cores ask for 0.6 CPU-seconds in 0.4 s; the test workers compete for the same
-        # cores, so wait (up to 10 s) rather than expect the full share.
-        deadline = time.monotonic() + 10.0
-        while busy(burners) < 0.6 and time.monotonic() < deadline:
+        # They spin until killed, so their CPU time passes what a bare interpreter's start
+        # costs (~0.05 s) however busy the machine is; how soon depends on the machine, so
+        # this waits for it (pytest-timeout stops a burner that never burns).
+        while busy(burners) < 0.6:
             time.sleep(0.1)
-        assert busy(burners) >= 0.6
     assert all(not p.is_running() or p.status() == "zombie" for p in burners)
     with busy_neighbour(0.0) as none:
         assert none == []

@@ -11,6 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 
+
 def tool(name: str) -> str:
     """A validator binary of the dev extra (next to this interpreter first, then PATH)."""
     found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)

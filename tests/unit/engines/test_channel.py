@@ -9,6 +9,7 @@ import pytest
 from inference.engines.base import EngineFinish, SequenceOutput, TokenLogprob
 from inference.engines.channel import OutputChannel
 from inference.engines.synthetic import SyntheticEngine
+from tests.support.virtual_time import virtual_time
 from tests.unit.engines.test_synthetic import Collected, make_request
 
 
@@ -64,13 +65,14 @@ async def test_take_waits_for_output() -> None:
     assert [o.token_ids for o in await asyncio.wait_for(reader, 1.0)] == [[1]]
 
 
+@virtual_time
 async def test_paced_take_holds_tokens_but_never_the_first_output() -> None:
     loop = asyncio.get_running_loop()
     channel = OutputChannel(2)
     channel.put([out(0, 1)])
     started = loop.time()
     assert [o.token_ids for o in await channel.take(0.2)] == [[1]]
-    assert loop.time() - started < 0.05, "the first output was held"
+    assert loop.time() == started, "the first output was held"
 
     reader = asyncio.create_task(channel.take(0.2))
     for token in (2, 3, 4):
@@ -79,9 +81,10 @@ async def test_paced_take_holds_tokens_but_never_the_first_output() -> None:
     assert not reader.done(), "a paced reader was handed tokens before its interval"
     taken = await asyncio.wait_for(reader, 1.0)
     assert [o.token_ids for o in taken] == [[2, 3, 4]]
-    assert loop.time() - started >= 0.19
+    assert loop.time() == pytest.approx(started + 0.2), "held until 0.2 s after the first take"
 
 
+@virtual_time
 async def test_a_finish_is_handed_over_at_once_even_when_paced() -> None:
     loop = asyncio.get_running_loop()
     channel = OutputChannel(2)
@@ -93,7 +96,7 @@ async def test_a_finish_is_handed_over_at_once_even_when_paced() -> None:
     started = loop.time()
     channel.put([out(0, 3, finish=EngineFinish.EOS)])
     taken = await asyncio.wait_for(reader, 1.0)
-    assert loop.time() - started < 0.5
+    assert loop.time() == started
     assert [(o.token_ids, o.finish) for o in taken] == [([2, 3], EngineFinish.EOS)]
 
 
@@ -107,13 +110,16 @@ async def test_fail_raises_in_the_reader_even_with_unread_output() -> None:
         await asyncio.wait_for(reader, 1.0)
 
 
+@virtual_time
 async def test_a_paced_synthetic_stream_ends_when_it_finishes_not_at_the_next_interval() -> None:
-    # 30 tokens at 1000/s finish after ~30 ms; a 1 s pace must not hold the end.
-    engine = SyntheticEngine(vocab_ids=range(1000, 1010), tokens_per_second=1000.0, tick_ms=2.0)
+    # 30 tokens at 1000/s: the last is due at 29 ms; a 1 s pace must not hold the end.
+    loop = asyncio.get_running_loop()
+    engine = SyntheticEngine(
+        vocab_ids=range(1000, 1010), tokens_per_second=1000.0, tick_ms=2.0, clock=loop.time
+    )
     await engine.start()
     request = make_request(max_tokens=30)
     request.pace = lambda: 1.0
-    loop = asyncio.get_running_loop()
     started = loop.time()
     collected = Collected()
     async for batch in engine.generate(request):
@@ -123,7 +129,8 @@ async def test_a_paced_synthetic_stream_ends_when_it_finishes_not_at_the_next_in
     assert len(collected.tokens[0]) == 30
     assert collected.finish == {0: EngineFinish.LENGTH}
     assert len(collected.batches) == 2  # the first token at once, the rest with the finish
-    assert elapsed < 0.5, f"the finish waited for the pacing interval ({elapsed:.3f} s)"
+    # The tick that emits the last token (the first at or after 29 ms) hands the finish over.
+    assert 0.029 <= elapsed < 0.031, f"the finish waited for the pacing interval ({elapsed} s)"
 
 
 async def test_iterating_paces_by_the_requests_pace_and_never_holds_a_finish() -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from facade.limits import KeyLimits, Lease, Limiter, RateLimitExceeded
+from facade.limits import BudgetLevels, KeyLimits, Lease, Limiter, RateLimitExceeded
 
 
 class Clock:
@@ -32,6 +32,9 @@ class Acquire:
     # None: admitted. Else refused, the message naming "requests", "tokens" or "concurrent".
     refused: str | None = None
     retry_after_s: float | None = None
+    # The (requests, tokens) levels the lease or refusal reports for the x-ratelimit-*
+    # headers: after the charge when admitted; "none" for a key without rate budgets.
+    levels: tuple[float, float] | str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,36 @@ SCENARIOS: dict[str, list[Step]] = {
         Acquire(RPM2, refused="requests", retry_after_s=30.0),
     ],
     "an unlimited key is never refused": [Acquire(KeyLimits(), estimate=10**9)] * 50,
+    "the levels after each admission and at a refusal are reported": [
+        Acquire(KeyLimits(requests_per_minute=2, tokens_per_minute=600), 100, levels=(1, 500)),
+        Wait(3.0),  # 0.1 request and 30 tokens back
+        Acquire(KeyLimits(requests_per_minute=2, tokens_per_minute=600), 30, levels=(0.1, 500)),
+        Acquire(
+            KeyLimits(requests_per_minute=2, tokens_per_minute=600),
+            refused="requests",
+            levels=(0.1, 500),
+        ),
+    ],
+    "a concurrency refusal reports the levels too": [
+        Acquire(KeyLimits(requests_per_minute=5, max_concurrent=1), levels=(4, 0)),
+        Acquire(
+            KeyLimits(requests_per_minute=5, max_concurrent=1), refused="concurrent", levels=(4, 0)
+        ),
+    ],
+    "keys without rate budgets report no levels": [
+        Acquire(KeyLimits(), key="free", levels="none"),
+        Acquire(ONE_AT_A_TIME, levels="none"),
+        Acquire(ONE_AT_A_TIME, refused="concurrent", levels="none"),
+    ],
 }
+
+
+def _check_levels(levels: BudgetLevels | None, step: Acquire, where: str) -> None:
+    if step.levels == "none":
+        assert levels is None, where
+    elif step.levels is not None:
+        assert levels is not None, where
+        assert (levels.requests, levels.tokens) == pytest.approx(step.levels), where
 
 
 async def play(limiter: Limiter, clock: Clock, steps: list[Step]) -> None:
@@ -156,9 +188,11 @@ async def play(limiter: Limiter, clock: Clock, steps: list[Step]) -> None:
             await leases[step.lease].release(step.tokens_used)
         elif step.refused is None:
             leases.append(await limiter.acquire(step.key, step.limits, step.estimate))
+            _check_levels(leases[-1].levels, step, where)
         else:
             with pytest.raises(RateLimitExceeded) as info:
                 await limiter.acquire(step.key, step.limits, step.estimate)
             assert step.refused in info.value.message, where
+            _check_levels(info.value.levels, step, where)
             if step.retry_after_s is not None:
                 assert info.value.retry_after_s == pytest.approx(step.retry_after_s), where

@@ -11,7 +11,7 @@ import asyncio
 import grpc
 import pytest
 
-from facade.backend_streams import EOF, BackendStream, Generation
+from facade.backend_streams import EOF, BackendStream, BackendStreams, Generation, StreamLimits
 from facade.errors import from_request_error
 from tensorchat.request_error import RequestError
 from tensorchat.v1 import inference_pb2 as pb
@@ -86,6 +86,22 @@ async def test_the_error_code_travels_as_generate_trailing_metadata_does() -> No
     )
     api_error = from_request_error(error, "r1", "m")
     assert (api_error.status, api_error.code) == (429, "server_overloaded")
+
+
+async def test_a_refused_start_ends_the_generation_with_the_refusal() -> None:
+    gen = generation(CancelLog())
+    refusal = pb.GenerationEnd(
+        code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        message="request_id: ...",
+        param="request_id",
+    )
+    assert gen.deliver(pb.GenerationEvent(request_id="r1", refused=refusal))
+    with pytest.raises(RequestError) as raised:
+        await gen.read()
+    assert (raised.value.status, raised.value.param) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "request_id",
+    )
 
 
 async def test_cancel_interrupts_a_pending_read_and_tells_the_stream_once() -> None:
@@ -178,7 +194,7 @@ async def test_a_start_cancelled_mid_write_cancels_only_its_generation() -> None
     # grpc.aio cancels the whole call when a write is cancelled half-way; a client leaving
     # while its start is being written must not take the other generations with it.
     call = FakeManyCall()
-    stream = BackendStream(FakeStub(call))  # type: ignore[arg-type]
+    stream = BackendStream(FakeStub(call), opened_at=0.0)  # type: ignore[arg-type]
     request = pb.GenerateRequest(request_id="r1", model="m")
     starting = asyncio.create_task(stream.start(request, timeout_s=None))
     await asyncio.sleep(0.01)
@@ -195,3 +211,133 @@ async def test_a_start_cancelled_mid_write_cancels_only_its_generation() -> None
     assert not call.cancelled and not stream.broken
     assert stream.load == 0
     await stream.aclose()
+
+
+class ServedCall:
+    """A GenerateMany call answered by the test: writes are recorded, `end(id)` ends a
+    generation, and a half-close ends the call OK, as the service does once none runs."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []  # "start r1", "cancel r1", "half-close"
+        self.cancelled = False
+        self.ended = False
+        self._inbox: asyncio.Queue[pb.GenerateManyResponse | None] = asyncio.Queue()
+
+    async def write(self, message: pb.GenerateManyRequest) -> None:
+        assert "half-close" not in self.written, "a write after the half-close"
+        action = message.WhichOneof("action")
+        self.written.append(f"start {message.start.request_id}" if action == "start" else
+                            f"cancel {message.cancel}")  # fmt: skip
+
+    async def done_writing(self) -> None:
+        self.written.append("half-close")
+        self._inbox.put_nowait(None)
+
+    def end(self, request_id: str) -> None:
+        event = pb.GenerationEvent(request_id=request_id, end=pb.GenerationEnd(code=0))
+        self._inbox.put_nowait(pb.GenerateManyResponse(events=[event]))
+
+    def __aiter__(self) -> ServedCall:
+        return self
+
+    async def __anext__(self) -> pb.GenerateManyResponse:
+        response = await self._inbox.get()
+        if response is None:
+            self.ended = True
+            raise StopAsyncIteration
+        return response
+
+    def cancel(self) -> bool:
+        if self.ended:
+            return False  # as grpc.aio: cancelling an ended call does nothing
+        self.cancelled = True
+        self._inbox.put_nowait(None)
+        return True
+
+
+class ServedStub:
+    """Opens a new ServedCall per GenerateMany call (a new stream, as round_robin places it)."""
+
+    def __init__(self) -> None:
+        self.calls: list[ServedCall] = []
+
+    def GenerateMany(self) -> ServedCall:
+        self.calls.append(ServedCall())
+        return self.calls[-1]
+
+
+def streams_of(stub: ServedStub, limits: StreamLimits, clock: list[float]) -> BackendStreams:
+    return BackendStreams(stub, limits, clock=lambda: clock[0])  # type: ignore[arg-type]
+
+
+async def start(streams: BackendStreams, request_id: str) -> Generation:
+    return await streams.start(pb.GenerateRequest(request_id=request_id, model="m"), None)
+
+
+async def settled() -> None:
+    for _ in range(5):  # the reader and the spawned writes take a few loop turns
+        await asyncio.sleep(0)
+
+
+async def test_a_stream_retires_after_max_generations_once_its_last_one_ends() -> None:
+    stub, clock = ServedStub(), [0.0]
+    streams = streams_of(stub, StreamLimits(max_age_s=0, max_generations=2), clock)
+    first = await start(streams, "r1")
+    stub.calls[0].end("r1")
+    assert await first.read() is EOF
+    second = await start(streams, "r2")  # the second and last on this stream
+    third = await start(streams, "r3")  # so this one opens a fresh stream
+    assert len(stub.calls) == 2 and stub.calls[1].written == ["start r3"]
+    await settled()
+    assert stub.calls[0].written == ["start r1", "start r2"]  # r2 still runs: not closed
+    stub.calls[0].end("r2")
+    assert await second.read() is EOF  # nothing lost: it finished on the retired stream
+    await settled()
+    assert stub.calls[0].written[-1] == "half-close" and not stub.calls[0].cancelled
+    assert streams.streams == [s for s in streams.streams if s.accepting]  # the old one is gone
+    assert not third.done()
+    await streams.aclose()
+
+
+async def test_a_stream_retires_after_max_age_on_the_clock() -> None:
+    stub, clock = ServedStub(), [100.0]
+    streams = streams_of(stub, StreamLimits(max_age_s=30, max_generations=0), clock)
+    for request_id, now in (("r1", 100.0), ("r2", 129.0)):
+        clock[0] = now
+        generation_ = await start(streams, request_id)
+        assert len(stub.calls) == 1  # not yet 30 s old
+        stub.calls[0].end(request_id)
+        assert await generation_.read() is EOF
+    clock[0] = 130.0
+    await start(streams, "r3")
+    assert len(stub.calls) == 2 and stub.calls[1].written == ["start r3"]
+    await settled()
+    assert stub.calls[0].written == ["start r1", "start r2", "half-close"]  # idle: closed now
+    await streams.aclose()
+
+
+async def test_a_cancel_on_a_retired_stream_goes_out_before_its_half_close() -> None:
+    stub, clock = ServedStub(), [0.0]
+    streams = streams_of(stub, StreamLimits(max_age_s=0, max_generations=1), clock)
+    generation_ = await start(streams, "r1")
+    generation_.cancel()
+    await settled()
+    assert stub.calls[0].written == ["start r1", "cancel r1", "half-close"]
+
+
+async def test_shutdown_closes_retiring_streams_too() -> None:
+    stub, clock = ServedStub(), [0.0]
+    streams = streams_of(stub, StreamLimits(max_age_s=0, max_generations=1), clock)
+    running = await start(streams, "r1")  # retired at once, r1 still running
+    await streams.aclose()
+    assert stub.calls[0].cancelled
+    with pytest.raises(RequestError):
+        await running.read()
+
+
+def test_stream_limits_of_zero_never_retire() -> None:
+    stream = BackendStream.__new__(BackendStream)
+    stream.opened_at, stream.started = 0.0, 10**9
+    assert not StreamLimits(max_age_s=0, max_generations=0).spent(stream, now=10**9)
+    assert StreamLimits(max_age_s=1, max_generations=0).spent(stream, now=1.0)
+    assert StreamLimits(max_age_s=0, max_generations=10**9).spent(stream, now=0.0)

@@ -165,6 +165,8 @@ async def test_openapi_docs_only_when_enabled(docs: bool) -> None:
         return
     assert spec.status_code == 200 and page.status_code == 200
     paths = spec.json()["paths"]
-    assert {"/v1/chat/completions", "/v1/models", "/v1/models/{model}", "/health"} <= set(paths)
-    # The chat route skips FastAPI's dependency solving but still documents its key.
-    assert paths["/v1/chat/completions"]["post"]["security"] == [{"HTTPBearer": []}]
+    routes = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/{model}"}
+    assert routes | {"/health"} <= set(paths)
+    # The generating routes skip FastAPI's dependency solving but still document their key.
+    for route in ("/v1/chat/completions", "/v1/completions"):
+        assert paths[route]["post"]["security"] == [{"HTTPBearer": []}]

@@ -108,3 +108,21 @@ def test_fingerprint_changes_with_the_serving_configuration() -> None:
     assert fingerprint(MISTRAL) == fingerprint(
         pb.ModelInfo(id=MISTRAL.id, engine="torch", created=1)
     )
+
+
+async def test_a_target_that_never_came_up_is_logged_with_the_reason_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port with nothing listening on it
+        sock.bind(("127.0.0.1", 0))
+        target = f"127.0.0.1:{sock.getsockname()[1]}"
+    pool = BackendPool([target], probe_timeout_s=1.0)
+    with caplog.at_level("WARNING", logger="facade.backends"):
+        await pool.start()
+        await pool.refresh()
+        await pool.close()
+    lines = [r.getMessage() for r in caplog.records if target in r.getMessage()]
+    assert len(lines) == 1  # logged, and not again while the reason stays the same
+    assert "is down: UNAVAILABLE" in lines[0]

@@ -12,6 +12,7 @@ import pytest
 from facade.cli import register, settings_from_args
 from facade.keys import hash_key, load_keys
 from facade.settings import FacadeSettings
+from tensorchat.cli import main
 from tensorchat.limits import MAX_CHOICES
 
 
@@ -99,6 +100,23 @@ def test_keys_file_defaults_to_the_env_var(
     monkeypatch.setenv("TENSORCHAT_KEYS_FILE", str(keys))
     assert run(["keys", "create", "x"]) == 0
     assert [r.name for r in load_keys(keys)] == ["x"]
+
+
+def test_keys_file_may_follow_the_action_as_in_serve_and_facade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TENSORCHAT_KEYS_FILE", str(tmp_path / "not-this.json"))
+    keys = tmp_path / "keys.json"
+    # The `tensorchat` entry point, as a user types it.
+    assert main(["keys", "create", "ci", "--rpm", "5", "--keys-file", str(keys)]) == 0
+    assert main(["keys", "list", "--keys-file", str(keys)]) == 0
+    assert "ci" in capsys.readouterr().out
+    assert main(["keys", "revoke", "ci", "--keys-file", str(keys)]) == 0
+    assert load_keys(keys) == []
+    # Before the action, as until now, still works; the action's default does not undo it.
+    assert main(["keys", "--keys-file", str(keys), "create", "ops"]) == 0
+    assert [r.name for r in load_keys(keys)] == ["ops"]
+    assert not (tmp_path / "not-this.json").exists()
 
 
 def test_facade_flags_override_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The error table: every status gets the OpenAI envelope; gRPC statuses map as DESIGN.md says."""
+"""The error table: every status gets the OpenAI envelope; gRPC statuses map to HTTP ones."""
 
 from __future__ import annotations
 

@@ -19,6 +19,8 @@ from tensorchat.cli import build_parser
 
 GOOD_HASH = "a" * 64
 BAD_CONTENTS = {
+    "empty (a write in progress)": "",
+    "blank": " \n",
     "a list": "[]",
     "null": "null",
     "a string": '"keys"',

@@ -10,19 +10,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import grpc
 import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion as SDKCompletion
 from openai.types.chat import ChatCompletionChunk as SDKChunk
 
+from facade.errors import from_request_error
 from facade.schemas import ChatCompletion, ChatCompletionRequest
 from facade.tool_rules import check_tool_fields, legacy_call_id
-from facade.translate import ChunkEncoder, CompletionBuilder, to_generate_request
+from facade.translate import ChunkEncoder, CompletionBuilder, openai_param, to_generate_request
+from tensorchat.request_error import RequestError
 from tensorchat.v1 import inference_pb2 as pb
 
 USER: dict[str, Any] = {"role": "user", "content": "Weather in Paris?"}
 PARAMS = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-WEATHER = {
+WEATHER: dict[str, Any] = {
     "type": "function",
     "function": {"name": "get_weather", "description": "Current weather", "parameters": PARAMS},
 }
@@ -120,6 +123,37 @@ def test_response_formats() -> None:
     loose = rpc(response_format={"type": "json_schema", "json_schema": {"name": "Any"}}).constraint
     assert loose.WhichOneof("kind") == "json_schema"
     assert json.loads(loose.json_schema) == {} and not loose.strict
+
+
+@pytest.mark.parametrize(
+    ("service", "tools_name", "functions_name"),
+    [
+        ("constraint", "response_format", "response_format"),
+        ("tools[1].function.parameters", "tools[1].function.parameters", "functions[1].parameters"),
+        ("tools[0].function", "tools[0].function", "functions[0]"),
+        ("tools", "tools", "functions"),
+        ("tool_choice", "tool_choice", "function_call"),
+        ("messages[2].tool_call_id", "messages[2].tool_call_id", "messages[2].tool_call_id"),
+        ("max_tokens", "max_tokens", "max_tokens"),
+    ],
+)
+def test_service_params_are_named_as_the_client_wrote_them(
+    service: str, tools_name: str, functions_name: str
+) -> None:
+    function = WEATHER["function"]
+    functions = [function, {**function, "name": "other"}]
+    assert openai_param(service, request(tools=[WEATHER])) == tools_name
+    assert openai_param(service, request(functions=functions)) == functions_name
+
+
+def test_a_refused_constraint_is_a_400_naming_response_format() -> None:
+    req = request(response_format={"type": "json_object"})
+    error = RequestError(
+        grpc.StatusCode.INVALID_ARGUMENT, "constraint: bad schema", param="constraint"
+    )
+    api_error = from_request_error(error, "r1", "m", lambda param: openai_param(param, req))
+    assert (api_error.status, api_error.param) == (400, "response_format")
+    assert api_error.message == "Invalid 'response_format': bad schema"
 
 
 def test_tool_history_keeps_ids_and_names() -> None:
@@ -236,7 +270,7 @@ def completion(
     for response in responses:
         builder.add(response)
     reply = builder.to_json("chatcmpl-1", 1700000000, "m", "fp_1")
-    # What chat_run sends: validated, without the fields to_json left out.
+    # What generation_run sends: validated, without the fields to_json left out.
     return json.loads(ChatCompletion.model_validate(reply).model_dump_json(exclude_unset=True))
 
 
@@ -353,6 +387,30 @@ def test_sdk_stream_helper_rebuilds_the_completion_exactly() -> None:
         '{"city": "Paris"}',
         '{"city": "Rome"}',
     ]
+
+
+def test_a_later_choice_streaming_first_still_rebuilds_every_choice() -> None:
+    # Choice 1 (text) streams before choice 0 (calls): the SDK's stream helper needs every
+    # choice to appear first in index order, so choice 0 opens with a bare role chunk.
+    responses = [r for r in CALLS if r.index == 1] + [r for r in CALLS if r.index == 0]
+    events = chunks(responses, n=2)
+    assert events[0]["choices"][0] == {
+        "index": 0,
+        "delta": {"role": "assistant"},
+        "logprobs": None,
+        "finish_reason": None,
+    }
+    state: ChatCompletionStreamState[None] = ChatCompletionStreamState()
+    for event in events:
+        state.handle_chunk(SDKChunk.model_validate(event))
+    streamed = state.get_final_completion()
+    whole = SDKCompletion.model_validate(completion(CALLS, n=2))
+    for got, want in zip(streamed.choices, whole.choices, strict=True):
+        assert (got.index, got.finish_reason) == (want.index, want.finish_reason)
+        assert got.message.content == want.message.content
+        assert [_call_fields(c) for c in got.message.tool_calls or []] == [
+            _call_fields(c) for c in want.message.tool_calls or []
+        ]
 
 
 def _call_fields(call: Any) -> tuple[str, str, str, str]:

@@ -114,3 +114,18 @@ def test_run_builds_reports_success_failure_and_timeout(tmp_path: Path) -> None:
 def test_the_build_subprocess_imports_this_checkout() -> None:
     path = builds.pipeline_env()["PYTHONPATH"].split(":")
     assert path[:2] == [str(builds.REPO_ROOT), str(builds.REPO_ROOT / "build")]
+
+
+@pytest.mark.parametrize("gpu", ["h100", "h200"])
+def test_the_tiny_bf16_recipe_is_only_advised_against_on_fp8_gpus(
+    tiny_matrix_file: Path, models: list[TinyModel], gpu: str
+) -> None:
+    """`engines build` refuses recipe refusals; the tiny BF16 targets have none, only advice."""
+    from enginebuild.targets import review_recipe
+
+    for model in models:
+        review = review_recipe(load_matrix(tiny_matrix_file).target(model.id, gpu))
+        assert review.refusals == ()
+        assert [a.split(" [")[0] for a in review.advice] == [
+            f"{gpu} supports FP8 but the recipe uses bf16 weights"
+        ]

@@ -176,7 +176,7 @@ def test_bad_roles_and_empty_conversations_are_rejected(
 ) -> None:
     for tok in (mistral_tokenizer, qwen2_tokenizer):
         with pytest.raises(ChatTemplateError, match="role must be one of"):
-            tok.encode_chat([ChatMessage("tool", "x")])
+            tok.encode_chat([ChatMessage("robot", "x")])
         with pytest.raises(ChatTemplateError, match="at least one"):
             tok.encode_chat([])
     assert issubclass(ChatTemplateError, ValueError)

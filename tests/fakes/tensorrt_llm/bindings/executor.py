@@ -57,6 +57,8 @@ matter. Paths are relative to the TensorRT-LLM repository root.
   (cpp/tensorrt_llm/batch_manager/trtGptModelInflightBatching.h); a request asking without
   either fails with the real message (executorImpl.cpp, fetchNewRequests). They are the raw
   model logits, before bias, temperature and penalties.
+- Guided decoding (`ExecutorConfig.guided_decoding_config`, `Request.guided_decoding_params`)
+  is enforced with real xgrammar as the executor's GuidedDecoder does: see guided_decoding.py.
 - `cancel_request` -> CANCELLED, `allotted_time_ms` -> TIMED_OUT, `get_latest_iteration_stats`
   drains per-iteration stats with KV-cache block counts.
 
@@ -81,6 +83,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from .guided_decoding import (
+    FakeGuidedDecoder,
+    GuidedDecodingConfig,
+    GuidedDecodingParams,
+)
+
+__all__ = ["GuidedDecodingConfig", "GuidedDecodingParams"]  # re-exported, as the bindings do
 __version__ = "1.2.1"
 
 # Seconds between two iterations of the fake execution loop (one token per sequence each).
@@ -535,8 +544,25 @@ class KvCacheMetrics:
         self.kv_cache_hit_rate = 0.0
 
 
+class TimingMetrics:
+    """steady_clock time points, which the bindings return as timedelta since the clock's
+    epoch (CLOCK_MONOTONIC: time.monotonic()); unset ones are the epoch, timedelta(0)
+    (cpp/include/tensorrt_llm/executor/types.h RequestPerfMetrics::TimingMetrics, bound in
+    cpp/tensorrt_llm/nanobind/executor/request.cpp, commit 008b2b8d)."""
+
+    def __init__(self) -> None:
+        self.arrival_time = timedelta(0)
+        self.first_scheduled_time = timedelta(0)
+        self.first_token_time = timedelta(0)
+        self.last_token_time = timedelta(0)
+        self.kv_cache_transfer_start = timedelta(0)
+        self.kv_cache_transfer_end = timedelta(0)
+        self.kv_cache_size = 0
+
+
 class RequestPerfMetrics:
     def __init__(self) -> None:
+        self.timing_metrics = TimingMetrics()
         self.kv_cache_metrics = KvCacheMetrics()
         self.first_iter: int | None = None
         self.last_iter: int | None = None
@@ -657,6 +683,7 @@ class _Sequence:
     logprobs: list[float] = field(default_factory=list)
     sent: int = 0  # tokens already streamed
     finish: FinishReason = FinishReason.NOT_FINISHED
+    matcher: Any = None  # the sequence's xgrammar GrammarMatcher when guided
 
 
 @dataclass
@@ -670,6 +697,7 @@ class _Active:
     missed_blocks: int = 0
     validated: bool = False
     scheduled: bool = False
+    scheduled_at: float = 0.0  # time.monotonic() when first scheduled
     cancelled: bool = False
 
 
@@ -702,6 +730,8 @@ class Executor:
             executor_config.max_batch_size or int(build["max_batch_size"]),
         )
         self._tokens_per_block = int(build.get("plugin_config", {}).get("tokens_per_block", 32))
+        guided = executor_config.guided_decoding_config
+        self._guided = FakeGuidedDecoder(guided, self._vocab) if guided is not None else None
         kv = executor_config.kv_cache_config
         capacity = kv.max_tokens or int(
             FAKE_KV_CAPACITY_TOKENS * (kv.free_gpu_memory_fraction or 0.9)
@@ -887,6 +917,21 @@ class Executor:
                 "float16",
             ):
                 return "Embedding bias data type must be same as model logits type."
+        return self._start_guides(active)
+
+    def _start_guides(self, active: _Active) -> str | None:
+        """Each sequence's matcher, compiled from the request's guide (guidedDecoder.cpp builds
+        them at the first context step); an error message if that fails."""
+        params = active.request.guided_decoding_params
+        if params is None:
+            return None
+        if self._guided is None:
+            return "fake: guided decoding params on an executor without a guided decoding config"
+        try:
+            for seq in active.sequences:
+                seq.matcher = self._guided.matcher(params)
+        except RuntimeError as error:
+            return str(error)
         return None
 
     def _iteration(self) -> None:
@@ -956,27 +1001,45 @@ class Executor:
         self._reused_total += reused
         self._missed_total += active.missed_blocks
         active.scheduled = True
+        active.scheduled_at = time.monotonic()
 
     def _pick(self, active: _Active, seq: _Sequence) -> int:
         request = active.request
         step = len(seq.tokens)
         token = fake_token(request.input_token_ids, seq.seed, step, self._vocab)
         banned: set[int] = set()
+        forced: list[int] = []
         bias = request.embedding_bias
         if bias is not None:
             values = bias.tolist()
             forced = [i for i, v in enumerate(values) if v >= 100.0]
-            if forced:
-                return forced[0]
             banned = {i for i, v in enumerate(values) if v <= -100.0}
         min_tokens = request.sampling_config.min_tokens
         if min_tokens is None:
             min_tokens = 1  # the C++ default
         if request.end_id is not None and request.end_id >= 0 and step < min_tokens:
             banned.add(request.end_id)
+        if seq.matcher is not None:
+            return self._pick_guided(seq, token, forced, banned)
+        if forced:
+            return forced[0]
         while token in banned:
             token = (token + 1) % self._vocab
         return token
+
+    def _pick_guided(self, seq: _Sequence, token: int, forced: list[int], banned: set[int]) -> int:
+        """The bitmask masks the logits after the bias (guidedDecoder.cpp execute): the first
+        allowed token from the proposed one on, a forced one only if the grammar allows it."""
+        assert self._guided is not None
+        allowed = self._guided.allowed(seq.matcher)
+        choice = next((t for t in forced if allowed[t]), None)
+        if choice is None:
+            unbanned = allowed.clone()
+            unbanned[list(banned)] = False
+            ids = (unbanned if unbanned.any() else allowed).nonzero().flatten().tolist()
+            choice = next((t for t in ids if t >= token), ids[0])
+        seq.matcher.accept_token(choice)
+        return choice
 
     def _processed_logits(self, active: _Active, seq: _Sequence, token: int) -> dict[int, float]:
         """penaltyKernels.cu batchApplyPenalty: bias, 1/temperature, penalties, min length.
@@ -1117,6 +1180,8 @@ class Executor:
             )
         if output.return_perf_metrics:
             metrics = RequestPerfMetrics()
+            metrics.timing_metrics.arrival_time = timedelta(seconds=active.arrival)
+            metrics.timing_metrics.first_scheduled_time = timedelta(seconds=active.scheduled_at)
             metrics.kv_cache_metrics.num_reused_blocks = active.reused_blocks
             metrics.kv_cache_metrics.num_missed_blocks = active.missed_blocks
             total = active.reused_blocks + active.missed_blocks

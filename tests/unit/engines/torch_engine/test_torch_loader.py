@@ -119,10 +119,26 @@ def test_a_changed_file_gets_a_new_cache_entry(
     monkeypatch.setattr(loader, "_convert_gguf", convert)
     root = tmp_path / "cache"
     before = loader.prepare_gguf_checkpoint(gguf_file, root)
-    stat = gguf_file.stat()
-    os.utime(gguf_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    gguf_file.write_bytes(b"GGUF" + b"\1" * 60)
     after = loader.prepare_gguf_checkpoint(gguf_file, root)
     assert after != before and convert.calls == 2
+
+
+def test_two_clones_share_one_conversion_of_the_same_file(
+    gguf_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each clone's venv has its own copy of the default model, written at its own time."""
+    convert = FakeConverter()
+    monkeypatch.setattr(loader, "_convert_gguf", convert)
+    root = tmp_path / "cache"
+    other_clone = tmp_path / "clone-2" / gguf_file.name
+    other_clone.parent.mkdir()
+    other_clone.write_bytes(gguf_file.read_bytes())
+    stat = gguf_file.stat()
+    os.utime(other_clone, ns=(stat.st_atime_ns, stat.st_mtime_ns + 86_400 * 10**9))
+    first = loader.prepare_gguf_checkpoint(gguf_file, root)
+    second = loader.prepare_gguf_checkpoint(other_clone, root)
+    assert first == second and convert.calls == 1
 
 
 def test_cache_root_follows_the_environment(

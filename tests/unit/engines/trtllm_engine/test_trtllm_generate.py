@@ -263,7 +263,7 @@ async def test_sampled_logprobs_without_top_list_follow_temperature(
 async def test_top_logprobs_need_no_build_flag(
     fake_trtllm: ModuleType, start_engine: EngineFactory
 ) -> None:
-    engine = await start_engine()  # built without --gather_generation_logits
+    engine = await start_engine(top_logprobs=True)  # built without --gather_generation_logits
     out = await collect(
         engine, request([1, 2], temperature=0.0, logprobs=True, top_logprobs=3, max_tokens=4)
     )
@@ -280,10 +280,25 @@ async def test_top_logprobs_need_no_build_flag(
         )
 
 
+async def test_top_logprobs_are_refused_unless_the_model_option_turns_logits_on(
+    fake_trtllm: ModuleType, start_engine: EngineFactory
+) -> None:
+    """The executor flag costs every request GPU memory (docs/gpu.md), so it is opt-in."""
+    engine = await start_engine()
+    assert fake_trtllm.fake_instances[-1].fake_config.gather_generation_logits is False
+    with pytest.raises(EngineRequestError, match="does not serve top_logprobs") as caught:
+        await collect(engine, request([1, 2], logprobs=True, top_logprobs=2, max_tokens=2))
+    assert caught.value.param == "top_logprobs"
+    assert fake_trtllm.fake_instances[-1].fake_requests == []  # refused before the executor
+    # logprobs alone need no generation logits.
+    out = await collect(engine, request([1, 2], temperature=0.0, logprobs=True, max_tokens=2))
+    assert all(o.logprobs for o in out.outputs() if o.token_ids)
+
+
 async def test_only_requests_with_top_logprobs_ask_for_logits(
     fake_trtllm: ModuleType, start_engine: EngineFactory
 ) -> None:
-    engine = await start_engine()
+    engine = await start_engine(top_logprobs=True)
     await collect(engine, request([1, 2], temperature=0.0, logprobs=True, max_tokens=2))
     assert last_request(fake_trtllm).output_config.return_generation_logits is False
 
@@ -293,7 +308,7 @@ async def test_chosen_logprob_equals_its_top_entry_whatever_the_sampling(
 ) -> None:
     # Temperature, a penalty and a bias change the executor's own log prob; the chosen value
     # and the top list must still come from one distribution.
-    engine = await start_engine()
+    engine = await start_engine(top_logprobs=True)
     out = await collect(
         engine,
         request(
@@ -403,21 +418,36 @@ async def test_max_tokens_past_the_sequence_limit_ends_with_length(
     assert out.finish() == EngineFinish.LENGTH
 
 
-async def test_deadline_becomes_allotted_time_and_ends_with_time_limit(
+async def test_a_deadline_becomes_the_time_left_as_allotted_time(
     fake_trtllm: ModuleType, start_engine: EngineFactory
 ) -> None:
     engine = await start_engine()
-    deadline = time.monotonic() + 0.1
+    before = time.monotonic()
+    deadline = before + 60.0
+    await collect(engine, request([1, 2], temperature=0.0, max_tokens=2, deadline=deadline))
+    after = time.monotonic()
+    allotted = last_request(fake_trtllm).allotted_time_ms
+    assert isinstance(allotted, timedelta)
+    # What was left of the deadline when the request was made (between the two readings).
+    tick = timedelta(microseconds=1)  # timedelta's own rounding
+    assert timedelta(seconds=deadline - after) - tick <= allotted
+    assert allotted <= timedelta(seconds=deadline - before) + tick
+
+
+async def test_a_passed_deadline_still_runs_and_ends_with_time_limit(
+    fake_trtllm: ModuleType, start_engine: EngineFactory
+) -> None:
+    engine = await start_engine()
+    deadline = time.monotonic() - 1.0
     out = await collect(
         engine,
         request([1, 2], temperature=0.0, max_tokens=500, ignore_eos=True, deadline=deadline),
     )
-    allotted = last_request(fake_trtllm).allotted_time_ms
-    assert isinstance(allotted, timedelta)
-    assert timedelta(milliseconds=1) <= allotted <= timedelta(milliseconds=100)
+    # The executor is given its least allotted time, so that it ends the request TIMED_OUT.
+    assert last_request(fake_trtllm).allotted_time_ms == timedelta(milliseconds=1)
     assert out.finish() == EngineFinish.TIME_LIMIT
-    # The fake needs at least 2 ms per token, so the limit cuts the sequence short.
-    assert 0 < len(out.tokens()) < MAX_SEQ_LEN - 2
+    # The fake's steps are FAKE_STEP_INTERVAL_S (2 ms) apart: the second is past 1 ms.
+    assert len(out.tokens()) <= 1
 
 
 async def test_closing_the_iterator_cancels_the_executor_request(

@@ -152,8 +152,8 @@ async def test_executor_config_maps_the_options(
     )
     assert (config.max_batch_size, config.max_num_tokens) == (4, 1024)
     assert config.max_beam_width == 1
-    # Always on: an engine built without --gather_generation_logits serves top_logprobs too.
-    assert config.gather_generation_logits is True
+    # Off unless the model option asks: it costs GPU memory for every request.
+    assert config.gather_generation_logits is False
     assert config.normalize_log_probs is False
 
 

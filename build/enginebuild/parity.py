@@ -1,11 +1,13 @@
-"""Greedy parity with the torch reference: the same tokens, and logprobs within a tolerance.
+"""Greedy parity of an engine with the torch reference: the one rule of `engines verify` and
+of the GPU check (tests/gpu/check).
 
 The reference is asked along the candidate's own path (teacher forcing): at every position it
 sees the prompt plus the candidate's tokens so far, so one early difference does not hide the
 rest. A position passes when both chose the same token with logprobs within the tolerance, or
 when they chose different tokens that the reference itself ranks within the tolerance of each
-other (a near-tie: BF16 and FP32 arithmetic may order them either way; the tiny random models,
-whose next-token distributions are nearly flat, have such ties every few dozen tokens).
+other (a near-tie: BF16 and FP32 arithmetic, or two BF16 kernels, may order them either way;
+the tiny random test models, whose next-token distributions are nearly flat, have such ties
+every few dozen tokens). Anything else is a real divergence and fails.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+# Against an FP32 reference (the GPU check); verify's BF16 reference gets its own per precision.
 LOGPROB_TOLERANCE = 1e-2
 
 
@@ -102,16 +105,23 @@ Generate = Callable[[list[int], int], Awaitable[list[Step]]]
 
 
 async def reference_along(
-    prompt: Sequence[int], candidate_tokens: Sequence[int], generate: Generate
+    prompt: Sequence[int],
+    candidate_tokens: Sequence[int],
+    generate: Generate,
+    accept: Callable[[Sequence[Step]], bool] = lambda _steps: True,
 ) -> list[Step]:
     """The reference's step at every position of the candidate's path.
 
     The reference generates greedily from the candidate's prefix; where it chooses another
     token, it is asked again from the candidate's next prefix. Equal paths cost one request.
+    Before asking again it hands the steps so far to `accept`; when that refuses them (a
+    position already failed) they are returned as they are: walking further is wasted work.
     """
     steps: list[Step] = []
     while len(steps) < len(candidate_tokens):
         done = len(steps)
+        if done and not accept(steps):
+            break
         answer = await generate([*prompt, *candidate_tokens[:done]], len(candidate_tokens) - done)
         if not answer:
             raise RuntimeError(f"the reference generated nothing after {done} tokens")
@@ -120,6 +130,41 @@ async def reference_along(
             if step.token != candidate_tokens[len(steps) - 1]:
                 break
     return steps
+
+
+async def compare_prompts(
+    prompts: Sequence[Sequence[int]],
+    candidates: Sequence[Sequence[Step]],
+    reference: Generate,
+    tolerance: float = LOGPROB_TOLERANCE,
+    names: tuple[str, str] = ("candidate", "reference"),
+) -> Parity:
+    """Every prompt's candidate steps against the reference walked along them; one result.
+
+    The candidates are generated first (verify frees the GPU of the engine before the torch
+    reference loads), so the reference is only asked here. The first failure ends the walk.
+    """
+    results = []
+    for prompt, candidate in zip(prompts, candidates, strict=True):
+        results.append(await _compare_along(prompt, candidate, reference, tolerance, names))
+        if not results[-1].ok:
+            break
+    return summarize(results)
+
+
+async def _compare_along(
+    prompt: Sequence[int],
+    candidate: Sequence[Step],
+    reference: Generate,
+    tolerance: float,
+    names: tuple[str, str],
+) -> Parity:
+    def agrees(along: Sequence[Step]) -> bool:
+        return compare_greedy(candidate[: len(along)], along, tolerance, names).ok
+
+    along = await reference_along(prompt, [s.token for s in candidate], reference, agrees)
+    # `along` is shorter than the candidate only when a position failed: compare what it has.
+    return compare_greedy(candidate[: len(along)], along, tolerance, names)
 
 
 def summarize(per_prompt: Sequence[Parity]) -> Parity:

@@ -1,10 +1,17 @@
-"""The GPU check's parity rule and how it walks the reference along the candidate's path."""
+"""The parity rule of verify and the GPU check, and how it walks the reference along the path."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.gpu.check.compare import Step, compare_greedy, reference_along, summarize
+from enginebuild.parity import (
+    Generate,
+    Step,
+    compare_greedy,
+    compare_prompts,
+    reference_along,
+    summarize,
+)
 
 
 def steps(*pairs: tuple[int, float]) -> list[Step]:
@@ -85,3 +92,68 @@ async def test_a_reference_that_generates_nothing_is_an_error() -> None:
 
     with pytest.raises(RuntimeError, match="generated nothing after 0 tokens"):
         await reference_along([1], [2], generate)
+
+
+# --- verify's use of the rule: the torch BF16 reference, a tolerance per weight precision -------
+
+
+def _reference_from(table: dict[tuple[int, ...], Step]) -> Generate:
+    """A reference that answers one step per prefix from `table` (what torch would pick)."""
+
+    async def generate(prefix: list[int], count: int) -> list[Step]:
+        return [table[tuple(prefix)]]
+
+    return generate
+
+
+async def test_verify_passes_an_engine_that_breaks_a_near_tie_the_other_way() -> None:
+    from enginebuild.verify import parity_check
+
+    # torch picks 7 at the first position by 0.0004, the engine 8; both then continue with 5.
+    reference = _reference_from(
+        {
+            (1, 2): Step(7, -2.3025, {7: -2.3025, 8: -2.3029, 9: -4.0}),
+            (1, 2, 8): Step(5, -0.51, {5: -0.51, 6: -1.9}),
+        }
+    )
+    check = await parity_check([[1, 2]], [steps((8, -2.31), (5, -0.52))], reference, "bf16")
+    assert check.ok, check.detail
+    assert check.detail == (
+        "1 prompts, 2 greedy tokens equal, max |logprob difference| 0.0100, 1 near-tie(s) "
+        "(logprob tolerance 0.1 for bf16 weights)"
+    )
+
+
+async def test_verify_fails_an_engine_that_diverges_for_real() -> None:
+    from enginebuild.verify import parity_check
+
+    # The engine's 8 is two nats below torch's 7: no tie, whatever arithmetic.
+    reference = _reference_from({(1, 2): Step(7, -0.2, {7: -0.2, 8: -2.2})})
+    check = await parity_check([[1, 2]], [steps((8, -2.2))], reference, "bf16")
+    assert not check.ok
+    assert check.detail.startswith(
+        "prompt 0: token 0: the engine chose 8 (-2.2000), torch chose 7 (-0.2000) and gives 8 "
+        "-2.2000: not a tie within 0.1"
+    )
+
+
+@pytest.mark.parametrize(("weights", "ok"), [("bf16", False), ("fp8", True), ("int4_awq", True)])
+async def test_verify_allows_quantized_weights_a_wider_tolerance(weights: str, ok: bool) -> None:
+    from enginebuild.verify import parity_check
+
+    reference = _reference_from({(3,): Step(4, -1.0, {4: -1.0, 9: -1.3})})
+    check = await parity_check([[3]], [steps((4, -1.3))], reference, weights)
+    assert check.ok is ok, check.detail
+
+
+async def test_the_walk_stops_at_the_first_failed_position_and_prompt() -> None:
+    asked: list[list[int]] = []
+
+    async def generate(prefix: list[int], count: int) -> list[Step]:
+        asked.append(prefix)
+        return [Step(7, -0.1, {7: -0.1})]  # never the candidate's token, never a tie
+
+    result = await compare_prompts([[1], [2]], [steps((8, -3.0), (8, -3.0))] * 2, generate)
+    assert not result.ok
+    assert result.detail.startswith("prompt 0: token 0: candidate chose 8")
+    assert asked == [[1]]

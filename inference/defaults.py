@@ -1,0 +1,13 @@
+"""Defaults of the service's own settings, shared by the CLI, `ServerOptions` and the servicer.
+
+A light module (no gRPC, no torch) so that `tensorchat inference --help` can show them.
+"""
+
+from __future__ import annotations
+
+# Requests running at once across all calls; past it, RESOURCE_EXHAUSTED (the facade retries
+# elsewhere or answers 429 `server_overloaded`).
+MAX_CONCURRENT_REQUESTS = 1024
+# Seconds running requests get to finish on SIGTERM before they are cancelled; a pod's
+# terminationGracePeriodSeconds must exceed it (deploy/).
+SHUTDOWN_GRACE_S = 30.0
