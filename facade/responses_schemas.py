@@ -85,7 +85,8 @@ _ITEM_TAGS = {
 
 def _item_tag(value: Any) -> str | None:
     kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", "")
-    return _ITEM_TAGS.get(kind)
+    # A `type` that is not a string is no supported item (a dict would not even hash).
+    return _ITEM_TAGS.get(kind) if isinstance(kind, str) else None
 
 
 InputItem = Annotated[

@@ -92,8 +92,9 @@ def join_text_parts(value: Any, kinds: set[str]) -> Any:
         return value
     texts: list[str] = []
     for part in value:
-        if not isinstance(part, dict) or part.get("type") not in kinds:
-            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        # A `type` that is not a string is refused too (a dict would not even hash).
+        if not isinstance(kind, str) or not isinstance(part, dict) or kind not in kinds:
             raise ValueError(f"only text content parts are supported, got {kind!r}")
         text = part.get("text")
         if not isinstance(text, str):

@@ -1,7 +1,7 @@
 """The served OpenAPI document: valid, complete, and true to what the facade answers.
 
 The first test validates /openapi.json with openapi-spec-validator and checks what FastAPI
-alone got wrong (the chat and completions bodies as bare objects, no stream, no error
+alone got wrong (the chat, completions and Responses bodies as bare objects, no stream, no error
 envelope, a 422 that is never sent). The slow one runs schemathesis, as its users run it,
 against a real facade and inference service (synthetic engine) on loopback: generated and
 mutated requests on every route, and every answer checked against the document.
@@ -85,6 +85,21 @@ def test_the_served_document_is_valid_and_documents_bodies_streams_and_errors(
     reply = completions["responses"]["200"]["content"]
     assert reply["application/json"]["schema"] == {"$ref": "#/components/schemas/Completion"}
     assert set(reply) == {"application/json", "text/event-stream"}
+    responses = document["paths"]["/v1/responses"]["post"]
+    body = responses["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/ResponsesRequest"}
+    request = document["components"]["schemas"]["ResponsesRequest"]
+    assert {"model", "input", "instructions", "text", "tools", "max_output_tokens"} <= set(
+        request["properties"]
+    )
+    reply = responses["responses"]["200"]["content"]
+    assert reply["application/json"]["schema"] == {"$ref": "#/components/schemas/ResponseObject"}
+    # Typed events, not data-only chunks: their model is documented, and the text says so.
+    assert "ResponseStreamEvent" in document["components"]["schemas"]
+    assert "event: <type>" in reply["text/event-stream"]["schema"]["description"]
+    retrieve = document["paths"]["/v1/responses/{response_id}"]["get"]
+    ok = retrieve["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/ResponseObject"}
     envelope = {"$ref": "#/components/schemas/ErrorResponse"}
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
@@ -136,7 +151,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]
     # It really ran: a few hundred cases over every route, and all passed every check.
-    assert "6 selected / 6 total" in output, output[-3000:]
+    assert "8 selected / 8 total" in output, output[-3000:]
     counts = re.search(r"^\s*(\d+) generated, (\d+) passed(.*)$", output, re.MULTILINE)
     assert counts is not None, output[-3000:]
     assert int(counts[1]) == int(counts[2]) >= 200, counts[0]

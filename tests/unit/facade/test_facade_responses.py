@@ -8,13 +8,14 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from facade.errors import APIError
 from facade.responses_input import to_chat_request
 from facade.responses_output import OutputAssembler
 from facade.responses_schemas import ResponseObject, ResponsesRequest
 from facade.schemas import ChatCompletionRequest
-from facade.translate import to_generate_request
+from facade.translate import openai_param, to_generate_request
 from tensorchat.v1 import inference_pb2 as pb
 
 CALL: dict[str, Any] = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}
@@ -196,3 +197,53 @@ def test_a_length_finish_makes_the_items_and_the_response_incomplete() -> None:
          "top_p": None, "text": {"format": {"type": "text"}}, "tool_choice": "auto",
          "tools": [], "usage": None, "user": None, "metadata": {}, "store": False}
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("model", "body"),
+    [
+        # Found by schemathesis: a `type` that is not a string was looked up in a set/dict and
+        # raised TypeError (a 500) instead of a validation error (a 400).
+        (ChatCompletionRequest, {"messages": [{"role": "user", "content": [{"type": {}}]}]}),
+        (ResponsesRequest, {"input": [{"role": "user", "content": [{"type": {}, "text": ""}]}]}),
+        (ResponsesRequest, {"input": [{"type": {}, "call_id": "0", "output": ""}]}),
+    ],
+)
+def test_a_type_that_is_not_a_string_is_a_validation_error(
+    model: type[ChatCompletionRequest | ResponsesRequest], body: dict[str, Any]
+) -> None:
+    with pytest.raises(ValidationError):
+        model.model_validate({"model": "m", **body})
+
+
+@pytest.mark.parametrize(
+    ("service", "client"),
+    [
+        ("messages[0].content", "instructions"),
+        ("messages[2].tool_calls", "input[1]"),  # the assistant turn's first item
+        ("messages[3].tool_call_id", "input[3]"),
+        ("messages", "input"),
+        ("constraint", "text.format"),
+        ("tools[0].function.parameters", "tools[0].parameters"),
+        ("max_tokens", "max_output_tokens"),
+        ("tool_choice", "tool_choice"),
+    ],
+)
+def test_service_params_are_named_as_the_responses_request_wrote_them(
+    service: str, client: str
+) -> None:
+    req = ResponsesRequest.model_validate(
+        {
+            "model": "m",
+            "instructions": "Be brief.",
+            "input": [
+                {"role": "user", "content": "Weather?"},
+                CALL,
+                {**CALL, "call_id": "c2"},
+                {"type": "function_call_output", "call_id": "c1", "output": "one"},
+                {"type": "function_call_output", "call_id": "c2", "output": "two"},
+            ],
+            "tools": [TOOL],
+        }
+    )
+    assert openai_param(service, to_chat_request(req, [])) == client
