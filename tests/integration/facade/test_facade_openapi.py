@@ -68,35 +68,32 @@ def test_the_served_document_is_valid_and_documents_bodies_streams_and_errors(
 ) -> None:
     document = _document(facade)
     validate(document)
-    chat = document["paths"]["/v1/chat/completions"]["post"]
-    body = chat["requestBody"]["content"]["application/json"]["schema"]
-    assert body == {"$ref": "#/components/schemas/ChatCompletionRequest"}
-    request = document["components"]["schemas"]["ChatCompletionRequest"]
-    assert {"model", "messages", "stream", "tools", "response_format"} <= set(request["properties"])
-    assert set(chat["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    chat = _generating_route(
+        document,
+        "/v1/chat/completions",
+        "ChatCompletionRequest",
+        {"model", "messages", "stream", "tools", "response_format"},
+        "ChatCompletion",
+    )
     assert "ChatCompletionChunk" in document["components"]["schemas"]
-    completions = document["paths"]["/v1/completions"]["post"]
-    body = completions["requestBody"]["content"]["application/json"]["schema"]
-    assert body == {"$ref": "#/components/schemas/CompletionRequest"}
-    request = document["components"]["schemas"]["CompletionRequest"]
-    assert {"model", "prompt", "echo", "logprobs", "best_of", "suffix"} <= set(
-        request["properties"]
+    assert "[DONE]" in chat["text/event-stream"]["schema"]["description"]
+    _generating_route(
+        document,
+        "/v1/completions",
+        "CompletionRequest",
+        {"model", "prompt", "echo", "logprobs", "best_of", "suffix"},
+        "Completion",
     )
-    reply = completions["responses"]["200"]["content"]
-    assert reply["application/json"]["schema"] == {"$ref": "#/components/schemas/Completion"}
-    assert set(reply) == {"application/json", "text/event-stream"}
-    responses = document["paths"]["/v1/responses"]["post"]
-    body = responses["requestBody"]["content"]["application/json"]["schema"]
-    assert body == {"$ref": "#/components/schemas/ResponsesRequest"}
-    request = document["components"]["schemas"]["ResponsesRequest"]
-    assert {"model", "input", "instructions", "text", "tools", "max_output_tokens"} <= set(
-        request["properties"]
+    responses = _generating_route(
+        document,
+        "/v1/responses",
+        "ResponsesRequest",
+        {"model", "input", "instructions", "text", "tools", "max_output_tokens"},
+        "ResponseObject",
     )
-    reply = responses["responses"]["200"]["content"]
-    assert reply["application/json"]["schema"] == {"$ref": "#/components/schemas/ResponseObject"}
     # Typed events, not data-only chunks: their model is documented, and the text says so.
     assert "ResponseStreamEvent" in document["components"]["schemas"]
-    assert "event: <type>" in reply["text/event-stream"]["schema"]["description"]
+    assert "event: <type>" in responses["text/event-stream"]["schema"]["description"]
     retrieve = document["paths"]["/v1/responses/{response_id}"]["get"]
     ok = retrieve["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok == {"$ref": "#/components/schemas/ResponseObject"}
@@ -110,6 +107,22 @@ def test_the_served_document_is_valid_and_documents_bodies_streams_and_errors(
                     assert response["content"]["application/json"]["schema"] == envelope, where
             if "security" in operation:
                 assert "401" in operation["responses"], where
+
+
+def _generating_route(
+    document: dict[str, Any], path: str, body: str, fields: set[str], reply: str
+) -> dict[str, Any]:
+    """Checks a generating route's documented body (with these `fields` among its
+    properties) and its 200 (the `reply` model as JSON, or an event stream); returns the
+    200's content."""
+    operation = document["paths"][path]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": f"#/components/schemas/{body}"}, path
+    assert fields <= set(document["components"]["schemas"][body]["properties"]), path
+    content: dict[str, Any] = operation["responses"]["200"]["content"]
+    assert set(content) == {"application/json", "text/event-stream"}, path
+    assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{reply}"}
+    return content
 
 
 @pytest.mark.slow
