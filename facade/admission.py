@@ -1,7 +1,7 @@
-"""Admission of a chat or text completions request: the body, cross-field rules, the model and
-the key's access, the model's limits (from ListModels), the facade-wide gate and the key's rate
-limits. An admitted request holds a gate slot and a lease that facade/generation_run.py gives
-back at its end.
+"""Admission of a chat, text completions or Responses API request: the body, cross-field rules,
+the model and the key's access, the model's limits (from ListModels), the facade-wide gate and
+the key's rate limits. An admitted request holds a gate slot and a lease that
+facade/generation_run.py gives back at its end.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from facade.errors import APIError, from_validation, model_not_found, rate_limit
 from facade.limits import Lease, LimitStoreUnavailable, RateLimitExceeded, estimate_tokens
 from facade.ratelimit_headers import rate_limit_headers
 from facade.request_context import RequestRecord
+from facade.responses_input import check_unsupported, load_history, to_chat_request
+from facade.responses_output import ResponsesShape
+from facade.responses_schemas import ResponsesRequest
 from facade.schemas import ChatCompletionRequest, CompletionRequest, GenerationFields
 from facade.settings import FacadeSettings
 from facade.shapes import ChatShape, ResponseShape
@@ -31,7 +34,7 @@ from facade.translate import to_generate_request, to_prompt_requests
 from tensorchat import tracing
 from tensorchat.v1 import inference_pb2 as pb
 
-RequestT = TypeVar("RequestT", ChatCompletionRequest, CompletionRequest)
+RequestT = TypeVar("RequestT", ChatCompletionRequest, CompletionRequest, ResponsesRequest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,31 @@ async def admit_completion(
         record,
         completion_id,
     )
+
+
+async def admit_response(
+    body: bytes, principal: Principal, state: FacadeState, started: float, record: RequestRecord
+) -> Admitted:
+    """The admitted Responses API request, or the APIError that refuses it: refused like the
+    chat request it means (facade/responses_input.py), which makes its generation."""
+    req = _parse(ResponsesRequest, body)
+    storing = check_unsupported(req, state.responses)
+    history = await load_history(req, state.responses, principal.name)
+    chat = to_chat_request(req, history)
+    _check_fields(chat, state.settings)
+    check_tool_fields(chat)
+    entry = _model(chat, principal, state, record)
+    lease = await _take_slot_and_lease(chat, principal, state, _prompt_chars(chat), 1)
+
+    def rpcs(time_limit_ms: int) -> list[pb.GenerateRequest]:
+        generation_id = record.generation_id
+        return [to_generate_request(chat, entry.id, generation_id, time_limit_ms=time_limit_ms)]
+
+    generations = await _generations(state, lease, rpcs)
+    store = state.responses if storing else None
+    shape = ResponsesShape(req, store=store, owner=principal.name, history=history)
+    response_id = f"resp_{uuid.uuid4().hex}"
+    return Admitted(principal, chat, entry, generations, shape, lease, started, record, response_id)
 
 
 def _parse(model: type[RequestT], body: bytes) -> RequestT:

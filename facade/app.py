@@ -21,7 +21,9 @@ from facade.metrics import FacadeMetrics, StatusMiddleware
 from facade.openapi import install_openapi
 from facade.readiness import ReadyNotifier
 from facade.request_context import RequestContext
-from facade.routes import chat, completions, health, models
+from facade.response_store import ResponseStore
+from facade.responses_schemas import ResponseObject, ResponsesRequest, ResponseStreamEvent
+from facade.routes import chat, completions, health, models, responses
 from facade.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -67,7 +69,14 @@ def build_state(settings: FacadeSettings, limiter: Limiter | None = None) -> Fac
         limiter=limiter or _build_limiter(settings, metrics),
         gate=ConcurrencyGate(settings.max_concurrent_requests),
         metrics=metrics,
+        responses=_build_response_store(settings),
     )
+
+
+def _build_response_store(settings: FacadeSettings) -> ResponseStore | None:
+    if settings.redis_url is None:
+        return None
+    return ResponseStore.from_url(settings.redis_url.get_secret_value(), settings.responses_ttl_s)
 
 
 def _build_limiter(settings: FacadeSettings, metrics: FacadeMetrics) -> Limiter:
@@ -110,6 +119,8 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
                 await reload_task
             await state.pool.close()
             await state.limiter.close()
+            if state.responses is not None:
+                await state.responses.close()
 
     app = FastAPI(
         title="tensorchat",
@@ -124,11 +135,18 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
     install_handlers(app)
     install_openapi(
         app,
-        request_models=[ChatCompletionRequest, CompletionRequest],
-        reply_models=[ChatCompletion, ChatCompletionChunk, Completion],
+        request_models=[ChatCompletionRequest, CompletionRequest, ResponsesRequest],
+        reply_models=[
+            ChatCompletion,
+            ChatCompletionChunk,
+            Completion,
+            ResponseObject,
+            ResponseStreamEvent,
+        ],
     )
     app.include_router(chat.router)
     app.include_router(completions.router)
+    app.include_router(responses.router)
     app.include_router(models.router)
     app.include_router(health.router)
     # Added last = outermost: the request id, span and access log see every response; then

@@ -35,7 +35,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--redis-url",
         help="share per-key limits between replicas through this Redis, e.g. "
-        "redis://redis:6379/0 (default: limits in this process only)",
+        "redis://redis:6379/0, and keep Responses API responses there (default: limits in "
+        "this process only, no stored responses)",
+    )
+    parser.add_argument(
+        "--responses-ttl-s",
+        type=float,
+        help="with --redis-url, keep stored responses this many seconds (default 86400)",
     )
     parser.add_argument(
         "--redis-failure-mode",
@@ -75,6 +81,7 @@ def settings_from_args(args: argparse.Namespace) -> FacadeSettings:
         "keys_file",
         "redis_url",
         "redis_failure_mode",
+        "responses_ttl_s",
         *CONNECTION_FLAGS,
     ):
         value = getattr(args, name, None)

@@ -20,7 +20,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from facade.schemas import Completion, CompletionRequest
-from facade.translate import ChunkFrame, UsageCounter, finish_reason, logprob_value
+from facade.translate import (
+    ChunkFrame,
+    DataStream,
+    UsageCounter,
+    finish_reason,
+    logprob_value,
+)
 from tensorchat.v1 import inference_pb2 as pb
 
 _encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
@@ -120,11 +126,11 @@ class TextCompletionBuilder:
         }
 
 
-class TextChunkEncoder:
+class TextChunkEncoder(DataStream):
     """`data: {...}\\n\\n` text_completion chunks: one per delta, then one with the finish
     reason (text ""), and with include_usage a last one with `choices: []` and the usage."""
 
-    __slots__ = ("_frame", "_logprobs")
+    __slots__ = ("_logprobs",)
 
     def __init__(
         self,
@@ -168,9 +174,6 @@ class TextChunkEncoder:
             self._frame.close,
         )
 
-    def usage(self, usage: UsageCounter) -> bytes:
-        return self._frame.usage(usage)
-
 
 class CompletionShape:
     """`text_completion` replies and chunks (facade/shapes.py)."""
@@ -183,6 +186,9 @@ class CompletionShape:
 
     def builder(self) -> TextCompletionBuilder:
         return TextCompletionBuilder(self._choices, self._req.n, self._req.logprobs is not None)
+
+    async def keep(self) -> None:
+        return None  # text completions are not stored
 
     def encoder(
         self, completion_id: str, created: int, model: str, fingerprint: str

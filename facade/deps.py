@@ -13,6 +13,7 @@ from facade.backends import BackendPool
 from facade.limits import ConcurrencyGate, Limiter
 from facade.metrics import FacadeMetrics
 from facade.request_context import request_record
+from facade.response_store import ResponseStore
 from facade.settings import FacadeSettings
 
 
@@ -26,6 +27,8 @@ class FacadeState:
     limiter: Limiter
     gate: ConcurrencyGate
     metrics: FacadeMetrics = field(default_factory=FacadeMetrics)
+    # Stored responses (Responses API), with Redis only; None: the facade keeps none.
+    responses: ResponseStore | None = None
 
 
 async def get_state(request: Request) -> FacadeState:

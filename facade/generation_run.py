@@ -7,8 +7,8 @@ the first message of each before sending a status (so an error the inference ser
 such as a context overflow, still gets its own status), streams or collects the rest, cancels
 the generations the moment the client disconnects, and at its end gives back the slot and
 lease. A request that failed before anything reached its client runs once more, on another
-replica (`_retryable`). The reply's shape (chat or text completion) is the admitted request's
-(facade/shapes.py).
+replica (`_retryable`). The reply's shape (chat or text completion, or a Responses API
+response) is the admitted request's (facade/shapes.py).
 
 Several prompts' generations are read one after the other, their choices renumbered
 `prompt_index * n + i` as OpenAI numbers them; they run side by side on the backend all along,
@@ -36,7 +36,8 @@ from facade.errors import APIError, from_request_error
 from facade.metrics import record_final_status
 from facade.ratelimit_headers import rate_limit_headers
 from facade.request_context import reason_name
-from facade.sse import DONE, SSE_HEADERS, DisconnectWatcher, error_event
+from facade.shapes import StreamEncoder
+from facade.sse import SSE_HEADERS, DisconnectWatcher
 from facade.translate import UsageCounter, openai_param
 from tensorchat.request_error import RequestError
 from tensorchat.v1 import inference_pb2 as pb
@@ -62,6 +63,7 @@ class GenerationRun(Response):
         self._calls: list[Generation] = []  # the current attempt's
         self._done = False
         self._began = False  # a 200 went out
+        self._encoder: StreamEncoder | None = None  # once a stream's 200 went out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watcher = DisconnectWatcher(receive, self._cancel_rpc)
@@ -164,9 +166,9 @@ class GenerationRun(Response):
         with contextlib.suppress(Exception):  # the connection may be gone as well
             if not self._began:
                 await self._send_error(send, error)
-            elif self.run.req.stream:
+            elif self._encoder is not None:
                 self.status = 503
-                body = error_event(error) + DONE
+                body = self._encoder.error(error)
                 await send({"type": "http.response.body", "body": body, "more_body": False})
 
     def _response_headers(
@@ -183,7 +185,7 @@ class GenerationRun(Response):
             error,
             self.run.record.generation_id,
             req.model,
-            lambda param: openai_param(param, req.legacy_functions),
+            lambda param: openai_param(param, req),
         )
 
     async def _reply(self, send: Send, status: int, body: bytes, extra: dict[str, str]) -> None:
@@ -216,6 +218,11 @@ class GenerationRun(Response):
             run.completion_id, run.created, run.req.model, run.entry.fingerprint
         )
         self._began = True
+        try:
+            await run.shape.keep()
+        except APIError as error:
+            await self._send_error(send, error)
+            return None
         # Validated against the documented shape; exclude_unset keeps what to_json left out
         # (tool_calls when no call was made) out of the reply.
         body = run.shape.reply_model.model_validate(reply).model_dump_json(exclude_unset=True)
@@ -231,13 +238,16 @@ class GenerationRun(Response):
         except RequestError as error:
             return error
         run, req = self.run, self.run.req
-        encoder = run.shape.encoder(
+        encoder = self._encoder = run.shape.encoder(
             run.completion_id, run.created, req.model, run.entry.fingerprint
         )
         self.status = 200
         self._began = True
         headers = self._response_headers(SSE_HEADERS)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        opening = encoder.start()
+        if opening:
+            await send({"type": "http.response.body", "body": opening, "more_body": True})
         usage = self.usage
         try:
             async for message in self._messages(calls, firsts):
@@ -250,15 +260,23 @@ class GenerationRun(Response):
                 if body:
                     await send({"type": "http.response.body", "body": body, "more_body": True})
         except RequestError as error:
-            api_error = self._api_error(error)
-            self.status = api_error.status
-            self.state.metrics.stream_errors.labels(run.entry.id, str(api_error.status)).inc()
-            body = error_event(api_error) + DONE
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            await self._end_stream_with(send, encoder, self._api_error(error))
             return None
-        tail = encoder.usage(usage) + DONE if req.include_usage else DONE
+        tail = encoder.end(usage)
+        try:
+            await run.shape.keep()
+        except APIError as api_error:
+            await self._end_stream_with(send, encoder, api_error)
+            return None
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         return None
+
+    async def _end_stream_with(self, send: Send, encoder: StreamEncoder, error: APIError) -> None:
+        """An error after the 200 went out: the stream's error events end it."""
+        self.status = error.status
+        self.state.metrics.stream_errors.labels(self.run.entry.id, str(error.status)).inc()
+        body = encoder.error(error)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _messages(
         self, calls: list[Generation], firsts: Sequence[Any] = ()

@@ -33,12 +33,8 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from facade.limits import (
     WINDOW_S,
@@ -53,6 +49,7 @@ from facade.limits import (
     concurrency_refusal,
     token_charge,
 )
+from facade.redis_client import STORE_ERRORS, connect, where
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +154,6 @@ return 1
 )
 
 # What "Redis cannot be reached" looks like: its own errors, a socket error, our timeout.
-_STORE_ERRORS = (RedisError, OSError, TimeoutError)
 
 
 class _Outage:
@@ -270,18 +266,8 @@ class RedisLimiter(Limiter):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisLimiter:
-        timeout_s = options.get("timeout_s", STORE_TIMEOUT_S)
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            # No retries inside redis-py: a failed call is a decision (open or closed) now,
-            # and the outage logic retries later.
-            retry=Retry(NoBackoff(), 0),
-        )
-        # Host and port only: the URL may carry a password.
-        parts = urlsplit(url)
-        return cls(client, where=f"{parts.hostname}:{parts.port or 6379}", **options)
+        client = connect(url, options.get("timeout_s", STORE_TIMEOUT_S))
+        return cls(client, where=where(url), **options)
 
     async def acquire(self, key: str, limits: KeyLimits, estimated_tokens: int) -> Lease:
         if not (limits.requests_per_minute or limits.tokens_per_minute or limits.max_concurrent):
@@ -343,7 +329,7 @@ class RedisLimiter(Limiter):
         try:
             async with asyncio.timeout(self.timeout_s):
                 result = await script(keys=keys, args=[now, WINDOW_S, *args])
-        except _STORE_ERRORS as error:
+        except STORE_ERRORS as error:
             self._on_store_error(operation)
             policy = "admitting requests unlimited" if self.fail_open else "refusing requests"
             self._outage.failed(error, policy)

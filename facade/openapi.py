@@ -50,14 +50,24 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def json_or_event_stream(
-    reply: type[BaseModel], chunk: type[BaseModel], description: str
+    reply: type[BaseModel], chunk: type[BaseModel], description: str, *, typed_events: bool = False
 ) -> dict[int | str, dict[str, Any]]:
-    """A 200 that is one JSON `reply`, or with `"stream": true` server-sent `chunk` events."""
-    stream_text = (
-        f'With `"stream": true`: server-sent events `data: <{chunk.__name__} JSON>`, one per '
-        "chunk, then `data: [DONE]`. An error after the stream began is one more event, "
-        "`data: <ErrorResponse JSON>`, then `data: [DONE]`."
-    )
+    """A 200 that is one JSON `reply`, or with `"stream": true` server-sent `chunk` events:
+    data-only chunks ending with `[DONE]` (chat and text completions), or with `typed_events`
+    named events (the Responses API: facade/responses_output.py)."""
+    if typed_events:
+        stream_text = (
+            f'With `"stream": true`: server-sent events `event: <type>` and `data: '
+            f"<{chunk.__name__} JSON>` with that `type` and a `sequence_number` from 0, ending "
+            "with `response.completed` or `response.incomplete`; no `[DONE]`. An error after "
+            "the stream began is an `error` event, then `response.failed`."
+        )
+    else:
+        stream_text = (
+            f'With `"stream": true`: server-sent events `data: <{chunk.__name__} JSON>`, one '
+            "per chunk, then `data: [DONE]`. An error after the stream began is one more "
+            "event, `data: <ErrorResponse JSON>`, then `data: [DONE]`."
+        )
     return {
         200: {
             "description": description,

@@ -12,6 +12,7 @@ and only checked against `ChatCompletionChunk` in tests.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -57,11 +58,11 @@ MESSAGE_CONTENT_SCHEMA: dict[str, Any] = {
 }
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
-def _bounded_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
+def bounded_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
     # A schema becomes a grammar that the service compiles for the request: bounding its size
     # (OpenAI bounds schemas too) makes a huge one a clear 400 rather than a slow compile.
     if value is not None and len(json.dumps(value)) > MAX_SCHEMA_CHARS:
@@ -69,7 +70,40 @@ def _bounded_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
-class FunctionDefinition(_Model):
+def json_object_text(value: str) -> str:
+    """Call arguments in the history: JSON text of an object, or a ValueError.
+
+    The service renders the arguments in the model's own format (Mistral's template
+    re-serialises them), so they must be what the model could have produced: an object.
+    """
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        raise ValueError("must be a JSON object, got text that is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"must be a JSON object, got {type(parsed).__name__}")
+    return value
+
+
+def join_text_parts(value: Any, kinds: set[str]) -> Any:
+    """Message content given as parts, normalised to one string (text parts joined with
+    newlines); a part of another kind (an image, a file) is refused, not dropped."""
+    if not isinstance(value, list):
+        return value
+    texts: list[str] = []
+    for part in value:
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        # A `type` that is not a string is refused too (a dict would not even hash).
+        if not isinstance(kind, str) or not isinstance(part, dict) or kind not in kinds:
+            raise ValueError(f"only text content parts are supported, got {kind!r}")
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise ValueError("a text content part needs a string 'text'")
+        texts.append(text)
+    return "\n".join(texts)
+
+
+class FunctionDefinition(StrictModel):
     """A function the model may call (`tools[].function`, or an entry of legacy `functions`)."""
 
     name: Name
@@ -78,26 +112,26 @@ class FunctionDefinition(_Model):
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
-    _parameters = field_validator("parameters")(_bounded_schema)
+    _parameters = field_validator("parameters")(bounded_schema)
 
 
-class FunctionTool(_Model):
+class FunctionTool(StrictModel):
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class FunctionName(_Model):
+class FunctionName(StrictModel):
     name: Name
 
 
-class NamedToolChoice(_Model):
+class NamedToolChoice(StrictModel):
     """tool_choice {"type": "function", "function": {"name": ...}}: call this function."""
 
     type: Literal["function"]
     function: FunctionName
 
 
-def _by_shape(value: Any) -> str:
+def by_shape(value: Any) -> str:
     # Tags are capitalised so that an error's location names the parameter alone (errors.py).
     return "Mode" if isinstance(value, str) else "Named"
 
@@ -105,43 +139,32 @@ def _by_shape(value: Any) -> str:
 ToolChoice = Annotated[
     Annotated[Literal["none", "auto", "required"], Tag("Mode")]
     | Annotated[NamedToolChoice, Tag("Named")],
-    Discriminator(_by_shape),
+    Discriminator(by_shape),
 ]
 # Legacy `function_call`: "none", "auto" or {"name": ...}.
 FunctionChoice = Annotated[
     Annotated[Literal["none", "auto"], Tag("Mode")] | Annotated[FunctionName, Tag("Named")],
-    Discriminator(_by_shape),
+    Discriminator(by_shape),
 ]
 
 
-class FunctionCall(_Model):
+class FunctionCall(StrictModel):
     """A call the model made, in the history: `tool_calls[].function` or legacy `function_call`."""
 
     name: Name
     # JSON text of the arguments object, as the server returned it.
     arguments: str
 
-    @field_validator("arguments")
-    @classmethod
-    def _json_object(cls, value: str) -> str:
-        # The service renders the arguments in the model's own format (Mistral's template
-        # re-serialises them), so they must be what the model could have produced: an object.
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            raise ValueError("must be a JSON object, got text that is not JSON") from None
-        if not isinstance(parsed, dict):
-            raise ValueError(f"must be a JSON object, got {type(parsed).__name__}")
-        return value
+    _arguments = field_validator("arguments")(json_object_text)
 
 
-class ToolCall(_Model):
+class ToolCall(StrictModel):
     id: Annotated[str, Field(min_length=1)]
     type: Literal["function"]
     function: FunctionCall
 
 
-class ChatMessage(_Model):
+class ChatMessage(StrictModel):
     role: Role
     # Normalised to one string: text parts are joined with newlines. The schema documents
     # what clients may send (OpenAPI), not the normalised string.
@@ -172,18 +195,7 @@ class ChatMessage(_Model):
             if info.data.get("role") == "assistant":
                 return ""
             raise ValueError("content is required")
-        if isinstance(value, list):
-            texts: list[str] = []
-            for part in value:
-                if not isinstance(part, dict) or part.get("type") != "text":
-                    kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                    raise ValueError(f"only text content parts are supported, got {kind!r}")
-                text = part.get("text")
-                if not isinstance(text, str):
-                    raise ValueError("a text content part needs a string 'text'")
-                texts.append(text)
-            return "\n".join(texts)
-        return value
+        return join_text_parts(value, {"text"})
 
     @field_validator("tool_calls", "function_call")
     @classmethod
@@ -207,17 +219,17 @@ class ChatMessage(_Model):
         return [self.function_call] if self.function_call else []
 
 
-class JsonSchemaFormat(_Model):
+class JsonSchemaFormat(StrictModel):
     name: Name
     description: str | None = None
     # `schema` would shadow a BaseModel attribute; the wire name is the alias.
     schema_: Annotated[dict[str, Any] | None, Field(alias="schema")] = None
     strict: bool | None = None
 
-    _schema = field_validator("schema_")(_bounded_schema)
+    _schema = field_validator("schema_")(bounded_schema)
 
 
-class ResponseFormat(_Model):
+class ResponseFormat(StrictModel):
     """`text` (the default), `json_object` (any JSON object) or `json_schema`."""
 
     type: Literal["text", "json_object", "json_schema"]
@@ -233,11 +245,11 @@ class ResponseFormat(_Model):
         return value
 
 
-class StreamOptions(_Model):
+class StreamOptions(StrictModel):
     include_usage: bool = False
 
 
-class GenerationFields(_Model):
+class GenerationFields(StrictModel):
     """What chat and text completions share: the model, streaming, sampling and stopping.
 
     One definition, so that both routes accept, bound and map (translate.py) them alike.
@@ -247,6 +259,12 @@ class GenerationFields(_Model):
     def legacy_functions(self) -> bool:
         """The request uses legacy `functions` (chat only): errors and replies name them."""
         return False
+
+    @property
+    def item_params(self) -> Sequence[str] | None:
+        """For a Responses API request, the parameter each message came from (`input[2]`,
+        `instructions`): errors name those (translate.openai_param); None for the others."""
+        return None
 
     model: Annotated[str, Field(min_length=1)]
     stream: bool = False

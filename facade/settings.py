@@ -55,6 +55,9 @@ class FacadeSettings(BaseSettings):
     # them with 503 and Retry-After. Open by default: keys are still checked and the cap
     # above still holds, so a limits-store outage does not become an API outage.
     redis_failure_mode: Literal["open", "closed"] = "open"
+    # With Redis, the Responses API keeps responses (`store`, `previous_response_id`, GET
+    # /v1/responses/{id}) this long after they ended; without Redis it keeps none.
+    responses_ttl_s: float = Field(24 * 3600.0, gt=0.0)
 
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # HTTP connections (facade/httpguard.py). A request line and headers larger than this

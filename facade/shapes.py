@@ -1,5 +1,6 @@
 """The shape a reply takes: how the run (facade/generation_run.py) turns a generation's messages
-into a whole JSON reply or SSE chunks. Chat completions and text completions differ only here.
+into a whole JSON reply or SSE events. Chat completions, text completions
+(facade/completions.py) and the Responses API (facade/responses_output.py) differ only here.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from facade.errors import APIError
 from facade.schemas import ChatCompletion, ChatCompletionRequest
 from facade.translate import ChunkEncoder, CompletionBuilder, UsageCounter
 from tensorchat.v1 import inference_pb2 as pb
@@ -26,11 +28,16 @@ class ReplyBuilder(Protocol):
 
 
 class StreamEncoder(Protocol):
-    """Turns each message into SSE chunk bytes, and the usage into the last chunk."""
+    """The bytes of an SSE stream: what opens it, each message's events, and its end or the
+    error that ends it."""
+
+    def start(self) -> bytes: ...
 
     def response(self, message: pb.GenerateResponse) -> bytes: ...
 
-    def usage(self, usage: UsageCounter) -> bytes: ...
+    def end(self, usage: UsageCounter) -> bytes: ...
+
+    def error(self, error: APIError) -> bytes: ...
 
 
 class ResponseShape(Protocol):
@@ -42,6 +49,11 @@ class ResponseShape(Protocol):
     def encoder(
         self, completion_id: str, created: int, model: str, fingerprint: str
     ) -> StreamEncoder: ...
+
+    async def keep(self) -> None:
+        """Called once the whole reply was built (`to_json`, or the stream's `end`), before
+        its end goes out: the Responses API stores the response here. Raises the APIError
+        that replaces the end."""
 
 
 class ChatShape:
@@ -55,6 +67,9 @@ class ChatShape:
     def builder(self) -> ReplyBuilder:
         req = self._req
         return CompletionBuilder(req.n, bool(req.logprobs), req.legacy_functions)
+
+    async def keep(self) -> None:
+        return None  # chat completions are not stored
 
     def encoder(
         self, completion_id: str, created: int, model: str, fingerprint: str

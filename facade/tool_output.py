@@ -20,10 +20,16 @@ from tensorchat.v1 import inference_pb2 as pb
 
 
 @dataclass(slots=True)
-class _Call:
+class AssembledCall:
+    index: int  # the call's position among the choice's calls
     id: str
     name: str
     arguments: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """The arguments' JSON text."""
+        return "".join(self.arguments)
 
 
 class CallAssembler:
@@ -32,33 +38,37 @@ class CallAssembler:
     __slots__ = ("_calls",)
 
     def __init__(self) -> None:
-        self._calls: dict[int, _Call] = {}
+        self._calls: dict[int, AssembledCall] = {}
 
     def add(self, pieces: Sequence[pb.ToolCallDelta]) -> None:
         for piece in pieces:
             call = self._calls.get(piece.index)
             if call is None:
-                call = self._calls[piece.index] = _Call(piece.id, piece.name)
+                call = self._calls[piece.index] = AssembledCall(piece.index, piece.id, piece.name)
             call.arguments.append(piece.arguments)
 
     def __bool__(self) -> bool:
         return bool(self._calls)
 
+    def calls(self) -> list[AssembledCall]:
+        """The calls in the order the model made them."""
+        return [self._calls[index] for index in sorted(self._calls)]
+
     def message_fields(self, legacy: bool) -> dict[str, Any]:
         """The assistant message's `tool_calls` (or legacy `function_call`); {} if no calls."""
-        calls = [self._calls[index] for index in sorted(self._calls)]
+        calls = self.calls()
         if not calls:
             return {}
         if legacy:
             # `functions` requests ask for one call (Tools.parallel_tool_calls false).
             first = calls[0]
-            return {"function_call": {"name": first.name, "arguments": "".join(first.arguments)}}
+            return {"function_call": {"name": first.name, "arguments": first.text}}
         return {
             "tool_calls": [
                 {
                     "id": call.id,
                     "type": "function",
-                    "function": {"name": call.name, "arguments": "".join(call.arguments)},
+                    "function": {"name": call.name, "arguments": call.text},
                 }
                 for call in calls
             ]

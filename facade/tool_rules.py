@@ -40,15 +40,21 @@ def check_tool_fields(req: ChatCompletionRequest) -> None:
     _check_unique_names(functions, "functions" if req.functions else "tools")
     _check_choice(req, {f.name for f in functions})
     kind = req.response_format.type if req.response_format else "text"
-    if functions and kind != "text":
-        # The protocol's OutputConstraint is incompatible with Tools: one grammar per choice.
-        raise _invalid(
-            "response_format",
-            f"Invalid 'response_format': '{kind}' cannot be combined with tools (a choice "
-            "either calls functions or answers in the format); offer the format as a tool.",
-        )
+    check_format_with_tools(bool(functions), kind, "response_format")
     if has_tool_history(req.messages):
         answered_calls(req.messages)
+
+
+def check_format_with_tools(has_tools: bool, kind: str, param: str) -> None:
+    """An output format other than text next to tools is a 400 naming `param` (the chat and
+    the Responses API spell the format differently)."""
+    if has_tools and kind != "text":
+        # The protocol's OutputConstraint is incompatible with Tools: one grammar per choice.
+        raise _invalid(
+            param,
+            f"Invalid '{param}': '{kind}' cannot be combined with tools (a choice "
+            "either calls functions or answers in the format); offer the format as a tool.",
+        )
 
 
 def has_tool_history(messages: Sequence[ChatMessage]) -> bool:

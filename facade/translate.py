@@ -24,6 +24,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from facade.errors import APIError
 from facade.schemas import (
     ChatCompletionRequest,
     ChatMessage,
@@ -32,6 +33,7 @@ from facade.schemas import (
     GenerationFields,
     ResponseFormat,
 )
+from facade.sse import DONE, error_event
 from facade.tool_output import CallAssembler, delta_fields
 from facade.tool_rules import (
     CallRef,
@@ -105,23 +107,51 @@ def to_generate_request(
 _PROTOCOL_PARAMS = {"constraint": "response_format"}
 # A legacy `functions` request sent its functions as tools (see _fill_tools).
 _LEGACY_PARAM = re.compile(r"^tools(\[\d+\])(?:\.function)?")
+# A Responses API request (facade/responses_input.py) names the chat request's fields its own
+# way: its messages are items (`item_params`), its tools are flat, its format is `text.format`.
+_RESPONSES_PARAMS = {
+    "constraint": "text.format",
+    "response_format": "text.format",
+    "max_tokens": "max_output_tokens",
+    "max_completion_tokens": "max_output_tokens",
+    "messages": "input",
+}
+_MESSAGE_PARAM = re.compile(r"^messages\[(\d+)\]")
+_TOOL_FUNCTION_PARAM = re.compile(r"^(tools\[\d+\])\.function")
 
 
-def openai_param(param: str, legacy_functions: bool = False) -> str:
+def openai_param(param: str, req: GenerationFields) -> str:
     """The OpenAI parameter behind a field the service refused (its INVALID_ARGUMENT `param`),
-    as the client wrote the request: `constraint` -> `response_format`, and for a legacy
-    `functions` request (`legacy_functions`) `tools[1].function.parameters` ->
-    `functions[1].parameters`, `tool_choice` -> `function_call`."""
+    as the client wrote `req`: `constraint` -> `response_format`; for a legacy `functions`
+    request `tools[1].function.parameters` -> `functions[1].parameters`, `tool_choice` ->
+    `function_call`; for a Responses API request `messages[3].content` -> the item the
+    message came from (`input[2]`, `instructions`), `constraint` -> `text.format`,
+    `tools[1].function.parameters` -> `tools[1].parameters`, `max_tokens` ->
+    `max_output_tokens`."""
+    if req.item_params is not None:
+        return _responses_param(param, req.item_params)
     head, dot, rest = param.partition(".")
     if head in _PROTOCOL_PARAMS:
         return _PROTOCOL_PARAMS[head] + dot + rest
-    if legacy_functions:
+    if req.legacy_functions:
         if param == "tool_choice":
             return "function_call"
         if param == "tools":
             return "functions"
         return _LEGACY_PARAM.sub(lambda m: f"functions{m.group(1)}", param, count=1)
     return param
+
+
+def _responses_param(param: str, item_params: Sequence[str]) -> str:
+    message = _MESSAGE_PARAM.match(param)
+    if message:
+        index = int(message.group(1))
+        # The item's own fields are not the message's: the item is named whole.
+        return item_params[index] if index < len(item_params) else "input"
+    head, dot, rest = param.partition(".")
+    if head in _RESPONSES_PARAMS:
+        return _RESPONSES_PARAMS[head] + dot + rest
+    return _TOOL_FUNCTION_PARAM.sub(lambda m: m.group(1), param, count=1)
 
 
 def to_prompt_requests(
@@ -328,7 +358,7 @@ class ChunkFrame:
     up to a choice's index, the usage chunk's head, and the close (with include_usage every
     chunk carries "usage": null until the last one, as OpenAI sends it)."""
 
-    __slots__ = ("close", "head", "usage_head")
+    __slots__ = ("_include_usage", "close", "head", "usage_head")
 
     def __init__(
         self,
@@ -347,12 +377,39 @@ class ChunkFrame:
         self.head = f'data: {common}"choices":[{{"index":'.encode()
         self.usage_head = f'data: {common}"choices":[],"usage":'.encode()
         self.close = b"]" + (b',"usage":null' if include_usage else b"") + b"}\n\n"
+        self._include_usage = include_usage
 
     def usage(self, usage: UsageCounter) -> bytes:
         return self.usage_head + json.dumps(usage.to_json()).encode() + b"}\n\n"
 
+    def end(self, usage: UsageCounter) -> bytes:
+        """The stream's end: with include_usage the usage chunk, then `[DONE]`."""
+        return self.usage(usage) + DONE if self._include_usage else DONE
 
-class ChunkEncoder:
+
+class DataStream:
+    """The frame of a data-only stream of chunks (chat and text completions): nothing before
+    the first chunk, the usage chunk and `[DONE]` at the end, an error as one more `data:`
+    event and `[DONE]` (facade/sse.py)."""
+
+    __slots__ = ("_frame",)
+
+    _frame: ChunkFrame
+
+    def start(self) -> bytes:
+        return b""
+
+    def end(self, usage: UsageCounter) -> bytes:
+        return self._frame.end(usage)
+
+    def error(self, error: APIError) -> bytes:
+        return error_event(error) + DONE
+
+    def usage(self, usage: UsageCounter) -> bytes:
+        return self._frame.usage(usage)
+
+
+class ChunkEncoder(DataStream):
     """Byte-level `data: {...}\\n\\n` chunks for one streaming request.
 
     A choice's first chunk carries the role: with `content: ""` before text, or, as OpenAI
@@ -365,7 +422,7 @@ class ChunkEncoder:
     bare role chunk for that one first.
     """
 
-    __slots__ = ("_close", "_frame", "_head", "_legacy", "_opened", "_tail", "_want_logprobs")
+    __slots__ = ("_close", "_head", "_legacy", "_opened", "_tail", "_want_logprobs")
 
     def __init__(
         self,
@@ -454,9 +511,6 @@ class ChunkEncoder:
             reason.encode(),
             self._close,
         )
-
-    def usage(self, usage: UsageCounter) -> bytes:
-        return self._frame.usage(usage)
 
 
 def _logprobs_json(content: list[dict[str, Any]]) -> bytes:

@@ -35,10 +35,11 @@ def add_generating_routes(
     summary: str,
     description: str,
     reply_description: str,
+    typed_events: bool = False,
 ) -> None:
     """`name`, `summary` and `description` are the operation's (its OpenAPI operationId comes
     from the name); `reply`, `chunk` and `reply_description` are its 200's
-    (facade/openapi.py `json_or_event_stream`)."""
+    (facade/openapi.py `json_or_event_stream`; `typed_events` for the Responses API's)."""
 
     async def endpoint(
         request: Request,
@@ -63,7 +64,7 @@ def add_generating_routes(
             include_in_schema=path == paths[0],
             response_model=None,
             responses={
-                **json_or_event_stream(reply, chunk, reply_description),
+                **json_or_event_stream(reply, chunk, reply_description, typed_events=typed_events),
                 **error_responses(400, 401, 404, 413, 429, 500, 503, 504),
             },
             # The body is read by the endpoint itself; this documents what it is parsed as.

@@ -1,7 +1,7 @@
 """The served OpenAPI document: valid, complete, and true to what the facade answers.
 
 The first test validates /openapi.json with openapi-spec-validator and checks what FastAPI
-alone got wrong (the chat and completions bodies as bare objects, no stream, no error
+alone got wrong (the chat, completions and Responses bodies as bare objects, no stream, no error
 envelope, a 422 that is never sent). The slow one runs schemathesis, as its users run it,
 against a real facade and inference service (synthetic engine) on loopback: generated and
 mutated requests on every route, and every answer checked against the document.
@@ -68,23 +68,35 @@ def test_the_served_document_is_valid_and_documents_bodies_streams_and_errors(
 ) -> None:
     document = _document(facade)
     validate(document)
-    chat = document["paths"]["/v1/chat/completions"]["post"]
-    body = chat["requestBody"]["content"]["application/json"]["schema"]
-    assert body == {"$ref": "#/components/schemas/ChatCompletionRequest"}
-    request = document["components"]["schemas"]["ChatCompletionRequest"]
-    assert {"model", "messages", "stream", "tools", "response_format"} <= set(request["properties"])
-    assert set(chat["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
-    assert "ChatCompletionChunk" in document["components"]["schemas"]
-    completions = document["paths"]["/v1/completions"]["post"]
-    body = completions["requestBody"]["content"]["application/json"]["schema"]
-    assert body == {"$ref": "#/components/schemas/CompletionRequest"}
-    request = document["components"]["schemas"]["CompletionRequest"]
-    assert {"model", "prompt", "echo", "logprobs", "best_of", "suffix"} <= set(
-        request["properties"]
+    chat = _generating_route(
+        document,
+        "/v1/chat/completions",
+        "ChatCompletionRequest",
+        {"model", "messages", "stream", "tools", "response_format"},
+        "ChatCompletion",
     )
-    reply = completions["responses"]["200"]["content"]
-    assert reply["application/json"]["schema"] == {"$ref": "#/components/schemas/Completion"}
-    assert set(reply) == {"application/json", "text/event-stream"}
+    assert "ChatCompletionChunk" in document["components"]["schemas"]
+    assert "[DONE]" in chat["text/event-stream"]["schema"]["description"]
+    _generating_route(
+        document,
+        "/v1/completions",
+        "CompletionRequest",
+        {"model", "prompt", "echo", "logprobs", "best_of", "suffix"},
+        "Completion",
+    )
+    responses = _generating_route(
+        document,
+        "/v1/responses",
+        "ResponsesRequest",
+        {"model", "input", "instructions", "text", "tools", "max_output_tokens"},
+        "ResponseObject",
+    )
+    # Typed events, not data-only chunks: their model is documented, and the text says so.
+    assert "ResponseStreamEvent" in document["components"]["schemas"]
+    assert "event: <type>" in responses["text/event-stream"]["schema"]["description"]
+    retrieve = document["paths"]["/v1/responses/{response_id}"]["get"]
+    ok = retrieve["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/ResponseObject"}
     envelope = {"$ref": "#/components/schemas/ErrorResponse"}
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
@@ -95,6 +107,22 @@ def test_the_served_document_is_valid_and_documents_bodies_streams_and_errors(
                     assert response["content"]["application/json"]["schema"] == envelope, where
             if "security" in operation:
                 assert "401" in operation["responses"], where
+
+
+def _generating_route(
+    document: dict[str, Any], path: str, body: str, fields: set[str], reply: str
+) -> dict[str, Any]:
+    """Checks a generating route's documented body (with these `fields` among its
+    properties) and its 200 (the `reply` model as JSON, or an event stream); returns the
+    200's content."""
+    operation = document["paths"][path]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": f"#/components/schemas/{body}"}, path
+    assert fields <= set(document["components"]["schemas"][body]["properties"]), path
+    content: dict[str, Any] = operation["responses"]["200"]["content"]
+    assert set(content) == {"application/json", "text/event-stream"}, path
+    assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{reply}"}
+    return content
 
 
 @pytest.mark.slow
@@ -136,7 +164,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]
     # It really ran: a few hundred cases over every route, and all passed every check.
-    assert "6 selected / 6 total" in output, output[-3000:]
+    assert "8 selected / 8 total" in output, output[-3000:]
     counts = re.search(r"^\s*(\d+) generated, (\d+) passed(.*)$", output, re.MULTILINE)
     assert counts is not None, output[-3000:]
     assert int(counts[1]) == int(counts[2]) >= 200, counts[0]

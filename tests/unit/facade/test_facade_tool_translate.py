@@ -142,8 +142,8 @@ def test_service_params_are_named_as_the_client_wrote_them(
 ) -> None:
     function = WEATHER["function"]
     functions = [function, {**function, "name": "other"}]
-    assert openai_param(service, request(tools=[WEATHER]).legacy_functions) == tools_name
-    assert openai_param(service, request(functions=functions).legacy_functions) == functions_name
+    assert openai_param(service, request(tools=[WEATHER])) == tools_name
+    assert openai_param(service, request(functions=functions)) == functions_name
 
 
 def test_a_refused_constraint_is_a_400_naming_response_format() -> None:
@@ -151,8 +151,7 @@ def test_a_refused_constraint_is_a_400_naming_response_format() -> None:
     error = RequestError(
         grpc.StatusCode.INVALID_ARGUMENT, "constraint: bad schema", param="constraint"
     )
-    legacy = req.legacy_functions
-    api_error = from_request_error(error, "r1", "m", lambda param: openai_param(param, legacy))
+    api_error = from_request_error(error, "r1", "m", lambda param: openai_param(param, req))
     assert (api_error.status, api_error.param) == (400, "response_format")
     assert api_error.message == "Invalid 'response_format': bad schema"
 
