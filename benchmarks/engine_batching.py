@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Callable
 
 from inference.config import default_models_config
 from inference.engines.base import EngineRequest
@@ -22,11 +23,22 @@ from inference.sampling import SamplingParams
 async def measure(
     engine: TorchEngine, streams: int, prompt_tokens: int, output_tokens: int
 ) -> float:
+    params = SamplingParams(max_tokens=output_tokens, temperature=0.0, ignore_eos=True)
+    prompt = list(range(100, 100 + prompt_tokens))
+    return await tokens_per_second(
+        engine, streams, lambda name: EngineRequest(name, prompt, params)
+    )
+
+
+async def tokens_per_second(
+    engine: TorchEngine, streams: int, request: Callable[[str], EngineRequest]
+) -> float:
+    """Generated tokens per second of `streams` requests run at once, after one warm-up round;
+    `request(name)` makes each request."""
+
     async def one(name: str) -> int:
-        params = SamplingParams(max_tokens=output_tokens, temperature=0.0, ignore_eos=True)
-        request = EngineRequest(name, list(range(100, 100 + prompt_tokens)), params)
         count = 0
-        async for outputs in engine.generate(request):
+        async for outputs in engine.generate(request(name)):
             count += sum(len(output.token_ids) for output in outputs)
         return count
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.engine_batching import tokens_per_second
 from inference.config import default_models_config
 from inference.engines.base import EngineRequest
 from inference.engines.torch.engine import TorchEngine
@@ -51,20 +52,12 @@ async def throughput(
     max_tokens: int,
     constraint: CompiledConstraint | None,
 ) -> float:
-    async def one(name: str) -> int:
-        params = SamplingParams(
-            max_tokens=max_tokens, temperature=0.0, ignore_eos=constraint is None
-        )
-        request = EngineRequest(name, prompt, params, eos, constraint=constraint)
-        count = 0
-        async for outputs in engine.generate(request):
-            count += sum(len(output.token_ids) for output in outputs)
-        return count
-
-    await asyncio.gather(*(one(f"warm-{i}") for i in range(streams)))
-    started = time.perf_counter()
-    tokens = sum(await asyncio.gather(*(one(f"run-{i}") for i in range(streams))))
-    return tokens / (time.perf_counter() - started)
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=constraint is None)
+    return await tokens_per_second(
+        engine,
+        streams,
+        lambda name: EngineRequest(name, prompt, params, eos, constraint=constraint),
+    )
 
 
 async def compile_times(compiler: GrammarCompiler, repeats: int) -> tuple[float, float]:

@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from facade.settings import FacadeSettings
 from tensorchat import tracing
 from tests.integration.conftest import synthetic_models_config
 from tests.support.servers import FacadeServerThread, InferenceServerThread
+from tests.support.waiting import eventually
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "tensorchat.json"
 MODEL = "obs-model"
@@ -66,15 +66,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
         yield exporter
     finally:
         tracing.use_tracer_provider(None)
-
-
-def eventually(condition: Callable[[], bool]) -> None:
-    """The facade ends its span and writes its log line just after the response's last byte,
-    which the client may read first: wait (bounded) for that to happen."""
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def chat(**fields: object) -> dict[str, object]:

@@ -24,6 +24,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.facade.conftest import TORCH_ONLY, FacadeServerThread, Keys, Replica
 from tests.support.servers import InferenceServerThread
+from tests.support.waiting import eventually
 
 HELLO = [{"role": "user", "content": "Hello! Tell me a story."}]
 # Requests meant to run long set no max_tokens and ignore EOS: they generate until the
@@ -439,6 +440,8 @@ def test_client_text_in_the_request_log_cannot_forge_a_line(
     with caplog.at_level("INFO", logger="tensorchat.facade.access"):
         reply = http.post("/v1/chat/completions", json=chat(max_tokens=1, user=user))
         assert reply.status_code == 200
+        # The line is written just after the response's last byte, which we may read first.
+        eventually(lambda: any(getattr(r, "fields", None) for r in caplog.records), "the line")
     # The access line as the text log format writes it (tensorchat.logs).
     formatter = TextFormatter(LOG_FORMAT)
     (line,) = [formatter.format(r) for r in caplog.records if getattr(r, "fields", None)]

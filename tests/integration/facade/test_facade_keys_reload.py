@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from facade.keys import create_key, load_keys, save_keys
 from tests.integration.facade.conftest import serve_without_backend
-
-SAFETY_S = 20.0  # a change not seen within this has failed
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + SAFETY_S
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.02)
+from tests.support.waiting import eventually
 
 
 def test_a_key_revoked_after_the_file_held_a_list_gets_401(tmp_path: Path) -> None:
@@ -44,8 +34,8 @@ def test_a_key_revoked_after_the_file_held_a_list_gets_401(tmp_path: Path) -> No
 
         assert status(revoked) == 200
         path.write_text("[]")  # valid JSON, not a keys file
-        wait_for(failures_seen, "the facade refusing the bad keys file")
+        eventually(failures_seen, "the facade refusing the bad keys file")
         assert status(kept) == 200 and status(revoked) == 200  # the last good keys
         save_keys(path, [r for r in good_records if r.name != "revoked"])
-        wait_for(lambda: status(revoked) == 401, "the revoked key refused")
+        eventually(lambda: status(revoked) == 401, "the revoked key refused")
         assert status(kept) == 200

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -17,6 +16,7 @@ from tests.integration.conftest import MISTRAL_ID, wait_until_idle
 from tests.integration.facade.conftest import TORCH_ONLY, FacadeServerThread, Keys, Replica
 from tests.integration.test_generate_many import ManyCall, long_running
 from tests.support.servers import InferenceServerThread
+from tests.support.waiting import eventually
 
 pytestmark = TORCH_ONLY
 
@@ -26,14 +26,6 @@ LONG_STREAM = {
     "ignore_eos": True,
     "stream": True,
 }
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached in time")
-        time.sleep(0.02)
 
 
 def open_streams(stack: ExitStack, url: str, key: str, count: int) -> list[Iterator[str]]:
