@@ -36,7 +36,10 @@ SCHEMA = {
         "title": {"type": "string"},
         "year": {"type": "integer", "minimum": 1900, "maximum": 2100},
         "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
-        "summary": {"type": "string"},
+        # Longer than --max-tokens can write: every constrained request runs the same number of
+        # decode steps as a free one, so the two rates compare the per-token cost, not how
+        # soon the JSON ends (a shorter request pays its prefill over fewer tokens).
+        "summary": {"type": "string", "minLength": 2000},
     },
     "required": ["title", "year", "tags", "summary"],
     "additionalProperties": False,
