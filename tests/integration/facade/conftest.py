@@ -45,11 +45,8 @@ def synthetic_inference(tiny_qwen2_dir: Path) -> Iterator[InferenceServerThread]
 def serve_without_backend(**settings: Any) -> Iterator[FacadeServerThread]:
     """A facade whose backend never answers, for tests of what happens before routing."""
     defaults: dict[str, Any] = {"backends": ["127.0.0.1:1"], "keys_file": None, "api_keys": ["k"]}
-    server = FacadeServerThread(FacadeSettings(**{**defaults, **settings})).start()
-    try:
+    with FacadeServerThread(FacadeSettings(**{**defaults, **settings})) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @dataclass(frozen=True)

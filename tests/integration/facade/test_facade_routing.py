@@ -80,8 +80,7 @@ def test_least_outstanding_spreads_streams_and_survives_a_replica_leaving(
         refresh_interval_s=0.2,
         probe_timeout_s=0.5,
     )
-    server = FacadeServerThread(settings).start()
-    try:
+    with FacadeServerThread(settings) as server:
         with ExitStack() as stack:
             readers = open_streams(stack, server.url, facade_keys.full, 4)
             assert (a.running, b.running) == (2, 2), len(readers)
@@ -100,8 +99,6 @@ def test_least_outstanding_spreads_streams_and_survives_a_replica_leaving(
         with ExitStack() as stack:
             readers = open_streams(stack, server.url, facade_keys.full, 2)
             assert (returned.running, b.running) == (1, 1), len(readers)
-    finally:
-        server.stop()
 
 
 def test_grpc_round_robin_spreads_over_a_multi_address_target(
@@ -113,26 +110,27 @@ def test_grpc_round_robin_spreads_over_a_multi_address_target(
     a, b = replicas
     target = f"ipv4:{a.address},{b.address}"
     settings = FacadeSettings(backends=[target], keys_file=facade_keys.path)
-    server = FacadeServerThread(settings).start()
-    try:
+    with FacadeServerThread(settings) as server:
         for _ in range(4):  # both subchannels connected
             assert quick(server.url, facade_keys.full).status_code == 200
         with ExitStack() as stack:
             readers = open_streams(stack, server.url, facade_keys.full, 2)
             assert (a.running, b.running) == (1, 1), len(readers)
-    finally:
-        server.stop()
+
+
+def two_replicas(a: Replica, b: Replica, keys: Keys) -> FacadeSettings:
+    """A facade over A and B that probes rarely: routing follows from the requests alone."""
+    return FacadeSettings(
+        backends=[a.address, b.address], keys_file=keys.path, refresh_interval_s=60
+    )
 
 
 def test_a_draining_replica_sends_new_requests_elsewhere(
     replicas: list[Replica], facade_keys: Keys
 ) -> None:
     a, b = replicas
-    settings = FacadeSettings(
-        backends=[a.address, b.address], keys_file=facade_keys.path, refresh_interval_s=60
-    )
-    server = FacadeServerThread(settings).start()
-    try:
+    settings = two_replicas(a, b, facade_keys)
+    with FacadeServerThread(settings) as server:
         with ExitStack() as stack:
             open_streams(stack, server.url, facade_keys.full, 2)  # a stream open to each
         # A drains (SIGTERM). A GenerateMany call opened before still takes messages while a
@@ -154,8 +152,6 @@ def test_a_draining_replica_sends_new_requests_elsewhere(
         # ... and the facade retries them on B: every request still succeeds.
         for _ in range(4):
             assert quick(server.url, facade_keys.full).status_code == 200
-    finally:
-        server.stop()
 
 
 def test_a_text_completion_of_several_prompts_is_retried_whole_on_another_replica(
@@ -165,11 +161,8 @@ def test_a_text_completion_of_several_prompts_is_retried_whole_on_another_replic
     # (UNAVAILABLE: it drains) before anything reached the client sends them all to another,
     # as for chat (facade/generation_run.py).
     a, b = replicas
-    settings = FacadeSettings(
-        backends=[a.address, b.address], keys_file=facade_keys.path, refresh_interval_s=60
-    )
-    server = FacadeServerThread(settings).start()
-    try:
+    settings = two_replicas(a, b, facade_keys)
+    with FacadeServerThread(settings) as server:
         pool = server.app.state.facade.pool
         assert pool.candidates(MISTRAL_ID)[0].target == a.address  # tried first
         assert a.servicer is not None
@@ -193,5 +186,3 @@ def test_a_text_completion_of_several_prompts_is_retried_whole_on_another_replic
         assert [r.target for r in pool.candidates(MISTRAL_ID)] == [b.address]  # A is down
         streamed = httpx.post(url, json={**body, "stream": True}, headers=headers, timeout=30)
         assert streamed.status_code == 200 and streamed.text.endswith("data: [DONE]\n\n")
-    finally:
-        server.stop()
