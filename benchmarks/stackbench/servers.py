@@ -8,13 +8,13 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from benchmarks.stackbench.plan import API_KEY, MODEL, REPO, Plan
+from benchmarks.stackbench.plan import API_KEY, MODEL, REPO, TENSORCHAT, Plan
 
 
 def free_port() -> int:
@@ -111,12 +111,68 @@ def default_checkpoint() -> Path:
 
 
 def write_models_config(directory: Path, checkpoint: Path, plan: Plan) -> Path:
+    return write_synthetic_models(directory, checkpoint, {MODEL: plan.rate}, plan.tick_ms)
+
+
+def write_synthetic_models(
+    directory: Path, checkpoint: Path, rates: Mapping[str, float], tick_ms: float
+) -> Path:
+    """A models config serving the synthetic engine under each id at its tokens/s per stream.
+
+    A model's pace is its config's, so a benchmark whose phases run at several rates serves
+    one model per rate from one process.
+    """
+    lines = ["models:"]
+    for model, rate in rates.items():
+        lines += [
+            f"  - id: {model}",
+            "    engine: synthetic",
+            f"    checkpoint: {checkpoint}",
+            f"    options: {{tokens_per_second: {rate}, tick_ms: {tick_ms}}}",
+        ]
     path = directory / "models.yaml"
-    path.write_text(
-        "models:\n"
-        f"  - id: {MODEL}\n"
-        "    engine: synthetic\n"
-        f"    checkpoint: {checkpoint}\n"
-        f"    options: {{tokens_per_second: {plan.rate}, tick_ms: {plan.tick_ms}}}\n"
-    )
+    path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def start_inference(
+    stack: contextlib.ExitStack,
+    models: Path,
+    work: Path,
+    *,
+    label: str = "inference",
+    cwd: Path = REPO,
+    cpus: set[int] | None = None,
+    extra_args: Sequence[str] = (),
+) -> tuple[psutil.Popen, str]:
+    """`tensorchat inference` of the tree at `cwd` on a free port, ready; stopped with `stack`.
+
+    Returns the process and its gRPC address."""
+    port = free_port()
+    args = [*TENSORCHAT, "inference", "--models", str(models), "--port", str(port), *extra_args]
+    log = work / f"{label}.log"
+    proc = stack.enter_context(process(args, log, cwd=cwd, cpus=cpus))
+    address = f"127.0.0.1:{port}"
+    wait_until(lambda: grpc_ready(address), label, proc, log, 300)
+    return proc, address
+
+
+def start_facade(
+    stack: contextlib.ExitStack,
+    backend: str,
+    work: Path,
+    *,
+    label: str = "facade",
+    cwd: Path = REPO,
+    env: Mapping[str, str] | None = None,
+) -> tuple[psutil.Popen, str]:
+    """`tensorchat facade` of the tree at `cwd` in front of `backend`, with the benchmark's API
+    key, ready; stopped with `stack`. Returns the process and its base URL (…/v1)."""
+    port = free_port()
+    args = [*TENSORCHAT, "facade", "--backends", backend, "--port", str(port)]
+    keys = {"TENSORCHAT_API_KEYS": API_KEY, "TENSORCHAT_KEYS_FILE": str(work / "keys.json")}
+    log = work / f"{label}.log"
+    proc = stack.enter_context(process(args, log, {**keys, **(env or {})}, cwd=cwd))
+    url = f"http://127.0.0.1:{port}/v1"
+    wait_until(lambda: http_ready(url), label, proc, log, 120)
+    return proc, url
