@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -69,7 +70,13 @@ def wait_until(check: Any, what: str, proc: psutil.Popen, log: Path, timeout: fl
     raise RuntimeError(f"{what} not ready after {timeout:.0f}s:\n{log.read_text()[-3000:]}")
 
 
-def grpc_ready(address: str) -> bool:
+def port_open(port: int) -> bool:
+    """Something accepts connections on 127.0.0.1:`port` (raises while nothing does)."""
+    socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    return True
+
+
+def grpc_ready(address: str, model: str = MODEL) -> bool:
     import grpc
 
     from tensorchat.v1 import inference_pb2 as pb
@@ -77,7 +84,7 @@ def grpc_ready(address: str) -> bool:
 
     with grpc.insecure_channel(address) as channel:
         models = pb_grpc.InferenceStub(channel).ListModels(pb.ListModelsRequest(), timeout=2)
-        return any(m.id == MODEL for m in models.models)
+        return any(m.id == model for m in models.models)
 
 
 def grpc_generated_tokens(address: str) -> Callable[[], int]:
@@ -144,16 +151,16 @@ def start_inference(
     cwd: Path = REPO,
     cpus: set[int] | None = None,
     extra_args: Sequence[str] = (),
+    model: str = MODEL,
 ) -> tuple[psutil.Popen, str]:
-    """`tensorchat inference` of the tree at `cwd` on a free port, ready; stopped with `stack`.
-
-    Returns the process and its gRPC address."""
+    """`tensorchat inference` of the tree at `cwd` on a free port, ready (it lists `model`);
+    stopped with `stack`. Returns the process and its gRPC address."""
     port = free_port()
     args = [*TENSORCHAT, "inference", "--models", str(models), "--port", str(port), *extra_args]
     log = work / f"{label}.log"
     proc = stack.enter_context(process(args, log, cwd=cwd, cpus=cpus))
     address = f"127.0.0.1:{port}"
-    wait_until(lambda: grpc_ready(address), label, proc, log, 300)
+    wait_until(lambda: grpc_ready(address, model), label, proc, log, 300)
     return proc, address
 
 
@@ -176,3 +183,17 @@ def start_facade(
     url = f"http://127.0.0.1:{port}/v1"
     wait_until(lambda: http_ready(url), label, proc, log, 120)
     return proc, url
+
+
+def start_floor(
+    stack: contextlib.ExitStack, work: Path, tokens_per_second: float
+) -> tuple[psutil.Popen, str]:
+    """The floor server (benchmarks/stackbench/floor.py) on a free port, ready; stopped with
+    `stack`. Returns the process and its base URL (…/v1)."""
+    port = free_port()
+    args = [sys.executable, "-m", "benchmarks.stackbench.floor", "--port", str(port),
+            "--tokens-per-second", str(tokens_per_second)]  # fmt: skip
+    log = work / "floor.log"
+    proc = stack.enter_context(process(args, log))
+    wait_until(lambda: port_open(port), "floor", proc, log, 60)
+    return proc, f"http://127.0.0.1:{port}/v1"
