@@ -50,7 +50,7 @@ import psutil
 # Run as a script: the repository root is what makes `benchmarks.stackbench` importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.stackbench.blocks import Block, Summary, medians, summary_to_json
+from benchmarks.stackbench.blocks import Block, Summary, medians, summary_to_json, versus
 from benchmarks.stackbench.cpu import idle_cores
 from benchmarks.stackbench.goals import Bounds, Goal, judge
 from benchmarks.stackbench.phases import (
@@ -270,6 +270,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = medians(blocks)
     stacks, befores = list(trees), [t for t in trees if t != THIS]
     goals = judge(summary, stacks, befores, replace(Bounds(), lowload_x=args.lowload_bound))
+    pairs = {
+        f"{after} / {before}": versus(summary, after, before)
+        for tree in befores
+        for after, before in ((THIS, tree), (f"{THIS}/grpc", f"{tree}/grpc"))
+    }
+    for pair, phases in pairs.items():
+        print(f"== {pair}: CPU after / before ==")
+        for phase, ratios in phases.items():
+            print(f"  {phase}: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
     print("== goals ==")
     for goal in goals:
         print(goal.line())
@@ -287,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "idle_cores": idle,
             "summary": summary_to_json(summary),
             "goals": [g.to_json() for g in goals],
+            "versus": pairs,
             "blocks": [b.to_json() for b in blocks],
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

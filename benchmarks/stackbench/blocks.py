@@ -92,6 +92,22 @@ def medians(blocks: Sequence[Block]) -> Summary:
     return summary
 
 
+def versus(summary: Summary, after: str, before: str) -> dict[str, dict[str, float]]:
+    """after / before for each CPU figure (`…_us`, `…_us_per_token`) both points have, per
+    phase: the paired before/after of every cost, measured in the same minutes."""
+    out: dict[str, dict[str, float]] = {}
+    for phase, points in summary.items():
+        if after not in points or before not in points:
+            continue
+        a, b = points[after], points[before]
+        out[phase] = {
+            name: a[name] / b[name] if b[name] else math.nan
+            for name in a
+            if name in b and (name.endswith("_us") or name.endswith("_us_per_token"))
+        }
+    return out
+
+
 def summary_to_json(summary: Summary) -> dict[str, Any]:
     return {
         phase: {p: {k: _rounded(v) for k, v in f.items()} for p, f in points.items()}

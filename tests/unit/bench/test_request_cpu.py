@@ -15,7 +15,14 @@ import pytest
 import uvicorn
 
 from benchmarks.request_cpu import parse_args, tree_labels
-from benchmarks.stackbench.blocks import Block, Summary, client_figures, cpu_figures, medians
+from benchmarks.stackbench.blocks import (
+    Block,
+    Summary,
+    client_figures,
+    cpu_figures,
+    medians,
+    versus,
+)
 from benchmarks.stackbench.cpu import cpu_seconds
 from benchmarks.stackbench.floor import config
 from benchmarks.stackbench.goals import Bounds, Goal, judge
@@ -221,3 +228,18 @@ def test_quick_changes_defaults_but_flags_win() -> None:
 def test_tree_labels_are_unique() -> None:
     labels = tree_labels([Path("/work/base"), Path("/tmp/base"), Path("/x/other")])
     assert list(labels) == ["this", "base", "base2", "other"]
+
+
+def test_versus_pairs_every_cpu_figure_both_points_have() -> None:
+    summary = summary_of(
+        short={
+            "this": {"facade_us": 300.0, "inference_us": 200.0, "ttft_p50_ms": 5.0},
+            "base": {"facade_us": 600.0, "inference_us": 400.0, "ttft_p50_ms": 9.0},
+        },
+        streams={"this": {"facade_us_per_token": 12.0}, "base": {"facade_us_per_token": 15.0}},
+        burst={"this": {"facade_us": 1.0}},
+    )
+    assert versus(summary, "this", "base") == {
+        "short": {"facade_us": 0.5, "inference_us": 0.5},
+        "streams": {"facade_us_per_token": 0.8},
+    }
