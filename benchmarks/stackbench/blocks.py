@@ -93,17 +93,20 @@ def medians(blocks: Sequence[Block]) -> Summary:
 
 
 def versus(summary: Summary, after: str, before: str) -> dict[str, dict[str, float]]:
-    """after / before for each CPU figure (`…_us`, `…_us_per_token`) both points have, per
-    phase: the paired before/after of every cost, measured in the same minutes."""
+    """after / before for each CPU figure both points have, per phase: the paired
+    before/after of every cost, measured in the same minutes."""
     out: dict[str, dict[str, float]] = {}
     for phase, points in summary.items():
         if after not in points or before not in points:
             continue
         a, b = points[after], points[before]
+        # Per request where the phase has them; per token it is the same ratio, since both
+        # points ran the same requests. Delivery runs for a time and has only per token.
+        unit = "_us" if any(name.endswith("_us") for name in a) else "_us_per_token"
         out[phase] = {
             name: a[name] / b[name] if b[name] else math.nan
             for name in a
-            if name in b and (name.endswith("_us") or name.endswith("_us_per_token"))
+            if name in b and name.endswith(unit)
         }
     return out
 

@@ -236,10 +236,10 @@ def test_versus_pairs_every_cpu_figure_both_points_have() -> None:
             "this": {"facade_us": 300.0, "inference_us": 200.0, "ttft_p50_ms": 5.0},
             "base": {"facade_us": 600.0, "inference_us": 400.0, "ttft_p50_ms": 9.0},
         },
-        streams={"this": {"facade_us_per_token": 12.0}, "base": {"facade_us_per_token": 15.0}},
+        delivery={"this": {"facade_us_per_token": 12.0}, "base": {"facade_us_per_token": 15.0}},
         burst={"this": {"facade_us": 1.0}},
     )
     assert versus(summary, "this", "base") == {
         "short": {"facade_us": 0.5, "inference_us": 0.5},
-        "streams": {"facade_us_per_token": 0.8},
+        "delivery": {"facade_us_per_token": 0.8},
     }
