@@ -142,6 +142,26 @@ def write_synthetic_models(
     return path
 
 
+def started(
+    stack: contextlib.ExitStack,
+    args: list[str],
+    work: Path,
+    label: str,
+    ready: Callable[[], bool],
+    timeout: float,
+    *,
+    cwd: Path = REPO,
+    env: dict[str, str] | None = None,
+    cpus: set[int] | None = None,
+) -> psutil.Popen:
+    """A server process (`process`) that `ready()` says is serving; its log is work/LABEL.log
+    and it is stopped when `stack` closes."""
+    log = work / f"{label}.log"
+    proc = stack.enter_context(process(args, log, env, cwd=cwd, cpus=cpus))
+    wait_until(ready, label, proc, log, timeout)
+    return proc
+
+
 def start_inference(
     stack: contextlib.ExitStack,
     models: Path,
@@ -157,10 +177,10 @@ def start_inference(
     stopped with `stack`. Returns the process and its gRPC address."""
     port = free_port()
     args = [*TENSORCHAT, "inference", "--models", str(models), "--port", str(port), *extra_args]
-    log = work / f"{label}.log"
-    proc = stack.enter_context(process(args, log, cwd=cwd, cpus=cpus))
     address = f"127.0.0.1:{port}"
-    wait_until(lambda: grpc_ready(address, model), label, proc, log, 300)
+    proc = started(
+        stack, args, work, label, lambda: grpc_ready(address, model), 300, cwd=cwd, cpus=cpus
+    )
     return proc, address
 
 
@@ -178,11 +198,9 @@ def start_facade(
     port = free_port()
     args = [*TENSORCHAT, "facade", "--backends", backend, "--port", str(port)]
     keys = {"TENSORCHAT_API_KEYS": API_KEY, "TENSORCHAT_KEYS_FILE": str(work / "keys.json")}
-    log = work / f"{label}.log"
-    proc = stack.enter_context(process(args, log, {**keys, **(env or {})}, cwd=cwd))
     url = f"http://127.0.0.1:{port}/v1"
-    wait_until(lambda: http_ready(url), label, proc, log, 120)
-    return proc, url
+    env = {**keys, **(env or {})}
+    return started(stack, args, work, label, lambda: http_ready(url), 120, cwd=cwd, env=env), url
 
 
 def start_floor(
@@ -193,7 +211,5 @@ def start_floor(
     port = free_port()
     args = [sys.executable, "-m", "benchmarks.stackbench.floor", "--port", str(port),
             "--tokens-per-second", str(tokens_per_second)]  # fmt: skip
-    log = work / "floor.log"
-    proc = stack.enter_context(process(args, log))
-    wait_until(lambda: port_open(port), "floor", proc, log, 60)
+    proc = started(stack, args, work, "floor", lambda: port_open(port), 60)
     return proc, f"http://127.0.0.1:{port}/v1"
