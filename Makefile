@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint format typecheck protos bench soak clean
+.PHONY: serve test lint format typecheck protos bench bench-cpu soak clean
 
 ## Set up (first run only) and serve the embedded default model: OpenAI API on :8000, gRPC on :50051.
 serve: $(VENV)/.installed
@@ -26,6 +26,11 @@ typecheck: $(VENV)/.installed-dev
 ## `make bench ARGS="--streams 64 --duration 20 --json stack.json"` (benchmarks/README.md).
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/stack.py $(ARGS)
+
+## Issue 20's goals as ratios against a floor server, about 3-5 minutes on 2 cores, e.g.
+## `make bench-cpu ARGS="--tree /tmp/base"` for a before/after (benchmarks/README.md).
+bench-cpu: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/request_cpu.py --json benchmarks/results/request-cpu.json $(ARGS)
 
 ## Reliability under failures (not part of `make test`, a few minutes): streams while replicas
 ## are killed, frozen and drained, with hostile connections; fails on any hung, duplicated or

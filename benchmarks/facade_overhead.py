@@ -48,16 +48,13 @@ import psutil
 # Run as a script: the repository root is what makes `benchmarks.stackbench` importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.stackbench.cpu import cpu_seconds
-from benchmarks.stackbench.plan import API_KEY, MODEL, REPO, TENSORCHAT, Plan
+from benchmarks.stackbench.cpu import CpuSpent, idle_cores
+from benchmarks.stackbench.plan import API_KEY, MODEL, REPO, Plan
 from benchmarks.stackbench.profile import profile_summary
 from benchmarks.stackbench.servers import (
     default_checkpoint,
-    free_port,
-    grpc_ready,
-    http_ready,
-    process,
-    wait_until,
+    start_facade,
+    start_inference,
     write_models_config,
 )
 from tensorchat.bench.senders import ClosableSender, open_sender
@@ -101,26 +98,14 @@ async def run_block(
         while queue:
             results.append(await sender.send(queue.pop()))
 
-    before = {name: cpu_seconds(p) for name, p in procs.items()}
-    t0 = time.monotonic()
-    await asyncio.gather(*(user() for _ in range(concurrency)))
-    wall = time.monotonic() - t0
+    with CpuSpent(procs, idle) as spent:
+        await asyncio.gather(*(user() for _ in range(concurrency)))
     n = len(results)
-    cpu = {
-        name: ((cpu_seconds(p) - before[name]) - idle[name] * wall) / n * 1e6
-        for name, p in procs.items()
-    }
+    cpu = spent.per(n)
     ttfts = [r.ttft for r in results if r.ok and r.ttft is not None]
     errors = sum(1 for r in results if not r.ok)
     ttft = statistics.median(ttfts) * 1000 if ttfts else float("nan")
-    return Block(point, n, errors, wall, cpu, ttft)
-
-
-def idle_cpu(procs: dict[str, psutil.Process], seconds: float) -> dict[str, float]:
-    """Each process's CPU use (cores) with no requests: background loops, probes."""
-    before = {name: cpu_seconds(p) for name, p in procs.items()}
-    time.sleep(seconds)
-    return {name: (cpu_seconds(p) - before[name]) / seconds for name, p in procs.items()}
+    return Block(point, n, errors, spent.wall_s, cpu, ttft)
 
 
 def specs_for(n: int, prompt_words: int, max_tokens: int) -> list[RequestSpec]:
@@ -169,7 +154,7 @@ async def drive(
             async with open_sender(facade.target, args.concurrency) as sender:
                 await asyncio.gather(*(sender.send(s) for s in warm))
         await asyncio.gather(*(grpc_sender.send(s) for s in warm))
-        idle = idle_cpu(procs, args.idle_s)
+        idle = idle_cores(procs, args.idle_s)
         print(f"idle cores: {idle}", flush=True)
         recorder = start_recorder(args, facades[0].proc.pid)
         for round_ in range(args.rounds):
@@ -270,25 +255,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="facade-overhead-"))
     plan = Plan(1, args.rate, args.max_tokens, args.prompt_words, 1.0, 0.0, 1, args.tick_ms)
     models = write_models_config(work, default_checkpoint(), plan)
-    grpc_port = free_port()
-    address = f"127.0.0.1:{grpc_port}"
-    inference_args = [*TENSORCHAT, "inference", "--models", str(models),
-                      "--port", str(grpc_port)]  # fmt: skip
-    env = {"TENSORCHAT_API_KEYS": API_KEY, "TENSORCHAT_KEYS_FILE": str(work / "keys.json")}
-    env.update(dict(item.split("=", 1) for item in args.facade_env))
+    env = dict(item.split("=", 1) for item in args.facade_env)
     trees = {"facade": REPO, **{f"tree{i}": t for i, t in enumerate(args.tree, 1)}}
     with contextlib.ExitStack() as stack_:
-        inf_log = work / "inference.log"
-        inference = stack_.enter_context(process(inference_args, inf_log))
-        wait_until(lambda: grpc_ready(address), "inference", inference, inf_log, 300)
+        inference, address = start_inference(stack_, models, work)
         facades: list[Facade] = []
         for label, tree in trees.items():
-            port = free_port()
-            facade_args = [*TENSORCHAT, "facade", "--backends", address, "--port", str(port)]
-            log = work / f"{label}.log"
-            proc = stack_.enter_context(process(facade_args, log, env, cwd=tree))
-            url = f"http://127.0.0.1:{port}/v1"
-            wait_until(lambda url=url: http_ready(url), label, proc, log, 120)  # type: ignore[misc]
+            proc, url = start_facade(stack_, address, work, label=label, cwd=tree, env=env)
             target = Target("http", url, MODEL, api_key=API_KEY, ignore_eos=True)
             facades.append(Facade(label, target, psutil.Process(proc.pid)))
         procs = {f.label: f.proc for f in facades}

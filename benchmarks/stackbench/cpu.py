@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -12,9 +13,63 @@ import psutil
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
-    """User + system CPU of one process, every thread (its children are not ours: py-spy)."""
-    times = proc.cpu_times()
-    return float(times.user + times.system)
+    """CPU time of one process, every thread (its children are not ours: py-spy).
+
+    Read from the process's CPU clock (Linux, nanoseconds) where there is one: psutil's
+    user + system come from /proc in 10 ms ticks, so a block that costs a floor server
+    60 ms (1000 requests at 60 µs) would read 50 or 70 ms, ±17%, while the clock reads it
+    to the microsecond. Elsewhere, psutil.
+    """
+    try:
+        return time.clock_gettime(_process_clock(proc.pid))
+    except (OSError, AttributeError, OverflowError):
+        times = proc.cpu_times()
+        return float(times.user + times.system)
+
+
+def _process_clock(pid: int) -> int:
+    # clock_getcpuclockid(pid), which Python does not expose: the kernel's
+    # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED), all threads of the process, exited ones too.
+    return ((~pid) << 3) | 2
+
+
+def idle_cores(procs: dict[str, psutil.Process], seconds: float) -> dict[str, float]:
+    """Each process's CPU use (cores) with no requests: background loops, probes."""
+    before = {name: cpu_seconds(p) for name, p in procs.items()}
+    time.sleep(seconds)
+    return {name: (cpu_seconds(p) - before[name]) / seconds for name, p in procs.items()}
+
+
+class CpuSpent:
+    """CPU seconds each process spent over a block, less its idle use over the block's wall time.
+
+    `per(units)` divides by the block's requests (or streams, tokens): CPU µs per unit, the
+    figure that holds on a shared machine where latencies do not.
+    """
+
+    def __init__(self, procs: dict[str, psutil.Process], idle: dict[str, float]) -> None:
+        self._procs = procs
+        self._idle = idle
+        self._start: dict[str, float] = {}
+        self._t0 = 0.0
+        self.wall_s = 0.0
+        self.seconds: dict[str, float] = {}
+
+    def __enter__(self) -> CpuSpent:
+        self._start = {name: cpu_seconds(p) for name, p in self._procs.items()}
+        self._t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall_s = time.monotonic() - self._t0
+        self.seconds = {
+            name: cpu_seconds(p) - self._start[name] - self._idle.get(name, 0.0) * self.wall_s
+            for name, p in self._procs.items()
+        }
+
+    def per(self, units: float) -> dict[str, float]:
+        """CPU µs per unit of each process (NaN for no units)."""
+        return {name: s / units * 1e6 if units else math.nan for name, s in self.seconds.items()}
 
 
 class CpuMeter:

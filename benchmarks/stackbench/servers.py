@@ -7,14 +7,15 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from benchmarks.stackbench.plan import API_KEY, MODEL, REPO, Plan
+from benchmarks.stackbench.plan import API_KEY, MODEL, REPO, TENSORCHAT, Plan
 
 
 def free_port() -> int:
@@ -69,7 +70,13 @@ def wait_until(check: Any, what: str, proc: psutil.Popen, log: Path, timeout: fl
     raise RuntimeError(f"{what} not ready after {timeout:.0f}s:\n{log.read_text()[-3000:]}")
 
 
-def grpc_ready(address: str) -> bool:
+def port_open(port: int) -> bool:
+    """Something accepts connections on 127.0.0.1:`port` (raises while nothing does)."""
+    socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    return True
+
+
+def grpc_ready(address: str, model: str = MODEL) -> bool:
     import grpc
 
     from tensorchat.v1 import inference_pb2 as pb
@@ -77,7 +84,7 @@ def grpc_ready(address: str) -> bool:
 
     with grpc.insecure_channel(address) as channel:
         models = pb_grpc.InferenceStub(channel).ListModels(pb.ListModelsRequest(), timeout=2)
-        return any(m.id == MODEL for m in models.models)
+        return any(m.id == model for m in models.models)
 
 
 def grpc_generated_tokens(address: str) -> Callable[[], int]:
@@ -111,12 +118,98 @@ def default_checkpoint() -> Path:
 
 
 def write_models_config(directory: Path, checkpoint: Path, plan: Plan) -> Path:
+    return write_synthetic_models(directory, checkpoint, {MODEL: plan.rate}, plan.tick_ms)
+
+
+def write_synthetic_models(
+    directory: Path, checkpoint: Path, rates: Mapping[str, float], tick_ms: float
+) -> Path:
+    """A models config serving the synthetic engine under each id at its tokens/s per stream.
+
+    A model's pace is its config's, so a benchmark whose phases run at several rates serves
+    one model per rate from one process.
+    """
+    lines = ["models:"]
+    for model, rate in rates.items():
+        lines += [
+            f"  - id: {model}",
+            "    engine: synthetic",
+            f"    checkpoint: {checkpoint}",
+            f"    options: {{tokens_per_second: {rate}, tick_ms: {tick_ms}}}",
+        ]
     path = directory / "models.yaml"
-    path.write_text(
-        "models:\n"
-        f"  - id: {MODEL}\n"
-        "    engine: synthetic\n"
-        f"    checkpoint: {checkpoint}\n"
-        f"    options: {{tokens_per_second: {plan.rate}, tick_ms: {plan.tick_ms}}}\n"
-    )
+    path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def started(
+    stack: contextlib.ExitStack,
+    args: list[str],
+    work: Path,
+    label: str,
+    ready: Callable[[], bool],
+    timeout: float,
+    *,
+    cwd: Path = REPO,
+    env: dict[str, str] | None = None,
+    cpus: set[int] | None = None,
+) -> psutil.Popen:
+    """A server process (`process`) that `ready()` says is serving; its log is work/LABEL.log
+    and it is stopped when `stack` closes."""
+    log = work / f"{label}.log"
+    proc = stack.enter_context(process(args, log, env, cwd=cwd, cpus=cpus))
+    wait_until(ready, label, proc, log, timeout)
+    return proc
+
+
+def start_inference(
+    stack: contextlib.ExitStack,
+    models: Path,
+    work: Path,
+    *,
+    label: str = "inference",
+    cwd: Path = REPO,
+    cpus: set[int] | None = None,
+    extra_args: Sequence[str] = (),
+    model: str = MODEL,
+) -> tuple[psutil.Popen, str]:
+    """`tensorchat inference` of the tree at `cwd` on a free port, ready (it lists `model`);
+    stopped with `stack`. Returns the process and its gRPC address."""
+    port = free_port()
+    args = [*TENSORCHAT, "inference", "--models", str(models), "--port", str(port), *extra_args]
+    address = f"127.0.0.1:{port}"
+    proc = started(
+        stack, args, work, label, lambda: grpc_ready(address, model), 300, cwd=cwd, cpus=cpus
+    )
+    return proc, address
+
+
+def start_facade(
+    stack: contextlib.ExitStack,
+    backend: str,
+    work: Path,
+    *,
+    label: str = "facade",
+    cwd: Path = REPO,
+    env: Mapping[str, str] | None = None,
+) -> tuple[psutil.Popen, str]:
+    """`tensorchat facade` of the tree at `cwd` in front of `backend`, with the benchmark's API
+    key, ready; stopped with `stack`. Returns the process and its base URL (…/v1)."""
+    port = free_port()
+    args = [*TENSORCHAT, "facade", "--backends", backend, "--port", str(port)]
+    keys = {"TENSORCHAT_API_KEYS": API_KEY, "TENSORCHAT_KEYS_FILE": str(work / "keys.json")}
+    url = f"http://127.0.0.1:{port}/v1"
+    env = {**keys, **(env or {})}
+    return started(stack, args, work, label, lambda: http_ready(url), 120, cwd=cwd, env=env), url
+
+
+def start_floor(
+    stack: contextlib.ExitStack, work: Path, tokens_per_second: float
+) -> tuple[psutil.Popen, str]:
+    """The floor server (benchmarks/stackbench/floor.py) on a free port, ready; stopped with
+    `stack`. Returns the process and its base URL (…/v1)."""
+    port = free_port()
+    args = [sys.executable, "-m", "benchmarks.stackbench.floor", "--port", str(port),
+            "--tokens-per-second", str(tokens_per_second)]  # fmt: skip
+    proc = started(stack, args, work, "floor", lambda: port_open(port), 60)
+    return proc, f"http://127.0.0.1:{port}/v1"

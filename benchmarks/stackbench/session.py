@@ -19,15 +19,15 @@ from typing import Any
 import psutil
 
 from benchmarks.stackbench.cpu import CpuMeter, cpu_layout
-from benchmarks.stackbench.plan import API_KEY, MODEL, TENSORCHAT, Plan
+from benchmarks.stackbench.plan import API_KEY, MODEL, Plan
 from benchmarks.stackbench.profile import profile_summary, py_spy
 from benchmarks.stackbench.servers import (
     default_checkpoint,
     free_port,
     grpc_generated_tokens,
-    grpc_ready,
-    http_ready,
     process,
+    start_facade,
+    start_inference,
     wait_until,
     write_models_config,
 )
@@ -81,7 +81,8 @@ async def _engine_point(
     return results, t0, generated
 
 
-def _drive(plan: Plan, target: Target) -> tuple[RunOutcome, float]:
+def drive_plan(plan: Plan, target: Target) -> tuple[RunOutcome, float]:
+    """Run one level's closed-loop load on `target`; the outcome and its first send time."""
     specs = synthetic_requests(
         256, LengthDist.parse(str(plan.prompt_tokens)), LengthDist.parse(str(plan.output_tokens))
     )
@@ -120,7 +121,7 @@ class Session:
             ]
         counter = GeneratedCounter(generated) if generated is not None else None
         with CpuMeter(dict(procs)) as cpu, counter or contextlib.nullcontext():
-            outcome, t0 = _drive(plan, target)
+            outcome, t0 = drive_plan(plan, target)
         extra = {
             "cpu_cores": cpu.cores,
             "client_cpu_per_worker": client_cpu(outcome.workers),
@@ -142,7 +143,7 @@ class Session:
     ) -> None:
         """`generated` reads the engine's generated-token counter (None: no engine behind)."""
         # One short unmeasured run first: connections, caches and the servers' lazy paths.
-        _drive(replace(self.plans[0], duration=3.0, warmup=0.0, ramp_up=0.0), target)
+        drive_plan(replace(self.plans[0], duration=3.0, warmup=0.0, ramp_up=0.0), target)
         for plan in self.plans:
             self.measure(name, plan, target, procs, generated)
 
@@ -183,48 +184,23 @@ def run(
 
     if {"grpc", "rest"} & set(points):
         models = write_models_config(work, checkpoint or default_checkpoint(), plans[0])
-        grpc_port, http_port = free_port(), free_port()
-        inference_args = [
-            *TENSORCHAT,
-            "inference",
-            "--models",
-            str(models),
-            "--port",
-            str(grpc_port),
-        ]
+        extra: list[str] = []
         if plans[0].messages_per_second is not None:
-            inference_args += ["--max-messages-per-second", str(plans[0].messages_per_second)]
-        inf_log = work / "inference.log"
-        with process(inference_args, inf_log, cpus=service_cpus) as inference:
-            address = f"127.0.0.1:{grpc_port}"
-            wait_until(lambda: grpc_ready(address), "inference", inference, inf_log, 300)
+            extra = ["--max-messages-per-second", str(plans[0].messages_per_second)]
+        with contextlib.ExitStack() as servers:
+            inference, address = start_inference(
+                servers, models, work, cpus=service_cpus, extra_args=extra
+            )
             generated = grpc_generated_tokens(address)
             if "grpc" in points:
                 target = Target("grpc", address, MODEL, ignore_eos=True)
                 session.sweep("grpc", target, {"inference": inference}, generated)
             if "rest" in points:
-                facade_args = [
-                    *TENSORCHAT,
-                    "facade",
-                    "--backends",
-                    address,
-                    "--port",
-                    str(http_port),
-                ]
-                env = {
-                    "TENSORCHAT_API_KEYS": API_KEY,
-                    "TENSORCHAT_KEYS_FILE": str(work / "keys.json"),
-                }
-                fac_log = work / "facade.log"
-                with process(facade_args, fac_log, env) as facade:
-                    url = f"http://127.0.0.1:{http_port}/v1"
-                    wait_until(lambda: http_ready(url), "facade", facade, fac_log, 120)
-                    target = Target(
-                        "http", url, MODEL, api_key=API_KEY, ignore_eos=True, http_client="raw"
-                    )
-                    session.sweep(
-                        "rest", target, {"inference": inference, "facade": facade}, generated
-                    )
+                facade, url = start_facade(servers, address, work)
+                target = Target(
+                    "http", url, MODEL, api_key=API_KEY, ignore_eos=True, http_client="raw"
+                )
+                session.sweep("rest", target, {"inference": inference, "facade": facade}, generated)
     if profile:
         profile.mkdir(parents=True, exist_ok=True)
         for raw in sorted(work.glob("*.raw")):
