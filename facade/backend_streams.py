@@ -3,7 +3,8 @@
 The facade carries many clients' streams to the same few backends. As one Generate call
 each, every message of every stream would cost a gRPC read here (C-core's thread, the
 asyncio poller thread, then the event loop); on a GenerateMany stream one read brings the
-messages of every generation on it, and a dict lookup hands each to its request.
+messages of every generation on it, and a dict lookup hands each to its request. The other
+way, one write carries the starts and cancels of many requests (`facade.request_writes`).
 
 A `Generation` reads like the Generate call it replaces: `read()` returns the next
 GenerateResponse and then EOF, an end with an error raises it as the `RequestError` the
@@ -204,8 +205,9 @@ class BackendStream:
         self.started += 1
         if timeout_s is not None:
             generation.expire_after(timeout_s)
-        # Shielded: grpc.aio cancels the whole call, every generation on it, when a write is
-        # cancelled half-way; the caller's cancellation (its client left) cancels just this one.
+        # Shielded: the write may carry other generations' starts too (RequestWrites), and
+        # grpc.aio cancels the whole call when a write is cancelled half-way; the caller's
+        # cancellation (its client left) cancels just this generation.
         try:
             error = await asyncio.shield(self._writes.start(request))
         except asyncio.CancelledError:
