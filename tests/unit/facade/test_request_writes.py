@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from facade.backend_streams import BackendStream
-from facade.request_writes import RequestWrites
+from facade.request_writes import RequestWrites, Written
 from tensorchat.request_error import RequestError
 from tensorchat.v1 import inference_pb2 as pb
 
@@ -95,12 +95,21 @@ async def settled() -> None:
         await asyncio.sleep(0)
 
 
-async def test_what_queues_during_a_write_goes_out_in_the_next_message() -> None:
-    call = GatedCall()
+async def writing(
+    first: str, fail_at: int | None = None
+) -> tuple[GatedCall, RequestWrites, Written]:
+    """Writes to a service that reads batches, with `first`'s start in flight: what is queued
+    next waits for the next message."""
+    call = GatedCall(fail_at)
     writes = RequestWrites(call)
     writes.batches = True
-    first = writes.start(request("r1"))
-    await within(call.in_flight.wait())  # r1's write is in flight: these wait for the next one
+    written = writes.start(request(first))
+    await within(call.in_flight.wait())
+    return call, writes, written
+
+
+async def test_what_queues_during_a_write_goes_out_in_the_next_message() -> None:
+    call, writes, first = await writing("r1")
     later = [writes.start(request(r)) for r in ("r2", "r3", "r4")]
     call.release(2)
     assert await within(asyncio.gather(first, *later)) == [None] * 4
@@ -122,11 +131,7 @@ async def test_one_action_per_message_until_the_service_reads_batches() -> None:
 
 
 async def test_a_start_and_its_cancel_share_a_message_but_a_restart_waits() -> None:
-    call = GatedCall()
-    writes = RequestWrites(call)
-    writes.batches = True
-    writes.start(request("r0"))
-    await within(call.in_flight.wait())
+    call, writes, _ = await writing("r0")
     writes.start(request("r1"))
     writes.cancel("r1")  # after its start: the service reads a message's starts first
     writes.start(request("r2"))
@@ -138,11 +143,7 @@ async def test_a_start_and_its_cancel_share_a_message_but_a_restart_waits() -> N
 
 
 async def test_a_failed_batch_fails_the_starts_it_carried_and_nothing_is_written_after() -> None:
-    call = GatedCall(fail_at=1)
-    writes = RequestWrites(call)
-    writes.batches = True
-    first = writes.start(request("r1"))
-    await within(call.in_flight.wait())
+    call, writes, first = await writing("r1", fail_at=1)
     carried = [writes.start(request("r2")), writes.start(request("r3"))]
     call.release()
     assert await within(first) is None
@@ -162,11 +163,7 @@ async def test_a_failed_batch_fails_the_starts_it_carried_and_nothing_is_written
 
 
 async def test_the_half_close_goes_out_after_every_queued_write() -> None:
-    call = GatedCall()
-    writes = RequestWrites(call)
-    writes.batches = True
-    writes.start(request("r1"))
-    await within(call.in_flight.wait())
+    call, writes, _ = await writing("r1")
     writes.cancel("r1")
     writes.half_close()
     late = await writes.start(request("r2"))  # after the half-close: refused, not written
