@@ -3,7 +3,8 @@
 The facade carries many clients' streams to the same few backends. As one Generate call
 each, every message of every stream would cost a gRPC read here (C-core's thread, the
 asyncio poller thread, then the event loop); on a GenerateMany stream one read brings the
-messages of every generation on it, and a dict lookup hands each to its request.
+messages of every generation on it, and a dict lookup hands each to its request. The other
+way, one write carries the starts and cancels of many requests (`facade.request_writes`).
 
 A `Generation` reads like the Generate call it replaces: `read()` returns the next
 GenerateResponse and then EOF, an end with an error raises it as the `RequestError` the
@@ -23,12 +24,13 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from facade.request_writes import RequestWrites, stream_ended
 from tensorchat.request_error import RequestError
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
@@ -58,17 +60,6 @@ class StreamLimits:
         too_old = self.max_age_s > 0 and now - stream.opened_at >= self.max_age_s
         too_many = self.max_generations > 0 and stream.started >= self.max_generations
         return too_old or too_many
-
-
-def stream_ended(error: grpc.aio.AioRpcError | None) -> RequestError:
-    """What a generation still open on a call that ended gets: UNAVAILABLE, whatever the call.
-
-    A GenerateMany call never fails on purpose (a generation's failure is its own end), and
-    grpc reports a write that met a dying call as INTERNAL; to the request, it did not run to
-    an end on that backend, which is UNAVAILABLE: retried elsewhere if nothing was streamed.
-    """
-    how = f": {error.code().name} {error.details()}" if error is not None else ""
-    return RequestError(grpc.StatusCode.UNAVAILABLE, f"the GenerateMany stream ended{how}")
 
 
 class Generation:
@@ -169,8 +160,7 @@ class BackendStream:
         # No request iterator: this side writes its messages as requests come.
         self._call = stub.GenerateMany()  # type: ignore[call-arg]  # grpc-stubs require one
         self._generations: dict[str, Generation] = {}
-        self._write_lock = asyncio.Lock()
-        self._writes: set[asyncio.Task[None]] = set()  # cancels and the half-close
+        self._writes = RequestWrites(self._call)  # starts, cancels and the half-close
         self.opened_at = opened_at
         self.started = 0  # generations started on it, for StreamLimits
         self.broken = False
@@ -207,20 +197,7 @@ class BackendStream:
         if not self.retiring or self._generations or self.broken or self._half_closed:
             return
         self._half_closed = True
-        # After the writes queued before it (a cancel's), as the write lock takes them in turn.
-        self._spawn_write(self._half_close())
-
-    async def _half_close(self) -> None:
-        try:
-            async with self._write_lock:
-                await self._call.done_writing()
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            pass  # the call already ended: the reader has seen it
-
-    def _spawn_write(self, write: Any) -> None:
-        task = asyncio.create_task(write)
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._writes.half_close()  # after the writes queued before it (a cancel's)
 
     async def start(self, request: pb.GenerateRequest, timeout_s: float | None) -> Generation:
         generation = Generation(self, request.request_id)
@@ -228,10 +205,11 @@ class BackendStream:
         self.started += 1
         if timeout_s is not None:
             generation.expire_after(timeout_s)
-        # Shielded: grpc.aio cancels the whole call, every generation on it, when a write is
-        # cancelled half-way; the caller's cancellation (its client left) cancels just this one.
+        # Shielded: the write may carry other generations' starts too (RequestWrites), and
+        # grpc.aio cancels the whole call when a write is cancelled half-way; the caller's
+        # cancellation (its client left) cancels just this generation.
         try:
-            error = await asyncio.shield(self._write(pb.GenerateManyRequest(start=request)))
+            error = await asyncio.shield(self._writes.start(request))
         except asyncio.CancelledError:
             generation.cancel()  # the start still goes out, and its cancel after it
             raise
@@ -245,28 +223,8 @@ class BackendStream:
     def cancel(self, request_id: str) -> None:
         if self._generations.pop(request_id, None) is None or self.broken:
             return
-        self._spawn_write(self._send_cancel(request_id))
+        self._writes.cancel(request_id)  # gone with the stream if it failed
         self._half_close_if_idle()
-
-    async def _send_cancel(self, request_id: str) -> None:
-        await self._write(
-            pb.GenerateManyRequest(cancel=request_id)
-        )  # gone with the stream if it failed
-
-    async def _write(self, message: pb.GenerateManyRequest) -> RequestError | None:
-        """Writes `message` after those before it; the call's error if it has ended."""
-        try:
-            async with self._write_lock:  # grpc.aio allows one write at a time
-                await self._call.write(message)
-        except grpc.aio.AioRpcError as error:
-            return stream_ended(error)
-        except asyncio.InvalidStateError:
-            return stream_ended(None)
-        except asyncio.CancelledError:
-            if not self._call.done():
-                raise
-            return stream_ended(None)  # the call was cancelled under the write (shutdown)
-        return None
 
     async def _end_stalled(self, timeout_s: float) -> None:
         """Ends each generation that got no event for `timeout_s` (a hung engine or replica).
@@ -287,6 +245,8 @@ class BackendStream:
         loop = asyncio.get_running_loop()
         try:
             async for response in self._call:
+                if response.reads_batches:  # the service's first message says so (the proto)
+                    self._writes.batches = True
                 now = loop.time()
                 for event in response.events:
                     generation = generations.get(event.request_id)
@@ -314,7 +274,7 @@ class BackendStream:
     async def aclose(self) -> None:
         self._call.cancel()
         self._reader.cancel()
-        tasks = [self._reader, *self._writes]
+        tasks: list[Awaitable[None]] = [self._reader, self._writes.aclose()]
         if self._watchdog is not None:
             self._watchdog.cancel()
             tasks.append(self._watchdog)

@@ -59,7 +59,11 @@ class GenerateManySession:
         self._flush_interval_s = flush_interval_s
         self._pumps: dict[str, asyncio.Task[pb.GenerationEnd]] = {}  # running generations
         self._cancelled: set[str] = set()  # ids the client cancelled: they end with CANCELLED
-        self._events: list[pb.GenerationEvent] = []
+        # The next write, built in place: a submessage passed to a constructor is copied
+        # (upb), so building each event on its own and then the message copied every
+        # response twice; `events.add` copies it once (2.4 -> 0.8 µs per event).
+        # The first one tells the client that this server reads batched requests (the proto).
+        self._message = pb.GenerateManyResponse(reads_batches=True)
         self._hold = Hold()
         self._phase = Phase.SERVING
 
@@ -94,11 +98,17 @@ class GenerateManySession:
 
     async def _read_requests(self, requests: AsyncIterable[pb.GenerateManyRequest]) -> None:
         async for message in requests:
+            # The proto's order: the single action, then the batch's starts, then its cancels
+            # (so a start and its cancel may share a message).
             action = message.WhichOneof("action")
             if action == "start":
                 self._start(message.start)
             elif action == "cancel":
                 self._cancel(message.cancel)
+            for request in message.starts:
+                self._start(request)
+            for request_id in message.cancels:
+                self._cancel(request_id)
         self.close()
 
     def _start(self, request: pb.GenerateRequest) -> None:
@@ -163,18 +173,23 @@ class GenerateManySession:
         refused: pb.GenerationEnd | None = None,
         urgent: bool = False,
     ) -> None:
-        event = pb.GenerationEvent(
-            request_id=request_id, response=response, end=end, refused=refused
-        )
-        self._events.append(event)
-        self._hold.added(urgent=urgent or end is not None or refused is not None)
+        events = self._message.events
+        if response is not None:
+            events.add(request_id=request_id, response=response)
+        elif end is not None:
+            events.add(request_id=request_id, end=end)
+            urgent = True
+        else:
+            events.add(request_id=request_id, refused=refused)
+            urgent = True
+        self._hold.added(urgent=urgent)
 
     async def _write_events(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._hold.until_due(loop, self._flush_interval_s)
-            if not self._events:
+            if not self._message.events:
                 return  # flushing, and everything was written
-            events, self._events = self._events, []
+            message, self._message = self._message, pb.GenerateManyResponse()
             self._hold.taken(loop)
-            await self._write(pb.GenerateManyResponse(events=events))
+            await self._write(message)

@@ -868,25 +868,48 @@ Global___GenerateResponse: _TypeAlias = GenerateResponse  # noqa: Y015
 
 @_typing.final
 class GenerateManyRequest(_message.Message):
+    """One action (`action`), or several (`starts` and `cancels`: a batch), or both. The service
+    takes them in this order: `action`, then `starts` in order, then `cancels` in order. So a
+    start and its cancel may share a message (the generation starts, then stops), but a start
+    that must follow a cancel (of the same request_id) goes in a later message. Each action
+    means the same in either form; a batch pays gRPC's per-message cost (a write on the client,
+    a read on the server) once for all of them.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     START_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
+    STARTS_FIELD_NUMBER: _builtins.int
+    CANCELS_FIELD_NUMBER: _builtins.int
     cancel: _builtins.str
     """The request_id of a running generation: stop it; it ends with CANCELLED."""
     @_builtins.property
     def start(self) -> Global___GenerateRequest:
         """request_id is required and must not name a request still running on this server."""
 
+    @_builtins.property
+    def starts(self) -> _containers.RepeatedCompositeFieldContainer[Global___GenerateRequest]:
+        """Like `start`, each one. Servers from before this field ignore it (the generation would
+        never start): send batches only once the server said it reads them
+        (GenerateManyResponse.reads_batches).
+        """
+
+    @_builtins.property
+    def cancels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Like `cancel`, each one."""
+
     def __init__(
         self,
         *,
         start: Global___GenerateRequest | None = ...,
         cancel: _builtins.str = ...,
+        starts: _abc.Iterable[Global___GenerateRequest] | None = ...,
+        cancels: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel", b"cancel", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel", b"cancel", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel", b"cancel", "cancels", b"cancels", "start", b"start", "starts", b"starts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["start", "cancel"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
@@ -969,6 +992,12 @@ class GenerateManyResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
+    READS_BATCHES_FIELD_NUMBER: _builtins.int
+    reads_batches: _builtins.bool
+    """Set on the call's first message by a server that reads batched requests
+    (GenerateManyRequest.starts and .cancels), so that a client sends batches only to such a
+    server, also while a rolling upgrade mixes versions.
+    """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___GenerationEvent]:
         """In order within each generation."""
@@ -977,10 +1006,11 @@ class GenerateManyResponse(_message.Message):
         self,
         *,
         events: _abc.Iterable[Global___GenerationEvent] | None = ...,
+        reads_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "reads_batches", b"reads_batches"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

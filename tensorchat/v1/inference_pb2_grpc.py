@@ -83,10 +83,10 @@ class InferenceServicer:
 
     def GenerateMany(self, request_iterator, context):
         """Many generations over one stream, for a front end that carries many clients' requests:
-        each request message starts or cancels one, and each response message carries what
-        every running generation produced since the previous one. gRPC costs the same CPU per
-        message whatever it carries, so this pays it once per flush instead of once per
-        message of every stream. Each generation yields what Generate would, then exactly one
+        each request message starts or cancels one or several, and each response message
+        carries what every running generation produced since the previous one. gRPC costs the
+        same CPU per message whatever it carries, so this pays it once per flush instead of once
+        per message of every stream. Each generation yields what Generate would, then exactly one
         GenerationEnd. The call ends OK after the client half-closes and every generation has
         ended, or, when the server drains, as soon as none runs; a generation that got no
         GenerationEnd before the call ended did not run to an end there: retry it elsewhere.

@@ -45,10 +45,10 @@ class InferenceStub:
     """Streams deltas for each choice, then one Finished message per choice."""
     GenerateMany: _grpc.StreamStreamMultiCallable[_inference_pb2.GenerateManyRequest, _inference_pb2.GenerateManyResponse]
     """Many generations over one stream, for a front end that carries many clients' requests:
-    each request message starts or cancels one, and each response message carries what
-    every running generation produced since the previous one. gRPC costs the same CPU per
-    message whatever it carries, so this pays it once per flush instead of once per
-    message of every stream. Each generation yields what Generate would, then exactly one
+    each request message starts or cancels one or several, and each response message
+    carries what every running generation produced since the previous one. gRPC costs the
+    same CPU per message whatever it carries, so this pays it once per flush instead of once
+    per message of every stream. Each generation yields what Generate would, then exactly one
     GenerationEnd. The call ends OK after the client half-closes and every generation has
     ended, or, when the server drains, as soon as none runs; a generation that got no
     GenerationEnd before the call ended did not run to an end there: retry it elsewhere.
@@ -71,10 +71,10 @@ class InferenceAsyncStub(InferenceStub):
     """Streams deltas for each choice, then one Finished message per choice."""
     GenerateMany: _aio.StreamStreamMultiCallable[_inference_pb2.GenerateManyRequest, _inference_pb2.GenerateManyResponse]  # type: ignore[assignment]
     """Many generations over one stream, for a front end that carries many clients' requests:
-    each request message starts or cancels one, and each response message carries what
-    every running generation produced since the previous one. gRPC costs the same CPU per
-    message whatever it carries, so this pays it once per flush instead of once per
-    message of every stream. Each generation yields what Generate would, then exactly one
+    each request message starts or cancels one or several, and each response message
+    carries what every running generation produced since the previous one. gRPC costs the
+    same CPU per message whatever it carries, so this pays it once per flush instead of once
+    per message of every stream. Each generation yields what Generate would, then exactly one
     GenerationEnd. The call ends OK after the client half-closes and every generation has
     ended, or, when the server drains, as soon as none runs; a generation that got no
     GenerationEnd before the call ended did not run to an end there: retry it elsewhere.
@@ -106,10 +106,10 @@ class InferenceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_inference_pb2.GenerateManyResponse], _abc.AsyncIterator[_inference_pb2.GenerateManyResponse]]:
         """Many generations over one stream, for a front end that carries many clients' requests:
-        each request message starts or cancels one, and each response message carries what
-        every running generation produced since the previous one. gRPC costs the same CPU per
-        message whatever it carries, so this pays it once per flush instead of once per
-        message of every stream. Each generation yields what Generate would, then exactly one
+        each request message starts or cancels one or several, and each response message
+        carries what every running generation produced since the previous one. gRPC costs the
+        same CPU per message whatever it carries, so this pays it once per flush instead of once
+        per message of every stream. Each generation yields what Generate would, then exactly one
         GenerationEnd. The call ends OK after the client half-closes and every generation has
         ended, or, when the server drains, as soon as none runs; a generation that got no
         GenerationEnd before the call ended did not run to an end there: retry it elsewhere.

@@ -63,6 +63,7 @@ class ManyCall:
         self._responses = iter(self.call)
         self.events: list[pb.GenerationEvent] = []
         self.messages = 0
+        self.reads_batches: list[bool] = []  # each response message's flag
 
     def _request_iterator(self) -> Iterator[pb.GenerateManyRequest]:
         while (message := self._requests.get()) is not None:
@@ -89,6 +90,9 @@ class ManyCall:
     def cancel(self, request_id: str) -> None:
         self._requests.put(pb.GenerateManyRequest(cancel=request_id))
 
+    def send(self, message: pb.GenerateManyRequest) -> None:
+        self._requests.put(message)
+
     def half_close(self) -> None:
         self._requests.put(None)
 
@@ -99,6 +103,7 @@ class ManyCall:
             return False
         assert response.events, "a response message carries no event"
         self.messages += 1
+        self.reads_batches.append(response.reads_batches)
         self.events.extend(response.events)
         return True
 
@@ -355,3 +360,25 @@ def test_cancelled_call_stops_every_generation(
         wait_until_nothing_runs(inference_server)
     # Both left the engine before their 200 tokens, as a cancelled Generate does.
     assert idle_tokens(inference_server) - tokens_before < 2 * 200
+
+
+def test_a_batch_starts_then_cancels_and_the_service_says_it_reads_batches(
+    stub: pb_grpc.InferenceStub, inference_server: InferenceServerThread
+) -> None:
+    # One message: two starts, then a cancel of the second (the proto's order: a message's
+    # starts before its cancels), as the facade writes what queued during its previous write.
+    fields = {"model": MISTRAL_ID, **greedy(max_tokens=8)}
+    expected = outcome(generate(stub, **fields))
+    with ManyCall(stub) as many:
+        batch = [request("kept", **fields), request("dropped", **long_running())]
+        many.send(pb.GenerateManyRequest(starts=batch, cancels=["dropped"]))
+        many.send(pb.GenerateManyRequest(start=request("single", **fields), cancels=["single"]))
+        many.finish()
+
+    assert outcome(many.generation("kept")) == expected
+    # Cancelled in the same turn as its start, before it produced anything: its one event.
+    for request_id in ("dropped", "single"):
+        assert [e.WhichOneof("kind") for e in many.of(request_id)] == ["end"], request_id
+        assert many.ends(request_id)[0].code == CANCELLED
+    assert many.reads_batches[0] and not any(many.reads_batches[1:])
+    wait_until_nothing_runs(inference_server)

@@ -51,10 +51,12 @@ class Writes:
 
     def __init__(self) -> None:
         self.batches: list[tuple[float, list[pb.GenerationEvent]]] = []
+        self.reads_batches: list[bool] = []  # each write's flag
         self.changed = asyncio.Event()
 
     async def write(self, message: pb.GenerateManyResponse) -> None:
         self.batches.append((asyncio.get_running_loop().time(), list(message.events)))
+        self.reads_batches.append(message.reads_batches)
         self.changed.set()
 
     async def until(self, count: int, within_s: float = 2.0) -> None:
@@ -79,6 +81,9 @@ class Client:
 
     def cancel(self, request_id: str) -> None:
         self._queue.put_nowait(pb.GenerateManyRequest(cancel=request_id))
+
+    def send(self, message: pb.GenerateManyRequest) -> None:
+        self._queue.put_nowait(message)
 
     def close(self) -> None:
         self._queue.put_nowait(None)
@@ -288,3 +293,25 @@ async def test_a_draining_idle_call_ends_at_once(parts: tuple[Script, Writes, Cl
     session.close()
     await asyncio.wait_for(task, 2)
     assert writes.batches == []
+
+
+async def test_a_batch_starts_in_order_then_cancels_and_the_first_write_says_so(
+    parts: tuple[Script, Writes, Client],
+) -> None:
+    script, writes, client = parts
+    task = serve(parts)
+    starts = [pb.GenerateRequest(request_id=r, model="m") for r in ("a", "b", "c")]
+    # The single action first, then the starts, then the cancels: "c" starts, then stops.
+    client.send(pb.GenerateManyRequest(cancel="a", starts=starts, cancels=["c"]))
+    for request_id in ("a", "b"):
+        script.feed(request_id, delta(f"{request_id}0"))
+        script.feed(request_id, None)
+    client.close()
+    await asyncio.wait_for(task, 2)
+    # The cancel of "a" came before its start: nothing to cancel, so "a" runs to its end.
+    for request_id in ("a", "b"):
+        assert [e.WhichOneof("kind") for e in writes.events(request_id)] == ["response", "end"]
+        assert writes.events(request_id)[-1].end.code == 0
+    assert [e.end.code for e in writes.events("c")] == [grpc.StatusCode.CANCELLED.value[0]]
+    assert script.closed == {"a", "b"}  # "c" was cancelled before its first step
+    assert writes.reads_batches[0] and not any(writes.reads_batches[1:])
