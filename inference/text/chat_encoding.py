@@ -20,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import jinja2
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
+
+from inference.text.chat_template import ChatTemplate, ChatTemplateError
 
 # What a chat template renders: the messages and the tools (None: no tools), as the
 # template expects them (Hugging Face's `apply_chat_template` shapes).
@@ -36,10 +37,6 @@ TemplateInput = Callable[[Callable[[str], str]], TemplateArgs]
 # A pair that occurs nowhere in the conversation is picked per request, so content that
 # happens to contain one cannot confuse the parser.
 _MARKERS = tuple(chr(c) for c in range(0xFDD0, 0xFDF0))
-
-
-class ChatTemplateError(ValueError):
-    """The conversation is not one this model's chat template accepts (message is user-facing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +100,7 @@ class SafeChatEncoder:
     """Renders a conversation with a tokenizer's chat template and encodes it safely."""
 
     def __init__(self, hf: PreTrainedTokenizerFast) -> None:
-        self._hf = hf
+        self._template = ChatTemplate(hf)
         backend: Tokenizer = hf.backend_tokenizer
         spec_json = backend.to_str()
         # Private copies: `encode_special_tokens` is a mutable flag on the Rust tokenizer,
@@ -163,22 +160,7 @@ class SafeChatEncoder:
     # -- rendering ---------------------------------------------------------------------
 
     def _render(self, messages: list[dict[str, Any]], tools: list[Any] | None) -> str:
-        if not self._hf.chat_template:
-            raise ChatTemplateError("this model has no chat template; send a prompt instead")
-        try:
-            rendered = self._hf.apply_chat_template(
-                messages,
-                tools=list(tools) if tools is not None else None,
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-        except jinja2.TemplateError as e:
-            # Templates reject conversations with raise_exception(...), whose text is meant
-            # for the caller ("conversation roles must alternate ...").
-            raise ChatTemplateError(str(e)) from e
-        if not isinstance(rendered, str):
-            raise TypeError(f"chat template rendered {type(rendered).__name__}, not str")
-        return rendered
+        return self._template.render(messages, list(tools) if tools is not None else None)
 
     def _marked_segments(self, conversation: TemplateInput, prompt: str) -> list[tuple[str, bool]]:
         """The prompt as (text, came_from_a_message) pieces, checked to add up to `prompt`."""

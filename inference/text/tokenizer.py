@@ -8,7 +8,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from inference.text.chat_encoding import ChatTemplateError, SafeChatEncoder
+from inference.text.chat_encoding import SafeChatEncoder
+from inference.text.chat_template import ChatTemplateError
 from inference.text.detokenizer import IncrementalDetokenizer, byte_fallback_ids
 from inference.text.messages import CHAT_ROLES, ChatMessage, FunctionTool
 from inference.text.token_bytes import TokenBytes
