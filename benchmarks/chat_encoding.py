@@ -67,12 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for _ in range(args.requests)
     ]
     encoders: dict[str, Callable[[Any], list[int]]] = {
-        "this tree": tokenizer._chat.encode,  # noqa: SLF001 - the unit measured
+        "this tree": tokenizer._chat.encode,
     }
     if args.baseline is not None:
         encoders["baseline"] = encoder_module(args.baseline).SafeChatEncoder(tokenizer.hf).encode
     for name, encode in encoders.items():
-        mismatches = sum(encode(c) != tokenizer._chat.encode(c) for c in conversations[:200])  # noqa: SLF001
+        mismatches = sum(encode(c) != tokenizer._chat.encode(c) for c in conversations[:200])
         if mismatches:
             raise SystemExit(f"{name}: {mismatches} of 200 encodings differ from this tree's")
         time_per_call(encode, conversations)  # warm: caches, lazy paths

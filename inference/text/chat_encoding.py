@@ -14,9 +14,10 @@ together (the tests prove it against mistral-common and tiktoken).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,14 @@ TemplateInput = Callable[[Callable[[str], str]], TemplateArgs]
 # A pair that occurs nowhere in the conversation is picked per request, so content that
 # happens to contain one cannot confuse the parser.
 _MARKERS = tuple(chr(c) for c in range(0xFDD0, 0xFDF0))
+
+# The token ids of pieces of pure template text (between special tokens, without message
+# text: a default system prompt, "\n", "assistant\n") are cached: they are 4 of the 5
+# tokenizer calls of a one-message ChatML request. Bounded in entries and in the length of
+# what is kept, because blank message content is left unmarked (see `_marked_segments`) and
+# so also counts as template text: a client can make that text as varied as it likes.
+TEMPLATE_IDS_CACHE_SIZE = 256
+TEMPLATE_IDS_MAX_CHARS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +125,12 @@ class SafeChatEncoder:
             spec["pre_tokenizer"] = rest_pre_tokenizer
             self._rest = Tokenizer.from_str(json.dumps(spec))
             self._rest.encode_special_tokens = True
+        # Keyed by the text and the tokenizer that encodes it (`at_start`: Metaspace's
+        # "first" prepend applies at offset 0 only), so a hit is always what encoding that
+        # text at that position gives; per encoder, so never another vocabulary's ids.
+        self._cached_template_ids = functools.lru_cache(maxsize=TEMPLATE_IDS_CACHE_SIZE)(
+            self._encode_template_text
+        )
         self._specials: dict[str, _Special] = {
             tok.content: _Special(token_id, tok.lstrip, tok.rstrip, tok.single_word)
             for token_id, tok in backend.get_added_tokens_decoder().items()
@@ -239,6 +254,20 @@ class SafeChatEncoder:
 
     def _encode_segments(self, prompt: str, segments: list[tuple[str, bool]]) -> list[int]:
         ids: list[int] = []
+        message_spans = _message_spans(segments)
+        next_span = 0  # the first message span that does not end before the current piece
+
+        def encode(start: int, end: int) -> None:
+            """Encodes prompt[start:end], a piece between special tokens."""
+            nonlocal next_span
+            while next_span < len(message_spans) and message_spans[next_span][1] <= start:
+                next_span += 1
+            text, at_start = prompt[start:end], start == 0
+            if next_span < len(message_spans) and message_spans[next_span][0] < end:
+                ids.extend(self._encode_text(text, at_start=at_start))
+            else:
+                ids.extend(self._template_text_ids(text, at_start))
+
         pos = 0
         for start, end, special in self._template_specials(prompt, segments):
             if start < pos:
@@ -247,17 +276,38 @@ class SafeChatEncoder:
                 while start > pos and prompt[start - 1].isspace():
                     start -= 1
             if start > pos:
-                ids.extend(self._encode_text(prompt[pos:start], at_start=pos == 0))
+                encode(pos, start)
             ids.append(special.token_id)
             pos = end
             if special.rstrip:
                 while pos < len(prompt) and prompt[pos].isspace():
                     pos += 1
         if pos < len(prompt):
-            ids.extend(self._encode_text(prompt[pos:], at_start=pos == 0))
+            encode(pos, len(prompt))
         return ids
+
+    def _template_text_ids(self, text: str, at_start: bool) -> Sequence[int]:
+        """The ids of a piece of pure template text, from the cache when it fits there."""
+        if len(text) > TEMPLATE_IDS_MAX_CHARS:
+            return self._encode_text(text, at_start=at_start)
+        return self._cached_template_ids(text, at_start)
+
+    def _encode_template_text(self, text: str, at_start: bool) -> tuple[int, ...]:
+        # A tuple: cached ids are shared by every request and must not be mutable.
+        return tuple(self._encode_text(text, at_start=at_start))
 
     def _encode_text(self, text: str, *, at_start: bool) -> list[int]:
         tokenizer = self._head if at_start else self._rest
         ids: list[int] = tokenizer.encode(text, add_special_tokens=False).ids
         return ids
+
+
+def _message_spans(segments: list[tuple[str, bool]]) -> list[tuple[int, int]]:
+    """(start, end) in the prompt of each non-empty piece of message text, in order."""
+    spans: list[tuple[int, int]] = []
+    offset = 0
+    for text, from_message in segments:
+        if from_message and text:
+            spans.append((offset, offset + len(text)))
+        offset += len(text)
+    return spans
