@@ -3,9 +3,10 @@
 
 The request is facade_overhead.py's (one user message of `--prompt-words` words) in the
 default model's template and tool format (SmolLM2's ChatML, the generic format). With
-`--baseline DIR` the encoder module of another checkout (inference/text/chat_encoding.py) is
-loaded beside this tree's into the same process, and both encode the same conversations in
-alternating rounds, so the comparison holds on a noisy machine; both must give the same ids.
+`--baseline DIR` (repeatable) another checkout's encoder module (its
+inference/text/chat_encoding.py) is loaded beside this tree's into the same process, and all
+encode the same conversations in alternating rounds, so the comparison holds on a noisy
+machine; all must give the same ids.
 
 Run from the repository root:
   .venv/bin/python benchmarks/chat_encoding.py --baseline /work/base
@@ -52,7 +53,9 @@ def time_per_call(encode: Callable[[Any], list[int]], inputs: Sequence[Any]) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", type=Path, help="another checkout to compare with")
+    parser.add_argument(
+        "--baseline", type=Path, action="append", default=[], help="another checkout (repeatable)"
+    )
     parser.add_argument("--requests", type=int, default=2000, help="conversations per round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--prompt-words", type=int, default=16)
@@ -69,8 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     encoders: dict[str, Callable[[Any], list[int]]] = {
         "this tree": tokenizer._chat.encode,
     }
-    if args.baseline is not None:
-        encoders["baseline"] = encoder_module(args.baseline).SafeChatEncoder(tokenizer.hf).encode
+    for tree in args.baseline:
+        encoders[str(tree)] = encoder_module(tree).SafeChatEncoder(tokenizer.hf).encode
     for name, encode in encoders.items():
         mismatches = sum(encode(c) != tokenizer._chat.encode(c) for c in conversations[:200])
         if mismatches:
@@ -82,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             figures[name].append(time_per_call(encode, conversations))
     for name, values in figures.items():
         print(
-            f"{name:>10}: {statistics.median(values):6.1f} CPU µs per encode "
+            f"{name:>24}: {statistics.median(values):6.1f} CPU µs per encode "
             f"(median of {args.rounds} rounds of {args.requests}; "
             f"min {min(values):.1f}, max {max(values):.1f})"
         )

@@ -10,6 +10,12 @@ and which from messages; special tokens are then recognised only in template tex
 text between them is encoded with special-token matching switched off. For conversations
 without injected control strings this gives exactly the ids the template and tokenizer give
 together (the tests prove it against mistral-common and tiktoken).
+
+Both renders use the compiled template directly (chat_template.py: what apply_chat_template
+renders, for half its cost). The ids of the pieces of pure template text are cached per
+encoder (`TEMPLATE_IDS_CACHE_SIZE`): most of a short request's tokenizer calls encode only
+template text. On the default model, one 16-word message: 140.9 -> 71.0 CPU µs per encode
+(benchmarks/chat_encoding.py, issue 20).
 """
 
 from __future__ import annotations

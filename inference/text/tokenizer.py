@@ -34,7 +34,8 @@ def _generation_eos_ids(path: Path) -> set[int]:
 class ModelTokenizer:
     """A model's tokenizer, chat template and end-of-sequence ids, loaded from a HF checkpoint dir.
 
-    Thread-safe after construction: encoding and decoding only read shared state.
+    Thread-safe after construction: encoding and decoding only read shared state, but for
+    the chat encoder's cache of template-text ids (an lru_cache, which is thread-safe).
     """
 
     def __init__(
