@@ -14,7 +14,7 @@ together (the tests prove it against mistral-common and tiktoken).
 Both renders use the compiled template directly (chat_template.py: what apply_chat_template
 renders, for half its cost). The ids of the pieces of pure template text are cached per
 encoder (`TEMPLATE_IDS_CACHE_SIZE`): most of a short request's tokenizer calls encode only
-template text. On the default model, one 16-word message: 140.9 -> 71.0 CPU µs per encode
+template text. On the default model, one 16-word message: 138.7 -> 72.3 CPU µs per encode
 (benchmarks/chat_encoding.py, issue 20).
 """
 
