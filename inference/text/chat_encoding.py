@@ -33,7 +33,9 @@ from transformers import PreTrainedTokenizerFast
 from inference.text.chat_template import ChatTemplate, ChatTemplateError
 
 # What a chat template renders: the messages and the tools (None: no tools), as the
-# template expects them (Hugging Face's `apply_chat_template` shapes).
+# template expects them (Hugging Face's `apply_chat_template` shapes), as plain JSON data with
+# no None-valued message keys: ChatTemplate renders them without apply_chat_template's
+# normalisation, which changes nothing on such data.
 TemplateArgs = tuple[list[dict[str, Any]], list[Any] | None]
 # Builds TemplateArgs, passing every string that came from the request (message text, tool
 # names, arguments, schemas) through `mark`; the encoder calls it once as is and once with
