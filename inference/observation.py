@@ -19,7 +19,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
 
 from inference.engines.base import RequestTimings, SequenceOutput
-from inference.metrics import InferenceMetrics
+from inference.metrics import InferenceMetrics, ModelMetrics
 from inference.prepare import RequestPlan
 from tensorchat import tracing
 from tensorchat.logs import log_fields
@@ -44,6 +44,7 @@ class RequestObservation:
 
     __slots__ = (
         "_metrics",
+        "_model_metrics",
         "_span",
         "_tracer",
         "choices",
@@ -58,6 +59,7 @@ class RequestObservation:
 
     def __init__(self, request: pb.GenerateRequest, metrics: InferenceMetrics | None) -> None:
         self._metrics = metrics
+        self._model_metrics: ModelMetrics | None = None  # the model's, once it is known
         self.request_id = request.request_id or "-"
         self.model = request.model
         self.timings = RequestTimings()
@@ -81,6 +83,8 @@ class RequestObservation:
         self.model = plan.model.id
         self.prompt_tokens = plan.prompt_tokens
         self.choices = plan.engine_request.params.n
+        if self._metrics is not None:
+            self._model_metrics = self._metrics.model(self.model)
 
     def outputs(self, outputs: Sequence[SequenceOutput]) -> None:
         """One read of the engine's outputs: first token, time per output token, tokens."""
@@ -88,19 +92,17 @@ class RequestObservation:
         if not new:
             return
         now = time.monotonic()
-        timings, metrics = self.timings, self._metrics
+        timings, metrics = self.timings, self._model_metrics
         if timings.first_token is None:
             timings.first_token = now
             if metrics is not None:
-                metrics.ttft.labels(self.model).observe(now - timings.arrived)
-                metrics.prompt_tokens.labels(self.model).inc(self.prompt_tokens)
+                metrics.ttft.observe(now - timings.arrived)
+                metrics.prompt_tokens.inc(self.prompt_tokens)
         elif metrics is not None and timings.last_token is not None:
-            metrics.tpot.labels(self.model).observe((now - timings.last_token) / new)
+            metrics.tpot.observe((now - timings.last_token) / new)
         timings.last_token = now
         if metrics is not None:
-            metrics.generation_tokens.labels(self.model).inc(
-                sum(len(output.token_ids) for output in outputs)
-            )
+            metrics.generation_tokens.inc(sum(len(output.token_ids) for output in outputs))
 
     def finished(self, finished: pb.Finished) -> None:
         self.reasons.append(FINISH_REASONS.get(finished.reason, "stop"))
@@ -111,7 +113,7 @@ class RequestObservation:
         now = time.monotonic()
         if self.status == grpc.StatusCode.CANCELLED:
             self.reasons += ["abort"] * max(0, self.choices - len(self.reasons))
-        if self._metrics is not None and self.choices:
+        if self._model_metrics is not None and self.choices:
             self._record_metrics(now)
         trace_id = self._end_span(now) if self._span is not None else None
         timings = self.timings
@@ -133,22 +135,22 @@ class RequestObservation:
         )
 
     def _record_metrics(self, now: float) -> None:
-        metrics, model, timings = self._metrics, self.model, self.timings
+        metrics, timings = self._model_metrics, self.timings
         assert metrics is not None
         for reason in self.reasons:
-            metrics.request_success.labels(model, reason).inc()
+            metrics.request_success(reason).inc()
         if self.status != grpc.StatusCode.OK:
             return  # vLLM observes the request histograms of finished requests only
-        metrics.e2e.labels(model).observe(now - timings.arrived)
-        metrics.prompt_length.labels(model).observe(self.prompt_tokens)
-        metrics.generation_length.labels(model).observe(self.completion_tokens)
+        metrics.e2e.observe(now - timings.arrived)
+        metrics.prompt_length.observe(self.prompt_tokens)
+        metrics.generation_length.observe(self.completion_tokens)
         scheduled, first, last = timings.scheduled, timings.first_token, timings.last_token
         if scheduled is None or first is None or last is None:
             return  # no token: vLLM leaves the phase histograms out too
-        metrics.queue.labels(model).observe(max(0.0, scheduled - timings.arrived))
-        metrics.prefill.labels(model).observe(max(0.0, first - scheduled))
-        metrics.decode.labels(model).observe(last - first)
-        metrics.inference.labels(model).observe(max(0.0, last - scheduled))
+        metrics.queue.observe(max(0.0, scheduled - timings.arrived))
+        metrics.prefill.observe(max(0.0, first - scheduled))
+        metrics.decode.observe(last - first)
+        metrics.inference.observe(max(0.0, last - scheduled))
 
     def _end_span(self, now: float) -> str:
         span, tracer, timings = self._span, self._tracer, self.timings

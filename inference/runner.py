@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -23,6 +22,7 @@ from inference.metrics import InferenceMetrics
 from inference.observation import RequestObservation
 from inference.pacing import DEFAULT_MESSAGES_PER_SECOND, stream_interval
 from inference.prepare import RequestPlan, build_plan
+from inference.prepare_threads import PrepareThreads
 from inference.registry import ModelRegistry
 from inference.tool_call_parser import ToolCallParser
 from tensorchat.v1 import inference_pb2 as pb
@@ -50,7 +50,7 @@ class RequestRunner:
         self.draining = False  # new requests are refused with UNAVAILABLE
         # Few threads: enough that one long prompt does not queue the short ones behind it,
         # few enough that a burst of long prompts leaves cores to the engine and the loop.
-        self._prepare_pool = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="prepare")
+        self._prepare_threads = PrepareThreads(PREPARE_THREADS)
 
     @property
     def running_requests(self) -> int:
@@ -58,7 +58,7 @@ class RequestRunner:
 
     async def off_loop(self, prepare: Callable[..., T], *args: Any) -> T:
         """`prepare(*args)` (templating, tokenizing) on the preparation threads."""
-        return await asyncio.get_running_loop().run_in_executor(self._prepare_pool, prepare, *args)
+        return await self._prepare_threads.run(prepare, *args)
 
     def _pace(self) -> float:
         return stream_interval(len(self._running), self._messages_per_second)

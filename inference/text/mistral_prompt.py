@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from inference.text.chat_encoding import ChatTemplateError
+from inference.text.chat_template import ChatTemplateError
 from inference.text.messages import ChatMessage, FunctionTool, ToolCall
 
 SEPARATOR = "\n\n"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from inference.text.chat_encoding import ChatTemplateError, SafeChatEncoder
+from inference.text.chat_encoding import SafeChatEncoder
+from inference.text.chat_template import ChatTemplateError
 from inference.text.detokenizer import IncrementalDetokenizer, byte_fallback_ids
 from inference.text.messages import CHAT_ROLES, ChatMessage, FunctionTool
 from inference.text.token_bytes import TokenBytes
@@ -33,7 +34,8 @@ def _generation_eos_ids(path: Path) -> set[int]:
 class ModelTokenizer:
     """A model's tokenizer, chat template and end-of-sequence ids, loaded from a HF checkpoint dir.
 
-    Thread-safe after construction: encoding and decoding only read shared state.
+    Thread-safe after construction: encoding and decoding only read shared state, but for
+    the chat encoder's cache of template-text ids (an lru_cache, which is thread-safe).
     """
 
     def __init__(
