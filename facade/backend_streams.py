@@ -105,37 +105,16 @@ class Generation:
 
     async def read(self) -> Any:
         """The next GenerateResponse, or EOF once the generation ended well."""
-        return self._responses.popleft() if await self._arrived() else EOF
-
-    async def read_arrived(self) -> list[pb.GenerateResponse]:
-        """Every GenerateResponse that arrived and was not read yet, waiting for at least one;
-        [] once the generation ended well. Raises as `read` does."""
-        return self.take_arrived() if await self._arrived() else []
-
-    def take_arrived(self) -> list[pb.GenerateResponse]:
-        """What `read_arrived` would return at once, without waiting ([] when nothing did)."""
-        responses = list(self._responses)
-        self._responses.clear()
-        return responses
-
-    @property
-    def ended_well(self) -> bool:
-        """It ended with an OK end and all of its responses were read: nothing more comes."""
-        return self._end is EOF and not self._responses
-
-    async def _arrived(self) -> bool:
-        """Waits until a response is there (True) or it ended well (False); raises its error
-        end, or CancelledError after `cancel()`."""
         while not self._responses:
             end = self._end
             if end is EOF:
-                return False
+                return EOF
             if end is asyncio.CancelledError:
                 raise asyncio.CancelledError
             if end is not None:
                 raise end
             await self._wakeup.wait(asyncio.get_running_loop())
-        return True
+        return self._responses.popleft()
 
     def expire_after(self, timeout_s: float) -> None:
         """End with DEADLINE_EXCEEDED, and stop the service's work, if still running then."""

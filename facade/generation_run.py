@@ -245,85 +245,37 @@ class GenerationRun(Response):
         self._began = True
         headers = self._response_headers(SSE_HEADERS)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        pending, error = await self._stream_messages(send, encoder, calls, firsts)
-        if error is not None:
-            await self._end_stream_with(send, encoder, self._api_error(error), pending)
-            return None
-        tail = encoder.end(self.usage)
+        opening = encoder.start()
+        if opening:
+            await send({"type": "http.response.body", "body": opening, "more_body": True})
+        usage = self.usage
         try:
-            # The last events wait with the end for a Responses reply's store (one Redis write).
+            async for message in self._messages(calls, firsts):
+                if message.HasField("finished"):
+                    usage.add(message.finished.usage, message.index // req.n)
+                    run.record.finish_reasons.append(reason_name(message.finished.reason))
+                elif self.first_token_at is None:
+                    self.first_token_at = time.perf_counter()
+                body = encoder.response(message)
+                if body:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+        except RequestError as error:
+            await self._end_stream_with(send, encoder, self._api_error(error))
+            return None
+        tail = encoder.end(usage)
+        try:
             await run.shape.keep()
         except APIError as api_error:
-            await self._end_stream_with(send, encoder, api_error, pending)
+            await self._end_stream_with(send, encoder, api_error)
             return None
-        await send({"type": "http.response.body", "body": pending + tail, "more_body": False})
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
         return None
 
-    async def _stream_messages(
-        self, send: Send, encoder: StreamEncoder, calls: list[Generation], firsts: list[Any]
-    ) -> tuple[bytes, RequestError | None]:
-        """Sends every generation's messages in turn as SSE events, choices numbered across
-        prompts; returns the events of the last ones, unsent, for the end to go with, and the
-        error that ended a generation, if one did.
-
-        What arrived together goes out in one ASGI send, sent just before waiting for more:
-        each send is a write to the socket, the largest per-event cost (a stream's last delta
-        and its finish arrive in one GenerateMany message).
-        """
-        n = self.run.req.n
-        pending = encoder.start()
-        try:
-            for prompt, call in enumerate(calls):
-                if firsts[prompt] is EOF:
-                    continue
-                pending += self._encode(encoder, [firsts[prompt]], prompt * n)
-                while True:
-                    batch = call.take_arrived()
-                    if not batch:
-                        if call.ended_well:
-                            break
-                        if pending:
-                            more = {
-                                "type": "http.response.body",
-                                "body": pending,
-                                "more_body": True,
-                            }
-                            pending = b""
-                            await send(more)
-                        batch = await call.read_arrived()
-                        if not batch:
-                            break
-                    pending += self._encode(encoder, batch, prompt * n)
-        except RequestError as error:
-            return pending, error
-        return pending, None
-
-    def _encode(
-        self, encoder: StreamEncoder, batch: list[pb.GenerateResponse], offset: int
-    ) -> bytes:
-        """The SSE events of `batch`, its choices renumbered from `offset`; counts usage and
-        finishes, and stamps the first token."""
-        req, record, usage = self.run.req, self.run.record, self.usage
-        out = b""
-        for message in batch:
-            if offset:
-                message.index += offset
-            if message.HasField("finished"):
-                usage.add(message.finished.usage, message.index // req.n)
-                record.finish_reasons.append(reason_name(message.finished.reason))
-            elif self.first_token_at is None:
-                self.first_token_at = time.perf_counter()
-            out += encoder.response(message)
-        return out
-
-    async def _end_stream_with(
-        self, send: Send, encoder: StreamEncoder, error: APIError, unsent: bytes = b""
-    ) -> None:
-        """An error after the 200 went out: the stream's error events end it (after the events
-        of `unsent`)."""
+    async def _end_stream_with(self, send: Send, encoder: StreamEncoder, error: APIError) -> None:
+        """An error after the 200 went out: the stream's error events end it."""
         self.status = error.status
         self.state.metrics.stream_errors.labels(self.run.entry.id, str(error.status)).inc()
-        body = unsent + encoder.error(error)
+        body = encoder.error(error)
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _messages(
