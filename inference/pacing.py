@@ -25,8 +25,9 @@ DEFAULT_FLUSH_INTERVAL_S = 0.002
 
 # Below the budget's share (fewer than DEFAULT_MESSAGES_PER_SECOND x this streams), a stream
 # still waits this long between messages; 0: every engine step may send one. Off by default:
-# at 8 streams x 120 tokens/s, 20 ms cut CPU per token by ~25% in the facade and ~16% in the
-# service but doubled the ITL p50 (9.3 -> 20.6 ms; benchmarks/README.md, issue 20).
+# at 8 streams x 120 tokens/s, 20 ms cut CPU per token by 27-41% in the facade and 15-30% in
+# the service, but the ITL p50 went from 7.5-8.3 to 21 ms, and 10 ms (about one token's gap)
+# saved nothing (benchmarks/README.md, issue 20). Where CPU is scarce, the share already paces.
 DEFAULT_MIN_STREAM_INTERVAL_S = 0.0
 
 

@@ -194,6 +194,8 @@ def run(
         ]
         if plans[0].messages_per_second is not None:
             inference_args += ["--max-messages-per-second", str(plans[0].messages_per_second)]
+        if plans[0].min_stream_interval_ms is not None:
+            inference_args += ["--min-stream-interval-ms", str(plans[0].min_stream_interval_ms)]
         inf_log = work / "inference.log"
         with process(inference_args, inf_log, cpus=service_cpus) as inference:
             address = f"127.0.0.1:{grpc_port}"
