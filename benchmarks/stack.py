@@ -71,6 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the inference service's message budget (default: its own default)",
     )
     parser.add_argument(
+        "--min-stream-interval-ms",
+        type=float,
+        help="the inference service's least interval between a stream's messages"
+        " (default: its own default)",
+    )
+    parser.add_argument(
         "--neighbour-cores",
         type=float,
         default=0.0,
@@ -104,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             tick_ms=args.tick_ms,
             messages_per_second=args.max_messages_per_second,
+            min_stream_interval_ms=args.min_stream_interval_ms,
             ramp_up=ramp_up,
             neighbour_cores=args.neighbour_cores,
             pin=args.pin,

@@ -8,7 +8,11 @@ from pathlib import Path
 
 from inference.config import MODELS_ENV_VAR
 from inference.defaults import MAX_CONCURRENT_REQUESTS, SHUTDOWN_GRACE_S
-from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MESSAGES_PER_SECOND
+from inference.pacing import (
+    DEFAULT_FLUSH_INTERVAL_S,
+    DEFAULT_MESSAGES_PER_SECOND,
+    DEFAULT_MIN_STREAM_INTERVAL_S,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,6 +57,14 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, port_flag: str =
         f"(default {DEFAULT_MESSAGES_PER_SECOND:g}; 0: one message per engine step, always)",
     )
     parser.add_argument(
+        "--min-stream-interval-ms",
+        type=float,
+        default=DEFAULT_MIN_STREAM_INTERVAL_S * 1000,
+        help="a stream waits at least this long between messages even below its share of "
+        "--max-messages-per-second, its tokens sharing them: less CPU per token at low load, "
+        "for inter-token latency (default %(default)g: off; first tokens and finishes go at once)",
+    )
+    parser.add_argument(
         "--flush-interval-ms",
         type=float,
         default=DEFAULT_FLUSH_INTERVAL_S * 1000,
@@ -88,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         port=args.grpc_port,
         max_concurrent_requests=args.max_concurrent_requests,
         max_messages_per_second=args.max_messages_per_second,
+        min_stream_interval_s=args.min_stream_interval_ms / 1000,
         flush_interval_s=args.flush_interval_ms / 1000,
         shutdown_grace=args.shutdown_grace,
         metrics_port=args.metrics_port,

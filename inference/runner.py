@@ -20,7 +20,11 @@ from inference.engines.base import EngineRequestError, SequenceOutput
 from inference.errors import RequestError, invalid
 from inference.metrics import InferenceMetrics
 from inference.observation import RequestObservation
-from inference.pacing import DEFAULT_MESSAGES_PER_SECOND, stream_interval
+from inference.pacing import (
+    DEFAULT_MESSAGES_PER_SECOND,
+    DEFAULT_MIN_STREAM_INTERVAL_S,
+    stream_interval,
+)
 from inference.prepare import RequestPlan, build_plan
 from inference.prepare_threads import PrepareThreads
 from inference.registry import ModelRegistry
@@ -40,12 +44,14 @@ class RequestRunner:
         *,
         max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS,
         max_messages_per_second: float = DEFAULT_MESSAGES_PER_SECOND,
+        min_stream_interval_s: float = DEFAULT_MIN_STREAM_INTERVAL_S,
         metrics: InferenceMetrics | None = None,
     ) -> None:
         self._registry = registry
         self._metrics = metrics
         self._max_concurrent = max_concurrent_requests
         self._messages_per_second = max_messages_per_second
+        self._min_stream_interval_s = min_stream_interval_s
         self._running: set[str] = set()  # request ids
         self.draining = False  # new requests are refused with UNAVAILABLE
         # Few threads: enough that one long prompt does not queue the short ones behind it,
@@ -61,7 +67,9 @@ class RequestRunner:
         return await self._prepare_threads.run(prepare, *args)
 
     def _pace(self) -> float:
-        return stream_interval(len(self._running), self._messages_per_second)
+        return stream_interval(
+            len(self._running), self._messages_per_second, self._min_stream_interval_s
+        )
 
     async def run(self, request: pb.GenerateRequest) -> AsyncGenerator[pb.GenerateResponse, None]:
         """One request's messages; every way it can fail is a RequestError."""

@@ -16,7 +16,11 @@ from grpc_reflection.v1alpha import reflection
 from inference.config import ModelsConfig
 from inference.defaults import MAX_CONCURRENT_REQUESTS, SHUTDOWN_GRACE_S
 from inference.metrics import InferenceMetrics, serve_metrics
-from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MESSAGES_PER_SECOND
+from inference.pacing import (
+    DEFAULT_FLUSH_INTERVAL_S,
+    DEFAULT_MESSAGES_PER_SECOND,
+    DEFAULT_MIN_STREAM_INTERVAL_S,
+)
 from inference.registry import ModelRegistry
 from inference.servicer import InferenceServicer
 from tensorchat.freeze import freeze_loaded_objects
@@ -48,6 +52,8 @@ class ServerOptions:
     max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS
     # Stream messages per second of all streams together (see inference.pacing).
     max_messages_per_second: float = DEFAULT_MESSAGES_PER_SECOND
+    # The least interval between a stream's messages below its share (inference.pacing).
+    min_stream_interval_s: float = DEFAULT_MIN_STREAM_INTERVAL_S
     # How long GenerateMany holds deltas so that requests share writes (inference.generate_many).
     flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S
     shutdown_grace: float = SHUTDOWN_GRACE_S
@@ -66,6 +72,7 @@ class InferenceServer:
             registry,
             max_concurrent_requests=options.max_concurrent_requests,
             max_messages_per_second=options.max_messages_per_second,
+            min_stream_interval_s=options.min_stream_interval_s,
             flush_interval_s=options.flush_interval_s,
             metrics=self.metrics,
         )

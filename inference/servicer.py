@@ -12,7 +12,11 @@ from inference.defaults import MAX_CONCURRENT_REQUESTS
 from inference.errors import RequestError
 from inference.generate_many import GenerateManySession
 from inference.metrics import InferenceMetrics
-from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, DEFAULT_MESSAGES_PER_SECOND
+from inference.pacing import (
+    DEFAULT_FLUSH_INTERVAL_S,
+    DEFAULT_MESSAGES_PER_SECOND,
+    DEFAULT_MIN_STREAM_INTERVAL_S,
+)
 from inference.prepare import prompt_token_ids, resolve_model
 from inference.registry import ModelRegistry, ServedModel
 from inference.runner import RequestRunner
@@ -32,6 +36,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         *,
         max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS,
         max_messages_per_second: float = DEFAULT_MESSAGES_PER_SECOND,
+        min_stream_interval_s: float = DEFAULT_MIN_STREAM_INTERVAL_S,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         metrics: InferenceMetrics | None = None,
     ) -> None:
@@ -40,6 +45,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             registry,
             max_concurrent_requests=max_concurrent_requests,
             max_messages_per_second=max_messages_per_second,
+            min_stream_interval_s=min_stream_interval_s,
             metrics=metrics,
         )
         self._flush_interval_s = flush_interval_s

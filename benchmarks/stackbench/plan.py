@@ -28,6 +28,8 @@ class Plan:
     tick_ms: float
     # The inference service's --max-messages-per-second (None: its default).
     messages_per_second: float | None = None
+    # The inference service's --min-stream-interval-ms (None: its default).
+    min_stream_interval_ms: float | None = None
     # Seconds over which the streams start (0: all at once, then in lockstep waves).
     ramp_up: float = 0.0
     # Cores a separate busy process keeps busy throughout (see busy_neighbour).

@@ -187,6 +187,8 @@ def run(
         extra: list[str] = []
         if plans[0].messages_per_second is not None:
             extra = ["--max-messages-per-second", str(plans[0].messages_per_second)]
+        if plans[0].min_stream_interval_ms is not None:
+            extra += ["--min-stream-interval-ms", str(plans[0].min_stream_interval_ms)]
         with contextlib.ExitStack() as servers:
             inference, address = start_inference(
                 servers, models, work, cpus=service_cpus, extra_args=extra

@@ -20,6 +20,13 @@ def test_a_budget_of_zero_turns_pacing_off() -> None:
     assert stream_interval(1000, 0.0) == 0.0
 
 
+def test_a_minimum_interval_paces_streams_below_their_share_and_only_those() -> None:
+    assert stream_interval(8, DEFAULT_MESSAGES_PER_SECOND, 0.020) == 0.020
+    assert stream_interval(1, 0.0, 0.020) == 0.020  # even with the budget off
+    # Past 128 streams the share is the longer wait: the minimum changes nothing there.
+    assert stream_interval(256, DEFAULT_MESSAGES_PER_SECOND, 0.020) == pytest.approx(0.040)
+
+
 async def settle() -> None:
     """Lets every ready callback and task on the loop run (event order, not time)."""
     for _ in range(5):
