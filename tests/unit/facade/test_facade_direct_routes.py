@@ -9,9 +9,12 @@ from typing import Any, NoReturn
 import fastapi.routing
 import httpx
 import pytest
+from starlette.routing import Match
+from starlette.types import Scope
 
 from facade.app import create_app
 from facade.auth import INVALID_KEY, MISSING_KEY
+from facade.routes.direct import DirectRoute
 from facade.settings import FacadeSettings
 
 GENERATING = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/chat/completions")
@@ -64,3 +67,26 @@ async def test_other_routes_still_use_dependency_injection(
         with pytest.raises(AssertionError):
             await client.get("/v1/models", headers={"Authorization": "Bearer good-key"})
     assert no_dependency_injection == ["solve_dependencies"]
+
+
+async def test_a_generating_request_is_matched_against_its_route_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Routes added as the app's own (facade/app.py add_routes), not behind FastAPI's
+    # included-router wrapper, which matches every request twice.
+    matched: list[str] = []
+    real_matches = DirectRoute.matches
+
+    def counting(route: DirectRoute, scope: Scope) -> tuple[Match, Scope]:
+        match, child = real_matches(route, scope)
+        if match is Match.FULL:
+            matched.append(route.path)
+        return match, child
+
+    monkeypatch.setattr(DirectRoute, "matches", counting)
+    settings = FacadeSettings(backends=["127.0.0.1:9"], keys_file=None, api_keys=["good-key"])
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        reply = await client.post("/v1/completions", content=b"{}")
+    assert reply.status_code == 401
+    assert matched == ["/v1/completions"]
