@@ -22,14 +22,20 @@ GENERATING = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/chat
 
 @pytest.fixture
 def no_dependency_injection(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """FastAPI's dependency solving, made to fail: a route that uses it answers 500."""
+    """FastAPI's dependency solving and its routes' exit stacks (for dependencies with
+    `yield`), made to fail: a route that uses them answers 500."""
     used: list[str] = []
 
     async def refuse(*_: Any, **__: Any) -> NoReturn:
         used.append("solve_dependencies")
         raise AssertionError("the generating routes skip FastAPI's dependency injection")
 
+    def no_stack() -> NoReturn:
+        used.append("AsyncExitStack")
+        raise AssertionError("the generating routes need no exit stack")
+
     monkeypatch.setattr(fastapi.routing, "solve_dependencies", refuse)
+    monkeypatch.setattr(fastapi.routing, "AsyncExitStack", no_stack)
     return used
 
 
@@ -66,7 +72,7 @@ async def test_other_routes_still_use_dependency_injection(
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         with pytest.raises(AssertionError):
             await client.get("/v1/models", headers={"Authorization": "Bearer good-key"})
-    assert no_dependency_injection == ["solve_dependencies"]
+    assert no_dependency_injection == ["AsyncExitStack"]
 
 
 async def test_a_generating_request_is_matched_against_its_route_once(
