@@ -4,8 +4,8 @@ body bytes, rather than a write of its own.
 uvicorn's httptools cycle writes the head as soon as the app sends `http.response.start`, and
 every body message after it in a write of its own: a socket `send` each (py-spy: uvicorn's
 `RequestResponseCycle.send` is the largest self cost of a short request). One write fewer per
-request saved about 20 µs of facade CPU per short streamed request (benchmarks/
-facade_overhead.py --max-tokens 1 --concurrency 32, paired blocks, 2-core machine).
+response saved about 3 µs of server CPU per short reply (benchmarks/http_head_write.py: 34.4
+vs 38.1 and 32.5 vs 35.0 µs/request, 2-core machine); end to end it is within the noise.
 `HeadHoldingTransport` holds the cycle's first write, its head, until the next write
 (the app's first body message, in the same step of its task) and writes both at once; should
 none come, the head goes out at the end of this event loop iteration all the same, so nothing
