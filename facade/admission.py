@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -20,6 +19,7 @@ from facade.backends import ModelEntry
 from facade.completions import CompletionShape
 from facade.deps import FacadeState
 from facade.errors import APIError, from_validation, model_not_found, rate_limited
+from facade.ids import random_hex
 from facade.limits import Lease, LimitStoreUnavailable, RateLimitExceeded, estimate_tokens
 from facade.ratelimit_headers import rate_limit_headers
 from facade.request_context import RequestRecord
@@ -73,7 +73,7 @@ async def admit(
         return [to_generate_request(req, entry.id, generation_id, time_limit_ms=time_limit_ms)]
 
     generations = await _generations(state, lease, rpcs)
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    completion_id = f"chatcmpl-{random_hex()}"
     return Admitted(
         principal, req, entry, generations, ChatShape(req), lease, started, record, completion_id
     )
@@ -105,7 +105,7 @@ async def admit_completion(
         return to_prompt_requests(req, entry.id, record.generation_id, time_limit_ms=time_limit_ms)
 
     generations = await _generations(state, lease, rpcs)
-    completion_id = f"cmpl-{uuid.uuid4().hex}"
+    completion_id = f"cmpl-{random_hex()}"
     return Admitted(
         principal,
         req,
@@ -140,7 +140,7 @@ async def admit_response(
     generations = await _generations(state, lease, rpcs)
     store = state.responses if storing else None
     shape = ResponsesShape(req, store=store, owner=principal.name, history=history)
-    response_id = f"resp_{uuid.uuid4().hex}"
+    response_id = f"resp_{random_hex()}"
     return Admitted(principal, chat, entry, generations, shape, lease, started, record, response_id)
 
 

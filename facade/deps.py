@@ -31,9 +31,13 @@ class FacadeState:
     responses: ResponseStore | None = None
 
 
-async def get_state(request: Request) -> FacadeState:
+def state_of(request: Request) -> FacadeState:
     state: FacadeState = request.app.state.facade
     return state
+
+
+async def get_state(request: Request) -> FacadeState:
+    return state_of(request)
 
 
 async def get_settings(state: Annotated[FacadeState, Depends(get_state)]) -> FacadeSettings:
@@ -62,6 +66,11 @@ async def require_principal(
     `_bearer` only documents the scheme in OpenAPI; the header is checked by the key ring,
     which also tells a missing key from a wrong one.
     """
+    return authenticate(request, keyring)
+
+
+def authenticate(request: Request, keyring: KeyRing) -> Principal:
+    """The caller of `request` (an APIError 401 if none), named in its access log line."""
     principal = keyring.authenticate(request.headers.get("authorization"))
     request_record(request).key = principal.name  # the access log's; never the key itself
     return principal

@@ -34,6 +34,7 @@ from uvicorn.server import ServerState
 
 from facade.errors import APIError
 from facade.request_context import new_request_id
+from facade.response_head import HeadHoldingTransport
 from facade.settings import FacadeSettings
 
 log = logging.getLogger(__name__)
@@ -237,7 +238,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._cancel_head_timer()
         self._meter.complete = True
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not previous:  # a request to answer (not an upgrade)
+            # Its task has not run yet: it writes its head with its first body bytes.
+            self.cycle.transport = HeadHoldingTransport(  # type: ignore[assignment]
+                self.transport, self.loop
+            )
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

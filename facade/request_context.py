@@ -27,7 +27,6 @@ import logging
 import re
 import secrets
 import time
-import uuid
 from dataclasses import dataclass, field
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, use_span
@@ -35,6 +34,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facade.errors import unexpected_error
+from facade.ids import random_hex
 from tensorchat import tracing
 from tensorchat.logs import log_fields
 from tensorchat.v1 import inference_pb2 as pb
@@ -70,7 +70,7 @@ class RequestRecord:
 
 
 def new_request_id() -> str:
-    return f"req_{uuid.uuid4().hex}"
+    return f"req_{random_hex()}"
 
 
 def reason_name(reason: int) -> str:

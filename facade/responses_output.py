@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from typing import Any
 
 from pydantic import BaseModel
 
 from facade.errors import APIError
+from facade.ids import random_hex
 from facade.response_store import ResponseStore, StoredResponse, StoreUnavailable
 from facade.responses_schemas import ResponseObject, ResponsesRequest
 from facade.tool_output import CallAssembler
@@ -43,7 +43,7 @@ Event = tuple[str, dict[str, Any]]
 
 
 def _item_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_{random_hex()}"
 
 
 def usage_json(usage: UsageCounter) -> dict[str, Any]:

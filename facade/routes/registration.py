@@ -18,6 +18,7 @@ from facade.deps import FacadeState, get_state, require_principal
 from facade.generation_run import GenerationRun
 from facade.openapi import error_responses, json_body, json_or_event_stream
 from facade.request_context import RequestRecord, request_record
+from facade.routes.direct import DirectRoute
 
 # facade/admission.py's admit functions: (body, principal, state, started, record).
 Admit = Callable[[bytes, Principal, FacadeState, float, RequestRecord], Awaitable[Admitted]]
@@ -41,6 +42,8 @@ def add_generating_routes(
     from the name); `reply`, `chunk` and `reply_description` are its 200's
     (facade/openapi.py `json_or_event_stream`; `typed_events` for the Responses API's)."""
 
+    # Served by DirectRoute: the Depends below document the route (its security scheme);
+    # the handler passes principal and state itself, without FastAPI's dependency injection.
     async def endpoint(
         request: Request,
         principal: Annotated[Principal, Depends(require_principal)],
@@ -70,4 +73,5 @@ def add_generating_routes(
             # The body is read by the endpoint itself; this documents what it is parsed as.
             openapi_extra=json_body(body),
             summary=summary,
+            route_class_override=DirectRoute,
         )
