@@ -4,8 +4,11 @@
 2. The service's CPU per short request (through the facade) halved against the "before" tree.
 3. A burst of streams: TTFT p50 under 100 ms and p99 under 250 ms; many streams deliver at
    least 0.95 of the ideal token rate.
-4. At low load the per-token cost stays bounded: here, at most `lowload_x` times the per-token
-   cost of the streams phase (the issue gives no number; 59 against 15 µs is 3.9x today).
+4. At low load the per-token cost stays bounded: here, at most `lowload_x` times what a token
+   costs the floor at the same low load. The issue gives no number. Against the process's own
+   cost at 128 streams it cannot be bounded by any server on an event loop: the floor itself pays
+   about 4x per token at 8 streams what it pays at 128 (each token is a wakeup of an idle loop),
+   so that ratio is printed beside the goal but not judged.
 A goal whose figures are missing (its phase did not run) is left out; one whose figure is
 NaN, or whose phase had errors, is not met.
 """
@@ -123,10 +126,11 @@ def judge(
         delivered = fig("delivery", stack, "delivered_over_offered")
         what = "delivered / ideal tokens"
         add(3, "delivery", stack, what, delivered, ">=", bounds.delivery, stack)
+        floor_low = fig("lowload", "floor", "floor_us_per_token")
         for role in ("facade", "inference"):
             low = fig("lowload", stack, f"{role}_us_per_token")
-            high = fig("streams", stack, f"{role}_us_per_token")
-            if low is not None and high is not None:
-                what = f"{role} CPU per token, low load / streams phase"
-                add(4, "lowload", stack, what, _ratio(low, high), "<=", bounds.lowload_x, stack)
+            if low is not None and floor_low is not None:
+                what = f"{role} CPU per token at low load / the floor's"
+                value = _ratio(low, floor_low)
+                add(4, "lowload", stack, what, value, "<=", bounds.lowload_x, stack, "floor")
     return goals
