@@ -9,7 +9,7 @@ encode the same conversations in alternating rounds, so the comparison holds on 
 machine; all must give the same ids.
 
 Run from the repository root:
-  .venv/bin/python benchmarks/chat_encoding.py --baseline /work/base
+  .venv/bin/python benchmarks/chat_encoding.py --baseline /tmp/base
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ benchmarks/facade_overhead.py is too noisy on a shared machine.
 `--tree DIR` (repeatable) measures other checkouts too, in alternating blocks, each in its own
 process (one tree's modules per process):
 
-  .venv/bin/python benchmarks/facade_stack.py --tree /work/base --rounds 5
+  .venv/bin/python benchmarks/facade_stack.py --tree /tmp/base --rounds 5
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Each block runs in fresh processes of one tree (`--tree`, repeatable; default th
 trees' blocks alternating round by round, so that a change and its baseline share the same
 minutes of a noisy machine. CPU is each process's user + system time during the block.
 
-  .venv/bin/python benchmarks/generate_many_transport.py --tree /work/base --tree .
+  .venv/bin/python benchmarks/generate_many_transport.py --tree /tmp/base --tree .
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ on (one output of one token, one finish, the end; tracing off, the access log be
 
 It imports `inference` from wherever PYTHONPATH points first, so the same script times two
 checkouts; alternate them on a shared machine:
-  PYTHONPATH=/work/base .venv/bin/python benchmarks/observation_cost.py
+  PYTHONPATH=/tmp/base .venv/bin/python benchmarks/observation_cost.py
   PYTHONPATH=$PWD .venv/bin/python benchmarks/observation_cost.py
 """
 
