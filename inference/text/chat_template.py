@@ -87,6 +87,7 @@ class ChatTemplate:
         if not self._hf.chat_template:
             raise ChatTemplateError("this model has no chat template; send a prompt instead")
         compiled: jinja2.Template = _compile_jinja_template(self._hf.get_chat_template(None, tools))
+        # The globals first: a preparation thread that finds the template finds its globals.
         self._globals[tools is not None] = dict(compiled.globals)
         self._compiled[tools is not None] = compiled
         return compiled
