@@ -4,9 +4,9 @@
 The request is facade_overhead.py's (one user message of `--prompt-words` words) in the
 default model's template and tool format (SmolLM2's ChatML, the generic format). With
 `--baseline DIR` (repeatable) another checkout's encoder module (its
-inference/text/chat_encoding.py) is loaded beside this tree's into the same process, and all
-encode the same conversations in alternating rounds, so the comparison holds on a noisy
-machine; all must give the same ids.
+inference/text/chat_encoding.py, rendering with its chat_template.py) is loaded beside this
+tree's into the same process, and all encode the same conversations in alternating rounds, so
+the comparison holds on a noisy machine; all must give the same ids.
 
 Run from the repository root:
   .venv/bin/python benchmarks/chat_encoding.py --baseline /tmp/base
@@ -32,14 +32,21 @@ from inference.text import ChatMessage, ModelTokenizer
 from tensorchat.bench.workload import make_prompt
 
 
-def encoder_module(tree: Path) -> ModuleType:
-    """Another checkout's chat_encoding.py, imported under a name of its own."""
-    path = tree / "inference" / "text" / "chat_encoding.py"
-    spec = importlib.util.spec_from_file_location(f"baseline_chat_encoding_{id(tree)}", path)
+def tree_module(tree: Path, name: str) -> ModuleType:
+    """Another checkout's inference/text/<name>.py, imported under a name of its own."""
+    path = tree / "inference" / "text" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"baseline_{name}_{id(tree)}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
+    return module
+
+
+def encoder_module(tree: Path) -> ModuleType:
+    """Another checkout's chat_encoding.py, rendering with that checkout's chat_template.py."""
+    module = tree_module(tree, "chat_encoding")
+    module.ChatTemplate = tree_module(tree, "chat_template").ChatTemplate
     return module
 
 

@@ -35,6 +35,8 @@ MAX_LOGIT_BIAS = 100.0
 MAX_PROMPT_CHARS_PER_TOKEN = 32
 # Prompt ids the detokenizer of a raw prompt's continuation starts from (RequestPlan.continues).
 _CONTINUED_IDS = 4
+# `OutputMode.values()` builds a list on every call (1 µs per request).
+_OUTPUT_MODES = frozenset(pb.OutputMode.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +167,7 @@ async def build_plan(
     if n > MAX_CHOICES:
         raise invalid("n", f"must be at most {MAX_CHOICES}, got {n}")
     stops = _validate_stops(list(stopping.stop))
-    if request.output not in pb.OutputMode.values():
+    if request.output not in _OUTPUT_MODES:
         # proto3 enums are open: an unknown number parses, and would be served as text.
         raise invalid("output", f"unknown output mode {request.output}")
     tools = _tool_use(request)
@@ -306,13 +308,19 @@ def _sampling_params(
     _check_range("presence_penalty", sampling.presence_penalty, -2.0, 2.0)
     _check_range("frequency_penalty", sampling.frequency_penalty, -2.0, 2.0)
     vocab = model.tokenizer.vocab_size
-    for token_id, bias in sampling.logit_bias.items():
+    # Copied once and read from the copy: a protobuf map's items() and keys() are Python-level
+    # views (collections.abc), 2 µs per request even when the map is empty.
+    logit_bias = dict(sampling.logit_bias) if sampling.logit_bias else {}
+    for token_id, bias in logit_bias.items():
         if token_id >= vocab:
             raise invalid("logit_bias", f"token id {token_id} is outside the vocabulary ({vocab})")
         _check_range("logit_bias", bias, -MAX_LOGIT_BIAS, MAX_LOGIT_BIAS)
-    for token_id in stopping.stop_token_ids:
-        if token_id >= vocab:
-            raise invalid("stop_token_ids", f"token id {token_id} is outside the vocabulary")
+    stop_token_ids: frozenset[int] = frozenset()
+    if stopping.stop_token_ids:  # most requests have none (iterating the empty field: 1 µs)
+        for token_id in stopping.stop_token_ids:
+            if token_id >= vocab:
+                raise invalid("stop_token_ids", f"token id {token_id} is outside the vocabulary")
+        stop_token_ids = frozenset(stopping.stop_token_ids)
     if request.top_logprobs > MAX_TOP_LOGPROBS:
         raise invalid(
             "top_logprobs", f"must be at most {MAX_TOP_LOGPROBS}, got {request.top_logprobs}"
@@ -329,9 +337,9 @@ def _sampling_params(
         repetition_penalty=repetition_penalty,
         presence_penalty=sampling.presence_penalty,
         frequency_penalty=sampling.frequency_penalty,
-        logit_bias=dict(sampling.logit_bias),
+        logit_bias=logit_bias,
         min_tokens=stopping.min_tokens,
-        stop_token_ids=frozenset(stopping.stop_token_ids),
+        stop_token_ids=stop_token_ids,
         ignore_eos=stopping.ignore_eos,
         n=n,
         logprobs=request.logprobs,

@@ -117,12 +117,15 @@ def chat_messages(messages: Sequence[pb.ChatMessage]) -> list[ChatMessage]:
             raise invalid(
                 f"{param}.role", f"must be one of {', '.join(CHAT_ROLES)}, got {message.role!r}"
             )
-        if message.tool_calls and message.role != "assistant":
-            raise invalid(f"{param}.tool_calls", "only assistant messages make tool calls")
-        calls = tuple(
-            _history_call(f"{param}.tool_calls[{j}]", c) for j, c in enumerate(message.tool_calls)
-        )
-        call_ids.update(c.id for c in calls)
+        calls: tuple[ToolCall, ...] = ()
+        if message.tool_calls:  # most messages have none: no generators for them
+            if message.role != "assistant":
+                raise invalid(f"{param}.tool_calls", "only assistant messages make tool calls")
+            calls = tuple(
+                _history_call(f"{param}.tool_calls[{j}]", c)
+                for j, c in enumerate(message.tool_calls)
+            )
+            call_ids.update(c.id for c in calls)
         if message.role == "tool":
             if not message.tool_call_id:
                 raise invalid(f"{param}.tool_call_id", "is required for role 'tool'")
