@@ -47,20 +47,20 @@ class ChatTemplate:
         # What apply_chat_template reads on every call; a tokenizer's special tokens are fixed
         # once it serves.
         self._variables: dict[str, Any] = dict(hf.special_tokens_map)
-        # By whether tools are given: a tokenizer may carry a dict of templates, one for tools.
-        self._compiled: dict[bool, jinja2.Template] = {}
-        # Per compiled template: its globals (transformers' helpers: raise_exception, ...),
-        # copied once; `render` adds the variables.
-        self._globals: dict[bool, dict[str, Any]] = {}
+        # By whether tools are given (a tokenizer may carry a dict of templates, one for
+        # tools): the compiled template and its globals (transformers' helpers:
+        # raise_exception, ...), copied once; `render` adds the variables.
+        self._templates: dict[bool, tuple[jinja2.Template, dict[str, Any]]] = {}
 
     def render(self, messages: list[dict[str, Any]], tools: list[Any] | None) -> str:
-        compiled = self._compiled.get(tools is not None)
-        if compiled is None:
-            compiled = self._compile(tools)
+        template = self._templates.get(tools is not None)
+        if template is None:
+            template = self._compile(tools)
+        compiled, template_globals = template
         # What `compiled.render(messages=..., ...)` does, without copying the globals' ChainMap:
         # the context's data is the globals overlaid with the variables, as Jinja makes it.
         data = {
-            **self._globals[tools is not None],
+            **template_globals,
             "messages": messages,
             "tools": tools,
             "documents": None,
@@ -83,11 +83,10 @@ class ChatTemplate:
             raise TypeError(f"chat template rendered {type(rendered).__name__}, not str")
         return rendered
 
-    def _compile(self, tools: list[Any] | None) -> jinja2.Template:
+    def _compile(self, tools: list[Any] | None) -> tuple[jinja2.Template, dict[str, Any]]:
         if not self._hf.chat_template:
             raise ChatTemplateError("this model has no chat template; send a prompt instead")
         compiled: jinja2.Template = _compile_jinja_template(self._hf.get_chat_template(None, tools))
-        # The globals first: a preparation thread that finds the template finds its globals.
-        self._globals[tools is not None] = dict(compiled.globals)
-        self._compiled[tools is not None] = compiled
-        return compiled
+        # One entry, stored whole: a preparation thread that finds it finds both parts.
+        template = self._templates[tools is not None] = (compiled, dict(compiled.globals))
+        return template
