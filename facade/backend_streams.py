@@ -167,7 +167,6 @@ class BackendStream:
         # Takes no new generations: it is spent (StreamLimits), or the backend refused one as
         # UNAVAILABLE (it drains). Half-closed once none runs on it.
         self.retiring = False
-        self._half_closed = False
         self._reader = asyncio.create_task(self._read_events(), name="generate-many-reader")
         self._watchdog: asyncio.Task[None] | None = None
         if progress_timeout_s > 0:
@@ -194,9 +193,8 @@ class BackendStream:
         self._half_close_if_idle()
 
     def _half_close_if_idle(self) -> None:
-        if not self.retiring or self._generations or self.broken or self._half_closed:
+        if not self.retiring or self._generations or self.broken or self._writes.closing:
             return
-        self._half_closed = True
         self._writes.half_close()  # after the writes queued before it (a cancel's)
 
     async def start(self, request: pb.GenerateRequest, timeout_s: float | None) -> Generation:

@@ -82,6 +82,11 @@ class RequestWrites:
             self._queue.append(request_id)
             self._wakeup.wake()
 
+    @property
+    def closing(self) -> bool:
+        """The half-close was asked for: nothing more is queued."""
+        return self._closing
+
     def half_close(self) -> None:
         """Half-closes the call once every queued action was written; nothing more goes out."""
         self._closing = True
