@@ -156,7 +156,8 @@ class GrammarCompiler:
         the schema does not declare) is xgrammar's default, which TensorRT-LLM uses too. The
         executor gets the converted grammar as EBNF so both engines enforce the same one
         (TensorRT-LLM's own JSON_SCHEMA guide would compile with any whitespace:
-        cpp/tensorrt_llm/batch_manager/guidedDecoder.cpp, GuidedDecoder::build, commit 2a9abd95).
+        cpp/tensorrt_llm/batch_manager/guidedDecoder.cpp, GuidedDecoder::build L104-109,
+        commit 2a9abd95).
         """
         compiler = self._compiler
         if spec.kind in ("json_object", "json_schema"):

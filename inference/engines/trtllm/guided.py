@@ -1,11 +1,13 @@
 """Guided decoding on the executor: its GuidedDecodingConfig, each request's GuidedDecodingParams.
 
 The executor compiles and enforces grammars itself (cpp/tensorrt_llm/batch_manager/
-guidedDecoder.cpp, GuidedDecoder, read at commit 2a9abd95): it builds xgrammar's tokenizer
-info from `encoded_vocab` (vocab type and prefix space detected from `tokenizer_str`), the
-engine's padded vocabulary size and `stop_token_ids`, and compiles each request's guide at its
-first context step. The service compiles the same grammar first (`inference.grammar`), so
-whatever reaches the executor is known to compile, and compile quickly.
+guidedDecoder.cpp, GuidedDecoder, read at commit 2a9abd95: the constructor L32-75, its
+tokenizer info L43-57; build L77-157, compiling at the first context chunk L91-133): it builds
+xgrammar's tokenizer info from `encoded_vocab` (vocab type and prefix space detected from
+`tokenizer_str`), the engine's padded vocabulary size and `stop_token_ids`, and compiles each
+request's guide at its first context step. The service compiles the same grammar first
+(`inference.grammar`), so whatever reaches the executor is known to compile, and compile
+quickly.
 """
 
 from __future__ import annotations

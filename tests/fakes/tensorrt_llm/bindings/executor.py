@@ -920,8 +920,9 @@ class Executor:
         return self._start_guides(active)
 
     def _start_guides(self, active: _Active) -> str | None:
-        """Each sequence's matcher, compiled from the request's guide (guidedDecoder.cpp builds
-        them at the first context step); an error message if that fails."""
+        """Each sequence's matcher, compiled from the request's guide (guidedDecoder.cpp at
+        2a9abd95 builds them at the first context chunk, build L91-133; AcceptToken after,
+        L134-139); an error message if that fails."""
         params = active.request.guided_decoding_params
         if params is None:
             return None
@@ -1028,7 +1029,8 @@ class Executor:
         return token
 
     def _pick_guided(self, seq: _Sequence, token: int, forced: list[int], banned: set[int]) -> int:
-        """The bitmask masks the logits after the bias (guidedDecoder.cpp execute): the first
+        """The bitmask masks the logits after the bias (guidedDecoder.cpp@2a9abd95
+        execute, L159 on): the first
         allowed token from the proposed one on, a forced one only if the grammar allows it."""
         assert self._guided is not None
         allowed = self._guided.allowed(seq.matcher)

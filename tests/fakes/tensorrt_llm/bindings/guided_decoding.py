@@ -9,8 +9,9 @@ What it copies, read through the code index (paths relative to the TensorRT-LLM 
   (cpp/tensorrt_llm/executor/guidedDecodingParams.cpp: TLLM_CHECK_WITH_INFO(mGuideType ==
   GuideType::kJSON || mGuide.has_value(), ...)).
 - The executor's GuidedDecoder (cpp/tensorrt_llm/batch_manager/guidedDecoder.cpp, commit
-  2a9abd95, the 1.2-era version with the STRUCTURAL_TAG case and XGRAMMAR_CACHE_LIMIT_GB):
-  the C++ runtime refuses the LLGUIDANCE backend ("LLGuidance is not supported for guided
+  2a9abd95, the 1.2-era version with the STRUCTURAL_TAG case and XGRAMMAR_CACHE_LIMIT_GB;
+  constructor L32-75, build L77-157, execute L159 on): the C++ runtime refuses the LLGUIDANCE
+  backend (L41-42: "LLGuidance is not supported for guided
   decoding in C++ runtime."); the tokenizer info is built from encoded_vocab with the vocab
   type and add_prefix_space detected from tokenizer_str (RAW without it), the padded
   vocabulary size and the config's stop ids; at a request's first context step each sequence
