@@ -17,7 +17,7 @@ from facade.deps import FacadeState
 from facade.errors import install_handlers
 from facade.keywatch import start_key_reloads
 from facade.limits import ConcurrencyGate, InMemoryLimiter, KeyLimits, Limiter
-from facade.metrics import FacadeMetrics, StatusMiddleware
+from facade.metrics import FacadeMetrics
 from facade.openapi import install_openapi
 from facade.readiness import ReadyNotifier
 from facade.request_context import RequestContext
@@ -161,9 +161,8 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
     )
     for router in (chat.router, completions.router, responses.router, models.router, health.router):
         add_routes(app, router)
-    # Added last = outermost: the request id, span and access log see every response; then
-    # count every response, then refuse oversized bodies early.
+    # Added last = outermost: the request id, span, access log and count see every response;
+    # then refuse oversized bodies early.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(StatusMiddleware, metrics=state.metrics)
-    app.add_middleware(RequestContext, access_log=settings.access_log)
+    app.add_middleware(RequestContext, metrics=state.metrics, access_log=settings.access_log)
     return app

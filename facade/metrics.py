@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 if TYPE_CHECKING:
     from facade.auth import KeyRing
@@ -32,6 +32,12 @@ _FINAL_STATUS_KEY = "tensorchat.final_status"
 def record_final_status(scope: Scope, status: int) -> None:
     """Count this request under `status`, whatever status its response began with."""
     scope[_FINAL_STATUS_KEY] = status
+
+
+def final_status(scope: Scope, began_with: int) -> int:
+    """The status a request is counted under: what `record_final_status` left, else the
+    status its response began with."""
+    return scope.get(_FINAL_STATUS_KEY) or began_with
 
 
 class FacadeMetrics:
@@ -137,34 +143,3 @@ class KeysReloadCollector(Collector):
             "keys stayed in force.",
             value=self.keyring.reload_failures,
         )
-
-
-class StatusMiddleware:
-    """Counts every response by route template and status (pure ASGI: streams stay untouched)."""
-
-    def __init__(self, app: ASGIApp, metrics: FacadeMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = [0]
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        except Exception:
-            status[0] = status[0] or 500  # the outermost error middleware answers it
-            raise
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            # Nothing sent and nothing raised: the client left before the response began.
-            final = scope.get(_FINAL_STATUS_KEY) or status[0] or 499
-            self.metrics.requests.labels(path, str(final)).inc()

@@ -1,4 +1,5 @@
-"""Each HTTP request's id, span and access log line: a pure ASGI middleware, outermost.
+"""Each HTTP request's id, span, access log line and response count: a pure ASGI middleware,
+outermost, the one place that follows each response's status.
 
 Request ids: the client's `X-Request-Id` when it is 1-128 characters of [A-Za-z0-9._:=+/@-]
 (anything else could forge log fields or headers, and is replaced), else `req_<32 hex>`. It is
@@ -19,6 +20,11 @@ context into the GenerateRequest (facade/admission.py) and the service's spans j
 The access log: one line per request, after its last byte, with what the routes filled in
 (`RequestRecord`: the key's name, never the key; the model; tokens; time to first token; finish
 reasons) and the status and duration; escaped by tensorchat/logs.py.
+
+The response count (`tensorchat_facade_requests`, by route template and status): the status a
+response ended with where it differs from the one it began with (`metrics.record_final_status`:
+a stream that failed or was cut after its 200), 499 where the client left before it began.
+The access log and the span keep the status the client was sent.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facade.errors import unexpected_error
 from facade.ids import random_hex
+from facade.metrics import FacadeMetrics, final_status
 from tensorchat import tracing
 from tensorchat.logs import log_fields
 from tensorchat.v1 import inference_pb2 as pb
@@ -85,10 +92,11 @@ def request_record(request: Request) -> RequestRecord:
 
 
 class RequestContext:
-    """Gives each request its id, span and access log line (see the module docstring)."""
+    """Gives each request its id, span, access log line and count (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: FacadeMetrics, access_log: bool = True) -> None:
         self.app = app
+        self.metrics = metrics
         self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -144,6 +152,8 @@ class RequestContext:
             # Nothing sent and nothing raised: the client left before the response began.
             status = status or 499
             route = getattr(scope.get("route"), "path", None)
+            counted = final_status(scope, status)
+            self.metrics.requests.labels(route or "unmatched", str(counted)).inc()
             if span is not None:
                 _end_span(span, scope["method"], route, status, record)
             if self.access_log:
