@@ -21,9 +21,9 @@ from pydantic import BaseModel
 
 from facade.schemas import Completion, CompletionRequest
 from facade.translate import (
+    ChoicesBuilder,
     ChunkFrame,
     DataStream,
-    UsageCounter,
     finish_reason,
     logprob_value,
 )
@@ -83,46 +83,28 @@ def _add_logprobs(logprobs: LegacyLogprobs, delta: pb.Delta) -> None:
     logprobs.add(delta.logprobs)
 
 
-class TextCompletionBuilder:
-    """Collects a non-streaming request's responses into one `text_completion` object."""
+class TextCompletionBuilder(ChoicesBuilder):
+    """A `text_completion` object: each choice's text (the echoed prompt first) and legacy
+    logprobs."""
+
+    object_name = "text_completion"
 
     def __init__(self, choices: int, per_prompt: int, want_logprobs: bool) -> None:
+        super().__init__(choices, per_prompt)
         self._texts: list[list[str]] = [[] for _ in range(choices)]
         self._logprobs = [LegacyLogprobs() for _ in range(choices)] if want_logprobs else None
-        self._finish: list[str | None] = [None] * choices
-        self._per_prompt = per_prompt
-        self.usage = UsageCounter()
 
-    def add(self, response: pb.GenerateResponse) -> None:
-        index = response.index
-        if response.HasField("delta"):
-            self._texts[index].append(_delta_text(response.delta))
-            if self._logprobs is not None:
-                _add_logprobs(self._logprobs[index], response.delta)
-        elif response.HasField("finished"):
-            self._finish[index] = finish_reason(response.finished.reason, False)
-            self.usage.add(response.finished.usage, index // self._per_prompt)
+    def _add_delta(self, index: int, delta: pb.Delta) -> None:
+        self._texts[index].append(_delta_text(delta))
+        if self._logprobs is not None:
+            _add_logprobs(self._logprobs[index], delta)
 
-    def to_json(
-        self, completion_id: str, created: int, model: str, fingerprint: str
-    ) -> dict[str, Any]:
-        choices = [
-            {
-                "index": i,
-                "text": "".join(texts),
-                "logprobs": self._logprobs[i].take() if self._logprobs is not None else None,
-                "finish_reason": self._finish[i] or "stop",
-            }
-            for i, texts in enumerate(self._texts)
-        ]
+    def _choice(self, index: int, finish_reason: str) -> dict[str, Any]:
         return {
-            "id": completion_id,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": fingerprint,
-            "choices": choices,
-            "usage": self.usage.to_json(),
+            "index": index,
+            "text": "".join(self._texts[index]),
+            "logprobs": self._logprobs[index].take() if self._logprobs is not None else None,
+            "finish_reason": finish_reason,
         }
 
 

@@ -18,6 +18,7 @@ not a value OpenAI SDKs or LangChain expect). A choice that made tool calls ends
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 import re
@@ -517,32 +518,67 @@ def _logprobs_json(content: list[dict[str, Any]]) -> bytes:
     return json.dumps({"content": content, "refusal": None}, ensure_ascii=False).encode()
 
 
-class CompletionBuilder:
-    """Collects a non-streaming request's responses into one `chat.completion` object."""
+class ChoicesBuilder(abc.ABC):
+    """Collects a non-streaming request's responses, choice by choice, into one completion
+    object: the envelope, finish reasons and usage are shared; each object's subclass keeps
+    what a delta adds to a choice (`_add_delta`) and how a choice is written (`_choice`)."""
 
-    def __init__(self, n: int, want_logprobs: bool, legacy_functions: bool = False) -> None:
-        self._texts: list[list[str]] = [[] for _ in range(n)]
-        self._calls = [CallAssembler() for _ in range(n)]
-        self._logprobs: list[list[dict[str, Any]]] | None = (
-            [[] for _ in range(n)] if want_logprobs else None
-        )
-        self._finish: list[str | None] = [None] * n
+    object_name = ""
+
+    def __init__(self, choices: int, per_prompt: int, legacy_functions: bool = False) -> None:
+        self._finish: list[str | None] = [None] * choices
+        self._per_prompt = per_prompt  # choices per prompt: usage counts each prompt once
         self._legacy = legacy_functions
         self.usage = UsageCounter()
 
     def add(self, response: pb.GenerateResponse) -> None:
         index = response.index
         if response.HasField("delta"):
-            delta = response.delta
-            if delta.text:
-                self._texts[index].append(delta.text)
-            if delta.tool_calls:
-                self._calls[index].add(delta.tool_calls)
-            if self._logprobs is not None and delta.logprobs:
-                self._logprobs[index].extend(logprobs_content(delta.logprobs))
+            self._add_delta(index, response.delta)
         elif response.HasField("finished"):
             self._finish[index] = finish_reason(response.finished.reason, self._legacy)
-            self.usage.add(response.finished.usage)
+            self.usage.add(response.finished.usage, index // self._per_prompt)
+
+    @abc.abstractmethod
+    def _add_delta(self, index: int, delta: pb.Delta) -> None: ...
+
+    @abc.abstractmethod
+    def _choice(self, index: int, finish_reason: str) -> dict[str, Any]: ...
+
+    def to_json(
+        self, completion_id: str, created: int, model: str, fingerprint: str
+    ) -> dict[str, Any]:
+        return {
+            "id": completion_id,
+            "object": self.object_name,
+            "created": created,
+            "model": model,
+            "system_fingerprint": fingerprint,
+            "choices": [self._choice(i, reason or "stop") for i, reason in enumerate(self._finish)],
+            "usage": self.usage.to_json(),
+        }
+
+
+class CompletionBuilder(ChoicesBuilder):
+    """A `chat.completion` object: each choice's message (text, tool calls) and logprobs."""
+
+    object_name = "chat.completion"
+
+    def __init__(self, n: int, want_logprobs: bool, legacy_functions: bool = False) -> None:
+        super().__init__(n, n, legacy_functions)
+        self._texts: list[list[str]] = [[] for _ in range(n)]
+        self._calls = [CallAssembler() for _ in range(n)]
+        self._logprobs: list[list[dict[str, Any]]] | None = (
+            [[] for _ in range(n)] if want_logprobs else None
+        )
+
+    def _add_delta(self, index: int, delta: pb.Delta) -> None:
+        if delta.text:
+            self._texts[index].append(delta.text)
+        if delta.tool_calls:
+            self._calls[index].add(delta.tool_calls)
+        if self._logprobs is not None and delta.logprobs:
+            self._logprobs[index].extend(logprobs_content(delta.logprobs))
 
     def _message(self, index: int) -> dict[str, Any]:
         text, calls = "".join(self._texts[index]), self._calls[index]
@@ -551,28 +587,13 @@ class CompletionBuilder:
         message.update(calls.message_fields(self._legacy))
         return message
 
-    def to_json(
-        self, completion_id: str, created: int, model: str, fingerprint: str
-    ) -> dict[str, Any]:
-        choices = [
-            {
-                "index": i,
-                "message": self._message(i),
-                "logprobs": (
-                    {"content": self._logprobs[i], "refusal": None}
-                    if self._logprobs is not None
-                    else None
-                ),
-                "finish_reason": self._finish[i] or "stop",
-            }
-            for i in range(len(self._texts))
-        ]
+    def _choice(self, index: int, finish_reason: str) -> dict[str, Any]:
+        logprobs = self._logprobs
         return {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": fingerprint,
-            "choices": choices,
-            "usage": self.usage.to_json(),
+            "index": index,
+            "message": self._message(index),
+            "logprobs": (
+                {"content": logprobs[index], "refusal": None} if logprobs is not None else None
+            ),
+            "finish_reason": finish_reason,
         }
