@@ -43,7 +43,8 @@ EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 # A stream goes to one replica, so a target name that stands for several (dns:///) spreads
 # requests over replicas only by spreading them over streams: a request takes a stream of
 # its own while there are fewer than this many, and the least loaded one after that. More
-# streams also mean more, smaller flushes.
+# streams also mean more, smaller flushes, so a target that names one server gets one
+# (facade.backends.streams_for).
 MAX_STREAMS_PER_BACKEND = 4
 
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
@@ -289,8 +290,10 @@ class BackendStreams:
         limits: StreamLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
         progress_timeout_s: float = 0.0,
+        max_streams: int = MAX_STREAMS_PER_BACKEND,
     ) -> None:
         self._stub = stub
+        self._max_streams = max_streams
         self._limits = limits or StreamLimits()
         self._clock = clock
         self._progress_timeout_s = progress_timeout_s  # 0: none (see BackendStream)
@@ -306,7 +309,7 @@ class BackendStreams:
         self._streams = [s for s in self._streams if not s.finished]
         accepting = [s for s in self._streams if s.accepting]
         least = min(accepting, key=_load, default=None)
-        if least is None or (least.load and len(accepting) < MAX_STREAMS_PER_BACKEND):
+        if least is None or (least.load and len(accepting) < self._max_streams):
             stream = BackendStream(
                 self._stub, opened_at=now, progress_timeout_s=self._progress_timeout_s
             )

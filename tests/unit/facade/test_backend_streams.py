@@ -266,8 +266,10 @@ class ServedStub:
         return self.calls[-1]
 
 
-def streams_of(stub: ServedStub, limits: StreamLimits, clock: list[float]) -> BackendStreams:
-    return BackendStreams(stub, limits, clock=lambda: clock[0])  # type: ignore[arg-type]
+def streams_of(
+    stub: ServedStub, limits: StreamLimits, clock: list[float], max_streams: int = 4
+) -> BackendStreams:
+    return BackendStreams(stub, limits, clock=lambda: clock[0], max_streams=max_streams)  # type: ignore[arg-type]
 
 
 async def start(streams: BackendStreams, request_id: str) -> Generation:
@@ -277,6 +279,20 @@ async def start(streams: BackendStreams, request_id: str) -> Generation:
 async def settled() -> None:
     for _ in range(5):  # the reader and the spawned writes take a few loop turns
         await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(("max_streams", "starts_per_stream"), [(4, [1, 1, 1, 2]), (1, [5])])
+async def test_concurrent_generations_take_streams_of_their_own_up_to_max_streams(
+    max_streams: int, starts_per_stream: list[int]
+) -> None:
+    stub = ServedStub()
+    streams = streams_of(stub, StreamLimits(), [0.0], max_streams=max_streams)
+    for i in range(5):  # all running at once: each takes a fresh stream while it may, then
+        await start(streams, f"r{i}")  # the least loaded one
+    await settled()
+    assert sorted(len(call.written) for call in stub.calls) == starts_per_stream
+    assert all(entry.startswith("start ") for call in stub.calls for entry in call.written)
+    await streams.aclose()
 
 
 async def test_a_stream_retires_after_max_generations_once_its_last_one_ends() -> None:

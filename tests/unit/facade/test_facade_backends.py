@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import pytest
 
-from facade.backends import Backend, BackendPool, fingerprint
+from facade.backends import Backend, BackendPool, fingerprint, streams_for
 from facade.errors import APIError
 from tensorchat.v1 import inference_pb2 as pb
 
@@ -126,3 +126,20 @@ async def test_a_target_that_never_came_up_is_logged_with_the_reason_once(
     lines = [r.getMessage() for r in caplog.records if target in r.getMessage()]
     assert len(lines) == 1  # logged, and not again while the reason stays the same
     assert "is down: UNAVAILABLE" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("target", "streams"),
+    [
+        ("127.0.0.1:50051", 1),
+        ("[::1]:50051", 1),
+        ("localhost:50051", 1),
+        ("unix:/run/tensorchat.sock", 1),
+        ("ipv4:10.0.0.5:50051", 1),
+        ("ipv4:10.0.0.5:50051,10.0.0.6:50051", 4),
+        ("inference.ns.svc:50051", 4),  # DNS may give several addresses
+        ("dns:///inference.ns.svc.cluster.local:50051", 4),
+    ],
+)
+def test_a_target_naming_one_server_gets_one_stream(target: str, streams: int) -> None:
+    assert streams_for(target) == streams
