@@ -891,12 +891,14 @@ class Executor:
                 f"({self.fake_max_input_len}). Set log level to info and check TRTGptModel logs "
                 "for how maximum input length is set"
             )
+        # executorImpl.cpp fetchNewRequests checks mPromptLen + mMaxNewTokens - 1 after
+        # validate() has clipped mMaxNewTokens to maxSequenceLen - mPromptLen: active.max_new.
         policy = self.fake_config.scheduler_config.capacity_scheduler_policy
         if (
             request.streaming
             and policy != CapacitySchedulerPolicy.GUARANTEED_NO_EVICT
             and not self.fake_chunked_context
-            and prompt_len + request.max_tokens - 1 > self.fake_max_input_len
+            and prompt_len + active.max_new - 1 > self.fake_max_input_len
         ):
             return (
                 "Request sequence length is potentially greater than max input length. This "

@@ -140,6 +140,46 @@ def test_prompt_limit_is_the_executors_rule(fake_trtllm: ModuleType, run: Any) -
     assert "(65) exceeds maximum input length (64)" in refused[-1].error_msg
 
 
+def test_streaming_limit_counts_the_clipped_max_tokens(
+    fake_trtllm: ModuleType, run: Any, tmp_path: Path
+) -> None:
+    # executorImpl.cpp fetchNewRequests: streaming without chunked context under
+    # MAX_UTILIZATION needs prompt + max_new_tokens - 1 <= max input len, counted after
+    # LlmRequest::validate clipped max_new_tokens to max_seq_len - prompt.
+    def streamed(max_tokens: int) -> Any:
+        return fake_trtllm.Request(list(range(10)), max_tokens, streaming=True)
+
+    policy = fake_trtllm.SchedulerConfig(fake_trtllm.CapacitySchedulerPolicy.MAX_UTILIZATION)
+    config = {"enable_chunked_context": False, "scheduler_config": policy}
+    # min(max_seq_len - 1, max_num_tokens) = 64: 10 + 60 - 1 > 64 is refused.
+    refused = run(streamed(60), **config)
+    assert "potentially greater than max input length" in refused[-1].error_msg
+    # max_num_tokens 256: limit 127; 1000 tokens clip to 118, and 10 + 118 - 1 = 127 fits.
+    engine_dir = write_fake_engine(
+        tmp_path / "wide",
+        model_id=MODEL_ID,
+        vocab_size=VOCAB,
+        max_input_len=96,
+        max_seq_len=128,
+        max_num_tokens=256,
+    )
+    executor = fake_trtllm.Executor(
+        engine_dir, fake_trtllm.ModelType.DECODER_ONLY, fake_trtllm.ExecutorConfig(**config)
+    )
+    try:
+        request_id = executor.enqueue_request(streamed(1000))
+        deadline = time.monotonic() + 10
+        final = None
+        while final is None and time.monotonic() < deadline:
+            for response in executor.await_responses(timeout=timedelta(milliseconds=20)):
+                assert response.request_id == request_id
+                if response.has_error() or response.result.is_final:
+                    final = response
+        assert final is not None and not final.has_error(), final and final.error_msg
+    finally:
+        executor.shutdown()
+
+
 def test_embedding_bias_must_be_rank_one(fake_trtllm: ModuleType) -> None:
     with pytest.raises(RuntimeError, match="getShape"):
         fake_trtllm.Request([1], 2, embedding_bias=torch.zeros(1, VOCAB))
