@@ -72,6 +72,9 @@ _REQUEST_ERROR_MARKERS = (
     "exceeds maximum input length",
     "is not within acceptable range",
     "Incorrect sampling config",
+    # executorImpl.cpp fetchNewRequests: streaming, no chunked context, MAX_UTILIZATION and
+    # prompt + max_tokens - 1 above the longest prompt; a smaller max_tokens passes.
+    "potentially greater than max input length",
 )
 # How long shutdown waits for the executor to confirm the cancellation of running requests.
 _SHUTDOWN_DRAIN_S = 2.0

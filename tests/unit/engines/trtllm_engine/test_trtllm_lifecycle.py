@@ -285,6 +285,12 @@ def test_error_responses_are_classified() -> None:
         _response_error("EndId (5000) is not within acceptable range [-1, 1000)."),
         EngineRequestError,
     )
+    streaming_limit = (
+        "Encountered an error when fetching new request: Request sequence length is potentially "
+        "greater than max input length. This cannot be run unless streaming is disabled, context "
+        "chunking is enabled or the GUARANTEED_NO_EVICT scheduling policy is used"
+    )
+    assert isinstance(_response_error(streaming_limit), EngineRequestError)
     fault = _response_error("[TensorRT-LLM][ERROR] CUDA runtime error: out of memory")
     assert isinstance(fault, TrtllmEngineError)
     assert not isinstance(fault, EngineRequestError)
