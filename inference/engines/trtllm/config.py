@@ -36,6 +36,9 @@ class EngineBuildConfig:
     context_fmha: bool
     remove_input_padding: bool
     version: str | None
+    # The engine's "logits" tensor type: an embedding bias must match it (FP32 also goes for
+    # FP16), else the decoder setup throws and fails every active request.
+    logits_dtype: str = "float32"
 
     @classmethod
     def read(cls, engine_dir: Path) -> EngineBuildConfig:
@@ -56,6 +59,7 @@ class EngineBuildConfig:
                 context_fmha=_enabled(plugins.get("context_fmha", True)),
                 remove_input_padding=_enabled(plugins.get("remove_input_padding", True)),
                 version=data.get("version"),
+                logits_dtype=str(pretrained.get("logits_dtype") or "float32"),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise EngineUnavailableError(f"engine config {path} is unreadable: {exc!r}") from exc

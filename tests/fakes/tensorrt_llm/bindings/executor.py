@@ -35,8 +35,12 @@ matter. Paths are relative to the TensorRT-LLM repository root.
   checkEmbeddingBias: TLLM_CHECK(shape.size() == 1), raised by the constructor); its dtype must
   be the engine's logits dtype, except that FP32 is converted for FP16 logits, else the request
   fails with "Embedding bias data type must be same as model logits type."
-  (cpp/tensorrt_llm/batch_manager/createNewDecoderRequests.cpp, getEmbeddingBias, 1.2.0rc2).
-  Its length is not checked against the vocabulary. The logits dtype is config.json's
+  (cpp/tensorrt_llm/batch_manager/createNewDecoderRequests.cpp, getEmbeddingBias L96-129 at
+  b35ac1b6 = 1.2.0rc2). The real check runs in the decoder setup of the admitting step, and its
+  exception fails every active request (trtGptModelInflightBatching.cpp forwardAsync's
+  catch-all; executorImpl.cpp forwardAsync, terminateActiveRequests); the fake fails only this
+  one. Its length must be the vocabulary size (initializeEmbeddingBias L248-250, same commit);
+  the fake does not check that. The logits dtype is config.json's
   pretrained_config.logits_dtype (trtllm-build writes float32 unless told otherwise).
 - Log probs (`OutputConfig.return_log_probs`) come from the processed distribution: raw logits
   + embedding bias, times 1/temperature, then repetition/presence/frequency penalties and the
