@@ -728,10 +728,14 @@ class Executor:
         self.fake_max_input_len = self._executor_max_input_len(
             build, plugins, executor_config, chunked=self.fake_chunked_context
         )
-        # The runtime may lower the engine's batch size, never raise it.
-        self._max_batch = min(
-            int(build["max_batch_size"]),
-            executor_config.max_batch_size or int(build["max_batch_size"]),
+        # The runtime may lower the engine's batch size; a larger one is refused
+        # (trtGptModel.h, TrtGptModel constructor L67-69 at c8c6df08).
+        engine_batch = int(build["max_batch_size"])
+        self._max_batch = executor_config.max_batch_size or engine_batch
+        _check(
+            self._max_batch <= engine_batch,
+            f"Runtime configured max batch size ({self._max_batch}) must not exceed engine max "
+            f"batch size ({engine_batch})",
         )
         self._tokens_per_block = int(build.get("plugin_config", {}).get("tokens_per_block", 32))
         guided = executor_config.guided_decoding_config

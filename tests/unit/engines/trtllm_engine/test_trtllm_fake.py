@@ -180,6 +180,18 @@ def test_streaming_limit_counts_the_clipped_max_tokens(
         executor.shutdown()
 
 
+def test_max_batch_size_above_the_engines_is_refused(
+    fake_trtllm: ModuleType, tmp_path: Path
+) -> None:
+    # trtGptModel.h, TrtGptModel constructor: TLLM_CHECK, not a silent clip.
+    engine_dir = write_fake_engine(
+        tmp_path / "e", model_id=MODEL_ID, vocab_size=VOCAB, max_batch_size=4
+    )
+    config = fake_trtllm.ExecutorConfig(max_batch_size=8)
+    with pytest.raises(RuntimeError, match=r"max batch size \(8\) must not exceed .* \(4\)"):
+        fake_trtllm.Executor(engine_dir, fake_trtllm.ModelType.DECODER_ONLY, config)
+
+
 def test_embedding_bias_must_be_rank_one(fake_trtllm: ModuleType) -> None:
     with pytest.raises(RuntimeError, match="getShape"):
         fake_trtllm.Request([1], 2, embedding_bias=torch.zeros(1, VOCAB))
