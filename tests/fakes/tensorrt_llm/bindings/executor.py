@@ -936,8 +936,11 @@ class Executor:
         params = active.request.guided_decoding_params
         if params is None:
             return None
-        if self._guided is None:
-            return "fake: guided decoding params on an executor without a guided decoding config"
+        if self._guided is None:  # executorImpl.cpp fetchNewRequests (b35ac1b6)
+            return (
+                "Request is specified with GuidedDecodingParams, but GuidedDecoder is not setup. "
+                "Please provide a valid GuidedDecodingConfig to setup GuidedDecoder."
+            )
         try:
             for seq in active.sequences:
                 seq.matcher = self._guided.matcher(params)

@@ -23,8 +23,8 @@ What it copies, read through the code index (paths relative to the TensorRT-LLM 
   or on a stop word.
 What the fake decides itself: a guide that fails to compile ends its request with an error
 response carrying xgrammar's message (the real executor's handling of that exception was not
-read), and a request with guided decoding params on an executor without a guided decoding
-config gets an error response too.
+read). A request with guided decoding params on an executor without a guided decoding config
+gets the real error response (executorImpl.cpp fetchNewRequests, b35ac1b6).
 """
 
 from __future__ import annotations

@@ -192,6 +192,14 @@ def test_max_batch_size_above_the_engines_is_refused(
         fake_trtllm.Executor(engine_dir, fake_trtllm.ModelType.DECODER_ONLY, config)
 
 
+def test_guided_params_without_a_guided_decoding_config_get_the_real_error(
+    fake_trtllm: ModuleType, run: Any
+) -> None:
+    guided = fake_trtllm.GuidedDecodingParams(fake_trtllm.GuidedDecodingParams.GuideType.JSON)
+    refused = run(fake_trtllm.Request([1], 2, guided_decoding_params=guided))
+    assert "GuidedDecoder is not setup" in refused[-1].error_msg
+
+
 def test_embedding_bias_must_be_rank_one(fake_trtllm: ModuleType) -> None:
     with pytest.raises(RuntimeError, match="getShape"):
         fake_trtllm.Request([1], 2, embedding_bias=torch.zeros(1, VOCAB))
