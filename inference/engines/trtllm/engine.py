@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -567,5 +568,18 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> bo
 
 def _response_error(message: str) -> Exception:
     if any(marker in message for marker in _REQUEST_ERROR_MARKERS):
-        return EngineRequestError(message)
+        return EngineRequestError(_client_message(message))
     return TrtllmEngineError(f"TensorRT-LLM failed the request: {message}")
+
+
+# fetchNewRequests answers "Encountered an error when fetching new request: " + e.what(), and a
+# TllmException's what() is "<message> (<source file>:<line>)\n<backtrace>" (TLLM_CHECK
+# messages also start "[TensorRT-LLM][ERROR] Assertion failed: "); the client gets <message>.
+_FETCH_PREFIX = "Encountered an error when fetching new request: "
+_ASSERT_PREFIX = "[TensorRT-LLM][ERROR] Assertion failed: "
+_SOURCE_SUFFIX = re.compile(r" \([^()\s]+:\d+\)$")
+
+
+def _client_message(message: str) -> str:
+    first = message.split("\n", 1)[0].removeprefix(_FETCH_PREFIX).removeprefix(_ASSERT_PREFIX)
+    return _SOURCE_SUFFIX.sub("", first)
