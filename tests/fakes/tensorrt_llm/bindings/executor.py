@@ -184,6 +184,18 @@ class RequestType(enum.Enum):
     REQUEST_TYPE_GENERATION_ONLY = 2
 
 
+# How the real executor words an error response: fetchNewRequests (or forwardAsync) prefixes
+# TllmException::what(), which is "<message> (<source file>:<line>)\n<backtrace>"; TLLM_CHECK
+# messages start "[TensorRT-LLM][ERROR] Assertion failed: " (common/assert.h, tllmException.cpp).
+_FETCH_PREFIX = "Encountered an error when fetching new request: "
+_FORWARD_PREFIX = "Encountered an error in forwardAsync function: "
+
+
+def _what(message: str, source: str, *, check: bool = False) -> str:
+    prefix = "[TensorRT-LLM][ERROR] Assertion failed: " if check else ""
+    return f"{prefix}{message} (/fake/cpp/tensorrt_llm/{source}:0)\n1       0x0 fake backtrace"
+
+
 def _check(condition: bool, message: str) -> None:
     # TLLM_CHECK failures surface in Python as RuntimeError (tensorrt_llm::common::TllmException).
     if not condition:
@@ -892,12 +904,17 @@ class Executor:
         prompt_len = len(request.input_token_ids)
         # llmRequest.cpp LlmRequest::validate, called from executorImpl.cpp fetchNewRequests.
         if request.end_id is not None and not -1 <= request.end_id < self._vocab:
-            return f"EndId ({request.end_id}) is not within acceptable range [-1, {self._vocab})."
+            return _what(
+                f"EndId ({request.end_id}) is not within acceptable range [-1, {self._vocab}).",
+                "batch_manager/llmRequest.cpp",
+                check=True,
+            )
         if prompt_len > self.fake_max_input_len:
-            return (
+            return _what(
                 f"Prompt length ({prompt_len}) exceeds maximum input length "
                 f"({self.fake_max_input_len}). Set log level to info and check TRTGptModel logs "
-                "for how maximum input length is set"
+                "for how maximum input length is set",
+                "batch_manager/llmRequest.cpp",
             )
         # executorImpl.cpp fetchNewRequests checks mPromptLen + mMaxNewTokens - 1 after
         # validate() has clipped mMaxNewTokens to maxSequenceLen - mPromptLen: active.max_new.
@@ -908,16 +925,20 @@ class Executor:
             and not self.fake_chunked_context
             and prompt_len + active.max_new - 1 > self.fake_max_input_len
         ):
-            return (
+            return _what(
                 "Request sequence length is potentially greater than max input length. This "
                 "cannot be run unless streaming is disabled, context chunking is enabled or the "
-                "GUARANTEED_NO_EVICT scheduling policy is used"
+                "GUARANTEED_NO_EVICT scheduling policy is used",
+                "executor/executorImpl.cpp",
+                check=True,
             )
         output = request.output_config
         if output.return_generation_logits and not self.fake_config.gather_generation_logits:
-            return (
+            return _what(
                 "To return generation logits, gather_generation_logits must be enabled in "
-                "ExecutorConfig"
+                "ExecutorConfig",
+                "executor/executorImpl.cpp",
+                check=True,
             )
         bias = request.embedding_bias
         if bias is not None:
@@ -926,7 +947,11 @@ class Executor:
                 "float32",
                 "float16",
             ):
-                return "Embedding bias data type must be same as model logits type."
+                # Thrown in the decoder setup, so it is forwardAsync that reports it.
+                return _FORWARD_PREFIX + _what(
+                    "Embedding bias data type must be same as model logits type.",
+                    "batch_manager/createNewDecoderRequests.cpp",
+                )
         return self._start_guides(active)
 
     def _start_guides(self, active: _Active) -> str | None:
@@ -937,9 +962,11 @@ class Executor:
         if params is None:
             return None
         if self._guided is None:  # executorImpl.cpp fetchNewRequests (b35ac1b6)
-            return (
+            return _what(
                 "Request is specified with GuidedDecodingParams, but GuidedDecoder is not setup. "
-                "Please provide a valid GuidedDecodingConfig to setup GuidedDecoder."
+                "Please provide a valid GuidedDecodingConfig to setup GuidedDecoder.",
+                "executor/executorImpl.cpp",
+                check=True,
             )
         try:
             for seq in active.sequences:
@@ -963,6 +990,8 @@ class Executor:
                     if error is not None:
                         self._queue.remove(active)
                         self._terminated.add(active.request_id)
+                        if not error.startswith(_FORWARD_PREFIX):
+                            error = _FETCH_PREFIX + error
                         out.append(Response(active.request_id, error, active.request.client_id))
             running = sum(len(a.sequences) for a in self._active)
             while self._queue and running + len(self._queue[0].sequences) <= self._max_batch:

@@ -128,8 +128,10 @@ def test_prompt_limit_is_the_executors_rule(fake_trtllm: ModuleType, run: Any) -
     accepted = run(greedy(fake_trtllm, list(range(127))), enable_chunked_context=True)
     assert not accepted[-1].has_error()
     refused = run(greedy(fake_trtllm, list(range(128))), enable_chunked_context=True)
+    # As the real executor words it: fetchNewRequests' prefix, then TllmException::what().
     assert refused[-1].error_msg.startswith(
-        "Prompt length (128) exceeds maximum input length (127)."
+        "Encountered an error when fetching new request: Prompt length (128) exceeds maximum "
+        "input length (127)."
     )
     # Without it: min(maxSequenceLen - 1, maxNumTokens) = 64.
     refused = run(greedy(fake_trtllm, list(range(65))))
@@ -211,7 +213,10 @@ def test_embedding_bias_dtype_must_match_the_logits(fake_trtllm: ModuleType, run
 
     assert not run(biased(torch.float32))[-1].has_error()  # FP32 logits by default
     refused = run(biased(torch.float16))
-    assert refused[-1].error_msg == "Embedding bias data type must be same as model logits type."
+    assert refused[-1].error_msg.startswith(
+        "Encountered an error in forwardAsync function: Embedding bias data type must be same "
+        "as model logits type."
+    )
     # FP32 is converted for FP16 logits.
     assert not run(biased(torch.float32), engine={"logits_dtype": "float16"})[-1].has_error()
 

@@ -408,8 +408,11 @@ async def test_longest_prompt_is_the_executors_rule_with_chunked_context(
     with pytest.raises(
         EngineRequestError,
         match=rf"\({MAX_SEQ_LEN}\) exceeds maximum input length \({MAX_SEQ_LEN - 1}\)",
-    ):
+    ) as refused:
         await collect(engine, request(list(range(MAX_SEQ_LEN))))
+    # The client gets the executor's message, not its prefix, source line and backtrace.
+    assert str(refused.value).startswith("Prompt length")
+    assert str(refused.value).endswith("for how maximum input length is set")
     assert engine.stats().active_requests == 0
 
 
