@@ -112,7 +112,8 @@ def longest_prompt(
     """The longest prompt the executor accepts; build_config.max_input_len is not it.
 
     TensorRT-LLM 1.2 (cpp/tensorrt_llm/batch_manager/trtGptModel.h, TrtGptModel constructor,
-    ~L158-181 at commit c8c6df08; LlmRequest::validate refuses longer prompts):
+    L158-185 at commit c8c6df08, maxNumTokens L138-152; LlmRequest::validate refuses longer
+    prompts, llmRequest.cpp L259-264 at 119c6e60):
     maxSequenceLen - 1 with chunked context; else min(maxSequenceLen - 1, maxNumTokens) when
     context FMHA and packed input (remove_input_padding) are on; else max_input_len.
     maxNumTokens is the runtime value, which can only lower the build's (`clip_runtime_limits`).

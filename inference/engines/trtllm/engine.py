@@ -185,7 +185,7 @@ class TrtllmEngine(Engine):
 
     def _chunked_context_on(self, build: EngineBuildConfig) -> bool:
         # The executor turns chunked context off without paged context FMHA (executorImpl.cpp,
-        # checkOptionalParams); so does `_executor_config`.
+        # fixExecutorConfig L67-85 at b35ac1b6); so does `_executor_config`.
         return self._chunked_context and build.paged_context_fmha
 
     def _build_config(self) -> EngineBuildConfig:
@@ -312,7 +312,8 @@ class TrtllmEngine(Engine):
             # GenerationLogitsCache::kCACHE_LENGTH = 8 steps of logits, [8, max_batch_size x
             # beam, vocab_padded] x logits dtype, before the KV cache is sized from what is left,
             # and every step's logits are written into it (runtimeBuffers.cpp, create and
-            # reshape; trtGptModelInflightBatching.cpp, constructor and createBuffers). Only
+            # reshape; trtGptModelInflightBatching.cpp, constructor (mGatherGenerationLogits
+            # L188 at b35ac1b6) and createBuffers). Only
             # asking requests get a host buffer and copies (executorImpl.cpp fetchNewRequests,
             # handleGenerationLogits.cpp). So it is a per-model option; docs/gpu.md has the cost.
             gather_generation_logits=self._top_logprobs,
@@ -506,9 +507,9 @@ class TrtllmEngine(Engine):
         # --gather_context_logits (cpp/tensorrt_llm/executor/executorImpl.cpp, fetchNewRequests:
         # "Return context logit need to build engine with gather_context_logits", read at
         # commit b35ac1b6), and such an engine runs without KV-cache block reuse
-        # (batch_manager/trtGptModelInflightBatching.cpp, executorConfigIsValid /
-        # fixExecutorConfig: "Context logits cannot be returned for reused tokens", same
-        # commit). The build targets do not ask for it, and this adapter does not yet turn
+        # (batch_manager/trtGptModelInflightBatching.cpp, executorConfigIsValid L122-139 /
+        # fixExecutorConfig L141-168, context logits L156-161: "Context logits cannot be
+        # returned for reused tokens", same commit). The build targets do not ask for it, and this adapter does not yet turn
         # Result.context_logits into prompt logprobs: refused here rather than served wrong.
         return (
             "the TensorRT-LLM engine does not return prompt log probabilities (that needs an "

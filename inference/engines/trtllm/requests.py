@@ -5,7 +5,8 @@ Facts behind the choices (TensorRT-LLM 1.2.1, `cpp/include/tensorrt_llm/executor
 - The sampler is greedy when both top_k and top_p are unset/0, so sampling always passes top_p
   explicitly (1.0 means the whole distribution) and greedy passes top_k=1.
 - `SamplingConfig.seed` (not `random_seed`) seeds choice 0; choice i gets seed + i
-  (`LlmRequest::createChildRequest`), matching `SamplingParams.seed_for`. An unset seed is 0
+  (`LlmRequest::createChildRequest`, llmRequest.cpp L329-342 at 119c6e60), matching
+  `SamplingParams.seed_for`. An unset seed is 0
   for every request, so a fresh random one is drawn instead.
 - The raw executor never infers `end_id`; `-1` disables it (the LLM API's ignore_eos).
 - `min_tokens` only masks `end_id` in the sampler, not stop words; see `deferred_stop_ids`.

@@ -16,19 +16,21 @@ matter. Paths are relative to the TensorRT-LLM repository root.
   probability so far (as `LlmRequest::createResult` does); `is_final` is set on the last
   response of the request; with `num_return_sequences > 1` each sequence answers separately
   with its `sequence_index` and `is_sequence_final`, and child sequence i samples with
-  seed + i (cpp/tensorrt_llm/batch_manager/llmRequest.cpp, LlmRequest::createChildRequest).
+  seed + i (cpp/tensorrt_llm/batch_manager/llmRequest.cpp, LlmRequest::createChildRequest
+  L317-346, seeds L329-342, at 119c6e60; log probs so far: createResult L152-156).
 - `end_id` ends a sequence with END_ID and is NOT part of the output (issue #2190); stop words
   end it with STOP_WORDS and ARE part of it; `min_tokens` only masks `end_id`
   (cpp/tensorrt_llm/kernels/penaltyKernels.cu, batchApplyPenalty's "Min length" step).
 - The longest prompt is the executor's own rule, not build_config.max_input_len
-  (cpp/tensorrt_llm/batch_manager/trtGptModel.h, TrtGptModel constructor, ~L158-181 at
+  (cpp/tensorrt_llm/batch_manager/trtGptModel.h, TrtGptModel constructor, L158-185 at
   commit c8c6df08): maxSequenceLen - 1 with chunked context; else
   min(maxSequenceLen - 1, maxNumTokens) when context FMHA and packed input (remove_input_padding)
   are on; else the build's max_input_len. Chunked context is switched off when the engine lacks
-  paged context FMHA (executorImpl.cpp, checkOptionalParams), and a runtime max_num_tokens only
-  counts when it is not above the build's (trtGptModel.h, same constructor). A longer prompt
-  gets an error response with the real message (llmRequest.cpp, LlmRequest::validate);
-  `prompt + max_tokens > max_seq_len` clips `max_tokens` (-> LENGTH). Streaming without chunked
+  paged context FMHA (executorImpl.cpp, fixExecutorConfig L67-85 at b35ac1b6), and a runtime
+  max_num_tokens only counts when it is not above the build's (trtGptModel.h, L138-152). A
+  longer prompt gets an error response with the real message (llmRequest.cpp,
+  LlmRequest::validate L259-264 at 119c6e60); `prompt + max_tokens > max_seq_len` clips
+  `max_tokens` (-> LENGTH; L293-302). Streaming without chunked
   context under MAX_UTILIZATION also needs prompt + max_tokens - 1 <= that limit
   (executorImpl.cpp, Executor::Impl::fetchNewRequests).
 - `Request(embedding_bias=...)` must be rank 1 (cpp/tensorrt_llm/executor/requestImpl.h,
@@ -733,7 +735,8 @@ class Executor:
         self._vocab = int(config["pretrained_config"]["vocab_size"])
         self._logits_dtype = str(config["pretrained_config"].get("logits_dtype", "float32"))
         self._max_seq_len = int(build["max_seq_len"])
-        # executorImpl.cpp checkOptionalParams: no chunked context without paged context FMHA.
+        # executorImpl.cpp fixExecutorConfig (L67-85 at b35ac1b6): no chunked context without
+        # paged context FMHA.
         self.fake_chunked_context = executor_config.enable_chunked_context and bool(
             plugins.get("use_paged_context_fmha", True)
         )
@@ -902,7 +905,8 @@ class Executor:
     def _validate(self, active: _Active) -> str | None:
         request = active.request
         prompt_len = len(request.input_token_ids)
-        # llmRequest.cpp LlmRequest::validate, called from executorImpl.cpp fetchNewRequests.
+        # llmRequest.cpp LlmRequest::validate (L243-314 at 119c6e60), called from
+        # executorImpl.cpp fetchNewRequests.
         if request.end_id is not None and not -1 <= request.end_id < self._vocab:
             return _what(
                 f"EndId ({request.end_id}) is not within acceptable range [-1, {self._vocab}).",

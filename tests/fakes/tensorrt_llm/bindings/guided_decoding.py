@@ -6,7 +6,8 @@ What it copies, read through the code index (paths relative to the TensorRT-LLM 
   EBNF_GRAMMAR, STRUCTURAL_TAG (cpp/tensorrt_llm/nanobind/executor/request.cpp;
   cpp/include/tensorrt_llm/executor/executor.h, GuidedDecodingParams::GuideType, commit
   879039f6). A guide string is required except for JSON
-  (cpp/tensorrt_llm/executor/guidedDecodingParams.cpp: TLLM_CHECK_WITH_INFO(mGuideType ==
+  (cpp/tensorrt_llm/executor/guidedDecodingParams.cpp, constructor L25-31 at 2a9abd95:
+  TLLM_CHECK_WITH_INFO(mGuideType ==
   GuideType::kJSON || mGuide.has_value(), ...)).
 - The executor's GuidedDecoder (cpp/tensorrt_llm/batch_manager/guidedDecoder.cpp, commit
   2a9abd95, the 1.2-era version with the STRUCTURAL_TAG case and XGRAMMAR_CACHE_LIMIT_GB;
