@@ -509,8 +509,9 @@ class TrtllmEngine(Engine):
         # commit b35ac1b6), and such an engine runs without KV-cache block reuse
         # (batch_manager/trtGptModelInflightBatching.cpp, executorConfigIsValid L122-139 /
         # fixExecutorConfig L141-168, context logits L156-161: "Context logits cannot be
-        # returned for reused tokens", same commit). The build targets do not ask for it, and this adapter does not yet turn
-        # Result.context_logits into prompt logprobs: refused here rather than served wrong.
+        # returned for reused tokens", same commit). The build targets do not ask for it, and
+        # this adapter does not yet turn Result.context_logits into prompt logprobs: refused
+        # here rather than served wrong.
         return (
             "the TensorRT-LLM engine does not return prompt log probabilities (that needs an "
             "engine built with --gather_context_logits, which also turns KV-cache reuse off); "
