@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 
 # trtllm-build's default paged KV block size (PluginConfig.tokens_per_block).
 DEFAULT_TOKENS_PER_BLOCK = 32
+# Logits types the executor can bias (an FP32 embedding bias) and grammar-mask; with any other
+# the decoder step throws and fails every active request (createNewDecoderRequests.cpp
+# getEmbeddingBias L96-129 at b35ac1b6; guidedDecoder.cpp execute L204-219 at 2a9abd95).
+BIASABLE_LOGITS_DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +40,8 @@ class EngineBuildConfig:
     context_fmha: bool
     remove_input_padding: bool
     version: str | None
-    # The engine's "logits" tensor type: an embedding bias must match it (FP32 also goes for
-    # FP16), else the decoder setup throws and fails every active request.
+    # The engine's "logits" tensor type (pretrained_config.logits_dtype): see
+    # BIASABLE_LOGITS_DTYPES.
     logits_dtype: str = "float32"
 
     @classmethod

@@ -38,6 +38,7 @@ from inference.engines.manifest import (
     select_engine,
 )
 from inference.engines.trtllm.config import (
+    BIASABLE_LOGITS_DTYPES,
     EngineBuildConfig,
     GenerationDefaults,
     RuntimeLimits,
@@ -379,6 +380,16 @@ class TrtllmEngine(Engine):
                 "(the model option `top_logprobs: true` turns them on, at a GPU memory cost "
                 "for every request; see docs/gpu.md)",
                 param="top_logprobs",
+            )
+        if request.constraint is not None and self._build.logits_dtype not in (
+            BIASABLE_LOGITS_DTYPES
+        ):
+            # GuidedDecoder::execute masks only FP32 and FP16 logits; for others it throws in
+            # the decoder step and every active request fails.
+            raise EngineRequestError(
+                f"{self.model_id} does not serve constrained output: its engine's logits are "
+                f"{self._build.logits_dtype}, and TensorRT-LLM masks only float32 or float16 ones",
+                param="constraint",
             )
         if request.constraint is not None and self._tokenizer is None:
             raise EngineRequestError(

@@ -26,7 +26,11 @@ from types import ModuleType
 from typing import Any
 
 from inference.engines.base import EngineRequest, EngineRequestError
-from inference.engines.trtllm.config import EngineBuildConfig, GenerationDefaults
+from inference.engines.trtllm.config import (
+    BIASABLE_LOGITS_DTYPES,
+    EngineBuildConfig,
+    GenerationDefaults,
+)
 from inference.engines.trtllm.guided import guided_decoding_params
 
 _UINT64 = 1 << 64
@@ -132,7 +136,7 @@ def _embedding_bias(logit_bias: dict[int, float], build: EngineBuildConfig) -> A
     # The bias is checked in the decoder setup of the step that admits the request
     # (createNewDecoderRequests.cpp getEmbeddingBias: same type as the logits, or FP32 for FP16
     # logits), where a failure terminates every active request, so refuse it here.
-    if build.logits_dtype not in ("float32", "float16"):
+    if build.logits_dtype not in BIASABLE_LOGITS_DTYPES:
         raise EngineRequestError(
             f"logit_bias is not supported by this engine: its logits are {build.logits_dtype} "
             "(TensorRT-LLM takes a float32 bias only for float32 or float16 logits)"

@@ -21,7 +21,8 @@ What it copies, read through the code index (paths relative to the TensorRT-LLM 
   CompileGrammar, STRUCTURAL_TAG -> CompileStructuralTag; every generation step accepts the
   last token, then fills the next bitmask, which masks the logits before sampling. Once the
   grammar is complete only the stop ids are allowed, so the sequence ends on end_id (END_ID)
-  or on a stop word.
+  or on a stop word. Not copied: execute masks only FP32 and FP16 logits and throws
+  "Unsupported logits data type." for others (L204-219), which fails every active request.
 What the fake decides itself: a guide that fails to compile ends its request with an error
 response carrying xgrammar's message (the real executor's handling of that exception was not
 read). A request with guided decoding params on an executor without a guided decoding config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import AsyncGenerator
@@ -394,6 +395,20 @@ async def test_logit_bias_on_an_engine_with_bf16_logits_is_a_request_error(
     assert len(fake_trtllm.fake_instances[-1].fake_requests) == sent
     out = await collect(engine, request([1], temperature=0.0, max_tokens=2))
     assert len(out.tokens()) == 2
+
+
+async def test_constrained_output_on_an_engine_with_bf16_logits_is_a_request_error(
+    fake_trtllm: ModuleType, start_engine: EngineFactory
+) -> None:
+    # GuidedDecoder::execute masks only FP32 and FP16 logits; for others it throws in the
+    # decoder step and every active request fails, so the adapter refuses it first.
+    engine = await start_engine(engine={"logits_dtype": "bfloat16"})
+    sent = len(fake_trtllm.fake_instances[-1].fake_requests)
+    constrained = dataclasses.replace(request([1]), constraint=cast(Any, object()))
+    with pytest.raises(EngineRequestError, match="logits are bfloat16") as refused:
+        await collect(engine, constrained)
+    assert refused.value.param == "constraint"
+    assert len(fake_trtllm.fake_instances[-1].fake_requests) == sent
 
 
 async def test_longest_prompt_is_the_executors_rule_with_chunked_context(
