@@ -514,6 +514,9 @@ class Request:
                 isinstance(w, list) and all(isinstance(t, int) for t in w) for w in words
             ):
                 raise TypeError("stop_words / bad_words must be list[list[int]]")
+        # requestImpl.h validate(), run by the constructor (Request::Impl, 1.2-era versions).
+        _check(len(input_token_ids) > 0, "Assertion failed: !mInputTokenIds.empty()")
+        _check(max_tokens > 0, "Assertion failed: mMaxNewTokens > 0")
         # requestImpl.h checkEmbeddingBias: TLLM_CHECK(bias.getShape().size() == 1).
         if embedding_bias is not None:
             _check(

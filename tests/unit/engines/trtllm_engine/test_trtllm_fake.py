@@ -202,6 +202,13 @@ def test_guided_params_without_a_guided_decoding_config_get_the_real_error(
     assert "GuidedDecoder is not setup" in refused[-1].error_msg
 
 
+def test_request_needs_a_prompt_and_max_tokens(fake_trtllm: ModuleType) -> None:
+    with pytest.raises(RuntimeError, match="mInputTokenIds"):
+        fake_trtllm.Request([], 2)
+    with pytest.raises(RuntimeError, match="mMaxNewTokens > 0"):
+        fake_trtllm.Request([1], 0)
+
+
 def test_embedding_bias_must_be_rank_one(fake_trtllm: ModuleType) -> None:
     with pytest.raises(RuntimeError, match="getShape"):
         fake_trtllm.Request([1], 2, embedding_bias=torch.zeros(1, VOCAB))
