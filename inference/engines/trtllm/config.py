@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 
 # trtllm-build's default paged KV block size (PluginConfig.tokens_per_block).
 DEFAULT_TOKENS_PER_BLOCK = 32
+# Logits types the executor can bias (an FP32 embedding bias) and grammar-mask; with any other
+# the decoder step throws and fails every active request (createNewDecoderRequests.cpp
+# getEmbeddingBias L96-129 at b35ac1b6; guidedDecoder.cpp execute L204-219 at 2a9abd95).
+BIASABLE_LOGITS_DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,9 @@ class EngineBuildConfig:
     context_fmha: bool
     remove_input_padding: bool
     version: str | None
+    # The engine's "logits" tensor type (pretrained_config.logits_dtype): see
+    # BIASABLE_LOGITS_DTYPES.
+    logits_dtype: str = "float32"
 
     @classmethod
     def read(cls, engine_dir: Path) -> EngineBuildConfig:
@@ -56,6 +63,7 @@ class EngineBuildConfig:
                 context_fmha=_enabled(plugins.get("context_fmha", True)),
                 remove_input_padding=_enabled(plugins.get("remove_input_padding", True)),
                 version=data.get("version"),
+                logits_dtype=str(pretrained.get("logits_dtype") or "float32"),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise EngineUnavailableError(f"engine config {path} is unreadable: {exc!r}") from exc
@@ -108,7 +116,8 @@ def longest_prompt(
     """The longest prompt the executor accepts; build_config.max_input_len is not it.
 
     TensorRT-LLM 1.2 (cpp/tensorrt_llm/batch_manager/trtGptModel.h, TrtGptModel constructor,
-    ~L158-181 at commit c8c6df08; LlmRequest::validate refuses longer prompts):
+    L158-185 at commit c8c6df08, maxNumTokens L138-152; LlmRequest::validate refuses longer
+    prompts, llmRequest.cpp L259-264 at 119c6e60):
     maxSequenceLen - 1 with chunked context; else min(maxSequenceLen - 1, maxNumTokens) when
     context FMHA and packed input (remove_input_padding) are on; else max_input_len.
     maxNumTokens is the runtime value, which can only lower the build's (`clip_runtime_limits`).

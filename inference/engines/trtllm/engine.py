@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from inference.engines.manifest import (
     select_engine,
 )
 from inference.engines.trtllm.config import (
+    BIASABLE_LOGITS_DTYPES,
     EngineBuildConfig,
     GenerationDefaults,
     RuntimeLimits,
@@ -72,6 +74,9 @@ _REQUEST_ERROR_MARKERS = (
     "exceeds maximum input length",
     "is not within acceptable range",
     "Incorrect sampling config",
+    # executorImpl.cpp fetchNewRequests: streaming, no chunked context, MAX_UTILIZATION and
+    # prompt + max_tokens - 1 above the longest prompt; a smaller max_tokens passes.
+    "potentially greater than max input length",
 )
 # How long shutdown waits for the executor to confirm the cancellation of running requests.
 _SHUTDOWN_DRAIN_S = 2.0
@@ -181,7 +186,7 @@ class TrtllmEngine(Engine):
 
     def _chunked_context_on(self, build: EngineBuildConfig) -> bool:
         # The executor turns chunked context off without paged context FMHA (executorImpl.cpp,
-        # checkOptionalParams); so does `_executor_config`.
+        # fixExecutorConfig L67-85 at b35ac1b6); so does `_executor_config`.
         return self._chunked_context and build.paged_context_fmha
 
     def _build_config(self) -> EngineBuildConfig:
@@ -308,7 +313,8 @@ class TrtllmEngine(Engine):
             # GenerationLogitsCache::kCACHE_LENGTH = 8 steps of logits, [8, max_batch_size x
             # beam, vocab_padded] x logits dtype, before the KV cache is sized from what is left,
             # and every step's logits are written into it (runtimeBuffers.cpp, create and
-            # reshape; trtGptModelInflightBatching.cpp, constructor and createBuffers). Only
+            # reshape; trtGptModelInflightBatching.cpp, constructor (mGatherGenerationLogits
+            # L188 at b35ac1b6) and createBuffers). Only
             # asking requests get a host buffer and copies (executorImpl.cpp fetchNewRequests,
             # handleGenerationLogits.cpp). So it is a per-model option; docs/gpu.md has the cost.
             gather_generation_logits=self._top_logprobs,
@@ -374,6 +380,16 @@ class TrtllmEngine(Engine):
                 "(the model option `top_logprobs: true` turns them on, at a GPU memory cost "
                 "for every request; see docs/gpu.md)",
                 param="top_logprobs",
+            )
+        if request.constraint is not None and self._build.logits_dtype not in (
+            BIASABLE_LOGITS_DTYPES
+        ):
+            # GuidedDecoder::execute masks only FP32 and FP16 logits; for others it throws in
+            # the decoder step and every active request fails.
+            raise EngineRequestError(
+                f"{self.model_id} does not serve constrained output: its engine's logits are "
+                f"{self._build.logits_dtype}, and TensorRT-LLM masks only float32 or float16 ones",
+                param="constraint",
             )
         if request.constraint is not None and self._tokenizer is None:
             raise EngineRequestError(
@@ -502,10 +518,11 @@ class TrtllmEngine(Engine):
         # --gather_context_logits (cpp/tensorrt_llm/executor/executorImpl.cpp, fetchNewRequests:
         # "Return context logit need to build engine with gather_context_logits", read at
         # commit b35ac1b6), and such an engine runs without KV-cache block reuse
-        # (batch_manager/trtGptModelInflightBatching.cpp, executorConfigIsValid /
-        # fixExecutorConfig: "Context logits cannot be returned for reused tokens", same
-        # commit). The build targets do not ask for it, and this adapter does not yet turn
-        # Result.context_logits into prompt logprobs: refused here rather than served wrong.
+        # (batch_manager/trtGptModelInflightBatching.cpp, executorConfigIsValid L122-139 /
+        # fixExecutorConfig L141-168, context logits L156-161: "Context logits cannot be
+        # returned for reused tokens", same commit). The build targets do not ask for it, and
+        # this adapter does not yet turn Result.context_logits into prompt logprobs: refused
+        # here rather than served wrong.
         return (
             "the TensorRT-LLM engine does not return prompt log probabilities (that needs an "
             "engine built with --gather_context_logits, which also turns KV-cache reuse off); "
@@ -564,5 +581,18 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> bo
 
 def _response_error(message: str) -> Exception:
     if any(marker in message for marker in _REQUEST_ERROR_MARKERS):
-        return EngineRequestError(message)
+        return EngineRequestError(_client_message(message))
     return TrtllmEngineError(f"TensorRT-LLM failed the request: {message}")
+
+
+# fetchNewRequests answers "Encountered an error when fetching new request: " + e.what(), and a
+# TllmException's what() is "<message> (<source file>:<line>)\n<backtrace>" (TLLM_CHECK
+# messages also start "[TensorRT-LLM][ERROR] Assertion failed: "); the client gets <message>.
+_FETCH_PREFIX = "Encountered an error when fetching new request: "
+_ASSERT_PREFIX = "[TensorRT-LLM][ERROR] Assertion failed: "
+_SOURCE_SUFFIX = re.compile(r" \([^()\s]+:\d+\)$")
+
+
+def _client_message(message: str) -> str:
+    first = message.split("\n", 1)[0].removeprefix(_FETCH_PREFIX).removeprefix(_ASSERT_PREFIX)
+    return _SOURCE_SUFFIX.sub("", first)

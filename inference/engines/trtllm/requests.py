@@ -5,7 +5,8 @@ Facts behind the choices (TensorRT-LLM 1.2.1, `cpp/include/tensorrt_llm/executor
 - The sampler is greedy when both top_k and top_p are unset/0, so sampling always passes top_p
   explicitly (1.0 means the whole distribution) and greedy passes top_k=1.
 - `SamplingConfig.seed` (not `random_seed`) seeds choice 0; choice i gets seed + i
-  (`LlmRequest::createChildRequest`), matching `SamplingParams.seed_for`. An unset seed is 0
+  (`LlmRequest::createChildRequest`, llmRequest.cpp L329-342 at 119c6e60), matching
+  `SamplingParams.seed_for`. An unset seed is 0
   for every request, so a fresh random one is drawn instead.
 - The raw executor never infers `end_id`; `-1` disables it (the LLM API's ignore_eos).
 - `min_tokens` only masks `end_id` in the sampler, not stop words; see `deferred_stop_ids`.
@@ -25,7 +26,11 @@ from types import ModuleType
 from typing import Any
 
 from inference.engines.base import EngineRequest, EngineRequestError
-from inference.engines.trtllm.config import EngineBuildConfig, GenerationDefaults
+from inference.engines.trtllm.config import (
+    BIASABLE_LOGITS_DTYPES,
+    EngineBuildConfig,
+    GenerationDefaults,
+)
 from inference.engines.trtllm.guided import guided_decoding_params
 
 _UINT64 = 1 << 64
@@ -85,7 +90,7 @@ def build_request(
         end_id=stops.end_id,
         pad_id=stops.pad_id,
         stop_words=stops.stop_words or None,
-        embedding_bias=_embedding_bias(params.logit_bias, build.vocab_size),
+        embedding_bias=_embedding_bias(params.logit_bias, build),
         allotted_time_ms=_allotted_time(request.deadline),
         guided_decoding_params=guided_decoding_params(trtllm, request.constraint),
     )
@@ -125,11 +130,20 @@ def _has_prompt_ignore_length(trtllm: ModuleType) -> bool:
     return "prompt_ignore_length" in dir(trtllm.SamplingConfig)
 
 
-def _embedding_bias(logit_bias: dict[int, float], vocab_size: int) -> Any:
+def _embedding_bias(logit_bias: dict[int, float], build: EngineBuildConfig) -> Any:
     if not logit_bias:
         return None
+    # The bias is checked in the decoder setup of the step that admits the request
+    # (createNewDecoderRequests.cpp getEmbeddingBias: same type as the logits, or FP32 for FP16
+    # logits), where a failure terminates every active request, so refuse it here.
+    if build.logits_dtype not in BIASABLE_LOGITS_DTYPES:
+        raise EngineRequestError(
+            f"logit_bias is not supported by this engine: its logits are {build.logits_dtype} "
+            "(TensorRT-LLM takes a float32 bias only for float32 or float16 logits)"
+        )
     import torch  # only requests with a logit bias pay for it
 
+    vocab_size = build.vocab_size
     bad = sorted(t for t in logit_bias if not 0 <= t < vocab_size)
     if bad:
         raise EngineRequestError(
@@ -137,8 +151,9 @@ def _embedding_bias(logit_bias: dict[int, float], vocab_size: int) -> Any:
             f"(0..{vocab_size - 1})"
         )
     # Rank 1 (requestImpl.h checkEmbeddingBias) and FP32, which the executor takes for FP32
-    # logits and converts for FP16 ones (createNewDecoderRequests.cpp getEmbeddingBias);
-    # trtllm-build writes FP32 logits unless told otherwise.
+    # logits and converts for FP16 ones (createNewDecoderRequests.cpp getEmbeddingBias L96-129
+    # at b35ac1b6); its length must be vocab_size (initializeEmbeddingBias L248-250, same
+    # commit); trtllm-build writes FP32 logits unless told otherwise.
     bias = torch.zeros(vocab_size, dtype=torch.float32)
     ids = torch.tensor(list(logit_bias.keys()), dtype=torch.long)
     bias[ids] = torch.tensor(list(logit_bias.values()), dtype=torch.float32)

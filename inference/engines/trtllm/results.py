@@ -1,8 +1,10 @@
 """Turns the executor's streaming `Result`s of one request into `SequenceOutput`s per choice.
 
-Executor facts this relies on (TensorRT-LLM 1.2.1 `LlmRequest::createResult`, issue #2190):
-- each streaming Result holds only the new tokens, but `log_probs` holds every log prob so far;
-- with n > 1 every sequence answers on its own, tagged with `sequence_index`;
+Executor facts this relies on (TensorRT-LLM 1.2.1 `LlmRequest::createResult`, issue #2190;
+llmRequest.cpp L70-226 at 119c6e60):
+- each streaming Result holds only the new tokens (L113-120), but `log_probs` holds every log
+  prob so far (L152-156);
+- with n > 1 every sequence answers on its own, tagged with `sequence_index` (L83-89);
 - the end_id token is never part of the output, stop-word tokens are; a CANCELLED result may
   carry tokens whose log probs are missing (the LLM API works around the same thing).
 

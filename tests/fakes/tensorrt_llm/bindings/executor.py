@@ -16,27 +16,33 @@ matter. Paths are relative to the TensorRT-LLM repository root.
   probability so far (as `LlmRequest::createResult` does); `is_final` is set on the last
   response of the request; with `num_return_sequences > 1` each sequence answers separately
   with its `sequence_index` and `is_sequence_final`, and child sequence i samples with
-  seed + i (cpp/tensorrt_llm/batch_manager/llmRequest.cpp, LlmRequest::createChildRequest).
+  seed + i (cpp/tensorrt_llm/batch_manager/llmRequest.cpp, LlmRequest::createChildRequest
+  L317-346, seeds L329-342, at 119c6e60; log probs so far: createResult L152-156).
 - `end_id` ends a sequence with END_ID and is NOT part of the output (issue #2190); stop words
   end it with STOP_WORDS and ARE part of it; `min_tokens` only masks `end_id`
   (cpp/tensorrt_llm/kernels/penaltyKernels.cu, batchApplyPenalty's "Min length" step).
 - The longest prompt is the executor's own rule, not build_config.max_input_len
-  (cpp/tensorrt_llm/batch_manager/trtGptModel.h, TrtGptModel constructor, ~L158-181 at
+  (cpp/tensorrt_llm/batch_manager/trtGptModel.h, TrtGptModel constructor, L158-185 at
   commit c8c6df08): maxSequenceLen - 1 with chunked context; else
   min(maxSequenceLen - 1, maxNumTokens) when context FMHA and packed input (remove_input_padding)
   are on; else the build's max_input_len. Chunked context is switched off when the engine lacks
-  paged context FMHA (executorImpl.cpp, checkOptionalParams), and a runtime max_num_tokens only
-  counts when it is not above the build's (trtGptModel.h, same constructor). A longer prompt
-  gets an error response with the real message (llmRequest.cpp, LlmRequest::validate);
-  `prompt + max_tokens > max_seq_len` clips `max_tokens` (-> LENGTH). Streaming without chunked
+  paged context FMHA (executorImpl.cpp, fixExecutorConfig L67-85 at b35ac1b6), and a runtime
+  max_num_tokens only counts when it is not above the build's (trtGptModel.h, L138-152). A
+  longer prompt gets an error response with the real message (llmRequest.cpp,
+  LlmRequest::validate L259-264 at 119c6e60); `prompt + max_tokens > max_seq_len` clips
+  `max_tokens` (-> LENGTH; L293-302). Streaming without chunked
   context under MAX_UTILIZATION also needs prompt + max_tokens - 1 <= that limit
   (executorImpl.cpp, Executor::Impl::fetchNewRequests).
 - `Request(embedding_bias=...)` must be rank 1 (cpp/tensorrt_llm/executor/requestImpl.h,
   checkEmbeddingBias: TLLM_CHECK(shape.size() == 1), raised by the constructor); its dtype must
   be the engine's logits dtype, except that FP32 is converted for FP16 logits, else the request
   fails with "Embedding bias data type must be same as model logits type."
-  (cpp/tensorrt_llm/batch_manager/createNewDecoderRequests.cpp, getEmbeddingBias, 1.2.0rc2).
-  Its length is not checked against the vocabulary. The logits dtype is config.json's
+  (cpp/tensorrt_llm/batch_manager/createNewDecoderRequests.cpp, getEmbeddingBias L96-129 at
+  b35ac1b6 = 1.2.0rc2). The real check runs in the decoder setup of the admitting step, and its
+  exception fails every active request (trtGptModelInflightBatching.cpp forwardAsync's
+  catch-all; executorImpl.cpp forwardAsync, terminateActiveRequests); the fake fails only this
+  one. Its length must be the vocabulary size (initializeEmbeddingBias L248-250, same commit);
+  the fake does not check that. The logits dtype is config.json's
   pretrained_config.logits_dtype (trtllm-build writes float32 unless told otherwise).
 - Log probs (`OutputConfig.return_log_probs`) come from the processed distribution: raw logits
   + embedding bias, times 1/temperature, then repetition/presence/frequency penalties and the
@@ -178,6 +184,18 @@ class RequestType(enum.Enum):
     REQUEST_TYPE_CONTEXT_AND_GENERATION = 0
     REQUEST_TYPE_CONTEXT_ONLY = 1
     REQUEST_TYPE_GENERATION_ONLY = 2
+
+
+# How the real executor words an error response: fetchNewRequests (or forwardAsync) prefixes
+# TllmException::what(), which is "<message> (<source file>:<line>)\n<backtrace>"; TLLM_CHECK
+# messages start "[TensorRT-LLM][ERROR] Assertion failed: " (common/assert.h, tllmException.cpp).
+_FETCH_PREFIX = "Encountered an error when fetching new request: "
+_FORWARD_PREFIX = "Encountered an error in forwardAsync function: "
+
+
+def _what(message: str, source: str, *, check: bool = False) -> str:
+    prefix = "[TensorRT-LLM][ERROR] Assertion failed: " if check else ""
+    return f"{prefix}{message} (/fake/cpp/tensorrt_llm/{source}:0)\n1       0x0 fake backtrace"
 
 
 def _check(condition: bool, message: str) -> None:
@@ -496,6 +514,9 @@ class Request:
                 isinstance(w, list) and all(isinstance(t, int) for t in w) for w in words
             ):
                 raise TypeError("stop_words / bad_words must be list[list[int]]")
+        # requestImpl.h validate(), run by the constructor (Request::Impl, 1.2-era versions).
+        _check(len(input_token_ids) > 0, "Assertion failed: !mInputTokenIds.empty()")
+        _check(max_tokens > 0, "Assertion failed: mMaxNewTokens > 0")
         # requestImpl.h checkEmbeddingBias: TLLM_CHECK(bias.getShape().size() == 1).
         if embedding_bias is not None:
             _check(
@@ -717,17 +738,22 @@ class Executor:
         self._vocab = int(config["pretrained_config"]["vocab_size"])
         self._logits_dtype = str(config["pretrained_config"].get("logits_dtype", "float32"))
         self._max_seq_len = int(build["max_seq_len"])
-        # executorImpl.cpp checkOptionalParams: no chunked context without paged context FMHA.
+        # executorImpl.cpp fixExecutorConfig (L67-85 at b35ac1b6): no chunked context without
+        # paged context FMHA.
         self.fake_chunked_context = executor_config.enable_chunked_context and bool(
             plugins.get("use_paged_context_fmha", True)
         )
         self.fake_max_input_len = self._executor_max_input_len(
             build, plugins, executor_config, chunked=self.fake_chunked_context
         )
-        # The runtime may lower the engine's batch size, never raise it.
-        self._max_batch = min(
-            int(build["max_batch_size"]),
-            executor_config.max_batch_size or int(build["max_batch_size"]),
+        # The runtime may lower the engine's batch size; a larger one is refused
+        # (trtGptModel.h, TrtGptModel constructor L67-69 at c8c6df08).
+        engine_batch = int(build["max_batch_size"])
+        self._max_batch = executor_config.max_batch_size or engine_batch
+        _check(
+            self._max_batch <= engine_batch,
+            f"Runtime configured max batch size ({self._max_batch}) must not exceed engine max "
+            f"batch size ({engine_batch})",
         )
         self._tokens_per_block = int(build.get("plugin_config", {}).get("tokens_per_block", 32))
         guided = executor_config.guided_decoding_config
@@ -882,32 +908,44 @@ class Executor:
     def _validate(self, active: _Active) -> str | None:
         request = active.request
         prompt_len = len(request.input_token_ids)
-        # llmRequest.cpp LlmRequest::validate, called from executorImpl.cpp fetchNewRequests.
+        # llmRequest.cpp LlmRequest::validate (L243-314 at 119c6e60), called from
+        # executorImpl.cpp fetchNewRequests.
         if request.end_id is not None and not -1 <= request.end_id < self._vocab:
-            return f"EndId ({request.end_id}) is not within acceptable range [-1, {self._vocab})."
+            return _what(
+                f"EndId ({request.end_id}) is not within acceptable range [-1, {self._vocab}).",
+                "batch_manager/llmRequest.cpp",
+                check=True,
+            )
         if prompt_len > self.fake_max_input_len:
-            return (
+            return _what(
                 f"Prompt length ({prompt_len}) exceeds maximum input length "
                 f"({self.fake_max_input_len}). Set log level to info and check TRTGptModel logs "
-                "for how maximum input length is set"
+                "for how maximum input length is set",
+                "batch_manager/llmRequest.cpp",
             )
+        # executorImpl.cpp fetchNewRequests checks mPromptLen + mMaxNewTokens - 1 after
+        # validate() has clipped mMaxNewTokens to maxSequenceLen - mPromptLen: active.max_new.
         policy = self.fake_config.scheduler_config.capacity_scheduler_policy
         if (
             request.streaming
             and policy != CapacitySchedulerPolicy.GUARANTEED_NO_EVICT
             and not self.fake_chunked_context
-            and prompt_len + request.max_tokens - 1 > self.fake_max_input_len
+            and prompt_len + active.max_new - 1 > self.fake_max_input_len
         ):
-            return (
+            return _what(
                 "Request sequence length is potentially greater than max input length. This "
                 "cannot be run unless streaming is disabled, context chunking is enabled or the "
-                "GUARANTEED_NO_EVICT scheduling policy is used"
+                "GUARANTEED_NO_EVICT scheduling policy is used",
+                "executor/executorImpl.cpp",
+                check=True,
             )
         output = request.output_config
         if output.return_generation_logits and not self.fake_config.gather_generation_logits:
-            return (
+            return _what(
                 "To return generation logits, gather_generation_logits must be enabled in "
-                "ExecutorConfig"
+                "ExecutorConfig",
+                "executor/executorImpl.cpp",
+                check=True,
             )
         bias = request.embedding_bias
         if bias is not None:
@@ -916,7 +954,11 @@ class Executor:
                 "float32",
                 "float16",
             ):
-                return "Embedding bias data type must be same as model logits type."
+                # Thrown in the decoder setup, so it is forwardAsync that reports it.
+                return _FORWARD_PREFIX + _what(
+                    "Embedding bias data type must be same as model logits type.",
+                    "batch_manager/createNewDecoderRequests.cpp",
+                )
         return self._start_guides(active)
 
     def _start_guides(self, active: _Active) -> str | None:
@@ -926,8 +968,13 @@ class Executor:
         params = active.request.guided_decoding_params
         if params is None:
             return None
-        if self._guided is None:
-            return "fake: guided decoding params on an executor without a guided decoding config"
+        if self._guided is None:  # executorImpl.cpp fetchNewRequests (b35ac1b6)
+            return _what(
+                "Request is specified with GuidedDecodingParams, but GuidedDecoder is not setup. "
+                "Please provide a valid GuidedDecodingConfig to setup GuidedDecoder.",
+                "executor/executorImpl.cpp",
+                check=True,
+            )
         try:
             for seq in active.sequences:
                 seq.matcher = self._guided.matcher(params)
@@ -950,6 +997,8 @@ class Executor:
                     if error is not None:
                         self._queue.remove(active)
                         self._terminated.add(active.request_id)
+                        if not error.startswith(_FORWARD_PREFIX):
+                            error = _FETCH_PREFIX + error
                         out.append(Response(active.request_id, error, active.request.client_id))
             running = sum(len(a.sequences) for a in self._active)
             while self._queue and running + len(self._queue[0].sequences) <= self._max_batch:

@@ -6,7 +6,8 @@ What it copies, read through the code index (paths relative to the TensorRT-LLM 
   EBNF_GRAMMAR, STRUCTURAL_TAG (cpp/tensorrt_llm/nanobind/executor/request.cpp;
   cpp/include/tensorrt_llm/executor/executor.h, GuidedDecodingParams::GuideType, commit
   879039f6). A guide string is required except for JSON
-  (cpp/tensorrt_llm/executor/guidedDecodingParams.cpp: TLLM_CHECK_WITH_INFO(mGuideType ==
+  (cpp/tensorrt_llm/executor/guidedDecodingParams.cpp, constructor L25-31 at 2a9abd95:
+  TLLM_CHECK_WITH_INFO(mGuideType ==
   GuideType::kJSON || mGuide.has_value(), ...)).
 - The executor's GuidedDecoder (cpp/tensorrt_llm/batch_manager/guidedDecoder.cpp, commit
   2a9abd95, the 1.2-era version with the STRUCTURAL_TAG case and XGRAMMAR_CACHE_LIMIT_GB;
@@ -20,11 +21,12 @@ What it copies, read through the code index (paths relative to the TensorRT-LLM 
   CompileGrammar, STRUCTURAL_TAG -> CompileStructuralTag; every generation step accepts the
   last token, then fills the next bitmask, which masks the logits before sampling. Once the
   grammar is complete only the stop ids are allowed, so the sequence ends on end_id (END_ID)
-  or on a stop word.
+  or on a stop word. Not copied: execute masks only FP32 and FP16 logits and throws
+  "Unsupported logits data type." for others (L204-219), which fails every active request.
 What the fake decides itself: a guide that fails to compile ends its request with an error
 response carrying xgrammar's message (the real executor's handling of that exception was not
-read), and a request with guided decoding params on an executor without a guided decoding
-config gets an error response too.
+read). A request with guided decoding params on an executor without a guided decoding config
+gets the real error response (executorImpl.cpp fetchNewRequests, b35ac1b6).
 """
 
 from __future__ import annotations

@@ -128,8 +128,10 @@ def test_prompt_limit_is_the_executors_rule(fake_trtllm: ModuleType, run: Any) -
     accepted = run(greedy(fake_trtllm, list(range(127))), enable_chunked_context=True)
     assert not accepted[-1].has_error()
     refused = run(greedy(fake_trtllm, list(range(128))), enable_chunked_context=True)
+    # As the real executor words it: fetchNewRequests' prefix, then TllmException::what().
     assert refused[-1].error_msg.startswith(
-        "Prompt length (128) exceeds maximum input length (127)."
+        "Encountered an error when fetching new request: Prompt length (128) exceeds maximum "
+        "input length (127)."
     )
     # Without it: min(maxSequenceLen - 1, maxNumTokens) = 64.
     refused = run(greedy(fake_trtllm, list(range(65))))
@@ -138,6 +140,73 @@ def test_prompt_limit_is_the_executors_rule(fake_trtllm: ModuleType, run: Any) -
     engine = {"paged_context_fmha": False}
     refused = run(greedy(fake_trtllm, list(range(65))), engine=engine, enable_chunked_context=True)
     assert "(65) exceeds maximum input length (64)" in refused[-1].error_msg
+
+
+def test_streaming_limit_counts_the_clipped_max_tokens(
+    fake_trtllm: ModuleType, run: Any, tmp_path: Path
+) -> None:
+    # executorImpl.cpp fetchNewRequests: streaming without chunked context under
+    # MAX_UTILIZATION needs prompt + max_new_tokens - 1 <= max input len, counted after
+    # LlmRequest::validate clipped max_new_tokens to max_seq_len - prompt.
+    def streamed(max_tokens: int) -> Any:
+        return fake_trtllm.Request(list(range(10)), max_tokens, streaming=True)
+
+    policy = fake_trtllm.SchedulerConfig(fake_trtllm.CapacitySchedulerPolicy.MAX_UTILIZATION)
+    config = {"enable_chunked_context": False, "scheduler_config": policy}
+    # min(max_seq_len - 1, max_num_tokens) = 64: 10 + 60 - 1 > 64 is refused.
+    refused = run(streamed(60), **config)
+    assert "potentially greater than max input length" in refused[-1].error_msg
+    # max_num_tokens 256: limit 127; 1000 tokens clip to 118, and 10 + 118 - 1 = 127 fits.
+    engine_dir = write_fake_engine(
+        tmp_path / "wide",
+        model_id=MODEL_ID,
+        vocab_size=VOCAB,
+        max_input_len=96,
+        max_seq_len=128,
+        max_num_tokens=256,
+    )
+    executor = fake_trtllm.Executor(
+        engine_dir, fake_trtllm.ModelType.DECODER_ONLY, fake_trtllm.ExecutorConfig(**config)
+    )
+    try:
+        request_id = executor.enqueue_request(streamed(1000))
+        deadline = time.monotonic() + 10
+        final = None
+        while final is None and time.monotonic() < deadline:
+            for response in executor.await_responses(timeout=timedelta(milliseconds=20)):
+                assert response.request_id == request_id
+                if response.has_error() or response.result.is_final:
+                    final = response
+        assert final is not None and not final.has_error(), final and final.error_msg
+    finally:
+        executor.shutdown()
+
+
+def test_max_batch_size_above_the_engines_is_refused(
+    fake_trtllm: ModuleType, tmp_path: Path
+) -> None:
+    # trtGptModel.h, TrtGptModel constructor: TLLM_CHECK, not a silent clip.
+    engine_dir = write_fake_engine(
+        tmp_path / "e", model_id=MODEL_ID, vocab_size=VOCAB, max_batch_size=4
+    )
+    config = fake_trtllm.ExecutorConfig(max_batch_size=8)
+    with pytest.raises(RuntimeError, match=r"max batch size \(8\) must not exceed .* \(4\)"):
+        fake_trtllm.Executor(engine_dir, fake_trtllm.ModelType.DECODER_ONLY, config)
+
+
+def test_guided_params_without_a_guided_decoding_config_get_the_real_error(
+    fake_trtllm: ModuleType, run: Any
+) -> None:
+    guided = fake_trtllm.GuidedDecodingParams(fake_trtllm.GuidedDecodingParams.GuideType.JSON)
+    refused = run(fake_trtllm.Request([1], 2, guided_decoding_params=guided))
+    assert "GuidedDecoder is not setup" in refused[-1].error_msg
+
+
+def test_request_needs_a_prompt_and_max_tokens(fake_trtllm: ModuleType) -> None:
+    with pytest.raises(RuntimeError, match="mInputTokenIds"):
+        fake_trtllm.Request([], 2)
+    with pytest.raises(RuntimeError, match="mMaxNewTokens > 0"):
+        fake_trtllm.Request([1], 0)
 
 
 def test_embedding_bias_must_be_rank_one(fake_trtllm: ModuleType) -> None:
@@ -151,7 +220,10 @@ def test_embedding_bias_dtype_must_match_the_logits(fake_trtllm: ModuleType, run
 
     assert not run(biased(torch.float32))[-1].has_error()  # FP32 logits by default
     refused = run(biased(torch.float16))
-    assert refused[-1].error_msg == "Embedding bias data type must be same as model logits type."
+    assert refused[-1].error_msg.startswith(
+        "Encountered an error in forwardAsync function: Embedding bias data type must be same "
+        "as model logits type."
+    )
     # FP32 is converted for FP16 logits.
     assert not run(biased(torch.float32), engine={"logits_dtype": "float16"})[-1].has_error()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import AsyncGenerator
@@ -382,6 +383,34 @@ async def test_logit_bias_outside_the_vocabulary_is_a_request_error(
         await collect(engine, request([1], logit_bias={VOCAB + 5: 1.0}))
 
 
+async def test_logit_bias_on_an_engine_with_bf16_logits_is_a_request_error(
+    fake_trtllm: ModuleType, start_engine: EngineFactory
+) -> None:
+    # The executor takes an FP32 bias only for FP32 or FP16 logits; for any other type the
+    # decoder setup throws and every active request fails, so the adapter refuses it first.
+    engine = await start_engine(engine={"logits_dtype": "bfloat16"})
+    sent = len(fake_trtllm.fake_instances[-1].fake_requests)
+    with pytest.raises(EngineRequestError, match="logits are bfloat16"):
+        await collect(engine, request([1], logit_bias={3: 1.0}))
+    assert len(fake_trtllm.fake_instances[-1].fake_requests) == sent
+    out = await collect(engine, request([1], temperature=0.0, max_tokens=2))
+    assert len(out.tokens()) == 2
+
+
+async def test_constrained_output_on_an_engine_with_bf16_logits_is_a_request_error(
+    fake_trtllm: ModuleType, start_engine: EngineFactory
+) -> None:
+    # GuidedDecoder::execute masks only FP32 and FP16 logits; for others it throws in the
+    # decoder step and every active request fails, so the adapter refuses it first.
+    engine = await start_engine(engine={"logits_dtype": "bfloat16"})
+    sent = len(fake_trtllm.fake_instances[-1].fake_requests)
+    constrained = dataclasses.replace(request([1]), constraint=cast(Any, object()))
+    with pytest.raises(EngineRequestError, match="logits are bfloat16") as refused:
+        await collect(engine, constrained)
+    assert refused.value.param == "constraint"
+    assert len(fake_trtllm.fake_instances[-1].fake_requests) == sent
+
+
 async def test_longest_prompt_is_the_executors_rule_with_chunked_context(
     fake_trtllm: ModuleType, start_engine: EngineFactory
 ) -> None:
@@ -394,8 +423,11 @@ async def test_longest_prompt_is_the_executors_rule_with_chunked_context(
     with pytest.raises(
         EngineRequestError,
         match=rf"\({MAX_SEQ_LEN}\) exceeds maximum input length \({MAX_SEQ_LEN - 1}\)",
-    ):
+    ) as refused:
         await collect(engine, request(list(range(MAX_SEQ_LEN))))
+    # The client gets the executor's message, not its prefix, source line and backtrace.
+    assert str(refused.value).startswith("Prompt length")
+    assert str(refused.value).endswith("for how maximum input length is set")
     assert engine.stats().active_requests == 0
 
 

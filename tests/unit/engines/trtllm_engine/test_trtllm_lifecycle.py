@@ -285,6 +285,22 @@ def test_error_responses_are_classified() -> None:
         _response_error("EndId (5000) is not within acceptable range [-1, 1000)."),
         EngineRequestError,
     )
+    streaming_limit = (
+        "Encountered an error when fetching new request: Request sequence length is potentially "
+        "greater than max input length. This cannot be run unless streaming is disabled, context "
+        "chunking is enabled or the GUARANTEED_NO_EVICT scheduling policy is used"
+    )
+    assert isinstance(_response_error(streaming_limit), EngineRequestError)
+    # As the real executor words it: a prefix, the source line and a backtrace the client
+    # does not get.
+    real = _response_error(
+        "Encountered an error when fetching new request: [TensorRT-LLM][ERROR] Assertion "
+        "failed: EndId (5000) is not within acceptable range [-1, 1000). "
+        "(/src/tensorrt_llm/cpp/tensorrt_llm/batch_manager/llmRequest.cpp:249)\n"
+        "1       0x7f00 tensorrt_llm::common::throwRuntimeError(char const*, int, char const*)\n"
+    )
+    assert isinstance(real, EngineRequestError)
+    assert str(real) == "EndId (5000) is not within acceptable range [-1, 1000)."
     fault = _response_error("[TensorRT-LLM][ERROR] CUDA runtime error: out of memory")
     assert isinstance(fault, TrtllmEngineError)
     assert not isinstance(fault, EngineRequestError)
