@@ -23,14 +23,9 @@ def run(fake_trtllm: ModuleType, tmp_path: Path) -> Iterator[Any]:
     executors: list[Any] = []
 
     def go(request: Any, engine: dict[str, Any] | None = None, **config: Any) -> list[Any]:
+        limits = {"max_input_len": 96, "max_seq_len": 128, "max_num_tokens": 64, **(engine or {})}
         engine_dir = write_fake_engine(
-            tmp_path / f"e{len(executors)}",
-            model_id=MODEL_ID,
-            vocab_size=VOCAB,
-            max_input_len=96,
-            max_seq_len=128,
-            max_num_tokens=64,
-            **(engine or {}),
+            tmp_path / f"e{len(executors)}", model_id=MODEL_ID, vocab_size=VOCAB, **limits
         )
         executor = fake_trtllm.Executor(
             engine_dir, fake_trtllm.ModelType.DECODER_ONLY, fake_trtllm.ExecutorConfig(**config)
@@ -142,9 +137,7 @@ def test_prompt_limit_is_the_executors_rule(fake_trtllm: ModuleType, run: Any) -
     assert "(65) exceeds maximum input length (64)" in refused[-1].error_msg
 
 
-def test_streaming_limit_counts_the_clipped_max_tokens(
-    fake_trtllm: ModuleType, run: Any, tmp_path: Path
-) -> None:
+def test_streaming_limit_counts_the_clipped_max_tokens(fake_trtllm: ModuleType, run: Any) -> None:
     # executorImpl.cpp fetchNewRequests: streaming without chunked context under
     # MAX_UTILIZATION needs prompt + max_new_tokens - 1 <= max input len, counted after
     # LlmRequest::validate clipped max_new_tokens to max_seq_len - prompt.
@@ -157,29 +150,9 @@ def test_streaming_limit_counts_the_clipped_max_tokens(
     refused = run(streamed(60), **config)
     assert "potentially greater than max input length" in refused[-1].error_msg
     # max_num_tokens 256: limit 127; 1000 tokens clip to 118, and 10 + 118 - 1 = 127 fits.
-    engine_dir = write_fake_engine(
-        tmp_path / "wide",
-        model_id=MODEL_ID,
-        vocab_size=VOCAB,
-        max_input_len=96,
-        max_seq_len=128,
-        max_num_tokens=256,
-    )
-    executor = fake_trtllm.Executor(
-        engine_dir, fake_trtllm.ModelType.DECODER_ONLY, fake_trtllm.ExecutorConfig(**config)
-    )
-    try:
-        request_id = executor.enqueue_request(streamed(1000))
-        deadline = time.monotonic() + 10
-        final = None
-        while final is None and time.monotonic() < deadline:
-            for response in executor.await_responses(timeout=timedelta(milliseconds=20)):
-                assert response.request_id == request_id
-                if response.has_error() or response.result.is_final:
-                    final = response
-        assert final is not None and not final.has_error(), final and final.error_msg
-    finally:
-        executor.shutdown()
+    served = run(streamed(1000), engine={"max_num_tokens": 256}, **config)
+    assert not served[-1].has_error(), served[-1].error_msg
+    assert served[-1].result.is_final
 
 
 def test_max_batch_size_above_the_engines_is_refused(
