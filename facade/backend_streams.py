@@ -204,8 +204,8 @@ class BackendStream:
         self.started += 1
         if timeout_s is not None:
             generation.expire_after(timeout_s)
-        # Shielded: the write may carry other generations' starts too (RequestWrites), and
-        # grpc.aio cancels the whole call when a write is cancelled half-way; the caller's
+        # Shielded: `written` is RequestWrites' future, which its writer task resolves and
+        # which may stand for a write carrying other generations' starts too; the caller's
         # cancellation (its client left) cancels just this generation.
         try:
             error = await asyncio.shield(self._writes.start(request))
@@ -266,6 +266,7 @@ class BackendStream:
             self.broken = True
             self._call.cancel()  # a no-op unless this task itself was cancelled
             ended = stream_ended(failure)
+            self._writes.end(ended)  # the writer would otherwise wait on a dead call for ever
             for generation in generations.values():
                 generation.fail(ended)
             generations.clear()

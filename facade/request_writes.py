@@ -92,6 +92,11 @@ class RequestWrites:
         self._closing = True
         self._wakeup.wake()
 
+    def end(self, error: RequestError) -> None:
+        """The call has ended (its reader saw the end): stop writing; queued starts get `error`."""
+        self._task.cancel()
+        self._fail(error)
+
     async def aclose(self) -> None:
         """Stops writing (the call is being cancelled); queued starts get the call's end."""
         self._task.cancel()

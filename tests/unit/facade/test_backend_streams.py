@@ -295,6 +295,19 @@ async def test_concurrent_generations_take_streams_of_their_own_up_to_max_stream
     await streams.aclose()
 
 
+async def test_a_call_the_service_ends_stops_its_writer_too() -> None:
+    stub = ServedStub()
+    streams = streams_of(stub, StreamLimits(), [0.0])
+    generation_ = await start(streams, "r1")
+    stub.calls[0].cancel()  # the service ended the call (a crash, or a drain's end)
+    with pytest.raises(RequestError):
+        await generation_.read()
+    await settled()
+    writers = [t for t in asyncio.all_tasks() if t.get_name() == "generate-many-writes"]
+    assert writers == []  # nothing left waiting on the dead call
+    await streams.aclose()
+
+
 async def test_a_stream_retires_after_max_generations_once_its_last_one_ends() -> None:
     stub, clock = ServedStub(), [0.0]
     streams = streams_of(stub, StreamLimits(max_age_s=0, max_generations=2), clock)
