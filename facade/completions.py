@@ -99,12 +99,12 @@ class TextCompletionBuilder(ChoicesBuilder):
         if self._logprobs is not None:
             _add_logprobs(self._logprobs[index], delta)
 
-    def _choice(self, index: int, finish_reason: str) -> dict[str, Any]:
+    def _choice(self, index: int, reason: str) -> dict[str, Any]:
         return {
             "index": index,
             "text": "".join(self._texts[index]),
             "logprobs": self._logprobs[index].take() if self._logprobs is not None else None,
-            "finish_reason": finish_reason,
+            "finish_reason": reason,
         }
 
 

@@ -33,7 +33,6 @@ from facade.backend_streams import EOF, Generation
 from facade.backends import Backend, no_backend
 from facade.deps import FacadeState
 from facade.errors import APIError, from_request_error
-from facade.metrics import record_final_status
 from facade.ratelimit_headers import rate_limit_headers
 from facade.request_context import reason_name
 from facade.shapes import StreamEncoder
@@ -88,7 +87,7 @@ class GenerationRun(Response):
             self.state.gate.exit()
             self.state.metrics.in_flight.dec()
             await self.run.lease.release(self._tokens_used())
-            record_final_status(scope, self.status or 499)
+            self.run.record.final_status = self.status or 499
             self._record()
 
     def _tokens_used(self) -> int | None:

@@ -10,6 +10,6 @@ from __future__ import annotations
 import os
 
 
-def random_hex() -> str:
-    """32 random hex digits."""
-    return os.urandom(16).hex()
+def random_hex(nbytes: int = 16) -> str:
+    """2 x `nbytes` random hex digits (32 by default)."""
+    return os.urandom(nbytes).hex()

@@ -30,12 +30,12 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as redis
 
+from facade.ids import random_hex
 from facade.limits import (
     WINDOW_S,
     BudgetLevels,
@@ -273,7 +273,7 @@ class RedisLimiter(Limiter):
         if not (limits.requests_per_minute or limits.tokens_per_minute or limits.max_concurrent):
             return _NoLease()  # unlimited: no need to ask anyone
         charge = token_charge(limits, estimated_tokens)
-        lease_id = uuid.uuid4().hex
+        lease_id = random_hex()
         args = [
             limits.requests_per_minute,
             limits.tokens_per_minute,

@@ -13,7 +13,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-from starlette.types import Scope
 
 if TYPE_CHECKING:
     from facade.auth import KeyRing
@@ -23,21 +22,6 @@ _TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-
-# Where a response that began with one status and ended with another (a stream that failed
-# or was cut after its 200, a client that left) leaves the status it ended with.
-_FINAL_STATUS_KEY = "tensorchat.final_status"
-
-
-def record_final_status(scope: Scope, status: int) -> None:
-    """Count this request under `status`, whatever status its response began with."""
-    scope[_FINAL_STATUS_KEY] = status
-
-
-def final_status(scope: Scope, began_with: int) -> int:
-    """The status a request is counted under: what `record_final_status` left, else the
-    status its response began with."""
-    return scope.get(_FINAL_STATUS_KEY) or began_with
 
 
 class FacadeMetrics:

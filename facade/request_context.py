@@ -22,7 +22,7 @@ The access log: one line per request, after its last byte, with what the routes 
 reasons) and the status and duration; escaped by tensorchat/logs.py.
 
 The response count (`tensorchat_facade_requests`, by route template and status): the status a
-response ended with where it differs from the one it began with (`metrics.record_final_status`:
+response ended with where it differs from the one it began with (`RequestRecord.final_status`:
 a stream that failed or was cut after its 200), 499 where the client left before it began.
 The access log and the span keep the status the client was sent.
 """
@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, use_span
 from starlette.requests import Request
@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facade.errors import unexpected_error
 from facade.ids import random_hex
-from facade.metrics import FacadeMetrics, final_status
+from facade.metrics import FacadeMetrics
 from tensorchat import tracing
 from tensorchat.logs import log_fields
 from tensorchat.v1 import inference_pb2 as pb
@@ -67,11 +67,14 @@ class RequestRecord:
     completion_tokens: int | None = None
     ttft_s: float | None = None
     finish_reasons: list[str] = field(default_factory=list)
+    # The status the request is counted under when its response ended otherwise than it
+    # began (a stream that failed or was cut after its 200, a client that left); routes set it.
+    final_status: int | None = None
 
     @classmethod
     def from_client_id(cls, client_id: str | None) -> RequestRecord:
         if client_id is not None and _VALID_REQUEST_ID.fullmatch(client_id):
-            return cls(client_id, f"{client_id}.{secrets.token_hex(4)}")
+            return cls(client_id, f"{client_id}.{random_hex(4)}")
         request_id = new_request_id()
         return cls(request_id, request_id)
 
@@ -98,6 +101,10 @@ class RequestContext:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        # The counter's child per (route template, status), looked up once: `labels` costs
+        # about 1.3 µs a call against 0.4 for the cached child's `inc` (timeit). Bounded by
+        # the routes and the statuses they answer.
+        self._counters: dict[tuple[str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -152,12 +159,19 @@ class RequestContext:
             # Nothing sent and nothing raised: the client left before the response began.
             status = status or 499
             route = getattr(scope.get("route"), "path", None)
-            counted = final_status(scope, status)
-            self.metrics.requests.labels(route or "unmatched", str(counted)).inc()
+            self._count(route or "unmatched", record.final_status or status)
             if span is not None:
                 _end_span(span, scope["method"], route, status, record)
             if self.access_log:
                 _log_access(scope, route, status, record)
+
+    def _count(self, route: str, status: int) -> None:
+        counter = self._counters.get((route, status))
+        if counter is None:
+            counter = self._counters[(route, status)] = self.metrics.requests.labels(
+                route, str(status)
+            )
+        counter.inc()
 
 
 def _end_span(

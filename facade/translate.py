@@ -543,7 +543,7 @@ class ChoicesBuilder(abc.ABC):
     def _add_delta(self, index: int, delta: pb.Delta) -> None: ...
 
     @abc.abstractmethod
-    def _choice(self, index: int, finish_reason: str) -> dict[str, Any]: ...
+    def _choice(self, index: int, reason: str) -> dict[str, Any]: ...
 
     def to_json(
         self, completion_id: str, created: int, model: str, fingerprint: str
@@ -587,7 +587,7 @@ class CompletionBuilder(ChoicesBuilder):
         message.update(calls.message_fields(self._legacy))
         return message
 
-    def _choice(self, index: int, finish_reason: str) -> dict[str, Any]:
+    def _choice(self, index: int, reason: str) -> dict[str, Any]:
         logprobs = self._logprobs
         return {
             "index": index,
@@ -595,5 +595,5 @@ class CompletionBuilder(ChoicesBuilder):
             "logprobs": (
                 {"content": logprobs[index], "refusal": None} if logprobs is not None else None
             ),
-            "finish_reason": finish_reason,
+            "finish_reason": reason,
         }
