@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any, TypeVar
@@ -28,17 +29,15 @@ _Done = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
 class PrepareThreads:
-    """`count` daemon threads, started on first use, that run jobs for asyncio callers."""
+    """`count` daemon threads, started on first use, that run jobs for asyncio callers. The
+    threads hold only the shared `_Work`, not this object: once it is collected they end, as
+    ThreadPoolExecutor's workers do, so a server that stopped leaves none behind."""
 
-    def __init__(self, count: int, name: str = "prepare") -> None:
+    def __init__(self, count: int) -> None:
         self._count = count
-        self._name = name
-        self._jobs: SimpleQueue[_Job] = SimpleQueue()
+        self._work = _Work()
         self._lock = threading.Lock()
         self._started = False
-        # Finished jobs per loop, not yet handed back; a loop is in here while a hand-back
-        # to it is scheduled.
-        self._done: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """`function(*args)` on one of the threads."""
@@ -46,7 +45,7 @@ class PrepareThreads:
             self._start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((loop, future, function, args))
+        self._work.jobs.put((loop, future, function, args))
         return await future
 
     def _start(self) -> None:
@@ -55,12 +54,27 @@ class PrepareThreads:
                 return
             self._started = True
         for i in range(self._count):
-            name = f"{self._name}_{i}"
-            threading.Thread(target=self._work, name=name, daemon=True).start()
+            threading.Thread(target=self._work.serve, name=f"prepare_{i}", daemon=True).start()
+        weakref.finalize(self, self._work.stop, self._count)
 
-    def _work(self) -> None:
-        while True:
-            loop, future, function, args = self._jobs.get()
+
+class _Work:
+    """The job queue and the hand-backs, shared by the threads (see PrepareThreads)."""
+
+    def __init__(self) -> None:
+        self.jobs: SimpleQueue[_Job | None] = SimpleQueue()  # None: a thread's last job
+        self._lock = threading.Lock()
+        # Finished jobs per loop, not yet handed back; a loop is in here while a hand-back
+        # to it is scheduled.
+        self._done: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
+
+    def stop(self, threads: int) -> None:
+        for _ in range(threads):
+            self.jobs.put(None)
+
+    def serve(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            loop, future, function, args = job
             if future.cancelled():
                 continue  # its caller went away before the job started
             try:

@@ -4,6 +4,7 @@ whose caller went away before it started never runs."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 
 import pytest
@@ -58,3 +59,16 @@ async def test_a_job_whose_caller_was_cancelled_before_it_started_never_runs() -
         await second
     assert await threads.run(lambda: "after") == "after"  # the thread went on to the next job
     assert ran == ["blocking"]
+
+
+async def test_its_threads_end_once_it_is_gone() -> None:
+    before = set(threading.enumerate())
+    threads = PrepareThreads(2)
+    assert await threads.run(lambda: 1) == 1
+    workers = [t for t in threading.enumerate() if t not in before]
+    assert sorted(t.name for t in workers) == ["prepare_0", "prepare_1"]
+    del threads
+    gc.collect()
+    for worker in workers:
+        await asyncio.to_thread(worker.join, 30)
+    assert not any(worker.is_alive() for worker in workers)
