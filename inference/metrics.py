@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -148,39 +147,30 @@ class InferenceMetrics:
         return found
 
 
-@dataclass(slots=True)
 class ModelMetrics:
     """One model's children of the families (what `.labels(model)` returns), looked up once:
     `labels` costs about 1 µs a call (a lock and the label checks) and a request made 11."""
 
-    family: InferenceMetrics
-    model: str
-    prompt_tokens: Counter = field(init=False)
-    generation_tokens: Counter = field(init=False)
-    prompt_length: Histogram = field(init=False)
-    generation_length: Histogram = field(init=False)
-    ttft: Histogram = field(init=False)
-    tpot: Histogram = field(init=False)
-    e2e: Histogram = field(init=False)
-    queue: Histogram = field(init=False)
-    inference: Histogram = field(init=False)
-    prefill: Histogram = field(init=False)
-    decode: Histogram = field(init=False)
-    _success: dict[str, Counter] = field(init=False, default_factory=dict)
+    __slots__ = (
+        "_success", "decode", "e2e", "family", "generation_length", "generation_tokens",
+        "inference", "model", "prefill", "prompt_length", "prompt_tokens", "queue", "tpot",
+        "ttft",
+    )  # fmt: skip
 
-    def __post_init__(self) -> None:
-        f, model = self.family, self.model
-        self.prompt_tokens = f.prompt_tokens.labels(model)
-        self.generation_tokens = f.generation_tokens.labels(model)
-        self.prompt_length = f.prompt_length.labels(model)
-        self.generation_length = f.generation_length.labels(model)
-        self.ttft = f.ttft.labels(model)
-        self.tpot = f.tpot.labels(model)
-        self.e2e = f.e2e.labels(model)
-        self.queue = f.queue.labels(model)
-        self.inference = f.inference.labels(model)
-        self.prefill = f.prefill.labels(model)
-        self.decode = f.decode.labels(model)
+    def __init__(self, family: InferenceMetrics, model: str) -> None:
+        self.family, self.model = family, model
+        self.prompt_tokens: Counter = family.prompt_tokens.labels(model)
+        self.generation_tokens: Counter = family.generation_tokens.labels(model)
+        self.prompt_length: Histogram = family.prompt_length.labels(model)
+        self.generation_length: Histogram = family.generation_length.labels(model)
+        self.ttft: Histogram = family.ttft.labels(model)
+        self.tpot: Histogram = family.tpot.labels(model)
+        self.e2e: Histogram = family.e2e.labels(model)
+        self.queue: Histogram = family.queue.labels(model)
+        self.inference: Histogram = family.inference.labels(model)
+        self.prefill: Histogram = family.prefill.labels(model)
+        self.decode: Histogram = family.decode.labels(model)
+        self._success: dict[str, Counter] = {}
 
     def request_success(self, reason: str) -> Counter:
         counter = self._success.get(reason)

@@ -113,8 +113,8 @@ class RequestObservation:
         now = time.monotonic()
         if self.status == grpc.StatusCode.CANCELLED:
             self.reasons += ["abort"] * max(0, self.choices - len(self.reasons))
-        if self._model_metrics is not None and self.choices:
-            self._record_metrics(now)
+        if (metrics := self._model_metrics) is not None:  # set once planned
+            self._record_metrics(metrics, now)
         trace_id = self._end_span(now) if self._span is not None else None
         timings = self.timings
         ttft = None if timings.first_token is None else timings.first_token - timings.arrived
@@ -134,9 +134,8 @@ class RequestObservation:
             },
         )
 
-    def _record_metrics(self, now: float) -> None:
-        metrics, timings = self._model_metrics, self.timings
-        assert metrics is not None
+    def _record_metrics(self, metrics: ModelMetrics, now: float) -> None:
+        timings = self.timings
         for reason in self.reasons:
             metrics.request_success(reason).inc()
         if self.status != grpc.StatusCode.OK:

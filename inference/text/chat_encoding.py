@@ -160,7 +160,7 @@ class SafeChatEncoder:
         """The template's prompt for `conversation`, encoded so that no string the conversation
         builder passed through its `mark` argument can become a control token."""
         messages, tools = conversation(_unmarked)
-        prompt = self._render(messages, tools)
+        prompt = self._template.render(messages, tools)
         segments = self._marked_segments(conversation, prompt)
         return self._encode_segments(prompt, segments)
 
@@ -181,9 +181,6 @@ class SafeChatEncoder:
         return None if special is None else special.token_id
 
     # -- rendering ---------------------------------------------------------------------
-
-    def _render(self, messages: list[dict[str, Any]], tools: list[Any] | None) -> str:
-        return self._template.render(messages, list(tools) if tools is not None else None)
 
     def _marked_segments(self, conversation: TemplateInput, prompt: str) -> list[tuple[str, bool]]:
         """The prompt as (text, came_from_a_message) pieces, checked to add up to `prompt`."""
@@ -208,7 +205,7 @@ class SafeChatEncoder:
                 start = len(text) - len(text.lstrip())
                 return text[:start] + open_ + core + close + text[start + len(core) :]
 
-            segments = self._split_marked(self._render(*conversation(mark)), open_, close)
+            segments = self._split_marked(self._template.render(*conversation(mark)), open_, close)
             if segments is not None and "".join(t for t, _ in segments) == prompt:
                 return segments
         raise RuntimeError(

@@ -44,33 +44,25 @@ class ChatTemplate:
 
     def __init__(self, hf: PreTrainedTokenizerFast) -> None:
         self._hf = hf
-        # What apply_chat_template reads on every call; a tokenizer's special tokens are fixed
-        # once it serves.
-        self._variables: dict[str, Any] = dict(hf.special_tokens_map)
         # By whether tools are given (a tokenizer may carry a dict of templates, one for
-        # tools): the compiled template and its globals (transformers' helpers:
-        # raise_exception, ...), copied once; `render` adds the variables.
+        # tools): the compiled template and the variables every render passes it, fixed once
+        # it serves (its globals, transformers' helpers: raise_exception, ...; the constant
+        # arguments; the special tokens), merged once; `render` adds the conversation.
         self._templates: dict[bool, tuple[jinja2.Template, dict[str, Any]]] = {}
 
     def render(self, messages: list[dict[str, Any]], tools: list[Any] | None) -> str:
         template = self._templates.get(tools is not None)
         if template is None:
             template = self._compile(tools)
-        compiled, template_globals = template
+        compiled, fixed = template
         # What `compiled.render(messages=..., ...)` does, without copying the globals' ChainMap:
         # the context's data is the globals overlaid with the variables, as Jinja makes it.
-        data = {
-            **template_globals,
-            "messages": messages,
-            "tools": tools,
-            "documents": None,
-            "add_generation_prompt": True,
-            **self._variables,
-        }
+        data = {**fixed, "messages": messages, "tools": tools}
         environment = compiled.environment
         try:
             try:
-                rendered = environment.concat(  # type: ignore[attr-defined]
+                # The sandbox's concat is "".join: a str.
+                return environment.concat(  # type: ignore[attr-defined,no-any-return]
                     compiled.root_render_func(compiled.new_context(data, shared=True))
                 )
             except Exception:
@@ -79,14 +71,19 @@ class ChatTemplate:
             # Templates reject conversations with raise_exception(...), whose text is meant
             # for the caller ("conversation roles must alternate ...").
             raise ChatTemplateError(str(e)) from e
-        if not isinstance(rendered, str):
-            raise TypeError(f"chat template rendered {type(rendered).__name__}, not str")
-        return rendered
 
     def _compile(self, tools: list[Any] | None) -> tuple[jinja2.Template, dict[str, Any]]:
         if not self._hf.chat_template:
             raise ChatTemplateError("this model has no chat template; send a prompt instead")
         compiled: jinja2.Template = _compile_jinja_template(self._hf.get_chat_template(None, tools))
+        # apply_chat_template's fixed arguments and special tokens override the globals, as in
+        # `render(messages=..., tools=..., documents=None, add_generation_prompt=True, **map)`.
+        fixed = {
+            **compiled.globals,
+            "documents": None,
+            "add_generation_prompt": True,
+            **self._hf.special_tokens_map,
+        }
         # One entry, stored whole: a preparation thread that finds it finds both parts.
-        template = self._templates[tools is not None] = (compiled, dict(compiled.globals))
+        template = self._templates[tools is not None] = (compiled, fixed)
         return template

@@ -35,7 +35,8 @@ class ModelTokenizer:
     """A model's tokenizer, chat template and end-of-sequence ids, loaded from a HF checkpoint dir.
 
     Thread-safe after construction: encoding and decoding only read shared state, but for
-    the chat encoder's cache of template-text ids (an lru_cache, which is thread-safe).
+    the chat encoder's cache of template-text ids (an lru_cache, which is thread-safe) and the
+    chat template's compiled entries, filled on first use (a race there compiles one twice).
     """
 
     def __init__(
