@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 # trtllm-build's default paged KV block size (PluginConfig.tokens_per_block).
 DEFAULT_TOKENS_PER_BLOCK = 32
 # Logits types the executor can bias (an FP32 embedding bias) and grammar-mask; with any other
-# the decoder step throws and fails every active request (createNewDecoderRequests.cpp
-# getEmbeddingBias L96-129 at b35ac1b6; guidedDecoder.cpp execute L204-219 at 2a9abd95).
+# the decoder step throws (createNewDecoderRequests.cpp getEmbeddingBias L96-129 at b35ac1b6;
+# guidedDecoder.cpp execute L204-219 at 2a9abd95), forwardAsync's catch answers every active
+# request with the error (executorImpl.cpp forwardAsync catch L1792-1796,
+# terminateActiveRequests L1670-1690, at b35ac1b6), so the adapter refuses such requests first.
 BIASABLE_LOGITS_DTYPES = ("float32", "float16")
 
 
@@ -42,7 +44,7 @@ class EngineBuildConfig:
     version: str | None
     # The engine's "logits" tensor type (pretrained_config.logits_dtype): see
     # BIASABLE_LOGITS_DTYPES.
-    logits_dtype: str = "float32"
+    logits_dtype: str
 
     @classmethod
     def read(cls, engine_dir: Path) -> EngineBuildConfig:

@@ -74,8 +74,9 @@ _REQUEST_ERROR_MARKERS = (
     "exceeds maximum input length",
     "is not within acceptable range",
     "Incorrect sampling config",
-    # executorImpl.cpp fetchNewRequests: streaming, no chunked context, MAX_UTILIZATION and
-    # prompt + max_tokens - 1 above the longest prompt; a smaller max_tokens passes.
+    # executorImpl.cpp fetchNewRequests L1555-1563 at b35ac1b6: streaming, no chunked context,
+    # a policy other than GUARANTEED_NO_EVICT, and prompt + max_tokens - 1 above the longest
+    # prompt; a smaller max_tokens passes.
     "potentially greater than max input length",
 )
 # How long shutdown waits for the executor to confirm the cancellation of running requests.
@@ -186,7 +187,7 @@ class TrtllmEngine(Engine):
 
     def _chunked_context_on(self, build: EngineBuildConfig) -> bool:
         # The executor turns chunked context off without paged context FMHA (executorImpl.cpp,
-        # fixExecutorConfig L67-85 at b35ac1b6); so does `_executor_config`.
+        # fixExecutorConfig L68-86 at b35ac1b6); so does `_executor_config`.
         return self._chunked_context and build.paged_context_fmha
 
     def _build_config(self) -> EngineBuildConfig:
@@ -381,16 +382,17 @@ class TrtllmEngine(Engine):
                 "for every request; see docs/gpu.md)",
                 param="top_logprobs",
             )
-        if request.constraint is not None and self._build.logits_dtype not in (
-            BIASABLE_LOGITS_DTYPES
-        ):
-            # GuidedDecoder::execute masks only FP32 and FP16 logits; for others it throws in
-            # the decoder step and every active request fails.
-            raise EngineRequestError(
-                f"{self.model_id} does not serve constrained output: its engine's logits are "
-                f"{self._build.logits_dtype}, and TensorRT-LLM masks only float32 or float16 ones",
-                param="constraint",
-            )
+        if self._build.logits_dtype not in BIASABLE_LOGITS_DTYPES:
+            # The executor would fail every active request, not just this one (config.py).
+            field = "constraint" if request.constraint is not None else None
+            field = field or ("logit_bias" if request.params.logit_bias else None)
+            if field is not None:
+                raise EngineRequestError(
+                    f"{self.model_id} does not serve {field}: its engine's logits are "
+                    f"{self._build.logits_dtype}, and TensorRT-LLM biases and masks only "
+                    "float32 or float16 logits",
+                    param=field,
+                )
         if request.constraint is not None and self._tokenizer is None:
             raise EngineRequestError(
                 f"{self.model_id}: constrained output needs the engine started with a tokenizer",
@@ -585,9 +587,11 @@ def _response_error(message: str) -> Exception:
     return TrtllmEngineError(f"TensorRT-LLM failed the request: {message}")
 
 
-# fetchNewRequests answers "Encountered an error when fetching new request: " + e.what(), and a
-# TllmException's what() is "<message> (<source file>:<line>)\n<backtrace>" (TLLM_CHECK
-# messages also start "[TensorRT-LLM][ERROR] Assertion failed: "); the client gets <message>.
+# fetchNewRequests answers "Encountered an error when fetching new request: " + e.what()
+# (executorImpl.cpp L1653-1662, the prefix L1658, at b35ac1b6), and a TllmException's what() is
+# "<message> (<source file>:<line>)\n<backtrace>" (common/tllmException.cpp L38-44, the format
+# L43, at 015884d6; TLLM_CHECK messages also start "[TensorRT-LLM][ERROR] Assertion failed: ",
+# tllmException.h throwRuntimeError L78-86 at 0c6a62a1); the client gets <message>.
 _FETCH_PREFIX = "Encountered an error when fetching new request: "
 _ASSERT_PREFIX = "[TensorRT-LLM][ERROR] Assertion failed: "
 _SOURCE_SUFFIX = re.compile(r" \([^()\s]+:\d+\)$")

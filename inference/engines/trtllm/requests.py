@@ -26,11 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from inference.engines.base import EngineRequest, EngineRequestError
-from inference.engines.trtllm.config import (
-    BIASABLE_LOGITS_DTYPES,
-    EngineBuildConfig,
-    GenerationDefaults,
-)
+from inference.engines.trtllm.config import EngineBuildConfig, GenerationDefaults
 from inference.engines.trtllm.guided import guided_decoding_params
 
 _UINT64 = 1 << 64
@@ -90,7 +86,7 @@ def build_request(
         end_id=stops.end_id,
         pad_id=stops.pad_id,
         stop_words=stops.stop_words or None,
-        embedding_bias=_embedding_bias(params.logit_bias, build),
+        embedding_bias=_embedding_bias(params.logit_bias, build.vocab_size),
         allotted_time_ms=_allotted_time(request.deadline),
         guided_decoding_params=guided_decoding_params(trtllm, request.constraint),
     )
@@ -130,20 +126,12 @@ def _has_prompt_ignore_length(trtllm: ModuleType) -> bool:
     return "prompt_ignore_length" in dir(trtllm.SamplingConfig)
 
 
-def _embedding_bias(logit_bias: dict[int, float], build: EngineBuildConfig) -> Any:
+def _embedding_bias(logit_bias: dict[int, float], vocab_size: int) -> Any:
+    """The bias tensor; the engine's logits type was checked before (BIASABLE_LOGITS_DTYPES)."""
     if not logit_bias:
         return None
-    # The bias is checked in the decoder setup of the step that admits the request
-    # (createNewDecoderRequests.cpp getEmbeddingBias: same type as the logits, or FP32 for FP16
-    # logits), where a failure terminates every active request, so refuse it here.
-    if build.logits_dtype not in BIASABLE_LOGITS_DTYPES:
-        raise EngineRequestError(
-            f"logit_bias is not supported by this engine: its logits are {build.logits_dtype} "
-            "(TensorRT-LLM takes a float32 bias only for float32 or float16 logits)"
-        )
     import torch  # only requests with a logit bias pay for it
 
-    vocab_size = build.vocab_size
     bad = sorted(t for t in logit_bias if not 0 <= t < vocab_size)
     if bad:
         raise EngineRequestError(

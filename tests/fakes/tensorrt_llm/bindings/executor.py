@@ -26,23 +26,23 @@ matter. Paths are relative to the TensorRT-LLM repository root.
   commit c8c6df08): maxSequenceLen - 1 with chunked context; else
   min(maxSequenceLen - 1, maxNumTokens) when context FMHA and packed input (remove_input_padding)
   are on; else the build's max_input_len. Chunked context is switched off when the engine lacks
-  paged context FMHA (executorImpl.cpp, fixExecutorConfig L67-85 at b35ac1b6), and a runtime
+  paged context FMHA (executorImpl.cpp, fixExecutorConfig L68-86 at b35ac1b6), and a runtime
   max_num_tokens only counts when it is not above the build's (trtGptModel.h, L138-152). A
   longer prompt gets an error response with the real message (llmRequest.cpp,
   LlmRequest::validate L259-264 at 119c6e60); `prompt + max_tokens > max_seq_len` clips
   `max_tokens` (-> LENGTH; L293-302). Streaming without chunked
-  context under MAX_UTILIZATION also needs prompt + max_tokens - 1 <= that limit
-  (executorImpl.cpp, Executor::Impl::fetchNewRequests).
+  context under any policy but GUARANTEED_NO_EVICT also needs prompt + max_tokens - 1 <= that
+  limit (executorImpl.cpp, Executor::Impl::fetchNewRequests L1555-1563 at b35ac1b6).
 - `Request(embedding_bias=...)` must be rank 1 (cpp/tensorrt_llm/executor/requestImpl.h,
   checkEmbeddingBias: TLLM_CHECK(shape.size() == 1), raised by the constructor); its dtype must
   be the engine's logits dtype, except that FP32 is converted for FP16 logits, else the request
   fails with "Embedding bias data type must be same as model logits type."
   (cpp/tensorrt_llm/batch_manager/createNewDecoderRequests.cpp, getEmbeddingBias L96-129 at
   b35ac1b6 = 1.2.0rc2). The real check runs in the decoder setup of the admitting step, and its
-  exception fails every active request (trtGptModelInflightBatching.cpp forwardAsync's
-  catch-all; executorImpl.cpp forwardAsync, terminateActiveRequests); the fake fails only this
-  one. Its length must be the vocabulary size (initializeEmbeddingBias L248-250, same commit);
-  the fake does not check that. The logits dtype is config.json's
+  exception fails every active request (executorImpl.cpp forwardAsync's catch L1792-1796 calls
+  terminateActiveRequests L1670-1690, at b35ac1b6); the fake fails only this one. Its length
+  must be the vocabulary size (initializeEmbeddingBias L248-250, same commit); the fake does not
+  check that. The logits dtype is config.json's
   pretrained_config.logits_dtype (trtllm-build writes float32 unless told otherwise).
 - Log probs (`OutputConfig.return_log_probs`) come from the processed distribution: raw logits
   + embedding bias, times 1/temperature, then repetition/presence/frequency penalties and the
@@ -186,16 +186,23 @@ class RequestType(enum.Enum):
     REQUEST_TYPE_GENERATION_ONLY = 2
 
 
-# How the real executor words an error response: fetchNewRequests (or forwardAsync) prefixes
-# TllmException::what(), which is "<message> (<source file>:<line>)\n<backtrace>"; TLLM_CHECK
-# messages start "[TensorRT-LLM][ERROR] Assertion failed: " (common/assert.h, tllmException.cpp).
+# How the real executor words an error response: the stage that caught it prefixes
+# TllmException::what() (executorImpl.cpp at b35ac1b6: fetchNewRequests' catch L1653-1662,
+# the prefix L1658; forwardAsync's catch L1792-1796, the prefix L1794), and what() is
+# "<message> (<source file>:<line>)\n<backtrace>" (common/tllmException.cpp, TllmException
+# L38-44, the format L43, at 015884d6); TLLM_CHECK and TLLM_CHECK_WITH_INFO messages start
+# "[TensorRT-LLM][ERROR] Assertion failed: " (common/assert.h L36-50 at 2164cc8d, through
+# tllmException.h throwRuntimeError L78-86 at 0c6a62a1), TLLM_THROW's do not.
 _FETCH_PREFIX = "Encountered an error when fetching new request: "
 _FORWARD_PREFIX = "Encountered an error in forwardAsync function: "
 
 
-def _what(message: str, source: str, *, check: bool = False) -> str:
+def _what(message: str, source: str, *, check: bool = False, stage: str = _FETCH_PREFIX) -> str:
+    """An error response's text as the executor words it; `stage` is the catch that reports it."""
     prefix = "[TensorRT-LLM][ERROR] Assertion failed: " if check else ""
-    return f"{prefix}{message} (/fake/cpp/tensorrt_llm/{source}:0)\n1       0x0 fake backtrace"
+    return (
+        f"{stage}{prefix}{message} (/fake/cpp/tensorrt_llm/{source}:0)\n1       0x0 fake backtrace"
+    )
 
 
 def _check(condition: bool, message: str) -> None:
@@ -514,14 +521,26 @@ class Request:
                 isinstance(w, list) and all(isinstance(t, int) for t in w) for w in words
             ):
                 raise TypeError("stop_words / bad_words must be list[list[int]]")
-        # requestImpl.h validate(), run by the constructor (Request::Impl, 1.2-era versions).
-        _check(len(input_token_ids) > 0, "Assertion failed: !mInputTokenIds.empty()")
-        _check(max_tokens > 0, "Assertion failed: mMaxNewTokens > 0")
+        # requestImpl.h validate(), run by the constructor (Request::Impl, 1.2-era versions;
+        # TLLM_CHECKs: raised at the call, no stage prefix).
+        _check(
+            len(input_token_ids) > 0,
+            _what("!mInputTokenIds.empty()", "executor/requestImpl.h", check=True, stage=""),
+        )
+        _check(
+            max_tokens > 0,
+            _what("mMaxNewTokens > 0", "executor/requestImpl.h", check=True, stage=""),
+        )
         # requestImpl.h checkEmbeddingBias: TLLM_CHECK(bias.getShape().size() == 1).
         if embedding_bias is not None:
             _check(
                 len(tuple(embedding_bias.shape)) == 1,
-                "Assertion failed: bias.value().getShape().size() == 1",
+                _what(
+                    "bias.value().getShape().size() == 1",
+                    "executor/requestImpl.h",
+                    check=True,
+                    stage="",
+                ),
             )
         self._input_token_ids = list(input_token_ids)
         self._max_tokens = max_tokens
@@ -738,7 +757,7 @@ class Executor:
         self._vocab = int(config["pretrained_config"]["vocab_size"])
         self._logits_dtype = str(config["pretrained_config"].get("logits_dtype", "float32"))
         self._max_seq_len = int(build["max_seq_len"])
-        # executorImpl.cpp fixExecutorConfig (L67-85 at b35ac1b6): no chunked context without
+        # executorImpl.cpp fixExecutorConfig (L68-86 at b35ac1b6): no chunked context without
         # paged context FMHA.
         self.fake_chunked_context = executor_config.enable_chunked_context and bool(
             plugins.get("use_paged_context_fmha", True)
@@ -923,8 +942,9 @@ class Executor:
                 "for how maximum input length is set",
                 "batch_manager/llmRequest.cpp",
             )
-        # executorImpl.cpp fetchNewRequests checks mPromptLen + mMaxNewTokens - 1 after
-        # validate() has clipped mMaxNewTokens to maxSequenceLen - mPromptLen: active.max_new.
+        # executorImpl.cpp fetchNewRequests (b35ac1b6) checks mPromptLen + mMaxNewTokens - 1
+        # (L1555-1563) after validate() (L1541-1544) has clipped mMaxNewTokens to
+        # maxSequenceLen - mPromptLen: active.max_new.
         policy = self.fake_config.scheduler_config.capacity_scheduler_policy
         if (
             request.streaming
@@ -954,10 +974,11 @@ class Executor:
                 "float32",
                 "float16",
             ):
-                # Thrown in the decoder setup, so it is forwardAsync that reports it.
-                return _FORWARD_PREFIX + _what(
+                # Thrown in the decoder setup, so forwardAsync's catch reports it.
+                return _what(
                     "Embedding bias data type must be same as model logits type.",
                     "batch_manager/createNewDecoderRequests.cpp",
+                    stage=_FORWARD_PREFIX,
                 )
         return self._start_guides(active)
 
@@ -968,7 +989,7 @@ class Executor:
         params = active.request.guided_decoding_params
         if params is None:
             return None
-        if self._guided is None:  # executorImpl.cpp fetchNewRequests (b35ac1b6)
+        if self._guided is None:  # executorImpl.cpp fetchNewRequests L1619-1624 at b35ac1b6
             return _what(
                 "Request is specified with GuidedDecodingParams, but GuidedDecoder is not setup. "
                 "Please provide a valid GuidedDecodingConfig to setup GuidedDecoder.",
@@ -979,7 +1000,9 @@ class Executor:
             for seq in active.sequences:
                 seq.matcher = self._guided.matcher(params)
         except RuntimeError as error:
-            return str(error)
+            # Not read: which catch reports a compile error in GuidedDecoder::build (the
+            # service compiles every grammar first, so a valid request never meets one).
+            return _FETCH_PREFIX + str(error)
         return None
 
     def _iteration(self) -> None:
@@ -997,8 +1020,6 @@ class Executor:
                     if error is not None:
                         self._queue.remove(active)
                         self._terminated.add(active.request_id)
-                        if not error.startswith(_FORWARD_PREFIX):
-                            error = _FETCH_PREFIX + error
                         out.append(Response(active.request_id, error, active.request.client_id))
             running = sum(len(a.sequences) for a in self._active)
             while self._queue and running + len(self._queue[0].sequences) <= self._max_batch:

@@ -26,7 +26,7 @@ What it copies, read through the code index (paths relative to the TensorRT-LLM 
 What the fake decides itself: a guide that fails to compile ends its request with an error
 response carrying xgrammar's message (the real executor's handling of that exception was not
 read). A request with guided decoding params on an executor without a guided decoding config
-gets the real error response (executorImpl.cpp fetchNewRequests, b35ac1b6).
+gets the real error response (executorImpl.cpp fetchNewRequests L1619-1624 at b35ac1b6).
 """
 
 from __future__ import annotations

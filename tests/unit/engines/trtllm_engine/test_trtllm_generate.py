@@ -390,8 +390,9 @@ async def test_logit_bias_on_an_engine_with_bf16_logits_is_a_request_error(
     # decoder setup throws and every active request fails, so the adapter refuses it first.
     engine = await start_engine(engine={"logits_dtype": "bfloat16"})
     sent = len(fake_trtllm.fake_instances[-1].fake_requests)
-    with pytest.raises(EngineRequestError, match="logits are bfloat16"):
+    with pytest.raises(EngineRequestError, match="logits are bfloat16") as refused:
         await collect(engine, request([1], logit_bias={3: 1.0}))
+    assert refused.value.param == "logit_bias"
     assert len(fake_trtllm.fake_instances[-1].fake_requests) == sent
     out = await collect(engine, request([1], temperature=0.0, max_tokens=2))
     assert len(out.tokens()) == 2
