@@ -71,6 +71,7 @@ def write_fake_engine(
     max_num_tokens: int = 2048,
     tokens_per_block: int = 32,
     gather_generation_logits: bool = False,
+    gather_context_logits: bool = False,
     paged_context_fmha: bool = True,
     logits_dtype: str = "float32",
     runtime: RuntimeInfo = FAKE_RUNTIME,
@@ -94,6 +95,7 @@ def write_fake_engine(
             "max_num_tokens": max_num_tokens,
             "max_beam_width": 1,
             "gather_generation_logits": gather_generation_logits,
+            "gather_context_logits": gather_context_logits,
             "plugin_config": {
                 "tokens_per_block": tokens_per_block,
                 "use_paged_context_fmha": paged_context_fmha,

@@ -45,6 +45,10 @@ class EngineBuildConfig:
     # The engine's "logits" tensor type (pretrained_config.logits_dtype): see
     # BIASABLE_LOGITS_DTYPES.
     logits_dtype: str
+    # trtllm-build --gather_context_logits (build_config.gather_context_logits, read by the C++
+    # runtime as ModelConfig::computeContextLogits, cpp/tensorrt_llm/runtime/gptJsonConfig.cpp):
+    # the executor then runs without KV-cache block reuse (the adapter's _executor_config).
+    gather_context_logits: bool = False
 
     @classmethod
     def read(cls, engine_dir: Path) -> EngineBuildConfig:
@@ -66,6 +70,7 @@ class EngineBuildConfig:
                 remove_input_padding=_enabled(plugins.get("remove_input_padding", True)),
                 version=data.get("version"),
                 logits_dtype=str(pretrained.get("logits_dtype") or "float32"),
+                gather_context_logits=bool(build.get("gather_context_logits", False)),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise EngineUnavailableError(f"engine config {path} is unreadable: {exc!r}") from exc

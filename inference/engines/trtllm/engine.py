@@ -294,6 +294,16 @@ class TrtllmEngine(Engine):
                 "context are off"
             )
             reuse = False
+        if build.gather_context_logits and reuse:
+            # The executor would turn it off itself, with a warning of its own
+            # (batch_manager/trtGptModelInflightBatching.cpp, fixExecutorConfig, context logits
+            # L156-161 at b35ac1b6: "Context logits cannot be returned for reused tokens"):
+            # said here so that the start-up line below tells what runs.
+            log.warning(
+                "engine was built with --gather_context_logits: KV block reuse is off (context "
+                "logits cannot be returned for reused tokens)"
+            )
+            reuse = False
         policy = getattr(trtllm.CapacitySchedulerPolicy, SCHEDULER_POLICIES[self._scheduler_policy])
         return trtllm.ExecutorConfig(
             max_beam_width=1,

@@ -33,6 +33,9 @@ matter. Paths are relative to the TensorRT-LLM repository root.
   `max_tokens` (-> LENGTH; L293-302). Streaming without chunked
   context under any policy but GUARANTEED_NO_EVICT also needs prompt + max_tokens - 1 <= that
   limit (executorImpl.cpp, Executor::Impl::fetchNewRequests L1555-1563 at b35ac1b6).
+- KV block reuse, when asked for, is off without paged context FMHA or on an engine built
+  with gather_context_logits (trtGptModelInflightBatching.cpp, fixExecutorConfig L141-168 at
+  b35ac1b6).
 - `Request(embedding_bias=...)` must be rank 1 (cpp/tensorrt_llm/executor/requestImpl.h,
   checkEmbeddingBias: TLLM_CHECK(shape.size() == 1), raised by the constructor); its dtype must
   be the engine's logits dtype, except that FP32 is converted for FP16 logits, else the request
@@ -782,7 +785,13 @@ class Executor:
             FAKE_KV_CAPACITY_TOKENS * (kv.free_gpu_memory_fraction or 0.9)
         )
         self._max_blocks = max(1, capacity // self._tokens_per_block)
-        self._reuse = kv.enable_block_reuse
+        # trtGptModelInflightBatching.cpp fixExecutorConfig (L141-168 at b35ac1b6): no block
+        # reuse without paged context FMHA, nor for an engine that gathers context logits.
+        self._reuse = (
+            kv.enable_block_reuse
+            and bool(plugins.get("use_paged_context_fmha", True))
+            and not bool(build.get("gather_context_logits", False))
+        )
         self._known_blocks: set[tuple[int, ...]] = set()
         self._reused_total = 0
         self._missed_total = 0

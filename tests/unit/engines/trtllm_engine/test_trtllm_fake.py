@@ -155,6 +155,39 @@ def test_streaming_limit_counts_the_clipped_max_tokens(fake_trtllm: ModuleType, 
     assert served[-1].result.is_final
 
 
+@pytest.mark.parametrize(
+    ("engine", "reused"),
+    [({}, 2), ({"gather_context_logits": True}, 0), ({"paged_context_fmha": False}, 0)],
+)
+def test_block_reuse_follows_fix_executor_config(
+    fake_trtllm: ModuleType, tmp_path: Path, engine: dict[str, Any], reused: int
+) -> None:
+    # trtGptModelInflightBatching.cpp fixExecutorConfig: reuse asked for, yet off without
+    # paged context FMHA or on an engine that gathers context logits.
+    engine_dir = write_fake_engine(tmp_path / "e", model_id=MODEL_ID, vocab_size=VOCAB, **engine)
+    config = fake_trtllm.ExecutorConfig(kv_cache_config=fake_trtllm.KvCacheConfig(True))
+    executor = fake_trtllm.Executor(engine_dir, fake_trtllm.ModelType.DECODER_ONLY, config)
+    try:
+        output = fake_trtllm.OutputConfig(return_perf_metrics=True)
+        counts = []
+        for _ in range(2):  # 70 tokens: two full blocks of 32 to reuse the second time
+            request_id = executor.enqueue_request(
+                fake_trtllm.Request(list(range(70)), 1, output_config=output)
+            )
+            final = None
+            deadline = time.monotonic() + 10
+            while final is None and time.monotonic() < deadline:
+                for response in executor.await_responses(timeout=timedelta(milliseconds=20)):
+                    assert response.request_id == request_id and not response.has_error()
+                    if response.result.is_final:
+                        final = response.result
+            assert final is not None
+            counts.append(final.request_perf_metrics.kv_cache_metrics.num_reused_blocks)
+        assert counts == [0, reused]
+    finally:
+        executor.shutdown()
+
+
 def test_max_batch_size_above_the_engines_is_refused(
     fake_trtllm: ModuleType, tmp_path: Path
 ) -> None:

@@ -202,6 +202,28 @@ async def test_engine_without_paged_context_fmha_turns_reuse_and_chunking_off(
         await engine.shutdown()
 
 
+async def test_engine_gathering_context_logits_runs_and_says_it_runs_without_reuse(
+    fake_trtllm: ModuleType, tmp_path: Path, tokenizer_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The executor turns reuse off for such an engine (trtGptModelInflightBatching.cpp
+    # fixExecutorConfig); the adapter asks for what runs, and its start-up line says so.
+    engine = engine_for(tmp_path, tokenizer_dir)
+    assert engine.engine_dir is not None
+    config_path = engine.engine_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    config["build_config"]["gather_context_logits"] = True
+    config_path.write_text(json.dumps(config))
+    with caplog.at_level(logging.INFO):
+        await engine.start()
+    try:
+        executor_config = fake_trtllm.fake_instances[-1].fake_config
+        assert executor_config.kv_cache_config.enable_block_reuse is False
+        assert "built with --gather_context_logits: KV block reuse is off" in caplog.text
+        assert "block_reuse=False" in caplog.text
+    finally:
+        await engine.shutdown()
+
+
 async def test_stats_count_active_and_queued_requests_and_kv_usage(
     start_engine: EngineFactory,
 ) -> None:
