@@ -18,9 +18,12 @@ from tensorchat.wakeup import Wakeup
 # a message each per 40 ms (3200 leaves more headroom; benchmarks/README.md measures both).
 DEFAULT_MESSAGES_PER_SECOND = 6400.0
 
-# At 6,400 messages/s a GenerateMany write then carries ~13 of them; the hold adds at most
-# this to the 40 ms between two messages of a stream, and nothing to the TTFT.
-DEFAULT_FLUSH_INTERVAL_S = 0.002
+# At 6,400 messages/s a GenerateMany write then carries ~26 of them; the hold adds at most
+# this to the 40 ms between two messages of a stream, and nothing to the TTFT. 4 ms rather
+# than 2: 0.90-0.94 of the service's and the facade's CPU per token at 8, 128 and 512 streams
+# (each gRPC message costs both sides far more than the events in it), ITL p50 unchanged and
+# p99 within 3 ms at 512 streams (benchmarks/README.md, "Issue 20, fourth session").
+DEFAULT_FLUSH_INTERVAL_S = 0.004
 
 
 # Below the budget's share (fewer than max_messages_per_second x this streams), a stream
