@@ -12,7 +12,7 @@ serving it changes.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 from fastapi.routing import APIRoute
@@ -45,6 +45,11 @@ class DirectRoute(APIRoute):
         request = Request(scope, receive, send)
         response = await self._handle(request)
         await response(scope, receive, send)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        # What FastAPI builds a route's app from (APIRoute.__init__, before `_serve` replaces
+        # it): this route's handler wherever it is asked for, never one that injects.
+        return self._handle
 
     async def _handle(self, request: Request) -> Response:
         state = state_of(request)
