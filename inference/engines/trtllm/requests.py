@@ -138,10 +138,11 @@ def _embedding_bias(logit_bias: dict[int, float], vocab_size: int) -> Any:
             f"logit_bias token ids {bad[:5]} are outside the model's vocabulary "
             f"(0..{vocab_size - 1})"
         )
-    # Rank 1 (requestImpl.h checkEmbeddingBias) and FP32, which the executor takes for FP32
-    # logits and converts for FP16 ones (createNewDecoderRequests.cpp getEmbeddingBias L96-129
-    # at b35ac1b6); its length must be vocab_size (initializeEmbeddingBias L248-250, same
-    # commit); trtllm-build writes FP32 logits unless told otherwise.
+    # Rank 1 (requestImpl.h checkEmbeddingBias L510-517 at a678b91a) and FP32, which the
+    # executor takes for FP32 logits and converts for FP16 ones (createNewDecoderRequests.cpp
+    # getEmbeddingBias L96-129 at b35ac1b6); its length must be vocab_size
+    # (initializeEmbeddingBias L248-250, same commit); trtllm-build writes FP32 logits unless
+    # told otherwise.
     bias = torch.zeros(vocab_size, dtype=torch.float32)
     ids = torch.tensor(list(logit_bias.keys()), dtype=torch.long)
     bias[ids] = torch.tensor(list(logit_bias.values()), dtype=torch.float32)

@@ -37,7 +37,7 @@ matter. Paths are relative to the TensorRT-LLM repository root.
   with gather_context_logits (trtGptModelInflightBatching.cpp, fixExecutorConfig L141-168 at
   b35ac1b6).
 - `Request(embedding_bias=...)` must be rank 1 (cpp/tensorrt_llm/executor/requestImpl.h,
-  checkEmbeddingBias: TLLM_CHECK(shape.size() == 1), raised by the constructor); its dtype must
+  checkEmbeddingBias L510-517, called by the constructor L62, at a678b91a); its dtype must
   be the engine's logits dtype, except that FP32 is converted for FP16 logits, else the request
   fails with "Embedding bias data type must be same as model logits type."
   (cpp/tensorrt_llm/batch_manager/createNewDecoderRequests.cpp, getEmbeddingBias L96-129 at
@@ -524,8 +524,8 @@ class Request:
                 isinstance(w, list) and all(isinstance(t, int) for t in w) for w in words
             ):
                 raise TypeError("stop_words / bad_words must be list[list[int]]")
-        # requestImpl.h validate(), run by the constructor (Request::Impl, 1.2-era versions;
-        # TLLM_CHECKs: raised at the call, no stage prefix).
+        # requestImpl.h validate() L485-508 (checks L487-488), run by the constructor L90, at
+        # a678b91a (TLLM_CHECKs: raised at the call, no stage prefix).
         _check(
             len(input_token_ids) > 0,
             _what("!mInputTokenIds.empty()", "executor/requestImpl.h", check=True, stage=""),
@@ -534,7 +534,7 @@ class Request:
             max_tokens > 0,
             _what("mMaxNewTokens > 0", "executor/requestImpl.h", check=True, stage=""),
         )
-        # requestImpl.h checkEmbeddingBias: TLLM_CHECK(bias.getShape().size() == 1).
+        # requestImpl.h checkEmbeddingBias L510-517 (check L514) at a678b91a.
         if embedding_bias is not None:
             _check(
                 len(tuple(embedding_bias.shape)) == 1,
