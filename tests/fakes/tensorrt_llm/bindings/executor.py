@@ -360,7 +360,7 @@ class ExecutorConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Requests (request.cpp; checks from samplingConfig.cpp)
+# Requests (request.cpp; checks from samplingConfig.cpp, L33-62 and L275-409 at da939094)
 
 
 class SamplingConfig:
@@ -412,6 +412,12 @@ class SamplingConfig:
         min_p: float | None = None,
         beam_width_array: list[int] | None = None,
     ) -> None:
+        # samplingConfig.cpp at da939094 (the only stored version; it predates PR #8127, so
+        # promptIgnoreLength's check is unread): checkBeamWidth L275-279 (also <= kMaxBeamWidth),
+        # checkTopK L281-288, checkTopP L290-298, checkTemperature L329-336, checkMinTokens
+        # L338-345, checkRepetitionPenalty L356-363 (a bare TLLM_CHECK there; the message below
+        # is an older version's), checkNumReturnSequences L392-400, checkMinP L402-409. The
+        # seed's range is the binding's uint64.
         _check(beam_width > 0, "beamWidth > 0")
         _check(top_k is None or top_k >= 0, "topK >= 0")
         _check(top_p is None or 0.0 < top_p <= 1.0, "topP in (0, 1]")
