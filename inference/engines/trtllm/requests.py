@@ -12,7 +12,8 @@ Facts behind the choices (TensorRT-LLM 1.2.1, `cpp/include/tensorrt_llm/executor
 - `min_tokens` only masks `end_id` in the sampler, not stop words; see `deferred_stop_ids`.
 - Presence and frequency penalties count the prompt's tokens unless
   `SamplingConfig.prompt_ignore_length` skips them (PR #8127, in 1.2.0 GA per PR #13633;
-  `penaltyKernels.cu` batchApplyPenalty). OpenAI and the torch engine count only generated
+  `penaltyKernels.cu` batchApplyPenalty; its counting, L101-147 at 249d93d5, is older than
+  #8127 and counts the whole prompt). OpenAI and the torch engine count only generated
   tokens, so the whole prompt is skipped; the repetition penalty still sees it, in both engines.
 """
 

@@ -20,7 +20,8 @@ matter. Paths are relative to the TensorRT-LLM repository root.
   L317-346, seeds L329-342, at 119c6e60; log probs so far: createResult L152-156).
 - `end_id` ends a sequence with END_ID and is NOT part of the output (issue #2190); stop words
   end it with STOP_WORDS and ARE part of it; `min_tokens` only masks `end_id`
-  (cpp/tensorrt_llm/kernels/penaltyKernels.cu, batchApplyPenalty's "Min length" step).
+  (cpp/tensorrt_llm/kernels/penaltyKernels.cu, batchApplyPenalty's "Min length" step L198-206
+  at 249d93d5, a 2024 version: the newest stored).
 - The longest prompt is the executor's own rule, not build_config.max_input_len
   (cpp/tensorrt_llm/batch_manager/trtGptModel.h, TrtGptModel constructor, L158-185 at
   commit c8c6df08): maxSequenceLen - 1 with chunked context; else
@@ -49,7 +50,8 @@ matter. Paths are relative to the TensorRT-LLM repository root.
   pretrained_config.logits_dtype (trtllm-build writes float32 unless told otherwise).
 - Log probs (`OutputConfig.return_log_probs`) come from the processed distribution: raw logits
   + embedding bias, times 1/temperature, then repetition/presence/frequency penalties and the
-  min_tokens end_id mask (penaltyKernels.cu, batchApplyPenalty), softmaxed over the vocabulary.
+  min_tokens end_id mask (penaltyKernels.cu, batchApplyPenalty L149-206 at 249d93d5), softmaxed
+  over the vocabulary.
   With `ExecutorConfig.normalize_log_probs=True` (the default) the value is renormalised over
   the top-k set the token was drawn from, log(p / sum of the top-k p), so greedy (top_k=1)
   reads 0.0; with False it is log(p) (cpp/tensorrt_llm/kernels/samplingTopKKernels.cu,
@@ -58,7 +60,8 @@ matter. Paths are relative to the TensorRT-LLM repository root.
   analogy (the top-p kernel was not read).
 - Presence and frequency penalties count the prompt's tokens too, except its first
   `SamplingConfig.prompt_ignore_length` tokens; the repetition penalty always counts the whole
-  prompt (PR #8127, penaltyKernels.cu batchApplyPenalty; in 1.2.0 GA's executor.h per PR
+  prompt (PR #8127, penaltyKernels.cu batchApplyPenalty; the stored 249d93d5 predates it and
+  counts the whole prompt for all three, L101-147; in 1.2.0 GA's executor.h per PR
   #13633, position 14 of SamplingConfig's constructor).
 - Generation logits need only `ExecutorConfig.gather_generation_logits` (or the build flag):
   `TrtGptModelInflightBatching::getGatherGenerationLogits()` returns
@@ -1129,7 +1132,8 @@ class Executor:
         return choice
 
     def _processed_logits(self, active: _Active, seq: _Sequence, token: int) -> dict[int, float]:
-        """penaltyKernels.cu batchApplyPenalty: bias, 1/temperature, penalties, min length.
+        """penaltyKernels.cu batchApplyPenalty@249d93d5: bias L159-163, 1/temperature L164-168
+        (both set L73-78), penalties L169-190, min length L198-206.
 
         Sparse: the logits of every id not in the result are 0.0 (as in
         `fake_generation_logits`), which keeps a 150k vocabulary cheap.
