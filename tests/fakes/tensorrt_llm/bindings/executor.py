@@ -56,8 +56,9 @@ matter. Paths are relative to the TensorRT-LLM repository root.
   the top-k set the token was drawn from, log(p / sum of the top-k p), so greedy (top_k=1)
   reads 0.0; with False it is log(p) (cpp/tensorrt_llm/kernels/samplingTopKKernels.cu,
   topKStage2Sampling, "outputLogProbs" comment and `normalizeLogProbs ? logProb - logf(sSum)
-  : logProb`, commit 03961722). A top_p-only request is renormalised over its nucleus here by
-  analogy (the top-p kernel was not read).
+  : logProb`, L247-253 in topKStage2Sampling L130-277 at 03961722; with top_k and top_p both
+  set, sSum is still the top-k mass, L184-214). A top_p-only request is renormalised over its
+  nucleus here by analogy (the top-p kernel was not read).
 - Presence and frequency penalties count the prompt's tokens too, except its first
   `SamplingConfig.prompt_ignore_length` tokens; the repetition penalty always counts the whole
   prompt (PR #8127, penaltyKernels.cu batchApplyPenalty; the stored 249d93d5 predates it and
@@ -1170,8 +1171,9 @@ class Executor:
         return logits
 
     def _logprob(self, active: _Active, seq: _Sequence, token: int) -> float:
-        """samplingTopKKernels.cu topKStage2Sampling: log p over the whole vocabulary, or
-        renormalised over the set the token was drawn from when normalize_log_probs is on."""
+        """samplingTopKKernels.cu topKStage2Sampling (L240-253 at 03961722): log p over the whole
+        vocabulary, or renormalised over the set the token was drawn from when
+        normalize_log_probs is on."""
         logits = self._processed_logits(active, seq, token)
         zeros = self._vocab - len(logits)  # ids whose processed logit is 0.0
         top = max([*logits.values(), 0.0] if zeros else logits.values())
