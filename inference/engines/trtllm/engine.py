@@ -320,7 +320,8 @@ class TrtllmEngine(Engine):
             # returns".
             normalize_log_probs=False,
             # Needed for top_logprobs and enough without the build flag
-            # (trtGptModelInflightBatching.h, getGatherGenerationLogits ORs the two). Every
+            # (trtGptModelInflightBatching.h, getGatherGenerationLogits L356-359 at 83ab45a5 ORs
+            # the two). Every
             # request pays for it on the GPU: RuntimeBuffers::create allocates a ring of
             # GenerationLogitsCache::kCACHE_LENGTH = 8 steps of logits, [8, max_batch_size x
             # beam, vocab_padded] x logits dtype, before the KV cache is sized from what is left,

@@ -67,7 +67,8 @@ matter. Paths are relative to the TensorRT-LLM repository root.
 - Generation logits need only `ExecutorConfig.gather_generation_logits` (or the build flag):
   `TrtGptModelInflightBatching::getGatherGenerationLogits()` returns
   `computeGenerationLogits() || mGatherGenerationLogits`
-  (cpp/tensorrt_llm/batch_manager/trtGptModelInflightBatching.h); a request asking without
+  (cpp/tensorrt_llm/batch_manager/trtGptModelInflightBatching.h L356-359 at 83ab45a5, the only
+  stored version); a request asking without
   either fails with the real message (executorImpl.cpp, fetchNewRequests). They are the raw
   model logits, before bias, temperature and penalties.
 - Guided decoding (`ExecutorConfig.guided_decoding_config`, `Request.guided_decoding_params`)
