@@ -601,7 +601,8 @@ class KvCacheMetrics:
 class TimingMetrics:
     """steady_clock time points, which the bindings return as timedelta since the clock's
     epoch (CLOCK_MONOTONIC: time.monotonic()); unset ones are the epoch, timedelta(0)
-    (cpp/include/tensorrt_llm/executor/types.h RequestPerfMetrics::TimingMetrics, bound in
+    (cpp/include/tensorrt_llm/executor/types.h RequestPerfMetrics::TimingMetrics, L439-455 at
+    a98a9061, bound in
     cpp/tensorrt_llm/nanobind/executor/request.cpp, commit 008b2b8d)."""
 
     def __init__(self) -> None:
