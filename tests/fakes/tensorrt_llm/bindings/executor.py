@@ -603,7 +603,7 @@ class TimingMetrics:
     epoch (CLOCK_MONOTONIC: time.monotonic()); unset ones are the epoch, timedelta(0)
     (cpp/include/tensorrt_llm/executor/types.h RequestPerfMetrics::TimingMetrics, L439-455 at
     a98a9061, bound in
-    cpp/tensorrt_llm/nanobind/executor/request.cpp, commit 008b2b8d)."""
+    cpp/tensorrt_llm/nanobind/executor/request.cpp, commit 008b2b8d; L762-772 at ac456dca)."""
 
     def __init__(self) -> None:
         self.arrival_time = timedelta(0)
