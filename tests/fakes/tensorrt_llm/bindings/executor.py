@@ -1167,7 +1167,8 @@ class Executor:
                 value -= (sampling.frequency_penalty or 0.0) * counted[index]
             logits[index] = value
         # Unset is DefaultDecodingParams::getMinLength() = 1 (layers/defaultDecodingParams.h
-        # L53-56 at 66ef1df4); the kernel masks while fewer than that are generated (L198-206).
+        # L53-56 at 66ef1df4); end_id is masked while fewer are generated (penaltyKernels.cu
+        # L198-206 at 249d93d5).
         min_tokens = 1 if sampling.min_tokens is None else sampling.min_tokens
         end_id = request.end_id
         if end_id is not None and end_id >= 0 and len(seq.tokens) < min_tokens:
