@@ -46,7 +46,8 @@ class EngineBuildConfig:
     # BIASABLE_LOGITS_DTYPES.
     logits_dtype: str
     # trtllm-build --gather_context_logits (build_config.gather_context_logits, read by the C++
-    # runtime as ModelConfig::computeContextLogits, cpp/tensorrt_llm/runtime/gptJsonConfig.cpp):
+    # runtime as ModelConfig::computeContextLogits, cpp/tensorrt_llm/runtime/gptJsonConfig.cpp
+    # L247 and L267, default false, at b57221b7: an early-2024 version, the newest stored):
     # the executor then runs without KV-cache block reuse (the adapter's _executor_config).
     gather_context_logits: bool = False
 

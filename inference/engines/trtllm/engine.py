@@ -316,10 +316,12 @@ class TrtllmEngine(Engine):
             max_num_tokens=limits.max_num_tokens,
             # The default (True) renormalises log probs over the top-k/top-p set, so greedy reads
             # 0.0; False gives log p over the whole vocabulary (samplingTopKKernels.cu,
-            # topKStage2Sampling). See docs/gpu.md "What each engine returns".
+            # topKStage2Sampling L240-253 at 03961722). See docs/gpu.md "What each engine
+            # returns".
             normalize_log_probs=False,
             # Needed for top_logprobs and enough without the build flag
-            # (trtGptModelInflightBatching.h, getGatherGenerationLogits ORs the two). Every
+            # (trtGptModelInflightBatching.h, getGatherGenerationLogits L356-359 at 83ab45a5 ORs
+            # the two). Every
             # request pays for it on the GPU: RuntimeBuffers::create allocates a ring of
             # GenerationLogitsCache::kCACHE_LENGTH = 8 steps of logits, [8, max_batch_size x
             # beam, vocab_padded] x logits dtype, before the KV cache is sized from what is left,

@@ -12,7 +12,8 @@ Facts behind the choices (TensorRT-LLM 1.2.1, `cpp/include/tensorrt_llm/executor
 - `min_tokens` only masks `end_id` in the sampler, not stop words; see `deferred_stop_ids`.
 - Presence and frequency penalties count the prompt's tokens unless
   `SamplingConfig.prompt_ignore_length` skips them (PR #8127, in 1.2.0 GA per PR #13633;
-  `penaltyKernels.cu` batchApplyPenalty). OpenAI and the torch engine count only generated
+  `penaltyKernels.cu` batchApplyPenalty; its counting, L101-147 at 249d93d5, is older than
+  #8127 and counts the whole prompt). OpenAI and the torch engine count only generated
   tokens, so the whole prompt is skipped; the repetition penalty still sees it, in both engines.
 """
 
@@ -138,10 +139,11 @@ def _embedding_bias(logit_bias: dict[int, float], vocab_size: int) -> Any:
             f"logit_bias token ids {bad[:5]} are outside the model's vocabulary "
             f"(0..{vocab_size - 1})"
         )
-    # Rank 1 (requestImpl.h checkEmbeddingBias) and FP32, which the executor takes for FP32
-    # logits and converts for FP16 ones (createNewDecoderRequests.cpp getEmbeddingBias L96-129
-    # at b35ac1b6); its length must be vocab_size (initializeEmbeddingBias L248-250, same
-    # commit); trtllm-build writes FP32 logits unless told otherwise.
+    # Rank 1 (requestImpl.h checkEmbeddingBias L510-517 at a678b91a) and FP32, which the
+    # executor takes for FP32 logits and converts for FP16 ones (createNewDecoderRequests.cpp
+    # getEmbeddingBias L96-129 at b35ac1b6); its length must be vocab_size
+    # (initializeEmbeddingBias L248-250, same commit); trtllm-build writes FP32 logits unless
+    # told otherwise.
     bias = torch.zeros(vocab_size, dtype=torch.float32)
     ids = torch.tensor(list(logit_bias.keys()), dtype=torch.long)
     bias[ids] = torch.tensor(list(logit_bias.values()), dtype=torch.float32)

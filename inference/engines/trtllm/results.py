@@ -10,7 +10,8 @@ llmRequest.cpp L70-226 at 119c6e60):
 
 Log probs: the executor's (`normalize_log_probs=False`) are log-softmax of the distribution the
 token was drawn from before top-k/top-p truncation: after logit bias, temperature and penalties
-(penaltyKernels.cu batchApplyPenalty, samplingTopKKernels.cu topKStage2Sampling). When
+(penaltyKernels.cu batchApplyPenalty L149-206 at 249d93d5, samplingTopKKernels.cu
+topKStage2Sampling L240-253 at 03961722). When
 top_logprobs are asked for, the generation logits are the model's raw ones, and the chosen
 token's value is taken from them too, so it equals its entry in the top list (and the torch
 engine's raw value). docs/gpu.md "What each engine returns" has the whole table.

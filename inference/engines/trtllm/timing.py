@@ -2,11 +2,13 @@
 
 The executor stamps it itself (`RequestPerfMetrics.TimingMetrics.first_scheduled_time`, a
 `std::chrono::steady_clock` time point: cpp/include/tensorrt_llm/executor/types.h, struct
-RequestPerfMetrics, read at commit 008b2b8d), returned with each Result when the request sets
+RequestPerfMetrics, read at commit 008b2b8d; TimePoint L437 and TimingMetrics L439-455 at
+a98a9061, the version stored now), returned with each Result when the request sets
 `OutputConfig.return_perf_metrics` (inference/engines/trtllm/requests.py does). The bindings
 hand a steady_clock time point to Python as a `datetime.timedelta` since the clock's epoch
 (nanobind/stl/chrono.h, as pybind11's chrono caster; the binding is `def_rw("first_scheduled_time",
-...)` in cpp/tensorrt_llm/nanobind/executor/request.cpp, same commit). On Linux steady_clock is
+...)` in cpp/tensorrt_llm/nanobind/executor/request.cpp, same commit; L765, with the chrono.h
+include at L29, at ac456dca, the version stored now). On Linux steady_clock is
 CLOCK_MONOTONIC, the clock of `time.monotonic()`, so the value compares with ours directly.
 """
 

@@ -20,7 +20,8 @@ matter. Paths are relative to the TensorRT-LLM repository root.
   L317-346, seeds L329-342, at 119c6e60; log probs so far: createResult L152-156).
 - `end_id` ends a sequence with END_ID and is NOT part of the output (issue #2190); stop words
   end it with STOP_WORDS and ARE part of it; `min_tokens` only masks `end_id`
-  (cpp/tensorrt_llm/kernels/penaltyKernels.cu, batchApplyPenalty's "Min length" step).
+  (cpp/tensorrt_llm/kernels/penaltyKernels.cu, batchApplyPenalty's "Min length" step L198-206
+  at 249d93d5, a 2024 version: the newest stored).
 - The longest prompt is the executor's own rule, not build_config.max_input_len
   (cpp/tensorrt_llm/batch_manager/trtGptModel.h, TrtGptModel constructor, L158-185 at
   commit c8c6df08): maxSequenceLen - 1 with chunked context; else
@@ -37,7 +38,7 @@ matter. Paths are relative to the TensorRT-LLM repository root.
   with gather_context_logits (trtGptModelInflightBatching.cpp, fixExecutorConfig L141-168 at
   b35ac1b6).
 - `Request(embedding_bias=...)` must be rank 1 (cpp/tensorrt_llm/executor/requestImpl.h,
-  checkEmbeddingBias: TLLM_CHECK(shape.size() == 1), raised by the constructor); its dtype must
+  checkEmbeddingBias L510-517, called by the constructor L62, at a678b91a); its dtype must
   be the engine's logits dtype, except that FP32 is converted for FP16 logits, else the request
   fails with "Embedding bias data type must be same as model logits type."
   (cpp/tensorrt_llm/batch_manager/createNewDecoderRequests.cpp, getEmbeddingBias L96-129 at
@@ -49,21 +50,25 @@ matter. Paths are relative to the TensorRT-LLM repository root.
   pretrained_config.logits_dtype (trtllm-build writes float32 unless told otherwise).
 - Log probs (`OutputConfig.return_log_probs`) come from the processed distribution: raw logits
   + embedding bias, times 1/temperature, then repetition/presence/frequency penalties and the
-  min_tokens end_id mask (penaltyKernels.cu, batchApplyPenalty), softmaxed over the vocabulary.
+  min_tokens end_id mask (penaltyKernels.cu, batchApplyPenalty L149-206 at 249d93d5), softmaxed
+  over the vocabulary.
   With `ExecutorConfig.normalize_log_probs=True` (the default) the value is renormalised over
   the top-k set the token was drawn from, log(p / sum of the top-k p), so greedy (top_k=1)
   reads 0.0; with False it is log(p) (cpp/tensorrt_llm/kernels/samplingTopKKernels.cu,
   topKStage2Sampling, "outputLogProbs" comment and `normalizeLogProbs ? logProb - logf(sSum)
-  : logProb`, commit 03961722). A top_p-only request is renormalised over its nucleus here by
-  analogy (the top-p kernel was not read).
+  : logProb`, L247-253 in topKStage2Sampling L130-277 at 03961722; with top_k and top_p both
+  set, sSum is still the top-k mass, L184-214). A top_p-only request is renormalised over its
+  nucleus here by analogy (the top-p kernel was not read).
 - Presence and frequency penalties count the prompt's tokens too, except its first
   `SamplingConfig.prompt_ignore_length` tokens; the repetition penalty always counts the whole
-  prompt (PR #8127, penaltyKernels.cu batchApplyPenalty; in 1.2.0 GA's executor.h per PR
+  prompt (PR #8127, penaltyKernels.cu batchApplyPenalty; the stored 249d93d5 predates it and
+  counts the whole prompt for all three, L101-147; in 1.2.0 GA's executor.h per PR
   #13633, position 14 of SamplingConfig's constructor).
 - Generation logits need only `ExecutorConfig.gather_generation_logits` (or the build flag):
   `TrtGptModelInflightBatching::getGatherGenerationLogits()` returns
   `computeGenerationLogits() || mGatherGenerationLogits`
-  (cpp/tensorrt_llm/batch_manager/trtGptModelInflightBatching.h); a request asking without
+  (cpp/tensorrt_llm/batch_manager/trtGptModelInflightBatching.h L356-359 at 83ab45a5, the only
+  stored version); a request asking without
   either fails with the real message (executorImpl.cpp, fetchNewRequests). They are the raw
   model logits, before bias, temperature and penalties.
 - Guided decoding (`ExecutorConfig.guided_decoding_config`, `Request.guided_decoding_params`)
@@ -360,7 +365,7 @@ class ExecutorConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Requests (request.cpp; checks from samplingConfig.cpp)
+# Requests (request.cpp; checks from samplingConfig.cpp, L33-62 and L275-409 at da939094)
 
 
 class SamplingConfig:
@@ -412,6 +417,12 @@ class SamplingConfig:
         min_p: float | None = None,
         beam_width_array: list[int] | None = None,
     ) -> None:
+        # samplingConfig.cpp at da939094 (the only stored version; it predates PR #8127, so
+        # promptIgnoreLength's check is unread): checkBeamWidth L275-279 (also <= kMaxBeamWidth),
+        # checkTopK L281-288, checkTopP L290-298, checkTemperature L329-336, checkMinTokens
+        # L338-345, checkRepetitionPenalty L356-363 (a bare TLLM_CHECK there; the message below
+        # is an older version's), checkNumReturnSequences L392-400, checkMinP L402-409. The
+        # seed's range is the binding's uint64.
         _check(beam_width > 0, "beamWidth > 0")
         _check(top_k is None or top_k >= 0, "topK >= 0")
         _check(top_p is None or 0.0 < top_p <= 1.0, "topP in (0, 1]")
@@ -524,8 +535,8 @@ class Request:
                 isinstance(w, list) and all(isinstance(t, int) for t in w) for w in words
             ):
                 raise TypeError("stop_words / bad_words must be list[list[int]]")
-        # requestImpl.h validate(), run by the constructor (Request::Impl, 1.2-era versions;
-        # TLLM_CHECKs: raised at the call, no stage prefix).
+        # requestImpl.h validate() L485-508 (checks L487-488), run by the constructor L90, at
+        # a678b91a (TLLM_CHECKs: raised at the call, no stage prefix).
         _check(
             len(input_token_ids) > 0,
             _what("!mInputTokenIds.empty()", "executor/requestImpl.h", check=True, stage=""),
@@ -534,7 +545,7 @@ class Request:
             max_tokens > 0,
             _what("mMaxNewTokens > 0", "executor/requestImpl.h", check=True, stage=""),
         )
-        # requestImpl.h checkEmbeddingBias: TLLM_CHECK(bias.getShape().size() == 1).
+        # requestImpl.h checkEmbeddingBias L510-517 (check L514) at a678b91a.
         if embedding_bias is not None:
             _check(
                 len(tuple(embedding_bias.shape)) == 1,
@@ -590,8 +601,9 @@ class KvCacheMetrics:
 class TimingMetrics:
     """steady_clock time points, which the bindings return as timedelta since the clock's
     epoch (CLOCK_MONOTONIC: time.monotonic()); unset ones are the epoch, timedelta(0)
-    (cpp/include/tensorrt_llm/executor/types.h RequestPerfMetrics::TimingMetrics, bound in
-    cpp/tensorrt_llm/nanobind/executor/request.cpp, commit 008b2b8d)."""
+    (cpp/include/tensorrt_llm/executor/types.h RequestPerfMetrics::TimingMetrics, L439-455 at
+    a98a9061, bound in
+    cpp/tensorrt_llm/nanobind/executor/request.cpp, commit 008b2b8d; L762-772 at ac456dca)."""
 
     def __init__(self) -> None:
         self.arrival_time = timedelta(0)
@@ -1123,7 +1135,8 @@ class Executor:
         return choice
 
     def _processed_logits(self, active: _Active, seq: _Sequence, token: int) -> dict[int, float]:
-        """penaltyKernels.cu batchApplyPenalty: bias, 1/temperature, penalties, min length.
+        """penaltyKernels.cu batchApplyPenalty@249d93d5: bias L159-163, 1/temperature L164-168
+        (both set L73-78), penalties L169-190, min length L198-206.
 
         Sparse: the logits of every id not in the result are 0.0 (as in
         `fake_generation_logits`), which keeps a 150k vocabulary cheap.
@@ -1153,6 +1166,9 @@ class Executor:
                 value -= sampling.presence_penalty or 0.0
                 value -= (sampling.frequency_penalty or 0.0) * counted[index]
             logits[index] = value
+        # Unset is DefaultDecodingParams::getMinLength() = 1 (layers/defaultDecodingParams.h
+        # L53-56 at 66ef1df4); end_id is masked while fewer are generated (penaltyKernels.cu
+        # L198-206 at 249d93d5).
         min_tokens = 1 if sampling.min_tokens is None else sampling.min_tokens
         end_id = request.end_id
         if end_id is not None and end_id >= 0 and len(seq.tokens) < min_tokens:
@@ -1160,8 +1176,9 @@ class Executor:
         return logits
 
     def _logprob(self, active: _Active, seq: _Sequence, token: int) -> float:
-        """samplingTopKKernels.cu topKStage2Sampling: log p over the whole vocabulary, or
-        renormalised over the set the token was drawn from when normalize_log_probs is on."""
+        """samplingTopKKernels.cu topKStage2Sampling (L240-253 at 03961722): log p over the whole
+        vocabulary, or renormalised over the set the token was drawn from when
+        normalize_log_probs is on."""
         logits = self._processed_logits(active, seq, token)
         zeros = self._vocab - len(logits)  # ids whose processed logit is 0.0
         top = max([*logits.values(), 0.0] if zeros else logits.values())

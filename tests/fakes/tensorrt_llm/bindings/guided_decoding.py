@@ -3,8 +3,9 @@
 What it copies, read through the code index (paths relative to the TensorRT-LLM repository):
 - `GuidedDecodingConfig(backend, encoded_vocab=None, tokenizer_str=None, stop_token_ids=None)`
   and `GuidedDecodingParams(guide_type, guide=None)` with GuideType JSON, JSON_SCHEMA, REGEX,
-  EBNF_GRAMMAR, STRUCTURAL_TAG (cpp/tensorrt_llm/nanobind/executor/request.cpp;
-  cpp/include/tensorrt_llm/executor/executor.h, GuidedDecodingParams::GuideType, commit
+  EBNF_GRAMMAR, STRUCTURAL_TAG (cpp/tensorrt_llm/nanobind/executor/request.cpp L537-542 at
+  ac456dca;
+  cpp/include/tensorrt_llm/executor/executor.h, GuidedDecodingParams::GuideType L492-510 at
   879039f6). A guide string is required except for JSON
   (cpp/tensorrt_llm/executor/guidedDecodingParams.cpp, constructor L25-31 at 2a9abd95:
   TLLM_CHECK_WITH_INFO(mGuideType ==
