@@ -321,13 +321,12 @@ class TrtllmEngine(Engine):
             normalize_log_probs=False,
             # Needed for top_logprobs and enough without the build flag
             # (trtGptModelInflightBatching.h, getGatherGenerationLogits L356-359 at 83ab45a5 ORs
-            # the two). Every
-            # request pays for it on the GPU: RuntimeBuffers::create allocates a ring of
-            # GenerationLogitsCache::kCACHE_LENGTH = 8 steps of logits, [8, max_batch_size x
-            # beam, vocab_padded] x logits dtype, before the KV cache is sized from what is left,
-            # and every step's logits are written into it (runtimeBuffers.cpp, create and
-            # reshape; trtGptModelInflightBatching.cpp, constructor (mGatherGenerationLogits
-            # L188 at b35ac1b6) and createBuffers). Only
+            # the two). Every request pays for it on the GPU: RuntimeBuffers::create allocates
+            # a ring of GenerationLogitsCache::kCACHE_LENGTH = 8 steps of logits, [8,
+            # max_batch_size x beam, vocab_padded] x logits dtype, before the KV cache is sized
+            # from what is left, and every step's logits are written into it
+            # (runtimeBuffers.cpp, create and reshape; trtGptModelInflightBatching.cpp,
+            # constructor (mGatherGenerationLogits L188 at b35ac1b6) and createBuffers). Only
             # asking requests get a host buffer and copies (executorImpl.cpp fetchNewRequests,
             # handleGenerationLogits.cpp). So it is a per-model option; docs/gpu.md has the cost.
             gather_generation_logits=self._top_logprobs,

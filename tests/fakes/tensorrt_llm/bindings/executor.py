@@ -68,9 +68,9 @@ matter. Paths are relative to the TensorRT-LLM repository root.
   `TrtGptModelInflightBatching::getGatherGenerationLogits()` returns
   `computeGenerationLogits() || mGatherGenerationLogits`
   (cpp/tensorrt_llm/batch_manager/trtGptModelInflightBatching.h L356-359 at 83ab45a5, the only
-  stored version); a request asking without
-  either fails with the real message (executorImpl.cpp, fetchNewRequests). They are the raw
-  model logits, before bias, temperature and penalties.
+  stored version); a request asking without either fails with the real message
+  (executorImpl.cpp, fetchNewRequests). They are the raw model logits, before bias,
+  temperature and penalties.
 - Guided decoding (`ExecutorConfig.guided_decoding_config`, `Request.guided_decoding_params`)
   is enforced with real xgrammar as the executor's GuidedDecoder does: see guided_decoding.py.
 - `cancel_request` -> CANCELLED, `allotted_time_ms` -> TIMED_OUT, `get_latest_iteration_stats`
@@ -602,8 +602,8 @@ class TimingMetrics:
     """steady_clock time points, which the bindings return as timedelta since the clock's
     epoch (CLOCK_MONOTONIC: time.monotonic()); unset ones are the epoch, timedelta(0)
     (cpp/include/tensorrt_llm/executor/types.h RequestPerfMetrics::TimingMetrics, L439-455 at
-    a98a9061, bound in
-    cpp/tensorrt_llm/nanobind/executor/request.cpp, commit 008b2b8d; L762-772 at ac456dca)."""
+    a98a9061, bound in cpp/tensorrt_llm/nanobind/executor/request.cpp, commit 008b2b8d;
+    L762-772 at ac456dca)."""
 
     def __init__(self) -> None:
         self.arrival_time = timedelta(0)
