@@ -30,6 +30,16 @@ log = logging.getLogger(__name__)
 RunRequest = Callable[[pb.GenerateRequest], AsyncGenerator[pb.GenerateResponse, None]]
 Write = Callable[[pb.GenerateManyResponse], Awaitable[None]]
 
+# A write in flight waits on the client (gRPC's flow control: a facade that reads slower than
+# the engines write). Meanwhile the next write's events pile up; past this many a generation
+# stops taking responses until the writer takes them, and its engine channel merges what
+# comes meanwhile (inference/engines/channel.py), so memory stays bounded. Far above what
+# a write carries at full load (about 26 events at 6,400 messages/s and 4 ms).
+MAX_PENDING_EVENTS = 4096
+# gRPC refuses a message over its limit (MAX_MESSAGE_BYTES, inference/server.py) and that ends
+# the whole call, every generation on it: a larger write goes out in parts of at most this.
+MAX_WRITE_BYTES = 16 * 1024 * 1024
+
 _OK = pb.GenerationEnd(code=grpc.StatusCode.OK.value[0])
 _CANCELLED = pb.GenerationEnd(
     code=grpc.StatusCode.CANCELLED.value[0], message="cancelled by the client"
@@ -65,6 +75,7 @@ class GenerateManySession:
         # The first one tells the client that this server reads batched requests (the proto).
         self._message = pb.GenerateManyResponse(reads_batches=True)
         self._hold = Hold()
+        self._room = asyncio.Event()  # set when the writer takes the pending events
         self._phase = Phase.SERVING
 
     async def run(self, requests: AsyncIterable[pb.GenerateManyRequest]) -> None:
@@ -140,6 +151,9 @@ class GenerateManySession:
                 async for response in responses:
                     self._push(request_id, response=response, urgent=first)
                     first = False
+                    while len(self._message.events) >= MAX_PENDING_EVENTS:
+                        self._room.clear()
+                        await self._room.wait()
         except RequestError as error:
             return error.end()
         except Exception:
@@ -192,4 +206,23 @@ class GenerateManySession:
                 return  # flushing, and everything was written
             message, self._message = self._message, pb.GenerateManyResponse()
             self._hold.taken(loop)
-            await self._write(message)
+            self._room.set()
+            for part in _parts(message, MAX_WRITE_BYTES):
+                await self._write(part)
+
+
+def _parts(message: pb.GenerateManyResponse, max_bytes: int) -> list[pb.GenerateManyResponse]:
+    """`message` as writes of at most `max_bytes` each (one event larger than that goes
+    alone), its events in order and its flags on the first."""
+    if message.ByteSize() <= max_bytes:
+        return [message]
+    parts = [pb.GenerateManyResponse(reads_batches=message.reads_batches)]
+    size = 0
+    for event in message.events:
+        event_bytes = event.ByteSize() + 8  # the field's tag and length prefix, at most
+        if size and size + event_bytes > max_bytes:
+            parts.append(pb.GenerateManyResponse())
+            size = 0
+        parts[-1].events.append(event)
+        size += event_bytes
+    return parts

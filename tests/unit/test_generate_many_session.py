@@ -315,3 +315,66 @@ async def test_a_batch_starts_in_order_then_cancels_and_the_first_write_says_so(
     assert [e.end.code for e in writes.events("c")] == [grpc.StatusCode.CANCELLED.value[0]]
     assert script.closed == {"a", "b"}  # "c" was cancelled before its first step
     assert writes.reads_batches[0] and not any(writes.reads_batches[1:])
+
+
+class GatedWrites(Writes):
+    """Writes that wait, each, until the test opens the gate (a client that reads slowly)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def write(self, message: pb.GenerateManyResponse) -> None:
+        await self.gate.wait()
+        await super().write(message)
+
+
+async def test_a_slow_client_holds_generations_back_instead_of_piling_up_their_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # While a write waits on the client, the next write's events are bounded: the generation
+    # stops taking responses (its engine channel merges what comes meanwhile), and nothing
+    # is lost or reordered once the client reads again.
+    monkeypatch.setattr("inference.generate_many.MAX_PENDING_EVENTS", 4)
+    script, writes, client = Script(), GatedWrites(), Client()
+    session = GenerateManySession(script.generations, writes.write, 0.0)
+    task = asyncio.create_task(session.run(client.messages()))
+    client.start("a")
+    for i in range(20):
+        script.feed("a", delta(f"a{i}"))
+    for _ in range(50):  # let the pump take all it may
+        await asyncio.sleep(0)
+    # At most the waiting write's events and the next one's were taken; the rest wait.
+    assert 0 < 20 - script.feeds["a"].qsize() <= 4 + 4
+    writes.gate.set()
+    script.feed("a", None)
+    client.close()
+    await asyncio.wait_for(task, 2)
+    texts = [e.response.delta.text for e in writes.events("a")[:-1]]
+    assert texts == [f"a{i}" for i in range(20)]
+    assert writes.events("a")[-1].end.code == 0
+    assert max(len(events) for _, events in writes.batches) <= 4 + 1
+
+
+async def test_a_write_over_the_size_limit_goes_out_in_parts_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # gRPC would refuse one message over its limit and end the call for every generation.
+    monkeypatch.setattr("inference.generate_many.MAX_WRITE_BYTES", 100)
+    script, writes, client = Script(), GatedWrites(), Client()
+    session = GenerateManySession(script.generations, writes.write, 0.0)
+    task = asyncio.create_task(session.run(client.messages()))
+    client.start("a")
+    for i in range(12):  # taken while the first write waits: the second write holds 11
+        script.feed("a", delta(f"{i:02d}" + "x" * 30))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    writes.gate.set()
+    script.feed("a", None)
+    client.close()
+    await asyncio.wait_for(task, 2)
+    texts = [e.response.delta.text[:2] for e in writes.events("a")[:-1]]
+    assert texts == [f"{i:02d}" for i in range(12)]
+    sizes = [pb.GenerateManyResponse(events=events).ByteSize() for _, events in writes.batches]
+    assert len(writes.batches) > 3 and max(sizes) <= 100
+    assert writes.reads_batches[0] and not any(writes.reads_batches[1:])
