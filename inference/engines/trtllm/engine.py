@@ -287,6 +287,10 @@ class TrtllmEngine(Engine):
         limits: RuntimeLimits,
         defaults: GenerationDefaults,
     ) -> Any:
+        # Block reuse is off without paged context FMHA and for an engine that gathers context
+        # logits, as the executor would turn it off itself, each with a warning of its own
+        # (batch_manager/trtGptModelInflightBatching.cpp, fixExecutorConfig L141-168 at
+        # b35ac1b6): said here so that the start-up line below tells what runs.
         reuse, chunked = self._block_reuse, self._chunked_context_on(build)
         if not build.paged_context_fmha and (reuse or self._chunked_context):
             log.warning(
@@ -294,11 +298,7 @@ class TrtllmEngine(Engine):
                 "context are off"
             )
             reuse = False
-        if build.gather_context_logits and reuse:
-            # The executor would turn it off itself, with a warning of its own
-            # (batch_manager/trtGptModelInflightBatching.cpp, fixExecutorConfig, context logits
-            # L156-161 at b35ac1b6: "Context logits cannot be returned for reused tokens"):
-            # said here so that the start-up line below tells what runs.
+        if build.gather_context_logits and reuse:  # fixExecutorConfig L156-161
             log.warning(
                 "engine was built with --gather_context_logits: KV block reuse is off (context "
                 "logits cannot be returned for reused tokens)"

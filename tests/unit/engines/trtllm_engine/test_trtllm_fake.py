@@ -31,20 +31,25 @@ def run(fake_trtllm: ModuleType, tmp_path: Path) -> Iterator[Any]:
             engine_dir, fake_trtllm.ModelType.DECODER_ONLY, fake_trtllm.ExecutorConfig(**config)
         )
         executors.append(executor)
-        request_id = executor.enqueue_request(request)
-        responses: list[Any] = []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            for response in executor.await_responses(timeout=timedelta(milliseconds=20)):
-                assert response.request_id == request_id
-                responses.append(response)
-                if response.has_error() or response.result.is_final:
-                    return responses
-        raise AssertionError("the fake executor never finished the request")
+        return responses_of(executor, request)
 
     yield go
     for executor in executors:
         executor.shutdown()
+
+
+def responses_of(executor: Any, request: Any) -> list[Any]:
+    """Every response of `request`, run on `executor` to its final or error response."""
+    request_id = executor.enqueue_request(request)
+    responses: list[Any] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for response in executor.await_responses(timeout=timedelta(milliseconds=20)):
+            assert response.request_id == request_id
+            responses.append(response)
+            if response.has_error() or response.result.is_final:
+                return responses
+    raise AssertionError("the fake executor never finished the request")
 
 
 def greedy(fake: ModuleType, prompt: list[int], **kwargs: Any) -> Any:
@@ -171,18 +176,10 @@ def test_block_reuse_follows_fix_executor_config(
         output = fake_trtllm.OutputConfig(return_perf_metrics=True)
         counts = []
         for _ in range(2):  # 70 tokens: two full blocks of 32 to reuse the second time
-            request_id = executor.enqueue_request(
-                fake_trtllm.Request(list(range(70)), 1, output_config=output)
-            )
-            final = None
-            deadline = time.monotonic() + 10
-            while final is None and time.monotonic() < deadline:
-                for response in executor.await_responses(timeout=timedelta(milliseconds=20)):
-                    assert response.request_id == request_id and not response.has_error()
-                    if response.result.is_final:
-                        final = response.result
-            assert final is not None
-            counts.append(final.request_perf_metrics.kv_cache_metrics.num_reused_blocks)
+            request = fake_trtllm.Request(list(range(70)), 1, output_config=output)
+            final = responses_of(executor, request)[-1]
+            assert not final.has_error() and final.result.is_final
+            counts.append(final.result.request_perf_metrics.kv_cache_metrics.num_reused_blocks)
         assert counts == [0, reused]
     finally:
         executor.shutdown()
