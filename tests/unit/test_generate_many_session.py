@@ -7,7 +7,7 @@ flush is the test's to choose; tests/integration/test_generate_many.py runs the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import grpc
 import pytest
@@ -329,6 +329,28 @@ class GatedWrites(Writes):
         await super().write(message)
 
 
+async def read_late(
+    responses: list[pb.GenerateResponse], while_unread: Callable[[Script], None]
+) -> GatedWrites:
+    """Generation "a" gets `responses` while the client reads nothing (the first write
+    waits); `while_unread` looks then; the client reads the rest, and the call ends."""
+    script, writes, client = Script(), GatedWrites(), Client()
+    session = GenerateManySession(script.generations, writes.write, 0.0)
+    task = asyncio.create_task(session.run(client.messages()))
+    client.start("a")
+    for response in responses:
+        script.feed("a", response)
+    for _ in range(50):  # let the pump take all it may
+        await asyncio.sleep(0)
+    while_unread(script)
+    writes.gate.set()
+    script.feed("a", None)
+    client.close()
+    await asyncio.wait_for(task, 2)
+    assert writes.events("a")[-1].end.code == 0
+    return writes
+
+
 async def test_a_slow_client_holds_generations_back_instead_of_piling_up_their_events(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -336,23 +358,14 @@ async def test_a_slow_client_holds_generations_back_instead_of_piling_up_their_e
     # stops taking responses (its engine channel merges what comes meanwhile), and nothing
     # is lost or reordered once the client reads again.
     monkeypatch.setattr("inference.generate_many.MAX_PENDING_EVENTS", 4)
-    script, writes, client = Script(), GatedWrites(), Client()
-    session = GenerateManySession(script.generations, writes.write, 0.0)
-    task = asyncio.create_task(session.run(client.messages()))
-    client.start("a")
-    for i in range(20):
-        script.feed("a", delta(f"a{i}"))
-    for _ in range(50):  # let the pump take all it may
-        await asyncio.sleep(0)
-    # At most the waiting write's events and the next one's were taken; the rest wait.
-    assert 0 < 20 - script.feeds["a"].qsize() <= 4 + 4
-    writes.gate.set()
-    script.feed("a", None)
-    client.close()
-    await asyncio.wait_for(task, 2)
+
+    def bounded(script: Script) -> None:
+        # At most the waiting write's events and the next one's were taken; the rest wait.
+        assert 0 < 20 - script.feeds["a"].qsize() <= 4 + 4
+
+    writes = await read_late([delta(f"a{i}") for i in range(20)], bounded)
     texts = [e.response.delta.text for e in writes.events("a")[:-1]]
     assert texts == [f"a{i}" for i in range(20)]
-    assert writes.events("a")[-1].end.code == 0
     assert max(len(events) for _, events in writes.batches) <= 4 + 1
 
 
@@ -361,18 +374,8 @@ async def test_a_write_over_the_size_limit_goes_out_in_parts_in_order(
 ) -> None:
     # gRPC would refuse one message over its limit and end the call for every generation.
     monkeypatch.setattr("inference.generate_many.MAX_WRITE_BYTES", 100)
-    script, writes, client = Script(), GatedWrites(), Client()
-    session = GenerateManySession(script.generations, writes.write, 0.0)
-    task = asyncio.create_task(session.run(client.messages()))
-    client.start("a")
-    for i in range(12):  # taken while the first write waits: the second write holds 11
-        script.feed("a", delta(f"{i:02d}" + "x" * 30))
-    for _ in range(50):
-        await asyncio.sleep(0)
-    writes.gate.set()
-    script.feed("a", None)
-    client.close()
-    await asyncio.wait_for(task, 2)
+    # Taken while the first write waits: the second write holds 11 of them.
+    writes = await read_late([delta(f"{i:02d}" + "x" * 30) for i in range(12)], lambda _: None)
     texts = [e.response.delta.text[:2] for e in writes.events("a")[:-1]]
     assert texts == [f"{i:02d}" for i in range(12)]
     sizes = [pb.GenerateManyResponse(events=events).ByteSize() for _, events in writes.batches]
