@@ -273,7 +273,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             message = (
                 f"The request head was not received within {self.limits.header_timeout_s:g} s."
             )
-            self._write_error(APIError(408, message))
+            # A slow client is by definition still sending: the 408 needs the lingering close.
+            self._refuse(APIError(408, message))
+            return
         self.transport.close()
 
     def _write_error(self, error: APIError) -> None:

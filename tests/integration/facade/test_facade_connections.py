@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import threading
 import time
 
 import httpx
@@ -106,6 +107,30 @@ def test_a_slow_head_is_answered_408_and_closed() -> None:
         assert status == 408 and headers["connection"] == "close"
         assert error_code(body) == "request_timeout"
         assert is_live(server)
+
+
+def test_a_client_still_writing_when_the_head_times_out_reads_its_408() -> None:
+    # The server must read on after answering (a lingering close): closing a socket with
+    # unread input resets the connection, and the reset can overtake the 408. Before the fix
+    # about one connection in three lost its answer this way.
+    with serve_without_backend(header_timeout_s=0.1) as server:
+        for _ in range(10):
+            with connect(server) as sock:
+                sock.sendall(GET_LIVE + b"X-Slow: ")
+                writer = threading.Thread(target=write_until_refused, args=(sock,))
+                writer.start()
+                received = read_until_closed(sock)
+                writer.join(SAFETY_S)
+                assert parse(received)[0] == 408
+
+
+def write_until_refused(sock: socket.socket) -> None:
+    """Header bytes as fast as the socket takes them, until the server stops the connection."""
+    try:
+        while sock.send(b"a"):
+            pass
+    except OSError:
+        pass
 
 
 def test_a_connection_that_sends_nothing_is_closed() -> None:
