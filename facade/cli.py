@@ -58,6 +58,7 @@ CONNECTION_FLAGS: dict[str, tuple[type, str]] = {
     "max_header_bytes": (int, "request line + headers larger than this get 431"),
     "max_headers": (int, "more header fields than this get 431"),
     "header_timeout_s": (float, "seconds to receive a request head (408 and close after)"),
+    "body_timeout_s": (float, "seconds to receive a request body after its head (408 after)"),
     "keep_alive_timeout_s": (float, "seconds an idle keep-alive connection stays open"),
     "max_connections": (int, "connections served at once; more get 503 (0: no cap)"),
 }

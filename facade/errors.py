@@ -245,9 +245,14 @@ def install_handlers(app: FastAPI) -> None:
         return err.response()
 
     async def on_client_disconnect(request: Request, _: Exception) -> Response:
-        # The client went away while sending its body: nothing failed here. 499 is what
-        # the metrics count; the connection is gone, so no one reads this response.
-        log.info("client left during the upload of %s %s", request.method, quoted(request.url.path))
+        # The client went away while sending its body, or did not send it in time (the
+        # connection layer then answered 408 itself): nothing failed here. 499 is what the
+        # metrics count for the first; the connection is gone, so no one reads this response.
+        log.info(
+            "the upload of %s %s ended before its body was complete",
+            request.method,
+            quoted(request.url.path),
+        )
         return Response(status_code=499)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:

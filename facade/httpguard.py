@@ -1,4 +1,5 @@
-"""The facade's HTTP connections against hostile clients: head size, head timeout, connection cap.
+"""The facade's HTTP connections against hostile clients: head size, head and body timeouts,
+connection cap.
 
 uvicorn's httptools protocol (read in uvicorn 0.55.0, uvicorn/protocols/http/httptools_impl.py)
 bounds none of these:
@@ -7,11 +8,12 @@ bounds none of these:
   growing a long one by bytes concatenation (httptools 0.9.0 parser.pyx, `_on_header_value`;
   uvicorn's `on_url` grows the URL the same way): one 150 MB header line cost 25 s of CPU;
 - its keep-alive timer is armed only after a response (`on_response_complete`), so a
-  connection that never completes a request head stays open for ever (slowloris);
+  connection that never completes a request head stays open for ever (slowloris), and one
+  whose body never completes keeps its request waiting in `receive()` for ever;
 - `limit_concurrency` answers 503 only once a request head has arrived (`on_headers_complete`),
   so connections that send nothing are never refused.
 
-`GuardedHttpToolsProtocol` adds the three bounds and leaves the parsing and the streaming
+`GuardedHttpToolsProtocol` adds the four bounds and leaves the parsing and the streaming
 to uvicorn. Why not uvicorn's h11 protocol, whose `h11_max_incomplete_event_size` bounds
 the head: h11 parses and frames every response event in Python, a cost paid for each
 streamed chunk, and it has no head timeout or connection cap either.
@@ -26,14 +28,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from starlette.types import Scope
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from facade.errors import APIError
-from facade.request_context import new_request_id
+from facade.request_context import (
+    ANSWERED_BY_SERVER,
+    RequestRecord,
+    new_request_id,
+    scope_record,
+)
 from facade.response_head import HeadHoldingTransport
 from facade.settings import FacadeSettings
 
@@ -49,6 +57,7 @@ class ConnectionLimits:
     max_header_bytes: int
     max_headers: int
     header_timeout_s: float
+    body_timeout_s: float
     max_connections: int  # 0: no cap
 
     @classmethod
@@ -57,6 +66,7 @@ class ConnectionLimits:
             max_header_bytes=settings.max_header_bytes,
             max_headers=settings.max_headers,
             header_timeout_s=settings.header_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
             max_connections=settings.max_connections,
         )
 
@@ -168,6 +178,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.limits = limits
         self._meter = HeadMeter(limits.max_header_bytes, limits.max_headers)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._refused = False
 
     # Connection -------------------------------------------------------------------------
@@ -196,12 +207,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Answer `error` and end the connection; whatever the client sends is dropped."""
         self._refused = True
         self._cancel_head_timer()
-        if self.cycle is not None and not self.cycle.response_complete:
+        self._cancel_body_timer()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and not cycle.disconnected:
             # A pipelined request is refused while the previous response is being sent:
             # an answer now would land inside that response. Such a client gets a close.
             self.transport.close()
             return
-        self._write_error(error)
+        self._write_error(error, None if cycle is None else scope_record(_scope_of(cycle)))
         # Half-close and read on (discarding) until the client closes or the head timer
         # fires: closing with unread input would reset the connection, and a client still
         # sending its request could lose the answer before reading it (nginx's lingering
@@ -214,6 +227,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -225,6 +239,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(APIError(431, problem))
             return
         super().data_received(data)
+        if self._body_timer is None and self.cycle is not None and self.cycle.more_body:
+            # A head has arrived without all of its body. Checked here rather than armed in
+            # on_headers_complete: a body that comes with its head (nearly every request)
+            # costs no timer.
+            self._body_timer = self.loop.call_later(
+                self.limits.body_timeout_s, self._body_timed_out
+            )
 
     # Parser callbacks (llhttp calls them from `data_received`) ---------------------------
 
@@ -248,6 +269,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._cancel_body_timer()
         self._meter.restart()
 
     # The head deadline -------------------------------------------------------------------
@@ -278,8 +300,36 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self.transport.close()
 
-    def _write_error(self, error: APIError) -> None:
-        """An error response written straight to the socket: no request reached the app."""
+    # The body deadline ---------------------------------------------------------------------
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if self.transport.is_closing() or cycle is None or not cycle.more_body:
+            return
+        if cycle.response_started or any(queued is cycle for queued, _ in self.pipeline):
+            # Answered without the rest of its body (a 413 from Content-Length), or queued
+            # behind a response still being written: no answer fits, only the close.
+            self.transport.close()
+            return
+        error = APIError(
+            408, f"The request body was not received within {self.limits.body_timeout_s:g} s."
+        )
+        # The app, waiting in receive(), gets a disconnect and whatever it sends is dropped:
+        # the 408 is the only answer, and the request is counted and logged under it.
+        _scope_of(cycle)[ANSWERED_BY_SERVER] = error.status
+        cycle.disconnected = True
+        cycle.message_event.set()
+        self._refuse(error)
+
+    def _write_error(self, error: APIError, record: RequestRecord | None = None) -> None:
+        """An error response written straight to the socket, for a request the app never saw
+        or was cut off from (`record`: its id is the response's)."""
         body = error.body()
         lines = [f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}".encode()]
         lines += [name + b": " + value for name, value in self.server_state.default_headers]
@@ -287,8 +337,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             "content-type": "application/json",
             "content-length": str(len(body)),
             "connection": "close",
-            "x-request-id": new_request_id(),  # as on every response (facade/request_context.py)
+            # As on every response (facade/request_context.py).
+            "x-request-id": new_request_id() if record is None else record.request_id,
             **{name.lower(): value for name, value in error.headers.items()},
         }
         lines += [f"{name}: {value}".encode() for name, value in headers.items()]
         self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+
+
+def _scope_of(cycle: RequestResponseCycle) -> Scope:
+    # uvicorn types it as the ASGI spec's TypedDict, which admits no key of ours.
+    return cast(Scope, cycle.scope)

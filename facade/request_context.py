@@ -4,8 +4,8 @@ outermost, the one place that follows each response's status.
 Request ids: the client's `X-Request-Id` when it is 1-128 characters of [A-Za-z0-9._:=+/@-]
 (anything else could forge log fields or headers, and is replaced), else `req_<32 hex>`. It is
 the `x-request-id` header of every response, errors included (401, 404, 413, 429, 500...; the
-431 and 503 that facade/httpguard.py writes before a request exists get a fresh id), and the
-access log's `request_id`.
+431, 408 and 503 that facade/httpguard.py writes before a request exists get a fresh id, its
+408 for a body that came too late the request's), and the access log's `request_id`.
 
 The generation on the inference service gets `RequestRecord.generation_id`: the request id
 itself when the facade made it (unique), else `<client id>.<8 hex>`. The service refuses a
@@ -51,6 +51,10 @@ log = logging.getLogger("tensorchat.facade.access")
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:=+/@-]{1,128}")
 _STATE_KEY = "tensorchat_request"
+# The status the connection layer answered a request with after cutting its app off (a body
+# that did not arrive in time: facade/httpguard.py), set in its scope. The app sees the client
+# leave; the count, span and access log take this status, which is what the client was sent.
+ANSWERED_BY_SERVER = "tensorchat.answered_by_server"
 
 
 @dataclass(slots=True)
@@ -88,9 +92,15 @@ def reason_name(reason: int) -> str:
     return pb.FinishReason.Name(reason).removeprefix("FINISH_REASON_").lower()  # type: ignore[arg-type]
 
 
+def scope_record(scope: Scope) -> RequestRecord | None:
+    """The record the middleware made for the request of `scope`, if it has run."""
+    record: RequestRecord | None = scope.get("state", {}).get(_STATE_KEY)
+    return record
+
+
 def request_record(request: Request) -> RequestRecord:
     """The record the middleware made for `request` (a fresh one where there is none)."""
-    record = request.scope.get("state", {}).get(_STATE_KEY)
+    record = scope_record(request.scope)
     return record if record is not None else RequestRecord.from_client_id(None)
 
 
@@ -156,8 +166,9 @@ class RequestContext:
                 await unexpected_error().response()(scope, receive, send_with_id)
             raise
         finally:
-            # Nothing sent and nothing raised: the client left before the response began.
-            status = status or 499
+            # Cut off by the connection layer, which answered; else, with nothing sent and
+            # nothing raised, the client left before the response began.
+            status = scope.get(ANSWERED_BY_SERVER) or status or 499
             route = getattr(scope.get("route"), "path", None)
             self._count(route or "unmatched", record.final_status or status)
             if span is not None:

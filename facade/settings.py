@@ -67,6 +67,10 @@ class FacadeSettings(BaseSettings):
     # A connection whose request head is not complete this long after it opened (or
     # after the head's first byte, for a later request on it) gets 408 and is closed.
     header_timeout_s: float = Field(10.0, gt=0.0)
+    # A request whose body is not complete this long after its head gets 408 and the
+    # connection is closed: a whole-body deadline, so a body sent a byte at a time cannot
+    # hold a connection (nginx's client_body_timeout bounds only the gap between reads).
+    body_timeout_s: float = Field(30.0, gt=0.0)
     # An idle keep-alive connection is closed after this long.
     keep_alive_timeout_s: float = Field(5.0, gt=0.0)
     # Connections served at once; past it a new one gets 503 and is closed (0: no cap).

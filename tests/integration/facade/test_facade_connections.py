@@ -176,3 +176,100 @@ def _served(server: FacadeServerThread) -> bool:
     with connect(server) as sock:
         sock.sendall(GET_LIVE + b"Connection: close\r\n\r\n")
         return parse(read_until_closed(sock))[0] == 200
+
+
+# The request body deadline -------------------------------------------------------------
+
+CHAT_HEAD = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: facade\r\nAuthorization: Bearer k\r\n"
+    b"Content-Type: application/json\r\n"
+)
+
+
+def requests_counted(server: FacadeServerThread, status: int) -> float:
+    """Over all routes: a chunked body is cut off before routing ("unmatched")."""
+    registry = server.app.state.facade.metrics.registry
+    return sum(
+        sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == "tensorchat_facade_requests_total"
+        and sample.labels["status"] == str(status)
+    )
+
+
+def await_count(server: FacadeServerThread, status: int, count: float) -> None:
+    """The app counts a request when its task ends, a moment after the client's answer."""
+    deadline = time.monotonic() + SAFETY_S
+    while requests_counted(server, status) < count:
+        assert time.monotonic() < deadline, f"no request was counted with status {status}"
+        time.sleep(0.01)
+
+
+def drip_until_answered(sock: socket.socket) -> bytes:
+    """A body a byte at a time, each sooner than any gap limit, until the server answers."""
+    deadline = time.monotonic() + SAFETY_S
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([sock], [], [], 0.02)
+        if readable:
+            return read_until_closed(sock)
+        sock.sendall(b" ")
+    raise AssertionError("the server kept a slow request body open")
+
+
+def test_a_body_that_stops_half_way_gets_408_with_its_request_id_and_is_counted() -> None:
+    with serve_without_backend(body_timeout_s=0.2) as server, connect(server) as sock:
+        sock.sendall(
+            CHAT_HEAD + b"X-Request-Id: late-body\r\nContent-Length: 1000\r\n\r\n" + b'{"model"'
+        )
+        status, headers, body = parse(read_until_closed(sock))
+        assert status == 408 and headers["connection"] == "close"
+        assert headers["x-request-id"] == "late-body"  # the app's request, not a fresh id
+        assert error_code(body) == "request_timeout"
+        assert "body was not received within 0.2 s" in json.loads(body)["error"]["message"]
+        # Counted under what the client was sent, not as a client that left (499).
+        await_count(server, 408, 1)
+        assert requests_counted(server, 499) == 0
+        assert is_live(server)
+
+
+def test_a_body_sent_a_byte_at_a_time_still_meets_the_whole_body_deadline() -> None:
+    with serve_without_backend(body_timeout_s=0.3) as server, connect(server) as sock:
+        sock.sendall(CHAT_HEAD + b"Content-Length: 100000\r\n\r\n{")
+        status, _, body = parse(drip_until_answered(sock))
+        assert status == 408 and error_code(body) == "request_timeout"
+
+
+def test_a_chunked_body_that_stops_gets_408_and_is_counted() -> None:
+    # Without Content-Length the body limit reads the body itself (facade/bodylimit.py), and
+    # ends quietly on the disconnect: the count must still say 408.
+    with serve_without_backend(body_timeout_s=0.2) as server, connect(server) as sock:
+        sock.sendall(CHAT_HEAD + b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"mod\r\n')
+        status, _, body = parse(read_until_closed(sock))
+        assert status == 408 and error_code(body) == "request_timeout"
+        await_count(server, 408, 1)
+
+
+def test_a_body_in_time_is_served_and_its_deadline_ends_with_it() -> None:
+    # The body comes after its head, in a second write: the deadline is armed, then cancelled.
+    # The connection outlives the deadline and serves another request.
+    settings = {"body_timeout_s": 0.2, "keep_alive_timeout_s": 60}
+    with serve_without_backend(**settings) as server, connect(server) as sock:
+        body = b'{"model": "m", "messages": []}'
+        sock.sendall(CHAT_HEAD + b"Content-Length: %d\r\n\r\n" % len(body))
+        sock.sendall(body)
+        answer = sock.recv(65536)
+        assert not answer.startswith(b"HTTP/1.1 408 ")  # the app answered (no backend: 4xx/5xx)
+        time.sleep(0.5)  # past the deadline a live timer would have fired at
+        sock.sendall(GET_LIVE + b"Connection: close\r\n\r\n")
+        status, _, live = parse(read_until_closed(sock))
+        assert status == 200 and json.loads(live) == {"status": "ok"}
+
+
+def test_a_body_refused_by_its_length_cannot_be_dripped_for_ever() -> None:
+    # 413 from Content-Length alone, before any body: a client that drips the body on is
+    # closed at the body deadline.
+    settings = {"body_timeout_s": 0.3, "max_body_bytes": 1024, "keep_alive_timeout_s": 60}
+    with serve_without_backend(**settings) as server, connect(server) as sock:
+        sock.sendall(CHAT_HEAD + b"Content-Length: 5000\r\n\r\n{")
+        assert parse(drip_until_answered(sock))[0] == 413

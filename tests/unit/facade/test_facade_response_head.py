@@ -88,7 +88,11 @@ async def test_the_facade_protocol_writes_a_short_reply_in_one_write() -> None:
     config = Config(app=_two_replies, access_log=False, log_config=None)
     config.load()
     limits = ConnectionLimits(
-        max_header_bytes=8192, max_headers=100, header_timeout_s=10.0, max_connections=0
+        max_header_bytes=8192,
+        max_headers=100,
+        header_timeout_s=10.0,
+        body_timeout_s=30.0,
+        max_connections=0,
     )
     protocol = GuardedHttpToolsProtocol(config, ServerState(), {}, limits=limits)
     transport = RecordingTransport()
