@@ -132,7 +132,9 @@ class Generation:
             self._finish(RequestError.of_end(event.refused))
             return True
         if kind != "end":
-            return False  # a kind this facade does not know yet
+            # `waiting` (it waits its turn while its engine works: the reader stamped
+            # `last_event`, which is all it is for), or a kind this facade does not know yet.
+            return False
         self._finish(EOF if event.end.code == 0 else RequestError.of_end(event.end))
         return True
 
@@ -227,6 +229,8 @@ class BackendStream:
 
     async def _end_stalled(self, timeout_s: float) -> None:
         """Ends each generation that got no event for `timeout_s` (a hung engine or replica).
+        One that waits its turn in a busy engine is not ended: the service sends it a
+        `waiting` event every few seconds (inference.generate_many.WAITING_INTERVAL_S).
 
         One sweep a fraction of the timeout apart, rather than a timer reset per event: the
         reader only stamps each generation's `last_event`, at no cost per token.

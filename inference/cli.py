@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from inference.config import MODELS_ENV_VAR
-from inference.defaults import MAX_CONCURRENT_REQUESTS, SHUTDOWN_GRACE_S
+from inference.defaults import MAX_CONCURRENT_REQUESTS, SHUTDOWN_GRACE_S, WAITING_INTERVAL_S
 from inference.pacing import (
     DEFAULT_FLUSH_INTERVAL_S,
     DEFAULT_MESSAGES_PER_SECOND,
@@ -73,6 +73,15 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, port_flag: str =
         "once; 0: every event at once)",
     )
     parser.add_argument(
+        "--waiting-interval-s",
+        type=float,
+        default=WAITING_INTERVAL_S,
+        help="on GenerateMany streams, a generation that has sent nothing yet while its engine "
+        "works for others is told so this often (a `waiting` event), so that the facade's "
+        "TENSORCHAT_PROGRESS_TIMEOUT_S does not take it for a hung engine; keep that timeout "
+        "at 2x this or more (default %(default)g)",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=None,
@@ -102,6 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         max_messages_per_second=args.max_messages_per_second,
         min_stream_interval_s=args.min_stream_interval_ms / 1000,
         flush_interval_s=args.flush_interval_ms / 1000,
+        waiting_interval_s=args.waiting_interval_s,
         shutdown_grace=args.shutdown_grace,
         metrics_port=args.metrics_port,
     )

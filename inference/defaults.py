@@ -11,3 +11,8 @@ MAX_CONCURRENT_REQUESTS = 1024
 # Seconds running requests get to finish on SIGTERM before they are cancelled; a pod's
 # terminationGracePeriodSeconds must exceed it (deploy/).
 SHUTDOWN_GRACE_S = 30.0
+# How often a GenerateMany generation that has sent nothing yet, while its engine works for
+# others, gets a `waiting` event (inference.generate_many). Well under the facade's progress
+# timeout (30 s by default; keep that at 2x this or more): a generation that starts right
+# after a round may hear first two rounds later.
+WAITING_INTERVAL_S = 5.0

@@ -7,6 +7,13 @@ goes out at once; other deltas wait at most `flush_interval_s` (`inference.pacin
 Each generation gets what Generate would stream, then exactly one `GenerationEnd` (`_ended`);
 a start refused before it ran (no request_id, or one already running here) gets a `refused`
 event instead. `Phase` says when the call ends.
+
+A generation that has sent nothing yet gets a `waiting` event every `WAITING_INTERVAL_S` while
+its engine generates for others (`_report_waiting`): queued behind a full batch it may send
+nothing for minutes, and the facade's watchdog would otherwise take it for a hung engine, end
+it and take the replica out of routing (measured: 4 requests of n=16 on the embedded model,
+two of them 503 after 30 s in the queue). An engine that generates nothing gets no such
+events, so a hung one is still found.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 
 import grpc
 
+from inference.defaults import WAITING_INTERVAL_S
 from inference.errors import RequestError, invalid
 from inference.pacing import DEFAULT_FLUSH_INTERVAL_S, Hold
 from tensorchat.v1 import inference_pb2 as pb
@@ -29,6 +37,9 @@ log = logging.getLogger(__name__)
 # What runs one request: its responses, or a RequestError saying how it failed.
 RunRequest = Callable[[pb.GenerateRequest], AsyncGenerator[pb.GenerateResponse, None]]
 Write = Callable[[pb.GenerateManyResponse], Awaitable[None]]
+# The output tokens the engine serving a model name has generated so far (a counter that
+# moves while it works); None for a name no engine serves.
+EngineProgress = Callable[[str], "int | None"]
 
 # A write in flight waits on the client (gRPC's flow control: a facade that reads slower than
 # the engines write). Meanwhile the next write's events pile up; past this many a generation
@@ -44,6 +55,7 @@ _OK = pb.GenerationEnd(code=grpc.StatusCode.OK.value[0])
 _CANCELLED = pb.GenerationEnd(
     code=grpc.StatusCode.CANCELLED.value[0], message="cancelled by the client"
 )
+_WAITING = pb.Waiting()
 
 
 class Phase(enum.Enum):
@@ -63,11 +75,17 @@ class GenerateManySession:
         run_request: RunRequest,
         write: Write,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+        engine_progress: EngineProgress | None = None,
+        waiting_interval_s: float = WAITING_INTERVAL_S,
     ) -> None:
         self._run_request = run_request
         self._write = write
         self._flush_interval_s = flush_interval_s
+        self._engine_progress = engine_progress  # None: no `waiting` events
+        self._waiting_interval_s = waiting_interval_s
         self._pumps: dict[str, asyncio.Task[pb.GenerationEnd]] = {}  # running generations
+        # Running generations that have sent nothing yet: request_id -> model name.
+        self._silent: dict[str, str] = {}
         self._cancelled: set[str] = set()  # ids the client cancelled: they end with CANCELLED
         # The next write, built in place: a submessage passed to a constructor is copied
         # (upb), so building each event on its own and then the message copied every
@@ -83,16 +101,19 @@ class GenerateManySession:
         the server drains; then the call ends OK."""
         writer = asyncio.create_task(self._write_events(), name="generate-many-writer")
         reader = asyncio.create_task(self._read_requests(requests), name="generate-many-requests")
+        tasks = [reader, writer]
+        if self._engine_progress is not None:
+            tasks.append(asyncio.create_task(self._report_waiting(self._engine_progress)))
         try:
             await writer  # it returns once FLUSHING wrote everything; it fails with the call
         finally:
             # Also when the call ended early (the client went away, the server stops).
             self._enter(Phase.ENDED)
-            reader.cancel()
             for pump in list(self._pumps.values()):
                 pump.cancel()
-            writer.cancel()
-            await asyncio.gather(reader, writer, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def close(self) -> None:
         """No more requests come (the client half-closed) or are wanted (the server drains):
@@ -132,6 +153,7 @@ class GenerateManySession:
             return
         pump = asyncio.create_task(self._pump(request), name=request_id)
         self._pumps[request_id] = pump
+        self._silent[request_id] = request.model
         # Bookkeeping in a callback, not in the pump: a pump cancelled before its first step
         # never runs its own code, but its callbacks run exactly once.
         pump.add_done_callback(functools.partial(self._ended, request_id))
@@ -150,7 +172,9 @@ class GenerateManySession:
             async with contextlib.aclosing(self._run_request(request)) as responses:
                 async for response in responses:
                     self._push(request_id, response=response, urgent=first)
-                    first = False
+                    if first:
+                        del self._silent[request_id]
+                        first = False
                     while len(self._message.events) >= MAX_PENDING_EVENTS:
                         self._room.clear()
                         await self._room.wait()
@@ -169,6 +193,7 @@ class GenerateManySession:
     def _ended(self, request_id: str, pump: asyncio.Task[pb.GenerationEnd]) -> None:
         """Ends a started generation (once: its pump's done callback)."""
         del self._pumps[request_id]
+        self._silent.pop(request_id, None)
         cancelled_by_client = request_id in self._cancelled
         self._cancelled.discard(request_id)
         if not pump.cancelled():
@@ -185,6 +210,7 @@ class GenerateManySession:
         response: pb.GenerateResponse | None = None,
         end: pb.GenerationEnd | None = None,
         refused: pb.GenerationEnd | None = None,
+        waiting: pb.Waiting | None = None,
         urgent: bool = False,
     ) -> None:
         events = self._message.events
@@ -193,10 +219,26 @@ class GenerateManySession:
         elif end is not None:
             events.add(request_id=request_id, end=end)
             urgent = True
-        else:
+        elif refused is not None:
             events.add(request_id=request_id, refused=refused)
             urgent = True
+        else:
+            events.add(request_id=request_id, waiting=waiting)
         self._hold.added(urgent=urgent)
+
+    async def _report_waiting(self, engine_progress: EngineProgress) -> None:
+        """Each round, a `waiting` event for every silent generation whose engine generated
+        tokens since the previous round (module docstring)."""
+        previous: dict[str, int | None] = {}  # model name -> its engine's count last round
+        while True:
+            await asyncio.sleep(self._waiting_interval_s)
+            counts = {model: engine_progress(model) for model in set(self._silent.values())}
+            for request_id, model in self._silent.items():
+                count = counts[model]
+                # A model first seen this round has no previous count: it waits a round.
+                if count is not None and previous.get(model) not in (None, count):
+                    self._push(request_id, waiting=_WAITING)
+            previous = counts
 
     async def _write_events(self) -> None:
         loop = asyncio.get_running_loop()

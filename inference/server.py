@@ -14,7 +14,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from inference.config import ModelsConfig
-from inference.defaults import MAX_CONCURRENT_REQUESTS, SHUTDOWN_GRACE_S
+from inference.defaults import MAX_CONCURRENT_REQUESTS, SHUTDOWN_GRACE_S, WAITING_INTERVAL_S
 from inference.metrics import InferenceMetrics, serve_metrics
 from inference.pacing import (
     DEFAULT_FLUSH_INTERVAL_S,
@@ -56,6 +56,8 @@ class ServerOptions:
     min_stream_interval_s: float = DEFAULT_MIN_STREAM_INTERVAL_S
     # How long GenerateMany holds deltas so that requests share writes (inference.generate_many).
     flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S
+    # How often a GenerateMany generation still waiting its turn is told so (inference.defaults).
+    waiting_interval_s: float = WAITING_INTERVAL_S
     shutdown_grace: float = SHUTDOWN_GRACE_S
     # Prometheus metrics over HTTP on this port (0: a free one; None: no metrics server).
     metrics_port: int | None = None
@@ -74,6 +76,7 @@ class InferenceServer:
             max_messages_per_second=options.max_messages_per_second,
             min_stream_interval_s=options.min_stream_interval_s,
             flush_interval_s=options.flush_interval_s,
+            waiting_interval_s=options.waiting_interval_s,
             metrics=self.metrics,
         )
         self._metrics_server: WSGIServer | None = None

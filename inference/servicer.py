@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from inference.defaults import MAX_CONCURRENT_REQUESTS
+from inference.defaults import MAX_CONCURRENT_REQUESTS, WAITING_INTERVAL_S
 from inference.errors import RequestError
 from inference.generate_many import GenerateManySession
 from inference.metrics import InferenceMetrics
@@ -38,6 +38,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         max_messages_per_second: float = DEFAULT_MESSAGES_PER_SECOND,
         min_stream_interval_s: float = DEFAULT_MIN_STREAM_INTERVAL_S,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+        waiting_interval_s: float = WAITING_INTERVAL_S,
         metrics: InferenceMetrics | None = None,
     ) -> None:
         self._registry = registry
@@ -49,6 +50,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             metrics=metrics,
         )
         self._flush_interval_s = flush_interval_s
+        self._waiting_interval_s = waiting_interval_s
         self._sessions: set[GenerateManySession] = set()  # open GenerateMany calls
 
     @property
@@ -84,7 +86,13 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         request_iterator: AsyncIterator[pb.GenerateManyRequest],
         context: grpc.aio.ServicerContext,
     ) -> None:
-        session = GenerateManySession(self._runner.run, context.write, self._flush_interval_s)
+        session = GenerateManySession(
+            self._runner.run,
+            context.write,
+            self._flush_interval_s,
+            engine_progress=self._generated_tokens,
+            waiting_interval_s=self._waiting_interval_s,
+        )
         if self._runner.draining:
             session.close()
         self._sessions.add(session)
@@ -92,6 +100,14 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             await session.run(request_iterator)
         finally:
             self._sessions.discard(session)
+
+    def _generated_tokens(self, model_name: str) -> int | None:
+        """How far the engine serving `model_name` has got (GenerateManySession's `waiting`)."""
+        try:
+            model = resolve_model(self._registry, model_name)
+        except RequestError:
+            return None
+        return model.engine.stats().generated_tokens
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext

@@ -18,15 +18,21 @@ from benchmarks.stackbench.plan import MODEL, TENSORCHAT
 from benchmarks.stackbench.servers import default_checkpoint, free_port, grpc_ready, wait_until
 
 
-def write_synthetic_config(directory: Path, *, rate: float, tick_ms: float = 5.0) -> Path:
-    """A models config serving the synthetic engine as model `MODEL` at `rate` tokens/s."""
+def write_synthetic_config(
+    directory: Path, *, rate: float, tick_ms: float = 5.0, max_batch_size: int | None = None
+) -> Path:
+    """A models config serving the synthetic engine as model `MODEL` at `rate` tokens/s, with
+    at most `max_batch_size` choices running at once (None: no limit)."""
+    options = f"tokens_per_second: {rate}, tick_ms: {tick_ms}"
+    if max_batch_size is not None:
+        options += f", max_batch_size: {max_batch_size}"
     path = directory / "models.yaml"
     path.write_text(
         "models:\n"
         f"  - id: {MODEL}\n"
         "    engine: synthetic\n"
         f"    checkpoint: {default_checkpoint()}\n"
-        f"    options: {{tokens_per_second: {rate}, tick_ms: {tick_ms}}}\n"
+        f"    options: {{{options}}}\n"
     )
     return path
 
@@ -34,12 +40,21 @@ def write_synthetic_config(directory: Path, *, rate: float, tick_ms: float = 5.0
 class Replica:
     """One `tensorchat inference` process on a fixed port; `start` again after it ended."""
 
-    def __init__(self, name: str, models: Path, work: Path, *, shutdown_grace_s: float = 2.0):
+    def __init__(
+        self,
+        name: str,
+        models: Path,
+        work: Path,
+        *,
+        shutdown_grace_s: float = 2.0,
+        waiting_interval_s: float | None = None,
+    ):
         self.name = name
         self.port = free_port()
         self._models = models
         self._log = work / f"{name}.log"
         self._grace = shutdown_grace_s
+        self._waiting_interval_s = waiting_interval_s  # None: the service's default
         self.proc: psutil.Popen | None = None
         self._handle: contextlib.ExitStack | None = None
 
@@ -60,6 +75,8 @@ class Replica:
             "--shutdown-grace",
             str(self._grace),
         ]
+        if self._waiting_interval_s is not None:
+            args += ["--waiting-interval-s", str(self._waiting_interval_s)]
         self._handle = contextlib.ExitStack()
         self.proc = self._handle.enter_context(process(args, self._log))
         wait_until(lambda: grpc_ready(self.address), self.name, self.proc, self._log, timeout_s)
@@ -99,9 +116,12 @@ class Replica:
 
 
 @contextlib.contextmanager
-def replicas(work: Path, count: int, *, rate: float, **options: float) -> Iterator[list[Replica]]:
-    """`count` started replicas of the synthetic model; all stopped at the end."""
-    models = write_synthetic_config(work, rate=rate)
+def replicas(
+    work: Path, count: int, *, rate: float, max_batch_size: int | None = None, **options: float
+) -> Iterator[list[Replica]]:
+    """`count` started replicas of the synthetic model (`options`: Replica's); all stopped at
+    the end."""
+    models = write_synthetic_config(work, rate=rate, max_batch_size=max_batch_size)
     started: list[Replica] = []
     try:
         for i in range(count):

@@ -6,11 +6,16 @@ client. A model uses it only when its config says `engine: synthetic`.
 
 Cost: one timer task ticks every `tick_ms` and emits for every choice that is due (a heap
 ordered by due time); no task, sleep or future per token.
+
+With `max_batch_size`, at most that many choices run at once and later requests wait their
+turn in order, as in an engine with a fixed batch (TensorRT-LLM's executor queues the same
+way): what a full engine does to the stack, its queueing and its watchdogs, can be measured.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import itertools
 import math
@@ -66,6 +71,7 @@ class _Request:
     to_finish: set[int] = field(default_factory=set)
     unfinished: int = 0
     closed: bool = False
+    running: bool = False  # its choices hold batch room (False while it waits its turn)
 
 
 class SyntheticEngine(Engine):
@@ -80,7 +86,8 @@ class SyntheticEngine(Engine):
     - Deadlines end unfinished choices with TIME_LIMIT; `finish_choice` and closing the
       iterator take effect at the next tick.
     - The first token is due at once (on the next tick), token k at `start + k / rate`;
-      a late tick emits every token that came due meanwhile, in one output.
+      a late tick emits every token that came due meanwhile, in one output. `start` is when
+      the request got batch room (`max_batch_size` choices at once; None: no limit).
     - It cannot follow a grammar (its tokens are a fixed cycle), so a constrained request is
       refused: the service checks `constrains_output` first.
     """
@@ -95,6 +102,7 @@ class SyntheticEngine(Engine):
         tokens_per_second: float = 120.0,
         output_tokens: int | None = None,
         tick_ms: float = 5.0,
+        max_batch_size: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # The token schedule's clock, the one `EngineRequest.deadline` is on; a test on a
@@ -110,12 +118,17 @@ class SyntheticEngine(Engine):
             raise ValueError(f"output_tokens must be >= 1 when set, got {output_tokens}")
         if not tick_ms > 0:
             raise ValueError(f"tick_ms must be > 0, got {tick_ms}")
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1 when set, got {max_batch_size}")
         self._vocab = ids
         self._rate = float(tokens_per_second)
         self._output_tokens = output_tokens
         self._tick = tick_ms / 1000.0
         self._clock = clock
         self._requests: dict[str, _Request] = {}
+        self._max_batch_size = max_batch_size
+        self._batch_choices = 0  # choices of running requests, against max_batch_size
+        self._waiting: collections.deque[_Request] = collections.deque()  # in arrival order
         # (due time, tie-breaker, choice): the next token of each live choice.
         self._heap: list[tuple[float, int, _Choice]] = []
         # (deadline, tie-breaker, request) for requests with a deadline.
@@ -146,8 +159,11 @@ class SyntheticEngine(Engine):
             self._ticker = None
 
     def stats(self) -> EngineStats:
+        waiting = sum(1 for req in self._waiting if not req.closed)
         return EngineStats(
-            active_requests=len(self._requests), generated_tokens=self._generated_tokens
+            active_requests=len(self._requests) - waiting,
+            queued_requests=waiting,
+            generated_tokens=self._generated_tokens,
         )
 
     def finish_choice(self, request_id: str, index: int) -> None:
@@ -166,6 +182,8 @@ class SyntheticEngine(Engine):
             raise EngineRequestError(f"request id {request.request_id!r} is already running")
         if request.constraint is not None:
             raise EngineRequestError("the synthetic engine cannot follow a grammar")
+        if self._max_batch_size is not None and request.params.n > self._max_batch_size:
+            raise EngineRequestError(f"n must lie in [1, {self._max_batch_size}] on this engine")
         req = self._register(request)
         return self._stream(req)
 
@@ -193,15 +211,41 @@ class SyntheticEngine(Engine):
         req.unfinished = n
         stride = max(1, len(self._vocab) // n)
         for index in range(n):
-            choice = _Choice(req, index, offset=(index * stride) % len(self._vocab))
-            req.choices.append(choice)
-            heapq.heappush(self._heap, (now, next(self._seq), choice))
+            req.choices.append(_Choice(req, index, offset=(index * stride) % len(self._vocab)))
         self._requests[request.request_id] = req
-        request.timings.mark_scheduled(now)  # no queue: every request runs at once
+        self._waiting.append(req)
+        self._admit_waiting(now)
         if request.deadline is not None:
             heapq.heappush(self._deadlines, (request.deadline, next(self._seq), req))
         self._ensure_ticker()
         return req
+
+    def _admit_waiting(self, now: float) -> None:
+        """Runs waiting requests, first come first served, while the batch has room."""
+        waiting = self._waiting
+        while waiting:
+            req = waiting[0]
+            if req.closed or not req.unfinished:  # cancelled or timed out while it waited
+                waiting.popleft()
+                continue
+            n = len(req.choices)
+            cap = self._max_batch_size
+            if cap is not None and self._batch_choices + n > cap:
+                return
+            waiting.popleft()
+            self._batch_choices += n
+            req.running = True
+            req.start = now
+            req.request.timings.mark_scheduled(now)
+            for choice in req.choices:
+                heapq.heappush(self._heap, (now, next(self._seq), choice))
+
+    def _leave_batch(self, req: _Request, now: float) -> None:
+        """`req` ended or was closed: its room goes to those waiting."""
+        if req.running:
+            req.running = False
+            self._batch_choices -= len(req.choices)
+            self._admit_waiting(now)
 
     async def _stream(self, req: _Request) -> AsyncIterator[list[SequenceOutput]]:
         try:
@@ -211,10 +255,12 @@ class SyntheticEngine(Engine):
             self._unregister(req)
 
     def _unregister(self, req: _Request) -> None:
-        # Choices left in the heaps are skipped lazily when popped (req.closed).
+        # Choices left in the heaps are skipped lazily when popped (req.closed), and so is
+        # a closed request in the waiting line.
         req.closed = True
         if self._requests.get(req.request.request_id) is req:
             del self._requests[req.request.request_id]
+        self._leave_batch(req, self._clock())
 
     def _ensure_ticker(self) -> None:
         if self._ticker is None or self._ticker.done():
@@ -329,6 +375,7 @@ class SyntheticEngine(Engine):
         if req.unfinished == 0:
             # Nothing more will be emitted: stop counting it now, not when the reader drains.
             self._requests.pop(req.request.request_id, None)
+            self._leave_batch(req, now)
         req.channel.put(
             [
                 SequenceOutput(

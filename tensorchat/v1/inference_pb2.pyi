@@ -957,6 +957,7 @@ class GenerationEvent(_message.Message):
     RESPONSE_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
     REFUSED_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     @_builtins.property
     def response(self) -> Global___GenerateResponse: ...
@@ -969,6 +970,14 @@ class GenerationEvent(_message.Message):
         generation running under the same id, which goes on to its own end.
         """
 
+    @_builtins.property
+    def waiting(self) -> Global___Waiting:
+        """The generation has sent nothing yet and waits (its turn in the engine's queue, or its
+        prefill) while its engine generates for others. Sent every few seconds, so that a
+        client's watchdog can tell waiting from a hung engine (facade/backend_streams.py);
+        a client that does not know it skips it.
+        """
+
     def __init__(
         self,
         *,
@@ -976,16 +985,34 @@ class GenerationEvent(_message.Message):
         response: Global___GenerateResponse | None = ...,
         end: Global___GenerationEnd | None = ...,
         refused: Global___GenerationEnd | None = ...,
+        waiting: Global___Waiting | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "kind", b"kind", "refused", b"refused", "response", b"response"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "kind", b"kind", "refused", b"refused", "response", b"response", "waiting", b"waiting"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "kind", b"kind", "refused", b"refused", "request_id", b"request_id", "response", b"response"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "kind", b"kind", "refused", b"refused", "request_id", b"request_id", "response", b"response", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["response", "end", "refused"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["response", "end", "refused", "waiting"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___GenerationEvent: _TypeAlias = GenerationEvent  # noqa: Y015
+
+@_typing.final
+class Waiting(_message.Message):
+    """Nothing: that it came is the news (GenerationEvent.waiting)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Waiting: _TypeAlias = Waiting  # noqa: Y015
 
 @_typing.final
 class GenerateManyResponse(_message.Message):

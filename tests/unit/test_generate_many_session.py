@@ -381,3 +381,98 @@ async def test_a_write_over_the_size_limit_goes_out_in_parts_in_order(
     sizes = [pb.GenerateManyResponse(events=events).ByteSize() for _, events in writes.batches]
     assert len(writes.batches) > 3 and max(sizes) <= 100
     assert writes.reads_batches[0] and not any(writes.reads_batches[1:])
+
+
+class Engine:
+    """The engine progress a session reads each round: the test moves the counter, and each
+    read is a round (a round number is what the tests wait for, never a time)."""
+
+    def __init__(self) -> None:
+        self.generated = 0
+        self.stuck = False  # a hung engine: its counter stops
+        self.rounds = 0
+        self.round_done = asyncio.Event()
+
+    def progress(self, model: str) -> int | None:
+        self.rounds += 1
+        self.round_done.set()
+        if model != "m":
+            return None  # a name no engine serves
+        if not self.stuck:
+            self.generated += 1
+        return self.generated
+
+    async def until_rounds(self, count: int) -> None:
+        async with asyncio.timeout(2.0):
+            while self.rounds < count:
+                self.round_done.clear()
+                await self.round_done.wait()
+
+
+def serve_with_engine(parts: tuple[Script, Writes, Client], engine: Engine) -> asyncio.Task[None]:
+    script, writes, client = parts
+    session = GenerateManySession(
+        script.generations, writes.write, FLUSH_S, engine.progress, waiting_interval_s=0.01
+    )
+    return asyncio.create_task(session.run(client.messages()))
+
+
+def kinds(writes: Writes, request_id: str) -> list[str]:
+    return [str(event.WhichOneof("kind")) for event in writes.events(request_id)]
+
+
+async def test_a_generation_that_waits_while_its_engine_works_hears_waiting_until_it_sends(
+    parts: tuple[Script, Writes, Client],
+) -> None:
+    script, writes, client = parts
+    engine = Engine()
+    task = serve_with_engine(parts, engine)
+    client.start("queued")
+    # A round for each (the engine moved in each but the first, which has nothing to compare).
+    await writes.until(2)
+    script.feed("queued", delta("first"))
+    await writes.until(3)
+    # A generation that has sent gets no more `waiting`. The rounds are counted by the reads
+    # of another silent generation's engine (a model no engine serves: it gets none either).
+    client.send(pb.GenerateManyRequest(start=pb.GenerateRequest(request_id="x", model="other")))
+    await engine.until_rounds(engine.rounds + 3)
+    script.feed("x", None)
+    script.feed("queued", None)
+    client.close()
+    await task
+    sent = kinds(writes, "queued")
+    first = sent.index("response")
+    assert first >= 2 and set(sent[:first]) == {"waiting"}
+    assert sent[first:] == ["response", "end"]
+
+
+async def test_a_hung_engine_sends_no_waiting_so_the_watchdog_still_finds_it(
+    parts: tuple[Script, Writes, Client],
+) -> None:
+    script, writes, client = parts
+    engine = Engine()
+    engine.stuck = True
+    task = serve_with_engine(parts, engine)
+    client.start("stuck")
+    await engine.until_rounds(4)
+    assert kinds(writes, "stuck") == []
+    engine.stuck = False  # it comes back: the next round that sees it move says so
+    await writes.until(1)
+    assert set(kinds(writes, "stuck")) == {"waiting"}
+    script.feed("stuck", None)
+    client.close()
+    await task
+
+
+async def test_a_generation_for_a_model_no_engine_serves_gets_no_waiting(
+    parts: tuple[Script, Writes, Client],
+) -> None:
+    script, writes, client = parts
+    engine = Engine()
+    task = serve_with_engine(parts, engine)
+    client.send(pb.GenerateManyRequest(start=pb.GenerateRequest(request_id="x", model="other")))
+    await engine.until_rounds(4)
+    assert kinds(writes, "x") == []
+    script.feed("x", None)
+    client.close()
+    await task

@@ -225,3 +225,26 @@ def test_streams_cut_at_the_facade_shutdown_grace_end_with_an_error_event(
         assert outcome.error is not None and "shutting down" in outcome.error["message"]
         assert outcome.done
     assert statuses(server) == {"503": len(streams)}
+
+
+def test_a_request_waiting_its_turn_past_the_progress_timeout_is_served_not_failed(
+    tmp_path: Path,
+) -> None:
+    # One replica whose engine runs one choice at a time: a request behind a 5 s stream waits
+    # longer than the facade's 3 s progress timeout. The service's `waiting` events say it is
+    # queued, not hung, so it is neither failed nor is the replica taken out of routing (before
+    # them: a 503 after 3 s, and the replica marked down).
+    with replicas(tmp_path, 1, rate=RATE, max_batch_size=1, waiting_interval_s=0.3) as (replica,):
+        settings = FacadeSettings(backends=[replica.address], **SETTINGS)
+        with FacadeServerThread(settings) as facade:
+            wait_for(lambda: facade.app.state.facade.pool.candidates(MODEL), "the replica up")
+            running, queued = Outcome(), Outcome()
+            threads = run_all(facade.url, [(running, True)], max_tokens=100)  # 5 s
+            assert running.first_content.wait(60)
+            threads += run_all(facade.url, [(queued, False)], max_tokens=5)
+            join(threads)
+            assert running.done and running.finished and running.error is None
+            assert queued.status == 200 and queued.body is not None
+            assert queued.body["choices"][0]["finish_reason"] == "length"
+            assert queued.body["usage"]["completion_tokens"] == 5
+            assert statuses(facade) == {"200": 2}

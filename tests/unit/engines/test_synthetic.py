@@ -301,6 +301,7 @@ async def test_shutdown_cancels_running_requests_and_refuses_new_ones() -> None:
         {"vocab_ids": VOCAB, "tokens_per_second": 0},
         {"vocab_ids": VOCAB, "output_tokens": 0},
         {"vocab_ids": VOCAB, "tick_ms": 0},
+        {"vocab_ids": VOCAB, "max_batch_size": 0},
     ],
 )
 def test_rejects_bad_configuration(kwargs: dict[str, object]) -> None:
@@ -330,3 +331,79 @@ async def test_256_streams_at_120_tokens_per_second_wake_the_engine_once_per_tic
     assert loop.time() <= 1.0 + 0.005
     ticks = loop.timers_scheduled - timers_before
     assert ticks <= 1.0 / 0.005 + 2, f"{ticks} timer wake-ups for {received} tokens"
+
+
+# A full batch: max_batch_size -------------------------------------------------------------
+
+
+@virtual_time
+async def test_a_request_beyond_the_batch_waits_its_turn_and_then_runs_whole() -> None:
+    loop = asyncio.get_running_loop()
+    engine = SyntheticEngine(
+        vocab_ids=VOCAB, tokens_per_second=100.0, tick_ms=1.0, max_batch_size=2, clock=loop.time
+    )
+    first = asyncio.create_task(collect(engine, make_request("first", max_tokens=20, n=2)))
+    await asyncio.sleep(0)
+    second = engine.generate(make_request("second", max_tokens=5))
+    assert engine.stats().active_requests == 1 and engine.stats().queued_requests == 1
+    got = Collected()
+    async for batch in second:
+        if not got.batches:  # its first output: the first request had to end before it
+            assert first.done()
+            assert engine.stats().queued_requests == 0
+        got.add(batch)
+    assert len((await first).tokens[1]) == 20
+    assert got.tokens[0] and len(got.tokens[0]) == 5 and got.finish[0] is EngineFinish.LENGTH
+
+
+@virtual_time
+async def test_requests_wait_in_arrival_order_and_a_small_one_does_not_jump_the_line() -> None:
+    loop = asyncio.get_running_loop()
+    engine = SyntheticEngine(
+        vocab_ids=VOCAB, tokens_per_second=100.0, tick_ms=1.0, max_batch_size=2, clock=loop.time
+    )
+    order: list[str] = []
+
+    async def run(request_id: str, n: int) -> None:
+        async for batch in engine.generate(make_request(request_id, max_tokens=3, n=n)):
+            if batch and request_id not in order:
+                order.append(request_id)
+
+    # "big" needs the whole batch; "small" (n=1) would fit beside "running" but comes after.
+    tasks = [asyncio.create_task(run("running", 1))]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(run("big", 2)), asyncio.create_task(run("small", 1))]
+    await asyncio.gather(*tasks)
+    assert order == ["running", "big", "small"]
+
+
+@virtual_time
+async def test_a_waiting_request_closed_or_past_its_deadline_leaves_the_line() -> None:
+    loop = asyncio.get_running_loop()
+    engine = SyntheticEngine(
+        vocab_ids=VOCAB, tokens_per_second=100.0, tick_ms=1.0, max_batch_size=1, clock=loop.time
+    )
+    running = engine.generate(make_request("running", max_tokens=1000))
+    await anext(running)  # type: ignore[call-overload]  # started: closing it now ends it
+    closed = asyncio.create_task(collect(engine, make_request("closed", max_tokens=5)))
+    timed = make_request("timed", max_tokens=5, deadline=loop.time() + 0.05)
+    expired = asyncio.create_task(collect(engine, timed))
+    await asyncio.sleep(0)  # the tasks register theirs
+    assert engine.stats().queued_requests == 2
+    closed.cancel()  # its reader goes away while it waits
+    with pytest.raises(asyncio.CancelledError):
+        await closed
+    assert engine.stats().queued_requests == 1
+    got = await expired  # it never ran: every choice ends with the time limit, no token
+    assert got.finish == {0: EngineFinish.TIME_LIMIT} and not got.tokens[0]
+    assert engine.stats().queued_requests == 0
+    await running.aclose()  # type: ignore[attr-defined]
+    assert engine.stats().active_requests == 0
+    # The room is free again: a new request runs at once.
+    assert len((await collect(engine, make_request("next", max_tokens=3))).tokens[0]) == 3
+
+
+def test_n_beyond_the_batch_is_refused() -> None:
+    engine = SyntheticEngine(vocab_ids=VOCAB, max_batch_size=2)
+    with pytest.raises(EngineRequestError):
+        engine.generate(make_request(n=3))
