@@ -187,7 +187,10 @@ def running(server: InferenceServerThread) -> int:
 
 
 def wait_until_nothing_runs(server: InferenceServerThread) -> None:
-    """Until the servicer runs no request and no engine holds one (as `wait_until_idle`)."""
+    """Until the servicer runs no request and no engine holds one (as `wait_until_idle`).
+
+    A request whose plan is still being built (templating, tokenizing) counts in neither: to
+    know that one has ended, read its end."""
     while running(server) or server.active_requests():
         time.sleep(0.01)
 
@@ -316,6 +319,10 @@ def test_cancel_ends_one_generation_with_cancelled(
         many.cancel("long")
         end = many.end_of("long")
         assert end.code == CANCELLED
+        # Read, not inferred from an idle server: until its plan is built (on the preparation
+        # threads) "short" is neither running nor in an engine, and a cancel sent then would
+        # end it CANCELLED. Read, its end is in and the cancels below hit an ended generation.
+        assert many.end_of("short").code == OK
         wait_until_nothing_runs(inference_server)
         # The engine dropped "long" before its 200 tokens ("short" has 6).
         assert idle_tokens(inference_server) - tokens_before < 200 + 6
