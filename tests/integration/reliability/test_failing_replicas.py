@@ -139,9 +139,14 @@ def statuses(facade: FacadeServerThread) -> dict[str, float]:
     return counted
 
 
-def assert_released(facade: FacadeServerThread) -> None:
+def assert_released(facade: FacadeServerThread, requests: int) -> None:
+    """Once all `requests` are counted, none holds a slot. The count comes last, in the
+    outermost middleware after the request's own cleanup (facade/request_context.py), so it
+    is what to wait for: the slot is freed just before it, and a test thread that saw the
+    slot free could read the metrics before the request was counted."""
     state = facade.app.state.facade
-    wait_for(lambda: state.gate.active == 0, "every slot released")
+    wait_for(lambda: sum(statuses(facade).values()) >= requests, "every request counted")
+    assert state.gate.active == 0
     assert state.metrics.in_flight._value.get() == 0
 
 
@@ -175,7 +180,7 @@ def test_streams_on_a_frozen_replica_end_with_an_error_event_and_release_their_s
     cut = [o for o in streams if o.error is not None]
     assert len(cut) == on_frozen  # only the frozen replica's streams, each with an error
     assert all(o.done for o in cut)  # and [DONE] after it
-    assert_released(facade)
+    assert_released(facade, len(streams))
     assert statuses(facade).get("503") == len(cut)  # counted as failed, not as 200
 
 
@@ -203,7 +208,7 @@ def test_a_replica_lost_under_load_fails_no_request_that_had_delivered_nothing(
     assert all(o.done and (o.error is not None) != o.finished for o in streams)
     cut = [o for o in streams if o.error is not None]
     assert cut, "no stream ran on the lost replica"
-    assert_released(facade)
+    assert_released(facade, len(outcomes))
     assert statuses(facade) == {"200": len(completions) + len(streams) - len(cut), "503": len(cut)}
 
 
