@@ -252,4 +252,5 @@ def test_a_request_waiting_its_turn_past_the_progress_timeout_is_served_not_fail
             assert queued.status == 200 and queued.body is not None
             assert queued.body["choices"][0]["finish_reason"] == "length"
             assert queued.body["usage"]["completion_tokens"] == 5
+            assert_released(facade, 2)
             assert statuses(facade) == {"200": 2}
