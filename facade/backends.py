@@ -224,6 +224,9 @@ class BackendPool:
             )
         except grpc.aio.AioRpcError as error:
             reason = f"{error.code().name}: {error.details()}"
+            if backend.healthy and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                self._slow_probe(backend, reason)
+                return
             # Logged when it goes down, and when the reason changes: a target that never came
             # up (wrong address, nothing listening) is logged too, once per reason.
             if backend.healthy or reason != backend.last_error:
@@ -233,9 +236,29 @@ class BackendPool:
             return
         if not backend.healthy:
             log.info("backend %s is up with %d model(s)", backend.target, len(response.models))
+        elif backend.last_error is not None:
+            log.info("backend %s answers its probe in time again", backend.target)
         backend.healthy = True
         backend.last_error = None
         backend.models = {m.id: m for m in response.models}
+
+    def _slow_probe(self, backend: Backend, reason: str) -> None:
+        """A routed backend that did not answer its probe in time stays routed: it is busy.
+
+        Its channel is up (a dead or unreachable one fails UNAVAILABLE at once), so what was
+        slow is its event loop, saturated by the requests it serves: 5 streams of n=16 with
+        top_logprobs 20 on 2 cores kept ListModels waiting up to 10 s, and taking the backend
+        out of routing turned every other client's request into a 503 while those streams
+        went on being served. A frozen backend is still found: the channel's keepalive fails
+        it (UNAVAILABLE), and the progress watchdog ends its generations.
+        """
+        if reason != backend.last_error:
+            log.warning(
+                "backend %s is slow to answer its probe (%s): kept in routing as busy",
+                backend.target,
+                reason,
+            )
+        backend.last_error = reason
 
     def mark_down(self, backend: Backend, reason: str) -> None:
         """Take a target out of routing now (its RPC failed UNAVAILABLE); a probe restores it."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import grpc
 import pytest
 
 from facade.backends import Backend, BackendPool, fingerprint, streams_for
@@ -143,3 +144,56 @@ async def test_a_target_that_never_came_up_is_logged_with_the_reason_once(
 )
 def test_a_target_naming_one_server_gets_one_stream(target: str, streams: int) -> None:
     assert streams_for(target) == streams
+
+
+class ProbeStub:
+    """A backend's stub whose ListModels fails with `code`, or answers with `models`."""
+
+    def __init__(self, code: grpc.StatusCode | None, *models: pb.ModelInfo) -> None:
+        self.code = code
+        self.models = models
+
+    # The stub's signature: the deadline is gRPC's, not an asyncio timeout.
+    async def ListModels(self, request: pb.ListModelsRequest, timeout: float) -> Any:  # noqa: ASYNC109
+        if self.code is not None:
+            metadata = grpc.aio.Metadata()
+            raise grpc.aio.AioRpcError(self.code, metadata, metadata, "probe failed", None)
+        return pb.ListModelsResponse(models=self.models)
+
+
+def probed(code: grpc.StatusCode | None, *, healthy: bool) -> tuple[BackendPool, Backend]:
+    replica = backend("a", MISTRAL)
+    replica.healthy = healthy
+    replica.stub = cast(Any, ProbeStub(code, MISTRAL))
+    return pool_of(replica), replica
+
+
+async def test_a_routed_backend_slow_to_answer_its_probe_stays_routed_as_busy(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool, replica = probed(grpc.StatusCode.DEADLINE_EXCEEDED, healthy=True)
+    with caplog.at_level("INFO", logger="facade.backends"):
+        await pool.refresh()
+        await pool.refresh()
+        assert replica.healthy and pool.candidates(MISTRAL.id) == [replica]
+        replica.stub = cast(Any, ProbeStub(None, MISTRAL))
+        await pool.refresh()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2  # once while it stays slow, and once when it answers again
+    assert "slow to answer its probe (DEADLINE_EXCEEDED" in lines[0]
+    assert "answers its probe in time again" in lines[1]
+
+
+async def test_a_backend_that_refuses_its_probe_is_taken_out_of_routing() -> None:
+    pool, replica = probed(grpc.StatusCode.UNAVAILABLE, healthy=True)
+    await pool.refresh()
+    assert not replica.healthy and pool.candidates(MISTRAL.id) == []
+
+
+async def test_a_backend_out_of_routing_comes_back_only_by_answering_in_time() -> None:
+    pool, replica = probed(grpc.StatusCode.DEADLINE_EXCEEDED, healthy=False)
+    await pool.refresh()
+    assert not replica.healthy and pool.candidates(MISTRAL.id) == []
+    replica.stub = cast(Any, ProbeStub(None, MISTRAL))
+    await pool.refresh()
+    assert replica.healthy and pool.candidates(MISTRAL.id) == [replica]
