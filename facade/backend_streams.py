@@ -230,7 +230,7 @@ class BackendStream:
     async def _end_stalled(self, timeout_s: float) -> None:
         """Ends each generation that got no event for `timeout_s` (a hung engine or replica).
         One that waits its turn in a busy engine is not ended: the service sends it a
-        `waiting` event every few seconds (inference.generate_many.WAITING_INTERVAL_S).
+        `waiting` event every few seconds (inference.defaults.WAITING_INTERVAL_S).
 
         One sweep a fraction of the timeout apart, rather than a timer reset per event: the
         reader only stamps each generation's `last_event`, at no cost per token.

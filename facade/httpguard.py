@@ -163,7 +163,7 @@ _refusals = _Throttled(10.0)
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the request head bounded in size, fields and time,
-    and a cap on the connections served at once."""
+    the request body bounded in time, and a cap on the connections served at once."""
 
     def __init__(
         self,
@@ -179,6 +179,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._meter = HeadMeter(limits.max_header_bytes, limits.max_headers)
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        # Between a request's head and the end of its body. Ours, not uvicorn's
+        # `cycle.more_body`, which stays True when the app answered before the body ended.
+        self._awaiting_body = False
         self._refused = False
 
     # Connection -------------------------------------------------------------------------
@@ -209,25 +213,34 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         self._cancel_body_timer()
         cycle = self.cycle
+        # A cycle cut off from its app (`disconnected`: the body deadline's) sends nothing
+        # more, so the answer is ours to write.
         if cycle is not None and not cycle.response_complete and not cycle.disconnected:
             # A pipelined request is refused while the previous response is being sent:
             # an answer now would land inside that response. Such a client gets a close.
             self.transport.close()
             return
         self._write_error(error, None if cycle is None else scope_record(_scope_of(cycle)))
-        # Half-close and read on (discarding) until the client closes or the head timer
-        # fires: closing with unread input would reset the connection, and a client still
-        # sending its request could lose the answer before reading it (nginx's lingering
-        # close does the same).
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-            self._arm_head_timer()
-        else:
+        # Half-close and read on (discarding) for one head timeout, then close: closing with
+        # unread input would reset the connection, and a client still sending its request
+        # could lose the answer before reading it (nginx's lingering close does the same).
+        if not self.transport.can_write_eof():
             self.transport.close()
+            return
+        self.transport.write_eof()
+        if self.flow is not None:
+            # uvicorn pauses reading while a body over its high-water mark waits for the
+            # app, which will not read it now: without this nothing would be drained.
+            self.flow.resume_reading()
+        self._linger_timer = self.loop.call_later(
+            self.limits.header_timeout_s, self.transport.close
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
         self._cancel_body_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -239,13 +252,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(APIError(431, problem))
             return
         super().data_received(data)
-        if self._body_timer is None and self.cycle is not None and self.cycle.more_body:
-            # A head has arrived without all of its body. Checked here rather than armed in
-            # on_headers_complete: a body that comes with its head (nearly every request)
-            # costs no timer.
-            self._body_timer = self.loop.call_later(
-                self.limits.body_timeout_s, self._body_timed_out
-            )
+        # Here rather than in on_headers_complete: a body that comes with its head (nearly
+        # every request) costs no timer.
+        self._watch_body()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # may start a pipelined request that waits for its body
+        self._watch_body()
 
     # Parser callbacks (llhttp calls them from `data_received`) ---------------------------
 
@@ -262,6 +275,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         previous = self.cycle
         super().on_headers_complete()
         if self.cycle is not previous:  # a request to answer (not an upgrade)
+            self._awaiting_body = True
             # Its task has not run yet: it writes its head with its first body bytes.
             self.cycle.transport = HeadHoldingTransport(  # type: ignore[assignment]
                 self.transport, self.loop
@@ -269,6 +283,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._awaiting_body = False
         self._cancel_body_timer()
         self._meter.restart()
 
@@ -291,7 +306,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # being sent: finish that response, then close (uvicorn's graceful way).
             self.cycle.keep_alive = False
             return
-        if self._meter.size and not self._refused:
+        if self._meter.size:
             message = (
                 f"The request head was not received within {self.limits.header_timeout_s:g} s."
             )
@@ -302,19 +317,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # The body deadline ---------------------------------------------------------------------
 
+    def _watch_body(self) -> None:
+        """Arms the body deadline for the request being read, once its app runs: one queued
+        behind a response (pipelined) is not read until that response ends, so its deadline
+        starts when it starts (`on_response_complete`)."""
+        if self._awaiting_body and self._body_timer is None and not self.pipeline:
+            self._body_timer = self.loop.call_later(
+                self.limits.body_timeout_s, self._body_timed_out, self.cycle
+            )
+
     def _cancel_body_timer(self) -> None:
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
 
-    def _body_timed_out(self) -> None:
+    def _body_timed_out(self, cycle: RequestResponseCycle) -> None:
         self._body_timer = None
-        cycle = self.cycle
-        if self.transport.is_closing() or cycle is None or not cycle.more_body:
+        if self.transport.is_closing() or cycle is not self.cycle or not self._awaiting_body:
             return
-        if cycle.response_started or any(queued is cycle for queued, _ in self.pipeline):
-            # Answered without the rest of its body (a 413 from Content-Length), or queued
-            # behind a response still being written: no answer fits, only the close.
+        if cycle.response_started:
+            # Answered without the rest of its body (a 413 from Content-Length): there is
+            # nothing more to say, and the rest is not worth waiting for.
             self.transport.close()
             return
         error = APIError(

@@ -79,7 +79,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, port_flag: str =
         help="on GenerateMany streams, a generation that has sent nothing yet while its engine "
         "works for others is told so this often (a `waiting` event), so that the facade's "
         "TENSORCHAT_PROGRESS_TIMEOUT_S does not take it for a hung engine; keep that timeout "
-        "at 2x this or more (default %(default)g)",
+        "at 3x this or more (default %(default)g)",
     )
     parser.add_argument(
         "--metrics-port",

@@ -13,6 +13,6 @@ MAX_CONCURRENT_REQUESTS = 1024
 SHUTDOWN_GRACE_S = 30.0
 # How often a GenerateMany generation that has sent nothing yet, while its engine works for
 # others, gets a `waiting` event (inference.generate_many). Well under the facade's progress
-# timeout (30 s by default; keep that at 2x this or more): a generation that starts right
-# after a round may hear first two rounds later.
+# timeout (30 s by default; keep that at 3x this or more): a generation that starts right
+# after a round hears first two rounds later, and the facade's watchdog sweeps once a second.
 WAITING_INTERVAL_S = 5.0

@@ -13,7 +13,9 @@ its engine generates for others (`_report_waiting`): queued behind a full batch 
 nothing for minutes, and the facade's watchdog would otherwise take it for a hung engine, end
 it and take the replica out of routing (measured: 4 requests of n=16 on the embedded model,
 two of them 503 after 30 s in the queue). An engine that generates nothing gets no such
-events, so a hung one is still found.
+events, so a hung one is still found. A generation lost inside a service whose engine goes on
+working for others is not: it hears `waiting` until its client leaves, or its time limit
+(the facade's TENSORCHAT_REQUEST_TIME_LIMIT_S) ends it.
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ class GenerateManySession:
         reader = asyncio.create_task(self._read_requests(requests), name="generate-many-requests")
         tasks = [reader, writer]
         if self._engine_progress is not None:
-            tasks.append(asyncio.create_task(self._report_waiting(self._engine_progress)))
+            reporter = self._report_waiting(self._engine_progress)
+            tasks.append(asyncio.create_task(reporter, name="generate-many-waiting"))
         try:
             await writer  # it returns once FLUSHING wrote everything; it fails with the call
         finally:
@@ -232,7 +235,13 @@ class GenerateManySession:
         previous: dict[str, int | None] = {}  # model name -> its engine's count last round
         while True:
             await asyncio.sleep(self._waiting_interval_s)
-            counts = {model: engine_progress(model) for model in set(self._silent.values())}
+            try:
+                counts = {model: engine_progress(model) for model in set(self._silent.values())}
+            except Exception:
+                # An engine that cannot say must not end the reports of every other
+                # generation on the stream: their watchdog would take them for hung.
+                log.exception("reading engine progress for waiting generations failed")
+                continue
             for request_id, model in self._silent.items():
                 count = counts[model]
                 # A model first seen this round has no previous count: it waits a round.

@@ -107,7 +107,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             model = resolve_model(self._registry, model_name)
         except RequestError:
             return None
-        return model.engine.stats().generated_tokens
+        return model.engine.generated_tokens
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext

@@ -152,6 +152,13 @@ class Engine(ABC):
     def stats(self) -> EngineStats:
         """Current load; cheap enough to call on every metrics scrape."""
 
+    @property
+    def generated_tokens(self) -> int:
+        """`stats().generated_tokens` alone, for callers that want only that counter (whether
+        the engine is working: inference.generate_many); engines whose `stats()` does more
+        work return their counter directly."""
+        return self.stats().generated_tokens
+
     def prompt_logprobs_refusal(self) -> str | None:
         """Why this engine cannot honour `params.prompt_logprobs`; None when it can."""
         return None

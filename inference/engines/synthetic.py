@@ -159,12 +159,17 @@ class SyntheticEngine(Engine):
             self._ticker = None
 
     def stats(self) -> EngineStats:
-        waiting = sum(1 for req in self._waiting if not req.closed)
+        # `_requests` holds the unfinished ones; those without batch room wait.
+        waiting = sum(1 for req in self._requests.values() if not req.running)
         return EngineStats(
             active_requests=len(self._requests) - waiting,
             queued_requests=waiting,
             generated_tokens=self._generated_tokens,
         )
+
+    @property
+    def generated_tokens(self) -> int:
+        return self._generated_tokens
 
     def finish_choice(self, request_id: str, index: int) -> None:
         req = self._requests.get(request_id)
@@ -183,7 +188,9 @@ class SyntheticEngine(Engine):
         if request.constraint is not None:
             raise EngineRequestError("the synthetic engine cannot follow a grammar")
         if self._max_batch_size is not None and request.params.n > self._max_batch_size:
-            raise EngineRequestError(f"n must lie in [1, {self._max_batch_size}] on this engine")
+            raise EngineRequestError(
+                f"n must lie in [1, {self._max_batch_size}] on this engine", param="n"
+            )
         req = self._register(request)
         return self._stream(req)
 
@@ -223,7 +230,7 @@ class SyntheticEngine(Engine):
     def _admit_waiting(self, now: float) -> None:
         """Runs waiting requests, first come first served, while the batch has room."""
         waiting = self._waiting
-        while waiting:
+        while waiting and not self._closed:
             req = waiting[0]
             if req.closed or not req.unfinished:  # cancelled or timed out while it waited
                 waiting.popleft()

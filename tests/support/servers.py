@@ -86,11 +86,12 @@ class InferenceServerThread:
 
 
 class FacadeServerThread:
-    """`create_app(settings)` served by uvicorn on 127.0.0.1:<free port> until `stop()`."""
+    """`create_app(settings)` served by uvicorn on 127.0.0.1:<free port> until `stop()`; or
+    `app`, served the same way (the facade's protocol and limits), for a test of the server."""
 
-    def __init__(self, settings: FacadeSettings) -> None:
+    def __init__(self, settings: FacadeSettings, app: Any = None) -> None:
         self.settings = settings
-        self.app = create_app(settings)
+        self.app = create_app(settings) if app is None else app
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
@@ -115,6 +116,11 @@ class FacadeServerThread:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def open_connections(self) -> int:
+        """Connections uvicorn serves now (those refused at the cap are not counted)."""
+        return len(self._server.server_state.connections)
 
     def stop(self) -> None:
         self._server.should_exit = True

@@ -476,3 +476,29 @@ async def test_a_generation_for_a_model_no_engine_serves_gets_no_waiting(
     script.feed("x", None)
     client.close()
     await task
+
+
+async def test_a_round_whose_engine_progress_fails_is_logged_and_the_next_rounds_go_on(
+    parts: tuple[Script, Writes, Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    script, writes, client = parts
+    engine = Engine()
+    failures = iter([RuntimeError("stats failed")])
+
+    def progress(model: str) -> int | None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return engine.progress(model)
+
+    session = GenerateManySession(
+        script.generations, writes.write, FLUSH_S, progress, waiting_interval_s=0.01
+    )
+    task = asyncio.create_task(session.run(client.messages()))
+    client.start("queued")
+    await writes.until(1)  # later rounds still report it
+    assert set(kinds(writes, "queued")) == {"waiting"}
+    assert any("engine progress" in r.getMessage() for r in caplog.records)
+    script.feed("queued", None)
+    client.close()
+    await task

@@ -206,6 +206,10 @@ class TorchEngine(Engine):
         req.finish_requested.add(index)
         self._wake()
 
+    @property
+    def generated_tokens(self) -> int:
+        return self._generated_tokens
+
     def stats(self) -> EngineStats:
         # A dynamic cache has no fixed capacity: report occupancy of the batch's slots.
         return EngineStats(
@@ -237,7 +241,9 @@ class TorchEngine(Engine):
         if min(prompt) < 0 or max(prompt) >= vocab:
             raise EngineRequestError(f"prompt token ids must lie in [0, {vocab})")
         if not 1 <= params.n <= self.max_batch_size:
-            raise EngineRequestError(f"n must lie in [1, {self.max_batch_size}] on this engine")
+            raise EngineRequestError(
+                f"n must lie in [1, {self.max_batch_size}] on this engine", param="n"
+            )
         if params.max_tokens < 1:
             raise EngineRequestError("max_tokens must be at least 1")
         limit = self.max_context_len
@@ -261,7 +267,7 @@ class TorchEngine(Engine):
             ("stop_token_ids", params.stop_token_ids),
         ):
             if any(not 0 <= i < vocab for i in ids):
-                raise EngineRequestError(f"{name} token ids must lie in [0, {vocab})")
+                raise EngineRequestError(f"{name} token ids must lie in [0, {vocab})", param=name)
 
     def _cancel(self, req: _Request) -> None:
         req.cancelled = True

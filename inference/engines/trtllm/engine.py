@@ -542,6 +542,10 @@ class TrtllmEngine(Engine):
             "use echo without logprobs, or a torch-engine model"
         )
 
+    @property
+    def generated_tokens(self) -> int:
+        return self._generated_tokens
+
     def stats(self) -> EngineStats:
         executor = self._executor
         if executor is None:

@@ -7,14 +7,20 @@ appears only as small limits in the settings and as safety deadlines that fail a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import select
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
+from starlette.types import Receive, Scope, Send
 
+from facade.settings import FacadeSettings
 from tests.integration.facade.conftest import FacadeServerThread, serve_without_backend
 
 SAFETY_S = 20.0  # a test that waits longer than this for the server has failed
@@ -217,8 +223,17 @@ def drip_until_answered(sock: socket.socket) -> bytes:
     raise AssertionError("the server kept a slow request body open")
 
 
+def await_closed_by_server(server: FacadeServerThread) -> None:
+    """Until the server has let go of every connection, though the client keeps its open."""
+    deadline = time.monotonic() + SAFETY_S
+    while server.open_connections:
+        assert time.monotonic() < deadline, "the server kept a refused connection open"
+        time.sleep(0.01)
+
+
 def test_a_body_that_stops_half_way_gets_408_with_its_request_id_and_is_counted() -> None:
-    with serve_without_backend(body_timeout_s=0.2) as server, connect(server) as sock:
+    settings = {"body_timeout_s": 0.2, "header_timeout_s": 0.3}  # the latter: the linger
+    with serve_without_backend(**settings) as server, connect(server) as sock:
         sock.sendall(
             CHAT_HEAD + b"X-Request-Id: late-body\r\nContent-Length: 1000\r\n\r\n" + b'{"model"'
         )
@@ -230,6 +245,9 @@ def test_a_body_that_stops_half_way_gets_408_with_its_request_id_and_is_counted(
         # Counted under what the client was sent, not as a client that left (499).
         await_count(server, 408, 1)
         assert requests_counted(server, 499) == 0
+        # The client read the answer and the half-close but keeps its socket: the server
+        # ends the connection itself once its lingering close is over.
+        await_closed_by_server(server)
         assert is_live(server)
 
 
@@ -250,20 +268,40 @@ def test_a_chunked_body_that_stops_gets_408_and_is_counted() -> None:
         await_count(server, 408, 1)
 
 
-def test_a_body_in_time_is_served_and_its_deadline_ends_with_it() -> None:
-    # The body comes after its head, in a second write: the deadline is armed, then cancelled.
-    # The connection outlives the deadline and serves another request.
+def test_each_request_on_a_connection_gets_a_body_deadline_of_its_own() -> None:
+    # The first request's body comes in a later write (its deadline is armed, then must end
+    # with the body); the second's never completes and gets its own 408. A deadline left
+    # over from the first would keep the second from getting one at all.
     settings = {"body_timeout_s": 0.5, "keep_alive_timeout_s": 60}
     with serve_without_backend(**settings) as server, connect(server) as sock:
         body = b'{"model": "m", "messages": []}'
         sock.sendall(CHAT_HEAD + b"Content-Length: %d\r\n\r\n" % len(body))
+        time.sleep(0.1)  # a write of its own, as a slow client's
         sock.sendall(body)
-        answer = sock.recv(65536)
-        assert not answer.startswith(b"HTTP/1.1 408 ")  # the app answered (no backend: 4xx/5xx)
-        time.sleep(0.8)  # past the deadline a live timer would have fired at
-        sock.sendall(GET_LIVE + b"Connection: close\r\n\r\n")
-        status, _, live = parse(read_until_closed(sock))
-        assert status == 200 and json.loads(live) == {"status": "ok"}
+        assert not sock.recv(65536).startswith(b"HTTP/1.1 408 ")  # the app answered it
+        sock.sendall(CHAT_HEAD + b"Content-Length: 1000\r\n\r\n{")
+        status, _, answer = parse(read_until_closed(sock))
+        assert status == 408 and error_code(answer) == "request_timeout"
+
+
+def test_a_body_unread_by_an_early_answer_does_not_shorten_the_next_ones_deadline() -> None:
+    # The app answers 401 before reading the body, which then arrives: uvicorn leaves that
+    # request marked as awaiting its body. The next request's head comes in two writes and
+    # its body 0.6 s after its head, within its own 1 s deadline; a deadline armed on the
+    # stale mark at the next head's first bytes would have fired in between.
+    settings = {"body_timeout_s": 1.0, "keep_alive_timeout_s": 60}
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: facade\r\n"
+    with serve_without_backend(**settings) as server, connect(server) as sock:
+        sock.sendall(head + b"Content-Length: 10\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 401 ")
+        sock.sendall(b"0123456789")
+        body = b'{"model": "m", "messages": []}'
+        sock.sendall(head)
+        time.sleep(0.6)
+        sock.sendall(b"Authorization: Bearer k\r\nContent-Length: %d\r\n\r\n" % len(body))
+        time.sleep(0.6)
+        sock.sendall(body)
+        assert not sock.recv(65536).startswith(b"HTTP/1.1 408 ")
 
 
 def test_a_body_refused_by_its_length_cannot_be_dripped_for_ever() -> None:
@@ -273,3 +311,73 @@ def test_a_body_refused_by_its_length_cannot_be_dripped_for_ever() -> None:
     with serve_without_backend(**settings) as server, connect(server) as sock:
         sock.sendall(CHAT_HEAD + b"Content-Length: 5000\r\n\r\n{")
         assert parse(drip_until_answered(sock))[0] == 413
+
+
+# The body deadline against apps the facade's routes cannot stand for: one that streams a
+# slow response, one that does not read a body. Served with the facade's protocol and limits.
+
+
+async def slow_or_unread(scope: Scope, receive: Receive, send: Send) -> None:
+    """GET /slow streams ten chunks over about a second; POST /echo answers with its body's
+    size; POST /ignore never reads its body."""
+    if scope["type"] == "lifespan":
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["path"] == "/ignore":
+        await asyncio.Event().wait()  # until the server stops (cancelled)
+    if scope["path"] == "/slow":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(10):
+            await asyncio.sleep(0.1)
+            await send({"type": "http.response.body", "body": b"chunk", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    size = 0
+    while True:
+        message = await receive()
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    answer = b"received %d" % size
+    headers = [(b"content-length", str(len(answer)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
+
+
+@contextlib.contextmanager
+def serve_app(**settings: Any) -> Iterator[FacadeServerThread]:
+    with FacadeServerThread(
+        FacadeSettings(backends=["127.0.0.1:1"], shutdown_grace_s=0, **settings), slow_or_unread
+    ) as server:
+        yield server
+
+
+def test_a_pipelined_body_gets_its_deadline_when_its_request_runs_not_behind_a_stream() -> None:
+    # The POST waits behind a 1 s stream, unread: its deadline (0.3 s) starts only when it
+    # runs. Started at its head, it would have cut the stream in front of it.
+    with serve_app(body_timeout_s=0.3) as server, connect(server) as sock:
+        sock.sendall(
+            b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+            b"Content-Length: 10\r\n\r\n01234"
+        )
+        time.sleep(0.05)
+        sock.sendall(b"56789")
+        raw = read_until_closed(sock)
+        assert raw.count(b"HTTP/1.1 200 ") == 2
+        assert raw.count(b"5\r\nchunk\r\n") == 10 and raw.endswith(b"received 10")
+
+
+def test_a_body_past_the_read_buffer_is_drained_after_its_408() -> None:
+    # The app never reads, so uvicorn stops reading at its 64 KiB mark; after the 408 the
+    # server must read on and drop the rest, or a client that writes its whole body first
+    # would never get to read the answer.
+    size = 8 * 1024 * 1024
+    settings = {"body_timeout_s": 0.3, "header_timeout_s": 10, "max_body_bytes": 2 * size}
+    with serve_app(**settings) as server, connect(server) as sock:
+        sock.sendall(b"POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
+        sock.sendall(b"x" * size)  # returns once the server has taken all of it
+        status, _, body = parse(read_until_closed(sock))
+        assert status == 408 and error_code(body) == "request_timeout"

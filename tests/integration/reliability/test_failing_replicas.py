@@ -111,10 +111,17 @@ def join(threads: list[threading.Thread]) -> None:
     assert not any(t.is_alive() for t in threads), "a request never ended"
 
 
-def active(replica: Replica) -> int:
+def stats(replica: Replica) -> pb.GetStatsResponse:
     with grpc.insecure_channel(replica.address) as channel:
-        stats = pb_grpc.InferenceStub(channel).GetStats(pb.GetStatsRequest(), timeout=5)
-    return sum(m.active_requests for m in stats.models)
+        return pb_grpc.InferenceStub(channel).GetStats(pb.GetStatsRequest(), timeout=5)
+
+
+def active(replica: Replica) -> int:
+    return sum(m.active_requests for m in stats(replica).models)
+
+
+def queued(replica: Replica) -> int:
+    return sum(m.queued_requests for m in stats(replica).models)
 
 
 def wait_for(check: Any, what: str) -> None:
@@ -243,14 +250,15 @@ def test_a_request_waiting_its_turn_past_the_progress_timeout_is_served_not_fail
         settings = FacadeSettings(backends=[replica.address], **SETTINGS)
         with FacadeServerThread(settings) as facade:
             wait_for(lambda: facade.app.state.facade.pool.candidates(MODEL), "the replica up")
-            running, queued = Outcome(), Outcome()
+            running, waiting = Outcome(), Outcome()
             threads = run_all(facade.url, [(running, True)], max_tokens=100)  # 5 s
             assert running.first_content.wait(60)
-            threads += run_all(facade.url, [(queued, False)], max_tokens=5)
+            threads += run_all(facade.url, [(waiting, False)], max_tokens=5)
+            wait_for(lambda: queued(replica) == 1, "the second request waiting for batch room")
             join(threads)
             assert running.done and running.finished and running.error is None
-            assert queued.status == 200 and queued.body is not None
-            assert queued.body["choices"][0]["finish_reason"] == "length"
-            assert queued.body["usage"]["completion_tokens"] == 5
+            assert waiting.status == 200 and waiting.body is not None
+            assert waiting.body["choices"][0]["finish_reason"] == "length"
+            assert waiting.body["usage"]["completion_tokens"] == 5
             assert_released(facade, 2)
             assert statuses(facade) == {"200": 2}

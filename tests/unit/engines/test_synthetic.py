@@ -12,6 +12,7 @@ from inference.engines.base import (
     EngineFinish,
     EngineRequest,
     EngineRequestError,
+    EngineStats,
     EngineUnavailableError,
     SequenceOutput,
 )
@@ -407,3 +408,50 @@ def test_n_beyond_the_batch_is_refused() -> None:
     engine = SyntheticEngine(vocab_ids=VOCAB, max_batch_size=2)
     with pytest.raises(EngineRequestError):
         engine.generate(make_request(n=3))
+
+
+@virtual_time
+async def test_a_finished_request_frees_its_room_before_its_reader_drains_it() -> None:
+    loop = asyncio.get_running_loop()
+    engine = SyntheticEngine(
+        vocab_ids=VOCAB, tokens_per_second=100.0, tick_ms=1.0, max_batch_size=1, clock=loop.time
+    )
+    unread = engine.generate(make_request("unread", max_tokens=2))  # nobody reads it
+    async with asyncio.timeout(10.0):  # virtual seconds: the room never came back
+        got = await collect(engine, make_request("next", max_tokens=3))
+    assert len(got.tokens[0]) == 3
+    assert engine.stats() == EngineStats(generated_tokens=5)
+    await unread.aclose()  # type: ignore[attr-defined]
+
+
+@virtual_time
+async def test_stats_count_a_request_that_timed_out_waiting_as_gone_before_it_is_read() -> None:
+    loop = asyncio.get_running_loop()
+    engine = SyntheticEngine(
+        vocab_ids=VOCAB, tokens_per_second=100.0, tick_ms=1.0, max_batch_size=1, clock=loop.time
+    )
+    running = engine.generate(make_request("running", max_tokens=1000))
+    waiting = [
+        engine.generate(make_request(f"w{i}", max_tokens=5, deadline=loop.time() + 0.05))
+        for i in range(2)
+    ]
+    assert (engine.stats().active_requests, engine.stats().queued_requests) == (1, 2)
+    await asyncio.sleep(0.1)  # both deadlines pass; their readers have not looked yet
+    assert (engine.stats().active_requests, engine.stats().queued_requests) == (1, 0)
+    for stream in (running, *waiting):
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_shutdown_ends_waiting_requests_without_running_them() -> None:
+    engine = SyntheticEngine(
+        vocab_ids=VOCAB, tokens_per_second=100.0, tick_ms=1.0, max_batch_size=1
+    )
+    running = engine.generate(make_request("running", max_tokens=1000))
+    queued = make_request("queued", max_tokens=5)
+    waiting = asyncio.create_task(collect(engine, queued))
+    await asyncio.sleep(0)
+    await engine.shutdown()  # the running one's room is not handed to the waiting one
+    got = await waiting
+    assert got.finish == {0: EngineFinish.CANCELLED} and not got.tokens[0]
+    assert queued.timings.scheduled is None  # it never ran
+    await running.aclose()  # type: ignore[attr-defined]
