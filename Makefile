@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint format typecheck protos bench bench-cpu soak clean
+.PHONY: serve test lint format typecheck protos bench bench-cpu soak overload clean
 
 ## Set up (first run only) and serve the embedded default model: OpenAI API on :8000, gRPC on :50051.
 serve: $(VENV)/.installed
@@ -37,6 +37,12 @@ bench-cpu: $(VENV)/.installed-dev
 ## leaked request (benchmarks/soak.py).
 soak: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/soak.py $(ARGS)
+
+## Overload (not part of `make test`, about two minutes): a replica saturated by expensive
+## streams, and requests queued past the progress timeout; fails if any request is not served
+## (benchmarks/overload.py).
+overload: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/overload.py $(ARGS)
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .

@@ -48,6 +48,10 @@ EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 MAX_STREAMS_PER_BACKEND = 4
 
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+# The code of the UNAVAILABLE a generation ends with when its backend sent it nothing for the
+# progress timeout (`Generation.stall`): retried elsewhere like any UNAVAILABLE before the
+# first byte, but no reason to take the replica out of routing (facade/generation_run.py).
+STALLED = "backend_stalled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +123,7 @@ class Generation:
         """No event for `silent_s`: end it, and stop the service's work, as not run to an end
         there (UNAVAILABLE: retried elsewhere if nothing reached the client)."""
         message = f"the backend sent nothing for this request in {silent_s:g} s"
-        self._stop(RequestError(grpc.StatusCode.UNAVAILABLE, message))
+        self._stop(RequestError(grpc.StatusCode.UNAVAILABLE, message, code=STALLED))
 
     def deliver(self, event: pb.GenerationEvent) -> bool:
         """Takes one event of this generation; True when it was the end."""

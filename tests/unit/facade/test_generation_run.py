@@ -1,4 +1,5 @@
-"""GenerationRun's end of a stream when the server's shutdown cancel lands at its last byte.
+"""GenerationRun's end of a stream when the server's shutdown cancel lands at its last byte,
+and which failures it retries on another replica.
 
 A stream's events go out from a task of their own, awaited by the request's task
 (facade/generation_run.py `_stream`). The request's task wakes one loop turn after that task
@@ -16,13 +17,16 @@ from types import SimpleNamespace
 from typing import Any, cast
 from unittest.mock import MagicMock
 
+import grpc
 import pytest
 from starlette.types import Message
 
 from facade.admission import Admitted
-from facade.backend_streams import EOF
+from facade.backend_streams import EOF, STALLED
+from facade.backends import Backend
 from facade.deps import FacadeState
 from facade.generation_run import GenerationRun
+from tensorchat.request_error import RequestError
 
 
 class _Delta:
@@ -147,3 +151,26 @@ async def test_what_the_events_task_raised_is_not_lost_to_a_late_cancel() -> Non
 def _no_unretrieved_task_errors(caplog: pytest.LogCaptureFixture) -> Any:
     yield
     assert "exception was never retrieved" not in caplog.text
+
+
+# Which failures send the request to another replica, and which take its replica out ------
+
+
+@pytest.mark.parametrize(
+    ("error", "retried", "taken_out"),
+    [
+        (RequestError(grpc.StatusCode.UNAVAILABLE, "connection reset"), True, True),
+        (RequestError(grpc.StatusCode.UNAVAILABLE, "draining"), True, True),
+        # A stall: the replica may only be saturated by what it serves; it stays routed.
+        (RequestError(grpc.StatusCode.UNAVAILABLE, "sent nothing", code=STALLED), True, False),
+        (RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad"), False, False),
+    ],
+)
+def test_an_unavailable_backend_is_retried_elsewhere_and_only_a_stall_leaves_it_routed(
+    error: RequestError, retried: bool, taken_out: bool
+) -> None:
+    run, _ = _request()
+    marked: list[str] = []
+    run.state.pool.mark_down = lambda backend, reason: marked.append(reason)  # type: ignore[method-assign]
+    assert run._retryable(error, cast(Backend, object())) is retried
+    assert marked == ([error.message] if taken_out else [])

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""`make overload`: does a busy inference service stay in routing, and does everyone get served?
+
+One synthetic-engine replica behind a facade process, two scenarios (not part of `make test`):
+
+- `expensive`: `--heavy` streams of n=16 with top_logprobs 20 saturate the service's event
+  loop. Meanwhile a light client sends a 1-token request every 0.5 s and a prober times
+  ListModels, the facade's health probe. A busy replica must stay routed: every light request
+  is answered 200, however slowly (before: the facade took it out of routing when a probe
+  missed its 2 s deadline, and light requests got 503 while the heavy streams were served).
+- `queued`: the engine runs `--batch` choices at once (`max_batch_size`); `--heavy` requests of
+  n=`--batch` queue behind each other for longer than the facade's progress timeout (6 s here).
+  The service's `waiting` events must keep them alive: every request 200 (before: the
+  watchdog failed them as hung, 503, and took the replica out of routing).
+
+Prints one JSON line per scenario and exits non-zero if any request was not served, or the
+facade took the replica out of routing.
+Run from the repository root:  .venv/bin/python benchmarks/overload.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+# Run as a script: the repository root is what makes `benchmarks.stackbench` importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import grpc
+import httpx
+
+from benchmarks.stackbench.plan import API_KEY, MODEL
+from benchmarks.stackbench.replicas import write_synthetic_config
+from benchmarks.stackbench.servers import start_facade, start_inference
+from tensorchat.v1 import inference_pb2 as pb
+from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+
+# The facade's watchdog in `queued`, short so that it needs no minutes; `expensive` keeps the
+# default (30 s): a saturated service delays a stream's events by seconds, and a timeout
+# that short would end streams that are only slow (they stay routed either way).
+PROGRESS_TIMEOUT_S = 6.0
+
+
+async def heavy(client: httpx.AsyncClient, body: dict[str, Any]) -> str:
+    """One heavy request; "200", "200+error" (an error event in the stream), or its status."""
+    async with client.stream("POST", "/chat/completions", json=body, timeout=900) as response:
+        failed = False
+        async for line in response.aiter_lines():
+            failed = failed or line.startswith('data: {"error"')
+    return f"{response.status_code}{'+error' if failed else ''}"
+
+
+async def light(client: httpx.AsyncClient, stop: asyncio.Event, codes: Counter[int]) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    while not stop.is_set():
+        response = await client.post("/chat/completions", json=body, timeout=900)
+        codes[response.status_code] += 1
+        await asyncio.sleep(0.5)
+
+
+async def probe(address: str, stop: asyncio.Event) -> float:
+    """The slowest ListModels answer while `stop` is unset, in seconds."""
+    slowest = 0.0
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        while not stop.is_set():
+            started = time.monotonic()
+            await stub.ListModels(pb.ListModelsRequest(), timeout=120)
+            slowest = max(slowest, time.monotonic() - started)
+            await asyncio.sleep(0.25)
+    return slowest
+
+
+async def drive(url: str, address: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    stop = asyncio.Event()
+    codes: Counter[int] = Counter()
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers) as client:
+        prober = asyncio.create_task(probe(address, stop))
+        lights = asyncio.create_task(light(client, stop, codes))
+        started = time.monotonic()
+        heavies = await asyncio.gather(*(heavy(client, body) for body in bodies))
+        took = time.monotonic() - started
+        stop.set()
+        await lights
+        slowest_probe = await prober
+    return {
+        "heavy": dict(Counter(heavies)),
+        "light": {str(code): count for code, count in sorted(codes.items())},
+        "slowest_list_models_s": round(slowest_probe, 2),
+        "heavy_wall_s": round(took, 1),
+    }
+
+
+def scenario(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    expensive = name == "expensive"
+    models = write_synthetic_config(
+        work, rate=args.rate, max_batch_size=None if expensive else args.batch
+    )
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": args.max_tokens,
+        "n": 16 if expensive else args.batch,
+        "stream": expensive,
+    }
+    if expensive:
+        body |= {"logprobs": True, "top_logprobs": 20}
+    env = {} if expensive else {"TENSORCHAT_PROGRESS_TIMEOUT_S": str(PROGRESS_TIMEOUT_S)}
+    with contextlib.ExitStack() as stack:
+        _, address = start_inference(stack, models, work, extra_args=["--waiting-interval-s", "1"])
+        _, url = start_facade(stack, address, work, env=env)
+        result = asyncio.run(drive(url, address, [body] * args.heavy))
+        facade_log = (work / "facade.log").read_text()
+    result["scenario"] = name
+    result["replica_taken_out"] = "is down" in facade_log or "is unavailable" in facade_log
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenarios", default="expensive,queued")
+    parser.add_argument("--heavy", type=int, default=5, help="heavy requests (default 5)")
+    parser.add_argument("--max-tokens", type=int, default=3000, help="per choice (default 3000)")
+    parser.add_argument("--rate", type=float, default=200.0, help="tokens/s per choice")
+    parser.add_argument("--batch", type=int, default=16, help="`queued`: choices at once")
+    args = parser.parse_args()
+    served = True
+    for name in args.scenarios.split(","):
+        with tempfile.TemporaryDirectory() as work:
+            result = scenario(name, args, Path(work))
+        print(json.dumps(result), flush=True)
+        served = (
+            served
+            and set(result["heavy"]) == {"200"}
+            and set(result["light"]) <= {"200"}
+            and not result["replica_taken_out"]
+        )
+    return 0 if served else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
