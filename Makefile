@@ -40,7 +40,7 @@ soak: $(VENV)/.installed-dev
 
 ## Overload (not part of `make test`, about two minutes): a replica saturated by expensive
 ## streams, and requests queued past the progress timeout; fails if any request is not served
-## (benchmarks/overload.py).
+## or the replica is taken out of routing (benchmarks/overload.py).
 overload: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/overload.py $(ARGS)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -48,10 +49,13 @@ EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 MAX_STREAMS_PER_BACKEND = 4
 
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
-# The code of the UNAVAILABLE a generation ends with when its backend sent it nothing for the
-# progress timeout (`Generation.stall`): retried elsewhere like any UNAVAILABLE before the
-# first byte, but no reason to take the replica out of routing (facade/generation_run.py).
-STALLED = "backend_stalled"
+
+
+class Stalled(RequestError):
+    """The UNAVAILABLE a generation ends with when its backend sent it nothing for the progress
+    timeout (`Generation.stall`). Retried elsewhere like any UNAVAILABLE before the first byte;
+    its replica leaves routing only if none of its streams sent anything for as long (hung,
+    not busy: facade/backends.py `BackendPool.stalled`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +127,7 @@ class Generation:
         """No event for `silent_s`: end it, and stop the service's work, as not run to an end
         there (UNAVAILABLE: retried elsewhere if nothing reached the client)."""
         message = f"the backend sent nothing for this request in {silent_s:g} s"
-        self._stop(RequestError(grpc.StatusCode.UNAVAILABLE, message, code=STALLED))
+        self._stop(Stalled(grpc.StatusCode.UNAVAILABLE, message))
 
     def deliver(self, event: pb.GenerationEvent) -> bool:
         """Takes one event of this generation; True when it was the end."""
@@ -169,6 +173,9 @@ class BackendStream:
         self._generations: dict[str, Generation] = {}
         self._writes = RequestWrites(self._call)  # starts, cancels and the half-close
         self.opened_at = opened_at
+        # Loop time of the latest message from the backend (any generation's event, a
+        # `waiting` one included): whether the backend is working (`BackendStreams.quiet_for`).
+        self.last_message = -math.inf
         self.started = 0  # generations started on it, for StreamLimits
         self.broken = False
         # Takes no new generations: it is spent (StreamLimits), or the backend refused one as
@@ -254,7 +261,7 @@ class BackendStream:
             async for response in self._call:
                 if response.reads_batches:  # the service's first message says so (the proto)
                     self._writes.batches = True
-                now = loop.time()
+                now = self.last_message = loop.time()
                 for event in response.events:
                     generation = generations.get(event.request_id)
                     # Events of a generation this side cancelled may still come: drop them.
@@ -334,6 +341,17 @@ class BackendStreams:
     def streams(self) -> list[BackendStream]:
         """Open streams, retiring ones included (for tests and diagnostics)."""
         return [s for s in self._streams if not s.finished]
+
+    @property
+    def running(self) -> int:
+        """Generations running on this backend's streams."""
+        return sum(s.load for s in self._streams if not s.finished)
+
+    def quiet_for(self, now: float) -> float:
+        """Seconds (loop time) since any of this backend's streams brought a message; inf
+        when none ever did. A backend serving others stays below the progress timeout even
+        while one of its generations waits; a hung one does not."""
+        return now - max((s.last_message for s in self._streams), default=-math.inf)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(stream.aclose() for stream in self._streams))

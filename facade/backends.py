@@ -2,8 +2,10 @@
 
 Each configured target gets one `grpc.aio` channel. A background task asks every target
 for its models (ListModels) every `refresh_interval_s`; a target that fails the probe, or
-whose Generate fails with UNAVAILABLE, leaves the routing table at once and comes back on
-its next good probe, without a restart.
+whose generation fails with UNAVAILABLE, leaves the routing table at once and comes back on
+its next good probe, without a restart. Busy is not down: a target that misses the probe's
+deadline, or stalls a generation, while its streams still bring messages stays routed
+(`_busy`); one silent on its streams too is hung and leaves.
 
 Routing: a model name is matched case-insensitively against every id and alias the
 backends report. Several targets serving the same id are replicas; each request goes to
@@ -224,7 +226,11 @@ class BackendPool:
             )
         except grpc.aio.AioRpcError as error:
             reason = f"{error.code().name}: {error.details()}"
-            if backend.healthy and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            if (
+                backend.healthy
+                and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                and self._busy(backend)
+            ):
                 self._slow_probe(backend, reason)
                 return
             # Logged when it goes down, and when the reason changes: a target that never came
@@ -242,19 +248,45 @@ class BackendPool:
         backend.last_error = None
         backend.models = {m.id: m for m in response.models}
 
+    def _busy(self, backend: Backend) -> bool:
+        """Slow, not hung: its streams brought something within the progress timeout, or it
+        runs nothing of ours (there is nothing to judge it by). A backend whose loop or engine
+        hangs sends nothing on any stream, `waiting` events included (inference.generate_many)."""
+        if not self._progress_timeout_s or not backend.generations.running:
+            return True
+        now = asyncio.get_running_loop().time()
+        return backend.generations.quiet_for(now) < self._progress_timeout_s
+
     def _slow_probe(self, backend: Backend, reason: str) -> None:
-        """A routed backend that did not answer its probe in time stays routed: it is busy.
+        """A routed backend that did not answer its probe in time, but is still sending on its
+        streams, stays routed: it is busy.
 
         Its channel is up (a dead or unreachable one fails UNAVAILABLE at once), so what was
         slow is its event loop, saturated by the requests it serves: 5 streams of n=16 with
-        top_logprobs 20 on 2 cores kept ListModels waiting up to 10 s, and taking the backend
+        top_logprobs 20 on 2 cores kept ListModels waiting up to 19 s, and taking the backend
         out of routing turned every other client's request into a 503 while those streams
-        went on being served. A frozen backend is still found: the channel's keepalive fails
-        it (UNAVAILABLE), and the progress watchdog ends its generations.
+        went on being served (benchmarks/overload.py). One that is also silent on its streams
+        is hung and goes down; a frozen one is found by the channel's keepalive too.
         """
         if reason != backend.last_error:
             log.warning(
                 "backend %s is slow to answer its probe (%s): kept in routing as busy",
+                backend.target,
+                reason,
+            )
+        backend.last_error = reason
+
+    def stalled(self, backend: Backend, reason: str) -> None:
+        """A generation got nothing from `backend` for the progress timeout. Hung if its streams
+        brought nothing else for as long either: out of routing until it answers a probe.
+        Else it is busy (saturated, or its engine's queue is long) and stays routed."""
+        if not self._busy(backend):
+            self.mark_down(backend, reason)
+            return
+        if reason != backend.last_error:
+            log.warning(
+                "backend %s stalled a request (%s) while still sending others: kept in "
+                "routing as busy",
                 backend.target,
                 reason,
             )

@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from facade.admission import Admitted
-from facade.backend_streams import EOF, STALLED, Generation
+from facade.backend_streams import EOF, Generation, Stalled
 from facade.backends import Backend, no_backend
 from facade.deps import FacadeState
 from facade.errors import APIError, from_request_error
@@ -152,13 +152,13 @@ class GenerationRun(Response):
     def _retryable(self, error: RequestError, backend: Backend) -> bool:
         # UNAVAILABLE with nothing sent to the client: the request did not run to an end on
         # that replica (it died, froze, drains, stalled, or its stream broke), so another can
-        # take it; the failed one leaves routing until it answers a probe. Not for a stall:
-        # a replica saturated by what it serves stalls generations too, and taking it out
-        # made every other client's request a 503 while it went on serving (benchmarks/
-        # overload.py). A frozen one is found by keepalive, a dead one by its channel.
+        # take it; the failed one leaves routing until it answers a probe. A stall takes it
+        # out only if it is hung, not busy (`BackendPool.stalled`).
         if error.status != grpc.StatusCode.UNAVAILABLE:
             return False
-        if error.code != STALLED:
+        if isinstance(error, Stalled):
+            self.state.pool.stalled(backend, error.message)
+        else:
             self.state.pool.mark_down(backend, error.message or "UNAVAILABLE")
         return True
 

@@ -79,7 +79,8 @@ class FacadeMetrics:
         )
         self.backend_up = Gauge(
             "tensorchat_facade_backend_up",
-            "1 when the inference target answered its last probe.",
+            "1 when the inference target is in routing: it answered its last probe, or it is "
+            "busy (slow to answer, but still sending on its streams).",
             ["target"],
             registry=r,
         )

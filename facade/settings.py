@@ -87,8 +87,8 @@ class FacadeSettings(BaseSettings):
     # generations finish on the old stream. 0: no such limit (facade/backend_streams.py).
     stream_max_age_s: float = Field(60.0, ge=0.0)
     stream_max_generations: int = Field(1000, ge=0)
-    # Deadline of the ListModels probe. A routed backend that misses it stays routed, as busy
-    # (facade/backends.py, `_slow_probe`); keepalive below finds a frozen one.
+    # Deadline of the ListModels probe. A routed backend that misses it stays routed, as busy,
+    # while its streams still bring messages (facade/backends.py, `_busy`).
     probe_timeout_s: float = Field(2.0, gt=0.0)
     # gRPC keepalive on the backend channels: a ping every this many seconds, and a backend
     # that does not answer one within the timeout (frozen, its host gone) is disconnected, so

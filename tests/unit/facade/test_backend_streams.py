@@ -370,3 +370,19 @@ def test_stream_limits_of_zero_never_retire() -> None:
     assert not StreamLimits(max_age_s=0, max_generations=0).spent(stream, now=10**9)
     assert StreamLimits(max_age_s=1, max_generations=0).spent(stream, now=1.0)
     assert StreamLimits(max_age_s=0, max_generations=10**9).spent(stream, now=0.0)
+
+
+async def test_quiet_for_counts_from_the_latest_message_on_any_of_the_backends_streams() -> None:
+    stub = ServedStub()
+    streams = streams_of(stub, StreamLimits(), [0.0], max_streams=2)
+    loop = asyncio.get_running_loop()
+    assert streams.quiet_for(loop.time()) == float("inf") and streams.running == 0
+    first, _ = await start(streams, "r1"), await start(streams, "r2")  # two streams
+    assert streams.running == 2 and streams.quiet_for(loop.time()) == float("inf")
+    stub.calls[1].end("r2")  # a message on the second stream only
+    await settled()
+    assert streams.running == 1
+    quiet = streams.quiet_for(loop.time())
+    assert quiet != float("inf") and quiet >= 0  # counted from that message
+    assert not first.done()
+    await streams.aclose()

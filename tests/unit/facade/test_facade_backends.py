@@ -6,6 +6,9 @@ pool against real inference servers is covered in tests/integration/facade.
 
 from __future__ import annotations
 
+import asyncio
+import math
+from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
@@ -34,8 +37,8 @@ def backend(target: str, *models: pb.ModelInfo) -> Backend:
     )
 
 
-def pool_of(*backends: Backend) -> BackendPool:
-    pool = BackendPool([b.target for b in backends])
+def pool_of(*backends: Backend, progress_timeout_s: float = 0.0) -> BackendPool:
+    pool = BackendPool([b.target for b in backends], progress_timeout_s=progress_timeout_s)
     pool.backends = list(backends)
     pool._rebuild()
     return pool
@@ -161,17 +164,39 @@ class ProbeStub:
         return pb.ListModelsResponse(models=self.models)
 
 
-def probed(code: grpc.StatusCode | None, *, healthy: bool) -> tuple[BackendPool, Backend]:
+@dataclass
+class Streams:
+    """What the pool reads of a backend's GenerateMany streams."""
+
+    running: int = 0
+    last_message: float = -math.inf  # loop time
+
+    def quiet_for(self, now: float) -> float:
+        return now - self.last_message
+
+
+PROGRESS_TIMEOUT_S = 30.0
+
+
+def probed(
+    code: grpc.StatusCode | None, *, healthy: bool, streams: Streams | None = None
+) -> tuple[BackendPool, Backend]:
     replica = backend("a", MISTRAL)
     replica.healthy = healthy
     replica.stub = cast(Any, ProbeStub(code, MISTRAL))
-    return pool_of(replica), replica
+    replica.generations = cast(Any, streams or Streams())
+    return pool_of(replica, progress_timeout_s=PROGRESS_TIMEOUT_S), replica
+
+
+def sending(seconds_ago: float) -> Streams:
+    """Streams with generations running, the latest message `seconds_ago` (loop time)."""
+    return Streams(running=3, last_message=asyncio.get_running_loop().time() - seconds_ago)
 
 
 async def test_a_routed_backend_slow_to_answer_its_probe_stays_routed_as_busy(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    pool, replica = probed(grpc.StatusCode.DEADLINE_EXCEEDED, healthy=True)
+    pool, replica = probed(grpc.StatusCode.DEADLINE_EXCEEDED, healthy=True, streams=sending(1))
     with caplog.at_level("INFO", logger="facade.backends"):
         await pool.refresh()
         await pool.refresh()
@@ -184,8 +209,29 @@ async def test_a_routed_backend_slow_to_answer_its_probe_stays_routed_as_busy(
     assert "answers its probe in time again" in lines[1]
 
 
+async def test_a_backend_slow_to_answer_and_silent_on_its_streams_is_hung_and_leaves() -> None:
+    streams = sending(PROGRESS_TIMEOUT_S + 1)  # requests running, nothing from them since
+    pool, replica = probed(grpc.StatusCode.DEADLINE_EXCEEDED, healthy=True, streams=streams)
+    await pool.refresh()
+    assert not replica.healthy and pool.candidates(MISTRAL.id) == []
+
+
+async def test_a_stall_takes_a_backend_out_only_when_its_streams_are_silent_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool, replica = probed(None, healthy=True, streams=sending(1))
+    with caplog.at_level("WARNING", logger="facade.backends"):
+        pool.stalled(replica, "sent nothing for 30 s")
+        pool.stalled(replica, "sent nothing for 30 s")
+    assert replica.healthy and pool.candidates(MISTRAL.id) == [replica]
+    assert ["kept in routing as busy" in r.getMessage() for r in caplog.records] == [True]
+    replica.generations = cast(Any, sending(PROGRESS_TIMEOUT_S + 1))
+    pool.stalled(replica, "sent nothing for 30 s")
+    assert not replica.healthy and pool.candidates(MISTRAL.id) == []
+
+
 async def test_a_backend_that_refuses_its_probe_is_taken_out_of_routing() -> None:
-    pool, replica = probed(grpc.StatusCode.UNAVAILABLE, healthy=True)
+    pool, replica = probed(grpc.StatusCode.UNAVAILABLE, healthy=True, streams=sending(1))
     await pool.refresh()
     assert not replica.healthy and pool.candidates(MISTRAL.id) == []
 

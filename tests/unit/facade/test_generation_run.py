@@ -22,7 +22,7 @@ import pytest
 from starlette.types import Message
 
 from facade.admission import Admitted
-from facade.backend_streams import EOF, STALLED
+from facade.backend_streams import EOF, Stalled
 from facade.backends import Backend
 from facade.deps import FacadeState
 from facade.generation_run import GenerationRun
@@ -157,20 +157,22 @@ def _no_unretrieved_task_errors(caplog: pytest.LogCaptureFixture) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("error", "retried", "taken_out"),
+    ("error", "retried", "judged"),
     [
-        (RequestError(grpc.StatusCode.UNAVAILABLE, "connection reset"), True, True),
-        (RequestError(grpc.StatusCode.UNAVAILABLE, "draining"), True, True),
-        # A stall: the replica may only be saturated by what it serves; it stays routed.
-        (RequestError(grpc.StatusCode.UNAVAILABLE, "sent nothing", code=STALLED), True, False),
-        (RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad"), False, False),
+        (RequestError(grpc.StatusCode.UNAVAILABLE, "connection reset"), True, "mark_down"),
+        (RequestError(grpc.StatusCode.UNAVAILABLE, "draining"), True, "mark_down"),
+        # A stall: the pool tells a hung replica from a busy one (test_facade_backends.py).
+        (Stalled(grpc.StatusCode.UNAVAILABLE, "sent nothing"), True, "stalled"),
+        (RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad"), False, None),
     ],
 )
-def test_an_unavailable_backend_is_retried_elsewhere_and_only_a_stall_leaves_it_routed(
-    error: RequestError, retried: bool, taken_out: bool
+def test_an_unavailable_backend_is_retried_elsewhere_and_a_stall_is_judged_by_the_pool(
+    error: RequestError, retried: bool, judged: str | None
 ) -> None:
     run, _ = _request()
-    marked: list[str] = []
-    run.state.pool.mark_down = lambda backend, reason: marked.append(reason)  # type: ignore[method-assign]
+    calls: list[tuple[str, str]] = []
+    pool = cast(Any, run.state.pool)
+    pool.mark_down = lambda backend, reason: calls.append(("mark_down", reason))
+    pool.stalled = lambda backend, reason: calls.append(("stalled", reason))
     assert run._retryable(error, cast(Backend, object())) is retried
-    assert marked == ([error.message] if taken_out else [])
+    assert calls == ([(judged, error.message)] if judged else [])
