@@ -5,7 +5,7 @@ for its models (ListModels) every `refresh_interval_s`; a target that fails the 
 whose generation fails with UNAVAILABLE, leaves the routing table at once and comes back on
 its next good probe, without a restart. Busy is not down: a target that misses the probe's
 deadline, or stalls a generation, while its streams still bring messages stays routed
-(`_busy`); one silent on its streams too is hung and leaves.
+(`_sending`); one silent on its streams too is hung and leaves.
 
 Routing: a model name is matched case-insensitively against every id and alias the
 backends report. Several targets serving the same id are replicas; each request goes to
@@ -229,7 +229,9 @@ class BackendPool:
             if (
                 backend.healthy
                 and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-                and self._busy(backend)
+                # Running nothing of ours, there is nothing to judge it by: busy, as a probe
+                # that merely came late; a request sent there would show a hang as a stall.
+                and (not backend.generations.running or self._sending(backend))
             ):
                 self._slow_probe(backend, reason)
                 return
@@ -248,11 +250,11 @@ class BackendPool:
         backend.last_error = None
         backend.models = {m.id: m for m in response.models}
 
-    def _busy(self, backend: Backend) -> bool:
-        """Slow, not hung: its streams brought something within the progress timeout, or it
-        runs nothing of ours (there is nothing to judge it by). A backend whose loop or engine
-        hangs sends nothing on any stream, `waiting` events included (inference.generate_many)."""
-        if not self._progress_timeout_s or not backend.generations.running:
+    def _sending(self, backend: Backend) -> bool:
+        """Busy, not hung: its streams brought something within the progress timeout (with
+        none set, it is never judged hung). A backend whose loop or engine hangs sends nothing
+        on any stream, `waiting` events included (inference.generate_many)."""
+        if not self._progress_timeout_s:
             return True
         now = asyncio.get_running_loop().time()
         return backend.generations.quiet_for(now) < self._progress_timeout_s
@@ -280,7 +282,7 @@ class BackendPool:
         """A generation got nothing from `backend` for the progress timeout. Hung if its streams
         brought nothing else for as long either: out of routing until it answers a probe.
         Else it is busy (saturated, or its engine's queue is long) and stays routed."""
-        if not self._busy(backend):
+        if not self._sending(backend):
             self.mark_down(backend, reason)
             return
         if reason != backend.last_error:

@@ -88,7 +88,7 @@ class FacadeSettings(BaseSettings):
     stream_max_age_s: float = Field(60.0, ge=0.0)
     stream_max_generations: int = Field(1000, ge=0)
     # Deadline of the ListModels probe. A routed backend that misses it stays routed, as busy,
-    # while its streams still bring messages (facade/backends.py, `_busy`).
+    # while its streams still bring messages (facade/backends.py, `_sending`).
     probe_timeout_s: float = Field(2.0, gt=0.0)
     # gRPC keepalive on the backend channels: a ping every this many seconds, and a backend
     # that does not answer one within the timeout (frozen, its host gone) is disconnected, so

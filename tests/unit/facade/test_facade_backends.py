@@ -243,3 +243,19 @@ async def test_a_backend_out_of_routing_comes_back_only_by_answering_in_time() -
     replica.stub = cast(Any, ProbeStub(None, MISTRAL))
     await pool.refresh()
     assert replica.healthy and pool.candidates(MISTRAL.id) == [replica]
+
+
+async def test_a_stall_of_the_only_request_on_a_silent_backend_takes_it_out() -> None:
+    # The stalled generation has left its stream: nothing runs there any more, but nothing
+    # came from the backend for the whole timeout either. It is hung.
+    streams = Streams(running=0, last_message=asyncio.get_running_loop().time() - 100)
+    pool, replica = probed(None, healthy=True, streams=streams)
+    pool.stalled(replica, "sent nothing for 30 s")
+    assert not replica.healthy
+
+
+async def test_a_late_probe_of_a_backend_running_nothing_of_ours_keeps_it_routed() -> None:
+    streams = Streams(running=0, last_message=asyncio.get_running_loop().time() - 100)
+    pool, replica = probed(grpc.StatusCode.DEADLINE_EXCEEDED, healthy=True, streams=streams)
+    await pool.refresh()
+    assert replica.healthy  # nothing to judge it by; a request sent there would show a hang
