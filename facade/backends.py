@@ -141,6 +141,13 @@ def fingerprint(info: pb.ModelInfo) -> str:
     return f"fp_{digest[:10]}"
 
 
+def _keep_as_busy(backend: Backend, what: str, reason: str) -> None:
+    """Logs, once per reason, that `backend` stays routed although it `what`."""
+    if reason != backend.last_error:
+        log.warning("backend %s %s (%s): kept in routing as busy", backend.target, what, reason)
+    backend.last_error = reason
+
+
 class BackendPool:
     """Channels to the inference targets, the model routing table and its refresh loop."""
 
@@ -270,13 +277,7 @@ class BackendPool:
         went on being served (benchmarks/overload.py). One that is also silent on its streams
         is hung and goes down; a frozen one is found by the channel's keepalive too.
         """
-        if reason != backend.last_error:
-            log.warning(
-                "backend %s is slow to answer its probe (%s): kept in routing as busy",
-                backend.target,
-                reason,
-            )
-        backend.last_error = reason
+        _keep_as_busy(backend, "is slow to answer its probe", reason)
 
     def stalled(self, backend: Backend, reason: str) -> None:
         """A generation got nothing from `backend` for the progress timeout. Hung if its streams
@@ -285,14 +286,7 @@ class BackendPool:
         if not self._sending(backend):
             self.mark_down(backend, reason)
             return
-        if reason != backend.last_error:
-            log.warning(
-                "backend %s stalled a request (%s) while still sending others: kept in "
-                "routing as busy",
-                backend.target,
-                reason,
-            )
-        backend.last_error = reason
+        _keep_as_busy(backend, "stalled a request while still sending others", reason)
 
     def mark_down(self, backend: Backend, reason: str) -> None:
         """Take a target out of routing now (its RPC failed UNAVAILABLE); a probe restores it."""

@@ -8,8 +8,15 @@ Cost: one timer task ticks every `tick_ms` and emits for every choice that is du
 ordered by due time); no task, sleep or future per token.
 
 With `max_batch_size`, at most that many choices run at once and later requests wait their
-turn in order, as in an engine with a fixed batch (TensorRT-LLM's executor queues the same
-way): what a full engine does to the stack, its queueing and its watchdogs, can be measured.
+turn in order, and none jumps the line: what a full engine does to the stack, its queueing
+and its watchdogs, can be measured. TensorRT-LLM's default capacity policy does the same
+(cpp/tensorrt_llm/batch_manager/capacityScheduler.cpp, `GuaranteedNoEvictScheduler::impl`,
+L356-L444 at the code index's commit 02a10fe, lines counted by hand, not checked at tag
+v1.2.1): it walks the active requests in order, schedules those in progress, then the
+pending ones while `scheduledRequests.size() < mMaxNumRequests` (L367, L416), and stops at
+the first that lacks KV-cache blocks (L441-L444), so the rest wait. It counts requests and
+blocks where this counts choices (as the torch engine's `max_batch_size` does); only the
+queueing is modelled, not its measure.
 """
 
 from __future__ import annotations

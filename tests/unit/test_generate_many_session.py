@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from inference.errors import invalid
-from inference.generate_many import GenerateManySession
+from inference.generate_many import EngineProgress, GenerateManySession
 from tensorchat.v1 import inference_pb2 as pb
 
 FLUSH_S = 0.05  # long enough that a held delta is told apart from an immediate flush
@@ -409,10 +409,13 @@ class Engine:
                 await self.round_done.wait()
 
 
-def serve_with_engine(parts: tuple[Script, Writes, Client], engine: Engine) -> asyncio.Task[None]:
+def serve_with_engine(
+    parts: tuple[Script, Writes, Client], progress: EngineProgress
+) -> asyncio.Task[None]:
+    """A served call whose `waiting` rounds read `progress`, 10 ms apart."""
     script, writes, client = parts
     session = GenerateManySession(
-        script.generations, writes.write, FLUSH_S, engine.progress, waiting_interval_s=0.01
+        script.generations, writes.write, FLUSH_S, progress, waiting_interval_s=0.01
     )
     return asyncio.create_task(session.run(client.messages()))
 
@@ -426,7 +429,7 @@ async def test_a_generation_that_waits_while_its_engine_works_hears_waiting_unti
 ) -> None:
     script, writes, client = parts
     engine = Engine()
-    task = serve_with_engine(parts, engine)
+    task = serve_with_engine(parts, engine.progress)
     client.start("queued")
     # A round for each (the engine moved in each but the first, which has nothing to compare).
     await writes.until(2)
@@ -452,7 +455,7 @@ async def test_a_hung_engine_sends_no_waiting_so_the_watchdog_still_finds_it(
     script, writes, client = parts
     engine = Engine()
     engine.stuck = True
-    task = serve_with_engine(parts, engine)
+    task = serve_with_engine(parts, engine.progress)
     client.start("stuck")
     await engine.until_rounds(4)
     assert kinds(writes, "stuck") == []
@@ -469,7 +472,7 @@ async def test_a_generation_for_a_model_no_engine_serves_gets_no_waiting(
 ) -> None:
     script, writes, client = parts
     engine = Engine()
-    task = serve_with_engine(parts, engine)
+    task = serve_with_engine(parts, engine.progress)
     client.send(pb.GenerateManyRequest(start=pb.GenerateRequest(request_id="x", model="other")))
     await engine.until_rounds(4)
     assert kinds(writes, "x") == []
@@ -491,10 +494,7 @@ async def test_a_round_whose_engine_progress_fails_is_logged_and_the_next_rounds
             raise failure
         return engine.progress(model)
 
-    session = GenerateManySession(
-        script.generations, writes.write, FLUSH_S, progress, waiting_interval_s=0.01
-    )
-    task = asyncio.create_task(session.run(client.messages()))
+    task = serve_with_engine(parts, progress)
     client.start("queued")
     await writes.until(1)  # later rounds still report it
     assert set(kinds(writes, "queued")) == {"waiting"}

@@ -337,12 +337,20 @@ async def test_256_streams_at_120_tokens_per_second_wake_the_engine_once_per_tic
 # A full batch: max_batch_size -------------------------------------------------------------
 
 
+def batched_engine(max_batch_size: int) -> SyntheticEngine:
+    """100 tokens/s per choice, `max_batch_size` choices at once, on the (virtual) loop's clock."""
+    return SyntheticEngine(
+        vocab_ids=VOCAB,
+        tokens_per_second=100.0,
+        tick_ms=1.0,
+        max_batch_size=max_batch_size,
+        clock=asyncio.get_running_loop().time,
+    )
+
+
 @virtual_time
 async def test_a_request_beyond_the_batch_waits_its_turn_and_then_runs_whole() -> None:
-    loop = asyncio.get_running_loop()
-    engine = SyntheticEngine(
-        vocab_ids=VOCAB, tokens_per_second=100.0, tick_ms=1.0, max_batch_size=2, clock=loop.time
-    )
+    engine = batched_engine(2)
     first = asyncio.create_task(collect(engine, make_request("first", max_tokens=20, n=2)))
     await asyncio.sleep(0)
     second = engine.generate(make_request("second", max_tokens=5))
@@ -359,10 +367,7 @@ async def test_a_request_beyond_the_batch_waits_its_turn_and_then_runs_whole() -
 
 @virtual_time
 async def test_requests_wait_in_arrival_order_and_a_small_one_does_not_jump_the_line() -> None:
-    loop = asyncio.get_running_loop()
-    engine = SyntheticEngine(
-        vocab_ids=VOCAB, tokens_per_second=100.0, tick_ms=1.0, max_batch_size=2, clock=loop.time
-    )
+    engine = batched_engine(2)
     order: list[str] = []
 
     async def run(request_id: str, n: int) -> None:
@@ -380,14 +385,11 @@ async def test_requests_wait_in_arrival_order_and_a_small_one_does_not_jump_the_
 
 @virtual_time
 async def test_a_waiting_request_closed_or_past_its_deadline_leaves_the_line() -> None:
-    loop = asyncio.get_running_loop()
-    engine = SyntheticEngine(
-        vocab_ids=VOCAB, tokens_per_second=100.0, tick_ms=1.0, max_batch_size=1, clock=loop.time
-    )
+    engine = batched_engine(1)
     running = engine.generate(make_request("running", max_tokens=1000))
     await anext(running)  # type: ignore[call-overload]  # started: closing it now ends it
     closed = asyncio.create_task(collect(engine, make_request("closed", max_tokens=5)))
-    timed = make_request("timed", max_tokens=5, deadline=loop.time() + 0.05)
+    timed = make_request("timed", max_tokens=5, deadline=asyncio.get_running_loop().time() + 0.05)
     expired = asyncio.create_task(collect(engine, timed))
     await asyncio.sleep(0)  # the tasks register theirs
     assert engine.stats().queued_requests == 2
@@ -412,10 +414,7 @@ def test_n_beyond_the_batch_is_refused() -> None:
 
 @virtual_time
 async def test_a_finished_request_frees_its_room_before_its_reader_drains_it() -> None:
-    loop = asyncio.get_running_loop()
-    engine = SyntheticEngine(
-        vocab_ids=VOCAB, tokens_per_second=100.0, tick_ms=1.0, max_batch_size=1, clock=loop.time
-    )
+    engine = batched_engine(1)
     unread = engine.generate(make_request("unread", max_tokens=2))  # nobody reads it
     async with asyncio.timeout(10.0):  # virtual seconds: the room never came back
         got = await collect(engine, make_request("next", max_tokens=3))
@@ -426,14 +425,11 @@ async def test_a_finished_request_frees_its_room_before_its_reader_drains_it() -
 
 @virtual_time
 async def test_stats_count_a_request_that_timed_out_waiting_as_gone_before_it_is_read() -> None:
-    loop = asyncio.get_running_loop()
-    engine = SyntheticEngine(
-        vocab_ids=VOCAB, tokens_per_second=100.0, tick_ms=1.0, max_batch_size=1, clock=loop.time
-    )
+    engine = batched_engine(1)
     running = engine.generate(make_request("running", max_tokens=1000))
+    deadline = asyncio.get_running_loop().time() + 0.05
     waiting = [
-        engine.generate(make_request(f"w{i}", max_tokens=5, deadline=loop.time() + 0.05))
-        for i in range(2)
+        engine.generate(make_request(f"w{i}", max_tokens=5, deadline=deadline)) for i in range(2)
     ]
     assert (engine.stats().active_requests, engine.stats().queued_requests) == (1, 2)
     await asyncio.sleep(0.1)  # both deadlines pass; their readers have not looked yet
