@@ -32,7 +32,7 @@ from facade.schemas import (
     CompletionRequest,
 )
 from facade.settings import FacadeSettings
-from tensorchat.freeze import freeze_loaded_objects
+from tensorchat.freeze import tune_gc_for_serving
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,9 @@ def create_app(settings: FacadeSettings, *, limiter: Limiter | None = None) -> F
             )
         await state.pool.start()
         # Long-lived objects (FastAPI, pydantic, grpc) out of the GC's full collections,
-        # which otherwise pause streaming under load (see tensorchat.freeze).
-        freeze_loaded_objects()
+        # which otherwise pause streaming under load, and no young collections of the live
+        # requests' objects (see tensorchat.freeze).
+        tune_gc_for_serving()
         reload_task = start_key_reloads(state.keyring, settings.keys_reload_interval_s)
         try:
             yield

@@ -23,7 +23,7 @@ from inference.pacing import (
 )
 from inference.registry import ModelRegistry
 from inference.servicer import InferenceServicer
-from tensorchat.freeze import freeze_loaded_objects
+from tensorchat.freeze import tune_gc_for_serving
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 
@@ -135,7 +135,7 @@ class InferenceServer:
 async def run_inference_server(config: ModelsConfig, options: ServerOptions) -> None:
     """Loads the models, serves until SIGINT/SIGTERM, then drains and exits."""
     registry = await ModelRegistry.load(config)
-    freeze_loaded_objects()
+    tune_gc_for_serving()
     server = InferenceServer(registry, options)
     await server.start()
     stop = asyncio.Event()
