@@ -101,7 +101,7 @@ class StandInStub:
     def GenerateMany(self) -> StandInCall:
         return StandInCall()
 
-    async def ListModels(self, request: Any, **call_options: Any) -> Any:  # the pool passes timeout=
+    async def ListModels(self, request: Any, **call_options: Any) -> Any:  # (a timeout)
         from tensorchat.v1 import inference_pb2 as pb
 
         model = pb.ModelInfo(id="m", engine="synthetic", context_length=4096, created=1)
