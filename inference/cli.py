@@ -7,7 +7,12 @@ import asyncio
 from pathlib import Path
 
 from inference.config import MODELS_ENV_VAR
-from inference.defaults import MAX_CONCURRENT_REQUESTS, SHUTDOWN_GRACE_S, WAITING_INTERVAL_S
+from inference.defaults import (
+    ENGINE_STALL_S,
+    MAX_CONCURRENT_REQUESTS,
+    SHUTDOWN_GRACE_S,
+    WAITING_INTERVAL_S,
+)
 from inference.pacing import (
     DEFAULT_FLUSH_INTERVAL_S,
     DEFAULT_MESSAGES_PER_SECOND,
@@ -82,6 +87,15 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, port_flag: str =
         "at 3x this or more (default %(default)g)",
     )
     parser.add_argument(
+        "--engine-stall-s",
+        type=float,
+        default=ENGINE_STALL_S,
+        help="an engine that holds requests and generates no token for this long is stalled: "
+        "its model's new requests are refused with UNAVAILABLE, it leaves ListModels and the "
+        "server reports NOT_SERVING on grpc.health until it generates again; must exceed the "
+        "longest prefill (default %(default)g; 0: not checked)",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=None,
@@ -112,6 +126,7 @@ def _run(args: argparse.Namespace) -> int:
         min_stream_interval_s=args.min_stream_interval_ms / 1000,
         flush_interval_s=args.flush_interval_ms / 1000,
         waiting_interval_s=args.waiting_interval_s,
+        engine_stall_s=args.engine_stall_s,
         shutdown_grace=args.shutdown_grace,
         metrics_port=args.metrics_port,
     )

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -136,6 +136,15 @@ class InferenceMetrics:
             Histogram(PREFIX + name, doc, labels, buckets=REQUEST_LATENCY_BUCKETS, registry=r)
             for name, doc in phases
         )
+        self.engine_stalled = Gauge(
+            PREFIX + "engine_stalled",
+            "1 while the model's engine holds requests and has generated no token for "
+            "--engine-stall-s (inference.engine_watch), else 0.",
+            labels,
+            registry=r,
+        )
+        for model in models:
+            self.engine_stalled.labels(model.id).set(0)
         r.register(EngineStatsCollector(models))
         self._models: dict[str, ModelMetrics] = {}
 

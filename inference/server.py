@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from dataclasses import dataclass
@@ -14,7 +15,13 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from inference.config import ModelsConfig
-from inference.defaults import MAX_CONCURRENT_REQUESTS, SHUTDOWN_GRACE_S, WAITING_INTERVAL_S
+from inference.defaults import (
+    ENGINE_STALL_S,
+    MAX_CONCURRENT_REQUESTS,
+    SHUTDOWN_GRACE_S,
+    WAITING_INTERVAL_S,
+)
+from inference.engine_watch import EngineWatch
 from inference.metrics import InferenceMetrics, serve_metrics
 from inference.pacing import (
     DEFAULT_FLUSH_INTERVAL_S,
@@ -58,6 +65,8 @@ class ServerOptions:
     flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S
     # How often a GenerateMany generation still waiting its turn is told so (inference.defaults).
     waiting_interval_s: float = WAITING_INTERVAL_S
+    # Requests in an engine and no token for this long: the engine is stalled (0: not checked).
+    engine_stall_s: float = ENGINE_STALL_S
     shutdown_grace: float = SHUTDOWN_GRACE_S
     # Prometheus metrics over HTTP on this port (0: a free one; None: no metrics server).
     metrics_port: int | None = None
@@ -101,6 +110,7 @@ class InferenceServer:
             self._server,
         )
         self.port = 0
+        self._engine_watch_task: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         self.port = self._server.add_insecure_port(f"{self.options.host}:{self.options.port}")
@@ -113,15 +123,46 @@ class InferenceServer:
             )
             self.metrics_port = self._metrics_server.server_port
             log.info("metrics on http://%s:%d/metrics", self.options.host, self.metrics_port)
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._report_health(serving=True)
+        if self.options.engine_stall_s > 0:
+            self._engine_watch_task = asyncio.create_task(
+                self._watch_engines(self.options.engine_stall_s), name="engine-watch"
+            )
         log.info("inference service listening on %s:%d", self.options.host, self.port)
         return self.port
+
+    async def _report_health(self, *, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING
+        if not serving:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)  # ignored once draining: NOT_SERVING stays
+
+    async def _watch_engines(self, stall_s: float) -> None:
+        """Checks the engines every few seconds (inference.engine_watch); a stalled one is
+        refused, left out of ListModels and makes the server NOT_SERVING until it generates."""
+        loop = asyncio.get_running_loop()
+        watch = EngineWatch(self.registry, self.servicer.in_engine, stall_s, loop.time())
+        while True:
+            await asyncio.sleep(min(stall_s / 4, 5.0))
+            try:
+                if not watch.check(loop.time()):
+                    continue
+                self.servicer.stalled = watch.stalled
+                for model in self.registry:
+                    self.metrics.engine_stalled.labels(model.id).set(int(model.id in watch.stalled))
+                await self._report_health(serving=not watch.stalled)
+            except Exception:  # the watch must outlive anything an engine's counter throws
+                log.exception("engine check failed")
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, let running requests finish within `grace`, then cancel."""
         await self.health.enter_graceful_shutdown()
         self.servicer.drain()
+        if self._engine_watch_task is not None:
+            self._engine_watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._engine_watch_task
         await self._server.stop(self.options.shutdown_grace if grace is None else grace)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()

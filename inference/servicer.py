@@ -57,6 +57,19 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     def running_requests(self) -> int:
         return self._runner.running_requests
 
+    def in_engine(self, model_id: str) -> int:
+        return self._runner.in_engine(model_id)
+
+    @property
+    def stalled(self) -> frozenset[str]:
+        """Models whose engine hangs (inference.engine_watch): while the engine holds requests,
+        left out of ListModels and their new requests refused with UNAVAILABLE."""
+        return self._runner.stalled
+
+    @stalled.setter
+    def stalled(self, models: frozenset[str]) -> None:
+        self._runner.stalled = models
+
     def drain(self) -> None:
         """Refuse new requests with UNAVAILABLE (open GenerateMany streams would still take
         them after the server stops); running ones go on, and each stream ends once idle."""
@@ -112,7 +125,10 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(models=[_model_info(model) for model in self._registry])
+        accepts = self._runner.accepts  # a hung engine's model is left out (engine_watch)
+        return pb.ListModelsResponse(
+            models=[_model_info(model) for model in self._registry if accepts(model.id)]
+        )
 
     async def GetModel(
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext

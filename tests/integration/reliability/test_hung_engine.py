@@ -1,0 +1,146 @@
+"""An engine that hangs while its service answers (inference.engine_watch), over real gRPC.
+
+The synthetic engine is made to hang by stopping its steps: its ticker runs, requests stay in
+it, and no token comes, which is what a wedged GPU or a dead executor thread looks like from
+the service. The watch's round is a tenth of a second here (a quarter of the stall time), and
+the engine runs one request at a time, so that others wait in its queue."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from inference.engines.synthetic import SyntheticEngine
+from tensorchat.v1 import inference_pb2 as pb
+from tensorchat.v1 import inference_pb2_grpc as pb_grpc
+from tests.integration.conftest import synthetic_models_config
+from tests.support.servers import InferenceServerThread
+from tests.support.waiting import eventually
+
+MODEL = "hang-model"
+STALL_S = 0.4
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.fixture()
+def service(tiny_qwen2_dir: Path) -> Iterator[InferenceServerThread]:
+    config = synthetic_models_config(MODEL, tiny_qwen2_dir)
+    config.models[0].options["max_batch_size"] = 1
+    server = InferenceServerThread(config, engine_stall_s=STALL_S, metrics_port=0).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def channel(service: InferenceServerThread) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(service.address) as channel:
+        yield channel
+
+
+def request(max_tokens: int) -> pb.GenerateRequest:
+    messages = pb.ChatMessages(messages=[pb.ChatMessage(role="user", content="hi")])
+    stopping = pb.StoppingCriteria(max_tokens=max_tokens, ignore_eos=True)
+    return pb.GenerateRequest(model=MODEL, messages=messages, stopping=stopping)
+
+
+def health(channel: grpc.Channel) -> list[int]:
+    stub = health_pb2_grpc.HealthStub(channel)
+    return [
+        stub.Check(health_pb2.HealthCheckRequest(service=name)).status
+        for name in ("", "tensorchat.v1.Inference")
+    ]
+
+
+def listed(channel: grpc.Channel) -> list[str]:
+    stub = pb_grpc.InferenceStub(channel)
+    return [m.id for m in stub.ListModels(pb.ListModelsRequest()).models]
+
+
+def stalled_gauge(service: InferenceServerThread) -> float:
+    assert service.server is not None
+    url = f"http://127.0.0.1:{service.server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        if family.name == "tensorchat_inference_engine_stalled":
+            return next(s.value for s in family.samples if s.labels["model_name"] == MODEL)
+    raise AssertionError("no engine_stalled gauge")
+
+
+class Reader:
+    """A Generate call read to its end on a thread of its own."""
+
+    def __init__(self, channel: grpc.Channel, max_tokens: int) -> None:
+        self.call = pb_grpc.InferenceStub(channel).Generate(request(max_tokens), timeout=30)
+        self.tokens = 0
+        self.error: grpc.StatusCode | None = None
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for response in self.call:
+                self.tokens += len(response.delta.token_ids)
+        except grpc.RpcError as error:
+            self.error = error.code()
+
+    def join(self) -> None:
+        self._thread.join(30)
+        assert not self._thread.is_alive()
+
+
+def test_a_hung_engine_is_reported_refused_and_tried_again_until_it_generates(
+    service: InferenceServerThread, channel: grpc.Channel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = service.engines[MODEL]
+    assert isinstance(engine, SyntheticEngine)
+    assert health(channel) == [SERVING, SERVING]
+    assert stalled_gauge(service) == 0
+
+    monkeypatch.setattr(engine, "_step", lambda now: None)  # the engine hangs
+    stuck = Reader(channel, max_tokens=4)
+    eventually(lambda: health(channel) == [NOT_SERVING, NOT_SERVING], "NOT_SERVING")
+    assert stalled_gauge(service) == 1
+    # While the hung engine holds a request: out of ListModels, new requests refused at once.
+    assert listed(channel) == []
+    refused = Reader(channel, max_tokens=4)
+    refused.join()
+    assert refused.error == grpc.StatusCode.UNAVAILABLE
+    assert stuck.tokens == 0 and stuck.error is None  # not cut off: it may still come
+
+    stuck.call.cancel()  # as the facade's progress timeout does
+    stuck.join()
+    # Holding nothing, it is offered again for one trial request, still NOT_SERVING.
+    eventually(lambda: listed(channel) == [MODEL], "listed again for a trial")
+    assert health(channel) == [NOT_SERVING, NOT_SERVING]
+    trial = Reader(channel, max_tokens=4)
+    eventually(lambda: listed(channel) == [], "the trial holds it")  # still hung
+    monkeypatch.undo()  # the engine generates again
+    trial.join()
+    assert trial.error is None and trial.tokens == 4
+    eventually(lambda: health(channel) == [SERVING, SERVING], "SERVING again")
+    assert stalled_gauge(service) == 0
+    assert listed(channel) == [MODEL]
+
+
+def test_requests_queued_past_the_stall_time_behind_working_ones_do_not_stall_it(
+    service: InferenceServerThread, channel: grpc.Channel
+) -> None:
+    """Four requests of 0.2 s each on a batch of one: the last waits 0.6 s in the engine's
+    queue, longer than the stall time, while the engine generates for the others."""
+    readers = [Reader(channel, max_tokens=200) for _ in range(4)]
+    for reader in readers:
+        reader.join()
+        assert reader.error is None and reader.tokens == 200
+    assert health(channel) == [SERVING, SERVING]
+    assert stalled_gauge(service) == 0
