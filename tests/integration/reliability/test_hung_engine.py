@@ -10,18 +10,22 @@ from __future__ import annotations
 import threading
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from facade.settings import FacadeSettings
+from inference.config import ModelsConfig
 from inference.engines.synthetic import SyntheticEngine
 from tensorchat.v1 import inference_pb2 as pb
 from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 from tests.integration.conftest import synthetic_models_config
-from tests.support.servers import InferenceServerThread
+from tests.support.servers import FacadeServerThread, InferenceServerThread
 from tests.support.waiting import eventually
 
 MODEL = "hang-model"
@@ -30,10 +34,18 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+API_KEY = "tc-hung-engine-test-key"
+
+
+def one_at_a_time(checkpoint: Path) -> ModelsConfig:
+    config = synthetic_models_config(MODEL, checkpoint)
+    config.models[0].options["max_batch_size"] = 1
+    return config
+
+
 @pytest.fixture()
 def service(tiny_qwen2_dir: Path) -> Iterator[InferenceServerThread]:
-    config = synthetic_models_config(MODEL, tiny_qwen2_dir)
-    config.models[0].options["max_batch_size"] = 1
+    config = one_at_a_time(tiny_qwen2_dir)
     server = InferenceServerThread(config, engine_stall_s=STALL_S, metrics_port=0).start()
     try:
         yield server
@@ -144,3 +156,63 @@ def test_requests_queued_past_the_stall_time_behind_working_ones_do_not_stall_it
         assert reader.error is None and reader.tokens == 200
     assert health(channel) == [SERVING, SERVING]
     assert stalled_gauge(service) == 0
+
+
+def test_behind_the_facade_a_hung_replica_holds_at_most_one_request_and_every_client_is_served(
+    tiny_qwen2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas, one hangs. Before the watch, the facade put it back in routing at every
+    good ListModels probe, and each request sent there waited out the progress timeout. Now,
+    once it is found stalled, it holds at most the one trial request at any moment; every
+    client gets its answer (from the other replica, or after a retry there)."""
+    config = one_at_a_time(tiny_qwen2_dir)
+    hung, working = (
+        InferenceServerThread(config, engine_stall_s=STALL_S).start() for _ in range(2)
+    )
+    settings = FacadeSettings(
+        backends=[hung.address, working.address],
+        keys_file=None,
+        api_keys=[API_KEY],
+        refresh_interval_s=0.2,
+        progress_timeout_s=1.0,
+    )
+    facade = FacadeServerThread(settings).start()
+    headers = {"authorization": f"Bearer {API_KEY}"}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    try:
+        with (
+            httpx.Client(base_url=facade.url, headers=headers, timeout=30) as client,
+            grpc.insecure_channel(hung.address) as hung_channel,
+        ):
+            assert client.post("/v1/chat/completions", json=body).status_code == 200
+            monkeypatch.setattr(hung.engines[MODEL], "_step", lambda now: None)
+
+            def ask(_: int) -> int:
+                return client.post("/v1/chat/completions", json=body).status_code
+
+            with ThreadPoolExecutor(4) as clients:
+
+                def found() -> bool:  # requests reach the hung replica until it is found
+                    assert set(clients.map(ask, range(4))) == {200}
+                    return health(hung_channel) == [NOT_SERVING, NOT_SERVING]
+
+                eventually(found, "the hung replica found stalled")
+                held: list[int] = []
+
+                def ask_and_look(i: int) -> int:
+                    status = ask(i)
+                    held.append(hung.call(_in_engine(hung)))
+                    return status
+
+                statuses = list(clients.map(ask_and_look, range(40)))
+            assert set(statuses) == {200}
+            assert max(held) <= 1, held
+    finally:
+        facade.stop()
+        hung.stop()
+        working.stop()
+
+
+async def _in_engine(server: InferenceServerThread) -> int:
+    assert server.server is not None
+    return server.server.servicer.in_engine(MODEL)
