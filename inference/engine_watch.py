@@ -60,14 +60,23 @@ class EngineWatch:
         self._in_engine = in_engine
         self.stall_s = stall_s
         self._progress = {m.id: _Progress(m.engine.generated_tokens, now) for m in self._models}
+        self._checked_at = now
         self.stalled: frozenset[str] = frozenset()
 
     def check(self, now: float) -> bool:
         """Updates `stalled` from each engine's counter; whether it changed."""
+        # A round far later than the server's rounds (a few seconds apart) means the whole
+        # process was stopped or its loop blocked (SIGSTOP, a stuck call): the engine could
+        # not have been seen generating meanwhile, so its quiet time starts again here.
+        starved = now - self._checked_at > self.stall_s / 2
+        self._checked_at = now
         stalled = set(self.stalled)
         for model in self._models:
             progress = self._progress[model.id]
             tokens = model.engine.generated_tokens
+            if starved and tokens == progress.tokens and model.id not in stalled:
+                progress.since = now
+                continue
             if tokens != progress.tokens:
                 progress.tokens, progress.since = tokens, now
                 if model.id in stalled:

@@ -2,7 +2,7 @@
 
 The synthetic engine is made to hang by stopping its steps: its ticker runs, requests stay in
 it, and no token comes, which is what a wedged GPU or a dead executor thread looks like from
-the service. The watch's round is a tenth of a second here (a quarter of the stall time), and
+the service. The watch's round is a quarter of a second here (a quarter of the stall time), and
 the engine runs one request at a time, so that others wait in its queue."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tests.support.servers import FacadeServerThread, InferenceServerThread
 from tests.support.waiting import eventually
 
 MODEL = "hang-model"
-STALL_S = 0.4
+STALL_S = 1.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -148,9 +148,9 @@ def test_a_hung_engine_is_reported_refused_and_tried_again_until_it_generates(
 def test_requests_queued_past_the_stall_time_behind_working_ones_do_not_stall_it(
     service: InferenceServerThread, channel: grpc.Channel
 ) -> None:
-    """Four requests of 0.2 s each on a batch of one: the last waits 0.6 s in the engine's
+    """Eight requests of 0.2 s each on a batch of one: the last waits 1.4 s in the engine's
     queue, longer than the stall time, while the engine generates for the others."""
-    readers = [Reader(channel, max_tokens=200) for _ in range(4)]
+    readers = [Reader(channel, max_tokens=200) for _ in range(8)]
     for reader in readers:
         reader.join()
         assert reader.error is None and reader.tokens == 200
