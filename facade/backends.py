@@ -5,7 +5,11 @@ for its models (ListModels) every `refresh_interval_s`; a target that fails the 
 whose generation fails with UNAVAILABLE, leaves the routing table at once and comes back on
 its next good probe, without a restart. Busy is not down: a target that misses the probe's
 deadline, or stalls a generation, while its streams still bring messages stays routed
-(`_sending`); one silent on its streams too is hung and leaves.
+(`_sending`); one silent on its streams too is hung and leaves. A target that names one
+server is also asked for its grpc.health status with each probe, and leaves while it says
+NOT_SERVING: its engine has stalled (inference/engine_watch.py) or it drains. A DNS target's
+health check reaches one of its addresses, which cannot speak for the others, so it is not
+asked.
 
 Routing: a model name is matched case-insensitively against every id and alias the
 backends report. Several targets serving the same id are replicas; each request goes to
@@ -34,6 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from facade.backend_streams import MAX_STREAMS_PER_BACKEND, BackendStreams, StreamLimits
 from facade.errors import APIError, clip, model_not_found
@@ -43,6 +48,8 @@ from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 DOWN_PROBE_INTERVAL_S = 0.25
+# The service's own name in grpc.health (inference/server.py reports it with "").
+INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 
 _CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
     # One channel per target may stand for many addresses; spread calls over all of them.
@@ -118,6 +125,8 @@ class Backend:
     channel: grpc.aio.Channel
     stub: pb_grpc.InferenceAsyncStub  # what InferenceStub(aio channel) returns
     generations: BackendStreams  # chat requests go over its GenerateMany streams
+    # Names one server (`streams_for`): its grpc.health status is its own, and is asked.
+    one_server: bool = False
     models: dict[str, pb.ModelInfo] = field(default_factory=dict)
     healthy: bool = False
     outstanding: int = 0
@@ -185,13 +194,15 @@ class BackendPool:
         for target in self.targets:
             channel = grpc.aio.insecure_channel(target, options=self._channel_options)
             stub = pb_grpc.InferenceStub(channel)
+            max_streams = streams_for(target)
             streams = BackendStreams(
                 stub,
                 self._stream_limits,
                 progress_timeout_s=self._progress_timeout_s,
-                max_streams=streams_for(target),
+                max_streams=max_streams,
             )
-            self.backends.append(Backend(target, channel, stub, streams))
+            backend = Backend(target, channel, stub, streams, one_server=max_streams == 1)
+            self.backends.append(backend)
         await self.refresh()
         self._task = asyncio.create_task(self._refresh_loop(), name="backend-refresh")
 
@@ -242,12 +253,10 @@ class BackendPool:
             ):
                 self._slow_probe(backend, reason)
                 return
-            # Logged when it goes down, and when the reason changes: a target that never came
-            # up (wrong address, nothing listening) is logged too, once per reason.
-            if backend.healthy or reason != backend.last_error:
-                log.warning("backend %s is down: %s", backend.target, reason)
-            backend.healthy, backend.models = False, {}
-            backend.last_error = reason
+            self._down(backend, reason)
+            return
+        if backend.one_server and await self._not_serving(backend):
+            self._down(backend, "NOT_SERVING on grpc.health: its engine has stalled, or it drains")
             return
         if not backend.healthy:
             log.info("backend %s is up with %d model(s)", backend.target, len(response.models))
@@ -256,6 +265,27 @@ class BackendPool:
         backend.healthy = True
         backend.last_error = None
         backend.models = {m.id: m for m in response.models}
+
+    def _down(self, backend: Backend, reason: str) -> None:
+        # Logged when it goes down, and when the reason changes: a target that never came up
+        # (wrong address, nothing listening) is logged too, once per reason.
+        if backend.healthy or reason != backend.last_error:
+            log.warning("backend %s is down: %s", backend.target, reason)
+        backend.healthy, backend.models = False, {}
+        backend.last_error = reason
+
+    async def _not_serving(self, backend: Backend) -> bool:
+        """Whether the server says NOT_SERVING on grpc.health. A check that fails says nothing:
+        ListModels, just answered, has judged whether it is up (a service without the health
+        service, UNIMPLEMENTED, is taken as serving)."""
+        request = health_pb2.HealthCheckRequest(service=INFERENCE_SERVICE)
+        try:
+            reply = await health_pb2_grpc.HealthStub(backend.channel).Check(
+                request, timeout=self.probe_timeout_s
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def _sending(self, backend: Backend) -> bool:
         """Busy, not hung: its streams brought something within the progress timeout (with

@@ -91,9 +91,10 @@ def add_inference_arguments(parser: argparse.ArgumentParser, *, port_flag: str =
         type=float,
         default=ENGINE_STALL_S,
         help="an engine that holds requests and generates no token for this long is stalled: "
-        "its model's new requests are refused with UNAVAILABLE, it leaves ListModels and the "
-        "server reports NOT_SERVING on grpc.health until it generates again; must exceed the "
-        "longest prefill (default %(default)g; 0: not checked)",
+        "the server reports NOT_SERVING on grpc.health (the facade stops routing to it, "
+        "Kubernetes' probes take it out and restart it) until it generates again, and sends "
+        "it a one-token probe request once it holds none; must exceed the longest prefill "
+        "(default %(default)g; 0: not checked)",
     )
     parser.add_argument(
         "--metrics-port",

@@ -17,8 +17,7 @@ SHUTDOWN_GRACE_S = 30.0
 # after a round hears first two rounds later, and the facade's watchdog sweeps once a second.
 WAITING_INTERVAL_S = 5.0
 # Seconds an engine may hold requests without generating a token before the service calls
-# it stalled (inference.engine_watch): its new requests are refused with UNAVAILABLE, it leaves
-# ListModels, and grpc.health says NOT_SERVING. Must exceed the longest prefill with nothing
-# else running; the facade's progress timeout (30 s) already ends a request silent that long.
-# 0: off.
+# it stalled (inference.engine_watch): grpc.health says NOT_SERVING until it generates again.
+# Must exceed the longest prefill with nothing else running; the facade's progress timeout
+# (30 s) already ends a request silent that long. 0: off.
 ENGINE_STALL_S = 30.0

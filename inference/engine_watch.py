@@ -2,26 +2,29 @@
 
 A hung engine (a wedged GPU, a dead executor thread, a deadlock in its loop) leaves the rest of
 the service working: the gRPC server, ListModels and the health service all answer. Without a
-check of the engine itself, the facade takes such a replica out of routing at each request's
+check of the engine itself, a facade takes such a replica out of routing at each request's
 progress timeout and puts it back at its next good ListModels probe, so a request is sent to
 it, and waits out the timeout, every few seconds for as long as it hangs; and Kubernetes
-keeps routing to the pod.
+keeps routing to the pod and never restarts it.
 
-The service judges its engines by what they do, not by what they say: an engine that has
-requests in it (running or queued: `RequestRunner.in_engine`) and whose generated-token
-counter (`Engine.generated_tokens`) has not moved for `stall_s` is stalled, and stays stalled
-until the counter moves. One that generates for anyone is working; one with nothing to do is
-idle and is not judged. While a model is stalled:
-- grpc.health reports NOT_SERVING (readiness takes the pod out; liveness restarts it if the
-  hang lasts: deploy/inference/inference.yaml), and `engine_stalled` is 1 on /metrics;
-- while its engine still holds requests, its new requests are refused with UNAVAILABLE
-  (callers retry on another replica at once) and ListModels leaves it out (the facade stops
-  routing it there at its next probe);
-- once its engine holds none (the facade's progress timeout cancelled them), one request at
-  a time is let in as a trial, as a circuit breaker's half-open state: an engine that was only
-  slow generates and is cleared, a hung one holds the trial and refuses the rest again.
-  Without the trial a single replica, the facade's only one (`tensorchat serve`), would
-  refuse its model until restarted after one long prefill.
+The service judges its engines by what they do, not by what they say. An engine that holds
+requests (working on them or queued: `Engine.requests_held`, which does not count finished
+requests whose outputs a slow client has yet to read) and whose generated-token counter
+(`Engine.generated_tokens`) has not moved for `stall_s` since it was first seen holding them
+is stalled, and stays stalled until the counter moves. One that generates for anyone is
+working; one that holds nothing is idle and is not judged. While any model is stalled the
+server reports NOT_SERVING on grpc.health (inference/server.py): a facade stops routing to
+it at its next probe, readiness takes the pod out of its Service and liveness restarts it if
+the hang lasts (deploy/inference/inference.yaml); `engine_stalled` is 1 on /metrics.
+
+Requests are still admitted: a refusal would send a facade's whole target down, all the pods
+behind a DNS name at once (its UNAVAILABLE means "this backend is down or drains").
+
+A stalled engine that holds nothing gets a one-token request from the server itself
+(`InferenceServicer.probe_engine`), one at a time, as TGI's health route runs a forward pass:
+an engine that was only slow (a prefill longer than `stall_s`, its request cancelled by the
+client) generates and is cleared within a round, before liveness restarts it; a hung one
+holds the probe and stays stalled.
 
 A long prefill with no other request on the engine also generates nothing until it ends, so
 `stall_s` must exceed the longest prefill a model serves (30 s by default, the facade's
@@ -31,7 +34,7 @@ progress timeout: a request silent that long is already ended there).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from inference.registry import ServedModel
@@ -42,24 +45,17 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class _Progress:
     tokens: int  # the engine's generated-token counter when last seen
-    since: float  # when it last moved, or the engine was last idle
+    since: float | None  # when it last moved or was first seen holding requests; None: idle
 
 
 class EngineWatch:
     """Checked every few seconds by the server (`check`); `stalled` names the hung engines'
     models. Times are the caller's clock, so tests drive it without waiting."""
 
-    def __init__(
-        self,
-        models: Iterable[ServedModel],
-        in_engine: Callable[[str], int],
-        stall_s: float,
-        now: float,
-    ) -> None:
+    def __init__(self, models: Iterable[ServedModel], stall_s: float, now: float) -> None:
         self._models = list(models)
-        self._in_engine = in_engine
         self.stall_s = stall_s
-        self._progress = {m.id: _Progress(m.engine.generated_tokens, now) for m in self._models}
+        self._progress = {m.id: _Progress(m.engine.generated_tokens, None) for m in self._models}
         self._checked_at = now
         self.stalled: frozenset[str] = frozenset()
 
@@ -73,28 +69,31 @@ class EngineWatch:
         stalled = set(self.stalled)
         for model in self._models:
             progress = self._progress[model.id]
-            tokens = model.engine.generated_tokens
-            if starved and tokens == progress.tokens and model.id not in stalled:
-                progress.since = now
-                continue
+            tokens, held = model.engine.generated_tokens, model.engine.requests_held
             if tokens != progress.tokens:
                 progress.tokens, progress.since = tokens, now
                 if model.id in stalled:
                     stalled.discard(model.id)
-                    log.warning("engine of %s generates again: serving it", model.id)
+                    log.warning("engine of %s generates again: serving", model.id)
             elif model.id in stalled:
                 continue  # until it generates: a hung engine whose requests left is still hung
-            elif not self._in_engine(model.id):
-                progress.since = now  # idle: nothing to judge it by
+            elif not held:
+                progress.since = None  # idle: nothing to judge it by
+            elif progress.since is None or starved:
+                progress.since = now  # its quiet time starts now
             elif now - progress.since >= self.stall_s:
                 stalled.add(model.id)
                 log.error(
-                    "engine of %s has generated no token for %.0f s with %d request(s) in it: "
-                    "reporting NOT_SERVING and refusing its new requests until it generates",
+                    "engine of %s has generated no token for %.0f s holding %d request(s): "
+                    "reporting NOT_SERVING until it generates",
                     model.id,
                     now - progress.since,
-                    self._in_engine(model.id),
+                    held,
                 )
         changed = stalled != self.stalled
         self.stalled = frozenset(stalled)
         return changed
+
+    def to_probe(self) -> list[ServedModel]:
+        """The stalled models whose engine holds nothing: only a request can show it works."""
+        return [m for m in self._models if m.id in self.stalled and not m.engine.requests_held]

@@ -138,8 +138,8 @@ class InferenceMetrics:
         )
         self.engine_stalled = Gauge(
             PREFIX + "engine_stalled",
-            "1 while the model's engine holds requests and has generated no token for "
-            "--engine-stall-s (inference.engine_watch), else 0.",
+            "1 from when the model's engine has held requests and generated no token for "
+            "--engine-stall-s until it generates again (inference.engine_watch), else 0.",
             labels,
             registry=r,
         )

@@ -7,7 +7,6 @@ Each hand-over of the engine (one output per choice) becomes at most one Delta p
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable
@@ -54,11 +53,7 @@ class RequestRunner:
         self._messages_per_second = max_messages_per_second
         self._min_stream_interval_s = min_stream_interval_s
         self._running: set[str] = set()  # request ids
-        self._in_engine: collections.Counter[str] = collections.Counter()  # per model id
         self.draining = False  # new requests are refused with UNAVAILABLE
-        # Models whose engine hangs (inference.engine_watch, set by the server): new requests
-        # are refused with UNAVAILABLE, as a draining server's are, but for one trial (`accepts`).
-        self.stalled: frozenset[str] = frozenset()
         # Few threads: enough that one long prompt does not queue the short ones behind it,
         # few enough that a burst of long prompts leaves cores to the engine and the loop.
         self._prepare_threads = PrepareThreads(PREPARE_THREADS)
@@ -66,15 +61,6 @@ class RequestRunner:
     @property
     def running_requests(self) -> int:
         return len(self._running)
-
-    def in_engine(self, model_id: str) -> int:
-        """Requests handed to `model_id`'s engine and not yet ended (running or queued there)."""
-        return self._in_engine[model_id]
-
-    def accepts(self, model_id: str) -> bool:
-        """Whether `model_id` takes new requests: its engine is not stalled, or it is and holds
-        none, so that one comes in as a trial (inference.engine_watch)."""
-        return model_id not in self.stalled or not self._in_engine[model_id]
 
     async def off_loop(self, prepare: Callable[..., T], *args: Any) -> T:
         """`prepare(*args)` (templating, tokenizing) on the preparation threads."""
@@ -91,9 +77,8 @@ class RequestRunner:
         try:
             plan = await self._admit(request)
             observation.planned(plan)
-            request_id, model_id = plan.engine_request.request_id, plan.model.id
+            request_id = plan.engine_request.request_id
             self._running.add(request_id)
-            self._in_engine[model_id] += 1
             try:
                 async with contextlib.aclosing(_responses(plan, observation)) as responses:
                     async for response in responses:
@@ -110,7 +95,6 @@ class RequestRunner:
                 ) from None
             finally:
                 self._running.discard(request_id)
-                self._in_engine[model_id] -= 1
         except RequestError as error:
             observation.status = error.status
             raise
@@ -128,12 +112,6 @@ class RequestRunner:
                 "The server is shutting down; retry on another replica.",
             )
         plan = await build_plan(self._registry, request, self._pace, self.off_loop)
-        if not self.accepts(plan.model.id):
-            raise RequestError(
-                grpc.StatusCode.UNAVAILABLE,
-                f"The engine serving `{plan.model.id}` has generated nothing for a while with "
-                "requests in it; retry on another replica.",
-            )
         if len(self._running) >= self._max_concurrent:
             raise RequestError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,

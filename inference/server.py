@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from dataclasses import dataclass
@@ -139,21 +138,35 @@ class InferenceServer:
             await self.health.set(name, status)  # ignored once draining: NOT_SERVING stays
 
     async def _watch_engines(self, stall_s: float) -> None:
-        """Checks the engines every few seconds (inference.engine_watch); a stalled one is
-        refused, left out of ListModels and makes the server NOT_SERVING until it generates."""
+        """Checks the engines every few seconds (inference.engine_watch): NOT_SERVING while one
+        is stalled, and a probe request for a stalled one that holds nothing."""
         loop = asyncio.get_running_loop()
-        watch = EngineWatch(self.registry, self.servicer.in_engine, stall_s, loop.time())
-        while True:
-            await asyncio.sleep(min(stall_s / 4, 5.0))
-            try:
-                if not watch.check(loop.time()):
-                    continue
-                self.servicer.stalled = watch.stalled
-                for model in self.registry:
-                    self.metrics.engine_stalled.labels(model.id).set(int(model.id in watch.stalled))
-                await self._report_health(serving=not watch.stalled)
-            except Exception:  # the watch must outlive anything an engine's counter throws
-                log.exception("engine check failed")
+        probes: dict[str, asyncio.Task[None]] = {}
+        try:
+            watch = EngineWatch(self.registry, stall_s, loop.time())
+            while True:
+                await asyncio.sleep(min(stall_s / 4, 5.0))
+                try:
+                    if watch.check(loop.time()):
+                        await self._report_stalled(watch.stalled)
+                    for model in watch.to_probe():
+                        if model.id not in probes or probes[model.id].done():
+                            probes[model.id] = asyncio.create_task(
+                                self.servicer.probe_engine(model.id), name="engine-probe"
+                            )
+                except Exception:  # the watch must outlive anything an engine throws
+                    log.exception("engine check failed")
+        except Exception:
+            log.exception("the engine watch stopped")
+        finally:
+            for probe in probes.values():
+                probe.cancel()
+            await asyncio.gather(*probes.values(), return_exceptions=True)
+
+    async def _report_stalled(self, stalled: frozenset[str]) -> None:
+        for model in self.registry:
+            self.metrics.engine_stalled.labels(model.id).set(int(model.id in stalled))
+        await self._report_health(serving=not stalled)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, let running requests finish within `grace`, then cancel."""
@@ -161,8 +174,7 @@ class InferenceServer:
         self.servicer.drain()
         if self._engine_watch_task is not None:
             self._engine_watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._engine_watch_task
+            await asyncio.gather(self._engine_watch_task, return_exceptions=True)
         await self._server.stop(self.options.shutdown_grace if grace is None else grace)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -57,18 +58,20 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     def running_requests(self) -> int:
         return self._runner.running_requests
 
-    def in_engine(self, model_id: str) -> int:
-        return self._runner.in_engine(model_id)
-
-    @property
-    def stalled(self) -> frozenset[str]:
-        """Models whose engine hangs (inference.engine_watch): while the engine holds requests,
-        left out of ListModels and their new requests refused with UNAVAILABLE."""
-        return self._runner.stalled
-
-    @stalled.setter
-    def stalled(self, models: frozenset[str]) -> None:
-        self._runner.stalled = models
+    async def probe_engine(self, model_id: str) -> None:
+        """Runs a one-token request on `model_id`'s engine, as any request runs, to see whether
+        it generates (inference.engine_watch); how it ends does not matter, only the engine's
+        counter does. It shows in the request metrics like any other request."""
+        request = pb.GenerateRequest(
+            request_id=f"engine-watch-{uuid.uuid4().hex}",
+            model=model_id,
+            prompt="ping",
+            stopping=pb.StoppingCriteria(max_tokens=1, ignore_eos=True),
+        )
+        with contextlib.suppress(RequestError):
+            async with contextlib.aclosing(self._runner.run(request)) as responses:
+                async for _ in responses:
+                    pass
 
     def drain(self) -> None:
         """Refuse new requests with UNAVAILABLE (open GenerateMany streams would still take
@@ -125,10 +128,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        accepts = self._runner.accepts  # a hung engine's model is left out (engine_watch)
-        return pb.ListModelsResponse(
-            models=[_model_info(model) for model in self._registry if accepts(model.id)]
-        )
+        return pb.ListModelsResponse(models=[_model_info(model) for model in self._registry])
 
     async def GetModel(
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext

@@ -159,6 +159,14 @@ class Engine(ABC):
         work return their counter directly."""
         return self.stats().generated_tokens
 
+    @property
+    def requests_held(self) -> int:
+        """Requests the engine is working on or has queued (not those it finished whose
+        outputs a slow reader has yet to take): whether it owes tokens
+        (inference.engine_watch). Engines whose `stats()` does more work count directly."""
+        stats = self.stats()
+        return stats.active_requests + stats.queued_requests
+
     def prompt_logprobs_refusal(self) -> str | None:
         """Why this engine cannot honour `params.prompt_logprobs`; None when it can."""
         return None

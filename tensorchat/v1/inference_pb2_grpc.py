@@ -96,10 +96,7 @@ class InferenceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListModels(self, request, context):
-        """Models this server can serve now, with their limits. A model whose engine holds
-        requests and has generated no token for --engine-stall-s is left out, and its new
-        requests are refused with UNAVAILABLE, while the engine still holds requests
-        (inference/engine_watch.py).
+        """Models this server can serve, with their limits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -54,11 +54,7 @@ class InferenceStub:
     GenerationEnd before the call ended did not run to an end there: retry it elsewhere.
     """
     ListModels: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ListModelsRequest, _inference_pb2.ListModelsResponse]
-    """Models this server can serve now, with their limits. A model whose engine holds
-    requests and has generated no token for --engine-stall-s is left out, and its new
-    requests are refused with UNAVAILABLE, while the engine still holds requests
-    (inference/engine_watch.py).
-    """
+    """Models this server can serve, with their limits."""
     GetModel: _grpc.UnaryUnaryMultiCallable[_inference_pb2.GetModelRequest, _inference_pb2.ModelInfo]
     """One model by id or alias (case-insensitive); NOT_FOUND if unknown."""
     Tokenize: _grpc.UnaryUnaryMultiCallable[_inference_pb2.TokenizeRequest, _inference_pb2.TokenizeResponse]
@@ -84,11 +80,7 @@ class InferenceAsyncStub(InferenceStub):
     GenerationEnd before the call ended did not run to an end there: retry it elsewhere.
     """
     ListModels: _aio.UnaryUnaryMultiCallable[_inference_pb2.ListModelsRequest, _inference_pb2.ListModelsResponse]  # type: ignore[assignment]
-    """Models this server can serve now, with their limits. A model whose engine holds
-    requests and has generated no token for --engine-stall-s is left out, and its new
-    requests are refused with UNAVAILABLE, while the engine still holds requests
-    (inference/engine_watch.py).
-    """
+    """Models this server can serve, with their limits."""
     GetModel: _aio.UnaryUnaryMultiCallable[_inference_pb2.GetModelRequest, _inference_pb2.ModelInfo]  # type: ignore[assignment]
     """One model by id or alias (case-insensitive); NOT_FOUND if unknown."""
     Tokenize: _aio.UnaryUnaryMultiCallable[_inference_pb2.TokenizeRequest, _inference_pb2.TokenizeResponse]  # type: ignore[assignment]
@@ -129,11 +121,7 @@ class InferenceServicer(metaclass=_abc_1.ABCMeta):
         request: _inference_pb2.ListModelsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.ListModelsResponse, _abc.Awaitable[_inference_pb2.ListModelsResponse]]:
-        """Models this server can serve now, with their limits. A model whose engine holds
-        requests and has generated no token for --engine-stall-s is left out, and its new
-        requests are refused with UNAVAILABLE, while the engine still holds requests
-        (inference/engine_watch.py).
-        """
+        """Models this server can serve, with their limits."""
 
     @_abc_1.abstractmethod
     def GetModel(

@@ -546,6 +546,10 @@ class TrtllmEngine(Engine):
     def generated_tokens(self) -> int:
         return self._generated_tokens
 
+    @property
+    def requests_held(self) -> int:
+        return len(self._streams)  # retired once the executor finished them (`_dispatch`)
+
     def stats(self) -> EngineStats:
         executor = self._executor
         if executor is None:

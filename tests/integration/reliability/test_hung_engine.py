@@ -7,7 +7,9 @@ the engine runs one request at a time, so that others wait in its queue."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -111,7 +113,7 @@ class Reader:
         assert not self._thread.is_alive()
 
 
-def test_a_hung_engine_is_reported_refused_and_tried_again_until_it_generates(
+def test_a_hung_engine_is_reported_probed_when_it_holds_nothing_and_cleared_when_it_generates(
     service: InferenceServerThread, channel: grpc.Channel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = service.engines[MODEL]
@@ -123,26 +125,37 @@ def test_a_hung_engine_is_reported_refused_and_tried_again_until_it_generates(
     stuck = Reader(channel, max_tokens=4)
     eventually(lambda: health(channel) == [NOT_SERVING, NOT_SERVING], "NOT_SERVING")
     assert stalled_gauge(service) == 1
-    # While the hung engine holds a request: out of ListModels, new requests refused at once.
-    assert listed(channel) == []
-    refused = Reader(channel, max_tokens=4)
-    refused.join()
-    assert refused.error == grpc.StatusCode.UNAVAILABLE
+    assert listed(channel) == [MODEL]  # still served: a refusal would down a whole DNS target
     assert stuck.tokens == 0 and stuck.error is None  # not cut off: it may still come
 
     stuck.call.cancel()  # as the facade's progress timeout does
     stuck.join()
-    # Holding nothing, it is offered again for one trial request, still NOT_SERVING.
-    eventually(lambda: listed(channel) == [MODEL], "listed again for a trial")
+    # Holding nothing, it gets the server's own one-token probe, which it holds too.
+    eventually(lambda: engine.requests_held == 1, "the server's probe in the engine")
     assert health(channel) == [NOT_SERVING, NOT_SERVING]
-    trial = Reader(channel, max_tokens=4)
-    eventually(lambda: listed(channel) == [], "the trial holds it")  # still hung
-    monkeypatch.undo()  # the engine generates again
-    trial.join()
-    assert trial.error is None and trial.tokens == 4
+    monkeypatch.undo()  # the engine generates again (or was only slow): the probe shows it
     eventually(lambda: health(channel) == [SERVING, SERVING], "SERVING again")
     assert stalled_gauge(service) == 0
-    assert listed(channel) == [MODEL]
+    assert engine.requests_held == 0
+    after = Reader(channel, max_tokens=4)
+    after.join()
+    assert after.error is None and after.tokens == 4
+
+
+def test_a_finished_request_whose_client_stops_reading_does_not_stall_the_engine(
+    service: InferenceServerThread, channel: grpc.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The engine is done with it (it holds nothing); only the client is slow."""
+    caplog.set_level(logging.INFO, logger="inference.engine_watch")
+    engine = service.engines[MODEL]
+    stubborn = pb_grpc.InferenceStub(channel).Generate(request(max_tokens=200), timeout=30)
+    next(iter(stubborn))  # read once, then never again
+    eventually(lambda: engine.requests_held == 0, "the engine done with it")
+    time.sleep(2 * STALL_S)  # rounds of the watch go by (what they find is asserted below)
+    assert health(channel) == [SERVING, SERVING]
+    assert stalled_gauge(service) == 0
+    assert [r.getMessage() for r in caplog.records if r.name == "inference.engine_watch"] == []
+    stubborn.cancel()
 
 
 def test_requests_queued_past_the_stall_time_behind_working_ones_do_not_stall_it(
@@ -158,13 +171,14 @@ def test_requests_queued_past_the_stall_time_behind_working_ones_do_not_stall_it
     assert stalled_gauge(service) == 0
 
 
-def test_behind_the_facade_a_hung_replica_holds_at_most_one_request_and_every_client_is_served(
+def test_behind_the_facade_a_hung_replica_gets_no_more_requests_and_every_client_is_served(
     tiny_qwen2_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two replicas, one hangs. Before the watch, the facade put it back in routing at every
-    good ListModels probe, and each request sent there waited out the progress timeout. Now,
-    once it is found stalled, it holds at most the one trial request at any moment; every
-    client gets its answer (from the other replica, or after a retry there)."""
+    """Two replicas, each its own target; one hangs. Before the watch, the facade put it back
+    in routing at every good ListModels probe, and each request sent there waited out the
+    progress timeout. Now the facade's probe reads its NOT_SERVING and leaves it out: once
+    the requests it held are gone, it holds only the server's own probe request, and every
+    client gets its answer from the other replica."""
     config = one_at_a_time(tiny_qwen2_dir)
     hung, working = (
         InferenceServerThread(config, engine_stall_s=STALL_S).start() for _ in range(2)
@@ -174,45 +188,40 @@ def test_behind_the_facade_a_hung_replica_holds_at_most_one_request_and_every_cl
         keys_file=None,
         api_keys=[API_KEY],
         refresh_interval_s=0.2,
-        progress_timeout_s=1.0,
+        progress_timeout_s=2.0,
     )
     facade = FacadeServerThread(settings).start()
+    pool = facade.app.state.facade.pool
     headers = {"authorization": f"Bearer {API_KEY}"}
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    hung_engine = hung.engines[MODEL]
     try:
-        with (
-            httpx.Client(base_url=facade.url, headers=headers, timeout=30) as client,
-            grpc.insecure_channel(hung.address) as hung_channel,
-        ):
-            assert client.post("/v1/chat/completions", json=body).status_code == 200
-            monkeypatch.setattr(hung.engines[MODEL], "_step", lambda now: None)
+        with httpx.Client(base_url=facade.url, headers=headers, timeout=30) as client:
+            eventually(lambda: len(pool.candidates(MODEL)) == 2, "both replicas routed")
+            monkeypatch.setattr(hung_engine, "_step", lambda now: None)
 
             def ask(_: int) -> int:
                 return client.post("/v1/chat/completions", json=body).status_code
 
             with ThreadPoolExecutor(4) as clients:
 
-                def found() -> bool:  # requests reach the hung replica until it is found
+                def left_out() -> bool:  # requests reach the hung replica until it is found
                     assert set(clients.map(ask, range(4))) == {200}
-                    return health(hung_channel) == [NOT_SERVING, NOT_SERVING]
+                    return [b.target for b in pool.candidates(MODEL)] == [working.address]
 
-                eventually(found, "the hung replica found stalled")
+                eventually(left_out, "the hung replica out of the facade's routing")
+                eventually(lambda: hung_engine.requests_held <= 1, "its requests gone")
                 held: list[int] = []
 
                 def ask_and_look(i: int) -> int:
                     status = ask(i)
-                    held.append(hung.call(_in_engine(hung)))
+                    held.append(hung_engine.requests_held)
                     return status
 
                 statuses = list(clients.map(ask_and_look, range(40)))
             assert set(statuses) == {200}
-            assert max(held) <= 1, held
+            assert max(held) <= 1, held  # the server's own probe, no client's request
     finally:
         facade.stop()
         hung.stop()
         working.stop()
-
-
-async def _in_engine(server: InferenceServerThread) -> int:
-    assert server.server is not None
-    return server.server.servicer.in_engine(MODEL)
