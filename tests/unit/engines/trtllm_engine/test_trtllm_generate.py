@@ -503,6 +503,27 @@ async def test_closing_the_iterator_cancels_the_executor_request(
     assert executor.fake_unfinished_request_ids() == set()
 
 
+async def test_requests_held_counts_what_the_executor_owes_not_what_the_reader_left_unread(
+    fake_trtllm: ModuleType, start_engine: EngineFactory
+) -> None:
+    """inference.engine_watch judges an engine by what it holds: a request the executor has
+    finished is retired (`_dispatch`), whether or not its reader took the outputs."""
+    engine = await start_engine()
+    stream = cast(
+        AsyncGenerator[list[SequenceOutput]],
+        engine.generate(request([7, 7], temperature=0.0, max_tokens=8, ignore_eos=True)),
+    )
+    first = await anext(stream)
+    assert engine.requests_held == 1
+    for _ in range(400):
+        if not engine.requests_held:
+            break
+        await asyncio.sleep(0.005)
+    assert engine.requests_held == 0
+    rest = [output async for outputs in stream for output in outputs]
+    assert sum(len(o.token_ids) for o in [*first, *rest]) == 8
+
+
 async def test_cancelled_task_cancels_the_request(
     fake_trtllm: ModuleType, start_engine: EngineFactory
 ) -> None:
