@@ -5,11 +5,15 @@ for its models (ListModels) every `refresh_interval_s`; a target that fails the 
 whose generation fails with UNAVAILABLE, leaves the routing table at once and comes back on
 its next good probe, without a restart. Busy is not down: a target that misses the probe's
 deadline, or stalls a generation, while its streams still bring messages stays routed
-(`_sending`); one silent on its streams too is hung and leaves. A target that names one
-server is also asked for its grpc.health status with each probe, and leaves while it says
-NOT_SERVING: its engine has stalled (inference/engine_watch.py) or it drains. A DNS target's
-health check reaches one of its addresses, which cannot speak for the others, so it is not
-asked.
+(`_sending`); one silent on its streams too is hung and leaves.
+
+Each channel also watches its servers' grpc.health status (gRPC's client-side health checking,
+`healthCheckConfig`): a server that says NOT_SERVING, because its engine has stalled
+(inference/engine_watch.py) or it drains, gets no new calls. A target that names one server
+then fails its next probe and leaves routing until it serves again; behind a DNS target, that
+pod gets no new streams, and the streams already on it move off as they are rotated
+(`StreamLimits`, `TENSORCHAT_STREAM_MAX_AGE_S`). A server without the health service (older
+than it) is taken as serving.
 
 Routing: a model name is matched case-insensitively against every id and alias the
 backends report. Several targets serving the same id are replicas; each request goes to
@@ -38,7 +42,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from facade.backend_streams import MAX_STREAMS_PER_BACKEND, BackendStreams, StreamLimits
 from facade.errors import APIError, clip, model_not_found
@@ -48,12 +51,16 @@ from tensorchat.v1 import inference_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 DOWN_PROBE_INTERVAL_S = 0.25
-# The service's own name in grpc.health (inference/server.py reports it with "").
-INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 
-_CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
+_SERVICE_CONFIG = {
     # One channel per target may stand for many addresses; spread calls over all of them.
-    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+    "loadBalancingConfig": [{"round_robin": {}}],
+    # ... but not to an address whose grpc.health status for the service is NOT_SERVING
+    # (gRPC proposal A17; UNIMPLEMENTED counts as serving). Module docstring.
+    "healthCheckConfig": {"serviceName": pb.DESCRIPTOR.services_by_name["Inference"].full_name},
+}
+_CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
+    ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
     # Re-resolve DNS promptly when a replica appears or goes away.
     ("grpc.dns_min_time_between_resolutions_ms", 5000),
     # A target that is not up yet (a model still loading) is retried at least twice a second,
@@ -125,8 +132,6 @@ class Backend:
     channel: grpc.aio.Channel
     stub: pb_grpc.InferenceAsyncStub  # what InferenceStub(aio channel) returns
     generations: BackendStreams  # chat requests go over its GenerateMany streams
-    # Names one server (`streams_for`): its grpc.health status is its own, and is asked.
-    one_server: bool = False
     models: dict[str, pb.ModelInfo] = field(default_factory=dict)
     healthy: bool = False
     outstanding: int = 0
@@ -194,15 +199,13 @@ class BackendPool:
         for target in self.targets:
             channel = grpc.aio.insecure_channel(target, options=self._channel_options)
             stub = pb_grpc.InferenceStub(channel)
-            max_streams = streams_for(target)
             streams = BackendStreams(
                 stub,
                 self._stream_limits,
                 progress_timeout_s=self._progress_timeout_s,
-                max_streams=max_streams,
+                max_streams=streams_for(target),
             )
-            backend = Backend(target, channel, stub, streams, one_server=max_streams == 1)
-            self.backends.append(backend)
+            self.backends.append(Backend(target, channel, stub, streams))
         await self.refresh()
         self._task = asyncio.create_task(self._refresh_loop(), name="backend-refresh")
 
@@ -253,10 +256,12 @@ class BackendPool:
             ):
                 self._slow_probe(backend, reason)
                 return
-            self._down(backend, reason)
-            return
-        if backend.one_server and await self._not_serving(backend):
-            self._down(backend, "NOT_SERVING on grpc.health: its engine has stalled, or it drains")
+            # Logged when it goes down, and when the reason changes: a target that never came
+            # up (wrong address, nothing listening) is logged too, once per reason.
+            if backend.healthy or reason != backend.last_error:
+                log.warning("backend %s is down: %s", backend.target, reason)
+            backend.healthy, backend.models = False, {}
+            backend.last_error = reason
             return
         if not backend.healthy:
             log.info("backend %s is up with %d model(s)", backend.target, len(response.models))
@@ -265,27 +270,6 @@ class BackendPool:
         backend.healthy = True
         backend.last_error = None
         backend.models = {m.id: m for m in response.models}
-
-    def _down(self, backend: Backend, reason: str) -> None:
-        # Logged when it goes down, and when the reason changes: a target that never came up
-        # (wrong address, nothing listening) is logged too, once per reason.
-        if backend.healthy or reason != backend.last_error:
-            log.warning("backend %s is down: %s", backend.target, reason)
-        backend.healthy, backend.models = False, {}
-        backend.last_error = reason
-
-    async def _not_serving(self, backend: Backend) -> bool:
-        """Whether the server says NOT_SERVING on grpc.health. A check that fails says nothing:
-        ListModels, just answered, has judged whether it is up (a service without the health
-        service, UNIMPLEMENTED, is taken as serving)."""
-        request = health_pb2.HealthCheckRequest(service=INFERENCE_SERVICE)
-        try:
-            reply = await health_pb2_grpc.HealthStub(backend.channel).Check(
-                request, timeout=self.probe_timeout_s
-            )
-        except grpc.aio.AioRpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def _sending(self, backend: Backend) -> bool:
         """Busy, not hung: its streams brought something within the progress timeout (with

@@ -13,9 +13,11 @@ requests whose outputs a slow client has yet to read) and whose generated-token 
 (`Engine.generated_tokens`) has not moved for `stall_s` since it was first seen holding them
 is stalled, and stays stalled until the counter moves. One that generates for anyone is
 working; one that holds nothing is idle and is not judged. While any model is stalled the
-server reports NOT_SERVING on grpc.health (inference/server.py): a facade stops routing to
-it at its next probe, readiness takes the pod out of its Service and liveness restarts it if
-the hang lasts (deploy/inference/inference.yaml); `engine_stalled` is 1 on /metrics.
+server reports NOT_SERVING on grpc.health (inference/server.py): the facade's channels stop
+making new calls to it (gRPC client-side health checking, facade/backends.py), readiness takes
+the pod out of its Service and liveness restarts it if the hang lasts
+(deploy/inference/inference.yaml); `engine_stalled` is 1 on /metrics. The status is the
+server's, so one stalled model takes every model of a multi-model server out with it.
 
 Requests are still admitted: a refusal would send a facade's whole target down, all the pods
 behind a DNS name at once (its UNAVAILABLE means "this backend is down or drains").
@@ -71,10 +73,11 @@ class EngineWatch:
             progress = self._progress[model.id]
             tokens, held = model.engine.generated_tokens, model.engine.requests_held
             if tokens != progress.tokens:
-                progress.tokens, progress.since = tokens, now
+                # Holding nothing now, its quiet time starts with the next request it holds.
+                progress.tokens, progress.since = tokens, now if held else None
                 if model.id in stalled:
                     stalled.discard(model.id)
-                    log.warning("engine of %s generates again: serving", model.id)
+                    log.warning("engine of %s generates again", model.id)
             elif model.id in stalled:
                 continue  # until it generates: a hung engine whose requests left is still hung
             elif not held:

@@ -142,18 +142,25 @@ class InferenceServer:
         is stalled, and a probe request for a stalled one that holds nothing."""
         loop = asyncio.get_running_loop()
         probes: dict[str, asyncio.Task[None]] = {}
+        reported: frozenset[str] = frozenset()
         try:
             watch = EngineWatch(self.registry, stall_s, loop.time())
             while True:
                 await asyncio.sleep(min(stall_s / 4, 5.0))
                 try:
-                    if watch.check(loop.time()):
+                    watch.check(loop.time())
+                    if watch.stalled != reported:  # (a failed report is tried again)
                         await self._report_stalled(watch.stalled)
+                        reported = watch.stalled
                     for model in watch.to_probe():
                         if model.id not in probes or probes[model.id].done():
+                            if model.id not in probes:
+                                log.info("probing the stalled engine of %s", model.id)
                             probes[model.id] = asyncio.create_task(
                                 self.servicer.probe_engine(model.id), name="engine-probe"
                             )
+                    for model_id in [m for m in probes if m not in watch.stalled]:
+                        probes.pop(model_id).cancel()  # cleared: its probe, if any, is done
                 except Exception:  # the watch must outlive anything an engine throws
                     log.exception("engine check failed")
         except Exception:

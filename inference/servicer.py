@@ -60,15 +60,18 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     async def probe_engine(self, model_id: str) -> None:
         """Runs a one-token request on `model_id`'s engine, as any request runs, to see whether
-        it generates (inference.engine_watch); how it ends does not matter, only the engine's
-        counter does. It shows in the request metrics like any other request."""
+        it generates (inference.engine_watch): only the engine's counter tells, so how the
+        request ends is not looked at. It shows in the request metrics and logs like any
+        other request, with an `engine-watch-` request id."""
         request = pb.GenerateRequest(
             request_id=f"engine-watch-{uuid.uuid4().hex}",
             model=model_id,
             prompt="ping",
             stopping=pb.StoppingCriteria(max_tokens=1, ignore_eos=True),
         )
-        with contextlib.suppress(RequestError):
+        # Whatever it ends with (a refusal, an engine fault the runner has logged) is the
+        # watch's to judge by the counter; nothing escapes the probe's task.
+        with contextlib.suppress(Exception):
             async with contextlib.aclosing(self._runner.run(request)) as responses:
                 async for _ in responses:
                     pass

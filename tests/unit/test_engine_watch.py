@@ -63,6 +63,22 @@ def test_the_quiet_time_counts_from_the_first_round_that_sees_requests_held() ->
     assert engines.watch.stalled == {"a"}
 
 
+def test_after_a_last_token_with_nothing_held_the_quiet_time_waits_for_a_request() -> None:
+    """A request that finished (or a probe that cleared it) moves the counter and leaves the
+    engine idle: the next request's quiet time starts when a round first sees it held."""
+    engines = Engines()
+    engines.a.engine.requests_held = 1
+    engines.watch.check(5.0)
+    engines.a.engine.generated_tokens += 1
+    engines.a.engine.requests_held = 0  # its last token, and it is done
+    engines.watch.check(10.0)
+    engines.a.engine.requests_held = 1  # came at, say, 14.9
+    engines.rounds(15.0, 40.0)
+    assert engines.watch.stalled == frozenset()  # 25 s since 15, 30 since the token
+    engines.watch.check(45.0)
+    assert engines.watch.stalled == {"a"}
+
+
 def test_an_engine_generating_for_anyone_is_never_stalled() -> None:
     engines = Engines()
     engines.a.engine.requests_held = 5

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -171,57 +171,103 @@ def test_requests_queued_past_the_stall_time_behind_working_ones_do_not_stall_it
     assert stalled_gauge(service) == 0
 
 
+class Stack:
+    """Two replicas behind a facade, one of whose engines hangs; clients on 4 threads."""
+
+    def __init__(self, checkpoint: Path, backends: Callable[[str, str], list[str]]) -> None:
+        config = one_at_a_time(checkpoint)
+        self.hung, self.working = (
+            InferenceServerThread(config, engine_stall_s=STALL_S).start() for _ in range(2)
+        )
+        settings = FacadeSettings(
+            backends=backends(self.hung.address, self.working.address),
+            keys_file=None,
+            api_keys=[API_KEY],
+            refresh_interval_s=0.2,
+            progress_timeout_s=2.0,
+            stream_max_age_s=1.0,  # streams rotate: new ones are placed by gRPC's balancer
+        )
+        self.facade = FacadeServerThread(settings).start()
+        self.pool = self.facade.app.state.facade.pool
+        headers = {"authorization": f"Bearer {API_KEY}"}
+        self.client = httpx.Client(base_url=self.facade.url, headers=headers, timeout=30)
+        self.clients = ThreadPoolExecutor(4)
+        self.hung_engine = self.hung.engines[MODEL]
+
+    def ask(self, _: int = 0) -> int:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        return self.client.post("/v1/chat/completions", json=body).status_code
+
+    def hang_one(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        eventually(lambda: self.ask() == 200, "the model routed")
+        monkeypatch.setattr(self.hung_engine, "_step", lambda now: None)
+        with grpc.insecure_channel(self.hung.address) as channel:
+
+            def found() -> bool:  # requests reach the hung replica until it is found
+                list(self.clients.map(self.ask, range(4)))
+                return health(channel) == [NOT_SERVING, NOT_SERVING]
+
+            eventually(found, "the hung replica found stalled")
+
+    def served_without_the_hung_one(self) -> tuple[set[int], list[int]]:
+        """40 requests: their statuses, and what the hung engine held after each."""
+        held: list[int] = []
+
+        def ask_and_look(i: int) -> int:
+            status = self.ask(i)
+            held.append(self.hung_engine.requests_held)
+            return status
+
+        return set(self.clients.map(ask_and_look, range(40))), held
+
+    def close(self) -> None:
+        self.clients.shutdown()
+        self.client.close()
+        self.facade.stop()
+        self.hung.stop()
+        self.working.stop()
+
+
 def test_behind_the_facade_a_hung_replica_gets_no_more_requests_and_every_client_is_served(
     tiny_qwen2_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two replicas, each its own target; one hangs. Before the watch, the facade put it back
     in routing at every good ListModels probe, and each request sent there waited out the
-    progress timeout. Now the facade's probe reads its NOT_SERVING and leaves it out: once
-    the requests it held are gone, it holds only the server's own probe request, and every
+    progress timeout. Now its channel sees NOT_SERVING and its probe fails: once the
+    requests it held are gone, it holds only the server's own probe request, and every
     client gets its answer from the other replica."""
-    config = one_at_a_time(tiny_qwen2_dir)
-    hung, working = (
-        InferenceServerThread(config, engine_stall_s=STALL_S).start() for _ in range(2)
-    )
-    settings = FacadeSettings(
-        backends=[hung.address, working.address],
-        keys_file=None,
-        api_keys=[API_KEY],
-        refresh_interval_s=0.2,
-        progress_timeout_s=2.0,
-    )
-    facade = FacadeServerThread(settings).start()
-    pool = facade.app.state.facade.pool
-    headers = {"authorization": f"Bearer {API_KEY}"}
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-    hung_engine = hung.engines[MODEL]
+    stack = Stack(tiny_qwen2_dir, lambda hung, working: [hung, working])
     try:
-        with httpx.Client(base_url=facade.url, headers=headers, timeout=30) as client:
-            eventually(lambda: len(pool.candidates(MODEL)) == 2, "both replicas routed")
-            monkeypatch.setattr(hung_engine, "_step", lambda now: None)
-
-            def ask(_: int) -> int:
-                return client.post("/v1/chat/completions", json=body).status_code
-
-            with ThreadPoolExecutor(4) as clients:
-
-                def left_out() -> bool:  # requests reach the hung replica until it is found
-                    assert set(clients.map(ask, range(4))) == {200}
-                    return [b.target for b in pool.candidates(MODEL)] == [working.address]
-
-                eventually(left_out, "the hung replica out of the facade's routing")
-                eventually(lambda: hung_engine.requests_held <= 1, "its requests gone")
-                held: list[int] = []
-
-                def ask_and_look(i: int) -> int:
-                    status = ask(i)
-                    held.append(hung_engine.requests_held)
-                    return status
-
-                statuses = list(clients.map(ask_and_look, range(40)))
-            assert set(statuses) == {200}
-            assert max(held) <= 1, held  # the server's own probe, no client's request
+        stack.hang_one(monkeypatch)
+        eventually(
+            lambda: [b.target for b in stack.pool.candidates(MODEL)] == [stack.working.address],
+            "the hung replica out of the facade's routing",
+        )
+        eventually(lambda: stack.hung_engine.requests_held <= 1, "its requests gone")
+        statuses, held = stack.served_without_the_hung_one()
+        assert statuses == {200}
+        assert max(held) <= 1, held  # the server's own probe, no client's request
     finally:
-        facade.stop()
-        hung.stop()
-        working.stop()
+        stack.close()
+
+
+def test_behind_one_dns_like_target_the_hung_pod_gets_no_new_streams(
+    tiny_qwen2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both replicas behind one target of two addresses, as a headless Service is to gRPC.
+    The facade cannot leave the target out (the other pod serves it); its channel's health
+    checking keeps new streams off the hung pod, and the streams on it are rotated away."""
+    stack = Stack(tiny_qwen2_dir, lambda hung, working: [f"ipv4:{hung},{working}"])
+    try:
+        stack.hang_one(monkeypatch)
+
+        def moved_off() -> bool:  # the streams opened before it was found rotate away
+            list(stack.clients.map(stack.ask, range(4)))
+            return stack.hung_engine.requests_held <= 1
+
+        eventually(moved_off, "the hung pod's streams rotated away")
+        statuses, held = stack.served_without_the_hung_one()
+        assert statuses == {200}
+        assert max(held) <= 1, held
+    finally:
+        stack.close()
