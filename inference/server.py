@@ -152,15 +152,7 @@ class InferenceServer:
                     if watch.stalled != reported:  # (a failed report is tried again)
                         await self._report_stalled(watch.stalled)
                         reported = watch.stalled
-                    for model in watch.to_probe():
-                        if model.id not in probes or probes[model.id].done():
-                            if model.id not in probes:
-                                log.info("probing the stalled engine of %s", model.id)
-                            probes[model.id] = asyncio.create_task(
-                                self.servicer.probe_engine(model.id), name="engine-probe"
-                            )
-                    for model_id in [m for m in probes if m not in watch.stalled]:
-                        probes.pop(model_id).cancel()  # cleared: its probe, if any, is done
+                    self._probe_stalled(watch, probes)
                 except Exception:  # the watch must outlive anything an engine throws
                     log.exception("engine check failed")
         except Exception:
@@ -169,6 +161,20 @@ class InferenceServer:
             for probe in probes.values():
                 probe.cancel()
             await asyncio.gather(*probes.values(), return_exceptions=True)
+
+    def _probe_stalled(self, watch: EngineWatch, probes: dict[str, asyncio.Task[None]]) -> None:
+        """One probe request at a time per stalled engine that holds nothing (logged once per
+        stall); a cleared model's probe, done by then, is forgotten."""
+        for model in watch.to_probe():
+            if model.id not in probes:
+                log.info("probing the stalled engine of %s", model.id)
+            elif not probes[model.id].done():
+                continue
+            probes[model.id] = asyncio.create_task(
+                self.servicer.probe_engine(model.id), name="engine-probe"
+            )
+        for model_id in [m for m in probes if m not in watch.stalled]:
+            probes.pop(model_id).cancel()
 
     async def _report_stalled(self, stalled: frozenset[str]) -> None:
         for model in self.registry:
