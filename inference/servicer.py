@@ -61,8 +61,9 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def probe_engine(self, model_id: str) -> None:
         """Runs a one-token request on `model_id`'s engine, as any request runs, to see whether
         it generates (inference.engine_watch): only the engine's counter tells, so how the
-        request ends is not looked at. It shows in the request metrics and logs like any
-        other request, with an `engine-watch-` request id."""
+        request ends is not looked at. `ignore_eos` makes its one token a counted one on every
+        engine (an eos is never output; TensorRT-LLM: end_id -1, trtllm/requests.py). It shows
+        in the request metrics and logs like any other request, with an `engine-watch-` id."""
         request = pb.GenerateRequest(
             request_id=f"engine-watch-{uuid.uuid4().hex}",
             model=model_id,

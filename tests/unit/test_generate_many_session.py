@@ -409,6 +409,11 @@ class Engine:
                 await self.round_done.wait()
 
 
+@pytest.fixture()
+def engine() -> Engine:
+    return Engine()
+
+
 def serve_with_engine(
     parts: tuple[Script, Writes, Client], progress: EngineProgress
 ) -> asyncio.Task[None]:
@@ -425,10 +430,9 @@ def kinds(writes: Writes, request_id: str) -> list[str]:
 
 
 async def test_a_generation_that_waits_while_its_engine_works_hears_waiting_until_it_sends(
-    parts: tuple[Script, Writes, Client],
+    parts: tuple[Script, Writes, Client], engine: Engine
 ) -> None:
     script, writes, client = parts
-    engine = Engine()
     task = serve_with_engine(parts, engine.progress)
     client.start("queued")
     # A round for each (the engine moved in each but the first, which has nothing to compare).
@@ -450,10 +454,9 @@ async def test_a_generation_that_waits_while_its_engine_works_hears_waiting_unti
 
 
 async def test_a_hung_engine_sends_no_waiting_so_the_watchdog_still_finds_it(
-    parts: tuple[Script, Writes, Client],
+    parts: tuple[Script, Writes, Client], engine: Engine
 ) -> None:
     script, writes, client = parts
-    engine = Engine()
     engine.stuck = True
     task = serve_with_engine(parts, engine.progress)
     client.start("stuck")
@@ -468,10 +471,9 @@ async def test_a_hung_engine_sends_no_waiting_so_the_watchdog_still_finds_it(
 
 
 async def test_a_generation_for_a_model_no_engine_serves_gets_no_waiting(
-    parts: tuple[Script, Writes, Client],
+    parts: tuple[Script, Writes, Client], engine: Engine
 ) -> None:
     script, writes, client = parts
-    engine = Engine()
     task = serve_with_engine(parts, engine.progress)
     client.send(pb.GenerateManyRequest(start=pb.GenerateRequest(request_id="x", model="other")))
     await engine.until_rounds(4)
@@ -482,10 +484,9 @@ async def test_a_generation_for_a_model_no_engine_serves_gets_no_waiting(
 
 
 async def test_a_round_whose_engine_progress_fails_is_logged_and_the_next_rounds_go_on(
-    parts: tuple[Script, Writes, Client], caplog: pytest.LogCaptureFixture
+    parts: tuple[Script, Writes, Client], caplog: pytest.LogCaptureFixture, engine: Engine
 ) -> None:
     script, writes, client = parts
-    engine = Engine()
     failures = iter([RuntimeError("stats failed")])
 
     def progress(model: str) -> int | None:

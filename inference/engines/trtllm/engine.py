@@ -542,13 +542,20 @@ class TrtllmEngine(Engine):
             "use echo without logprobs, or a torch-engine model"
         )
 
+    # What inference.engine_watch reads. TensorRT-LLM facts behind them (results.py; llmRequest.cpp
+    # `LlmRequest::createResult` at 119c6e60, not checked at tag v1.2.1): each streaming Result
+    # holds only its new tokens (L113-120), so the counter moves with every token generated, not
+    # while a long prompt's context (prefill) chunks run; with n > 1 each sequence sends its own
+    # final Result (L83-89), and `_dispatch` retires a stream once every choice has had its final
+    # one, so a request the executor has finished is not held, read by its client or not.
+    # A request queued in the executor (no KV-cache room yet) is held: it owes tokens.
     @property
     def generated_tokens(self) -> int:
         return self._generated_tokens
 
     @property
     def requests_held(self) -> int:
-        return len(self._streams)  # retired once the executor finished them (`_dispatch`)
+        return len(self._streams)
 
     def stats(self) -> EngineStats:
         executor = self._executor
